@@ -1,0 +1,132 @@
+"""mai_tools: MAI Image 2.5 (Pixazo gateway) for Python, LangChain agents and MCP clients.
+
+The core is :class:`MAIImageClient` / :class:`AsyncMAIImageClient`: submit a job, wait for it
+with adaptive polling, get an :class:`ImageResult` with the image URLs. The LangChain tools
+(``MAIImageGenerateTool``, ...) are imported lazily, on first use; ``mai_tools.emulator`` is an
+offline gateway for demos and tests. Importing ``mai_tools`` never imports ``mcp``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._client import AsyncMAIImageClient, MAIImageClient
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DownloadError,
+    InsufficientBalanceError,
+    InvalidArgumentError,
+    InvalidImageError,
+    JobFailedError,
+    JobTimeoutError,
+    MAIImageError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+from ._flow import OnStatus
+from ._images import ImageInput, image_to_url, sniff_image_type
+from ._models import (
+    EDIT_ASPECT_RATIOS,
+    GENERATE_ASPECT_RATIOS,
+    OUTPUT_FORMATS,
+    EditAspectRatio,
+    EditRequest,
+    GenerateAspectRatio,
+    GenerateRequest,
+    ImageResult,
+    Job,
+    JobOutput,
+    JobStatus,
+    OutputFormat,
+    Status,
+)
+from ._policies import Clock, FakeClock, PollPolicy, RetryPolicy, SystemClock
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .langchain import (
+        MAIImageEditTool,
+        MAIImageGenerateTool,
+        MAIImageJobTool,
+        MAIImageToolkit,
+    )
+
+_LAZY = {
+    "MAIImageEditTool": "mai_tools.langchain",
+    "MAIImageGenerateTool": "mai_tools.langchain",
+    "MAIImageJobTool": "mai_tools.langchain",
+    "MAIImageToolkit": "mai_tools.langchain",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # LangChain is heavy to import; load the tools only when someone asks for them.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mai_tools' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "EDIT_ASPECT_RATIOS",
+    "GENERATE_ASPECT_RATIOS",
+    "OUTPUT_FORMATS",
+    "APIConnectionError",
+    "APIError",
+    "APIResponseError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncMAIImageClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Clock",
+    "ConfigurationError",
+    "DownloadError",
+    "EditAspectRatio",
+    "EditRequest",
+    "FakeClock",
+    "GenerateAspectRatio",
+    "GenerateRequest",
+    "ImageInput",
+    "ImageResult",
+    "InsufficientBalanceError",
+    "InvalidArgumentError",
+    "InvalidImageError",
+    "Job",
+    "JobFailedError",
+    "JobOutput",
+    "JobStatus",
+    "JobTimeoutError",
+    "MAIImageClient",
+    "MAIImageEditTool",
+    "MAIImageError",
+    "MAIImageGenerateTool",
+    "MAIImageJobTool",
+    "MAIImageToolkit",
+    "NotFoundError",
+    "OnStatus",
+    "OutputFormat",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "Status",
+    "SystemClock",
+    "__version__",
+    "image_to_url",
+    "sniff_image_type",
+]

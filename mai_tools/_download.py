@@ -1,0 +1,200 @@
+"""Saving result images: streamed, size-capped, type-checked, atomic.
+
+File names come from the request id and the position of the image only, never from a URL,
+a header or the prompt, so a hostile server cannot choose where a file lands. The API key is
+never sent with a download (images live on a CDN, another origin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Final
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._exceptions import DownloadError, InvalidImageError
+from ._images import decode_data_uri, extension_for, sniff_image_type
+from ._version import __version__
+
+DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
+DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_HEADERS: Final = {"User-Agent": f"mai-tools/{__version__}", "Accept": "image/*"}
+
+
+def safe_stem(request_id: str) -> str:
+    """A file-name stem derived from a request id (no separators, no dot-files)."""
+    stem = _UNSAFE.sub("_", request_id).strip("._") or "image"
+    return stem[:150]
+
+
+def target_path(directory: Path, request_id: str, index: int, mime: str) -> Path:
+    ext = extension_for(mime) or "img"
+    return directory / f"{safe_stem(request_id)}_{index + 1}.{ext}"
+
+
+def _check_download_url(url: str) -> None:
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise DownloadError(f"Refusing to download from a non-http(s) URL: {url[:60]!r}")
+
+
+def _check_content_type(url: str, content_type: str | None) -> None:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind and not kind.startswith("image/") and kind != "application/octet-stream":
+        raise DownloadError(f"{url[:100]} is {kind!r}, not an image; not saved.")
+
+
+class _Sink:
+    """A temporary file next to the target, renamed into place when complete."""
+
+    def __init__(self, directory: Path, url: str, max_bytes: int) -> None:
+        self.directory = directory
+        self.url = url
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.head = b""
+        fd, name = tempfile.mkstemp(prefix=".mai-", suffix=".part", dir=directory)
+        self.tmp = Path(name)
+        self.fh: IO[bytes] = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise DownloadError(
+                f"{self.url[:100]} is larger than the {self.max_bytes} byte download limit; "
+                "not saved."
+            )
+        if len(self.head) < 16:
+            self.head += chunk[:16]
+        self.fh.write(chunk)
+
+    def commit(self, request_id: str, index: int) -> Path:
+        self.fh.close()
+        mime = sniff_image_type(self.head)
+        if mime is None:
+            raise DownloadError(f"{self.url[:100]} did not return PNG/JPEG/WEBP/GIF data.")
+        final = target_path(self.directory, request_id, index, mime)
+        os.replace(self.tmp, final)
+        return final
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fh.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def _prepare(directory: str | os.PathLike[str]) -> Path:
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"Cannot create directory {str(path)!r}: {exc.strerror}") from None
+    return path
+
+
+def _save_data_uri(directory: Path, request_id: str, index: int, uri: str, max_bytes: int) -> Path:
+    try:
+        _, data = decode_data_uri(uri, max_bytes=max_bytes)
+    except InvalidImageError as exc:
+        raise DownloadError(f"Image {index + 1} of {request_id}: {exc}") from None
+    sink = _Sink(directory, "data: URI", max_bytes)
+    try:
+        sink.write(data)
+        return sink.commit(request_id, index)
+    finally:
+        sink.discard()
+
+
+@contextlib.contextmanager
+def _sync_client(client: httpx.Client | None) -> Iterator[httpx.Client]:
+    if client is not None and not client.is_closed:
+        yield client
+        return
+    with httpx.Client(timeout=DOWNLOAD_TIMEOUT) as fresh:
+        yield fresh
+
+
+@contextlib.asynccontextmanager
+async def _async_client(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    if client is not None and not client.is_closed:
+        yield client
+        return
+    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as fresh:
+        yield fresh
+
+
+def save_images(
+    request_id: str,
+    urls: list[str],
+    directory: str | os.PathLike[str],
+    *,
+    http_client: httpx.Client | None = None,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> list[Path]:
+    """Download (or decode) each image into ``directory``; see :meth:`ImageResult.save`."""
+    folder = _prepare(directory)
+    saved: list[Path] = []
+    with _sync_client(http_client) as client:
+        for index, url in enumerate(urls):
+            if url.startswith("data:"):
+                saved.append(_save_data_uri(folder, request_id, index, url, max_bytes))
+                continue
+            _check_download_url(url)
+            sink = _Sink(folder, url, max_bytes)
+            try:
+                with client.stream(
+                    "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
+                ) as response:
+                    if response.status_code != 200:
+                        raise DownloadError(f"{url[:100]} answered HTTP {response.status_code}.")
+                    _check_content_type(url, response.headers.get("content-type"))
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                saved.append(sink.commit(request_id, index))
+            except httpx.HTTPError as exc:
+                raise DownloadError(f"Downloading {url[:100]} failed: {exc}") from exc
+            finally:
+                sink.discard()
+    return saved
+
+
+async def asave_images(
+    request_id: str,
+    urls: list[str],
+    directory: str | os.PathLike[str],
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> list[Path]:
+    """Async twin of :func:`save_images`."""
+    folder = _prepare(directory)
+    saved: list[Path] = []
+    async with _async_client(http_client) as client:
+        for index, url in enumerate(urls):
+            if url.startswith("data:"):
+                saved.append(_save_data_uri(folder, request_id, index, url, max_bytes))
+                continue
+            _check_download_url(url)
+            sink = _Sink(folder, url, max_bytes)
+            try:
+                async with client.stream(
+                    "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
+                ) as response:
+                    if response.status_code != 200:
+                        raise DownloadError(f"{url[:100]} answered HTTP {response.status_code}.")
+                    _check_content_type(url, response.headers.get("content-type"))
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                saved.append(sink.commit(request_id, index))
+            except httpx.HTTPError as exc:
+                raise DownloadError(f"Downloading {url[:100]} failed: {exc}") from exc
+            finally:
+                sink.discard()
+    return saved

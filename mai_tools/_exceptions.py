@@ -1,0 +1,261 @@
+"""Exceptions raised by mai_tools, split by who can fix the problem.
+
+```
+MAIImageError
+├── ConfigurationError (also ValueError)     missing API key, bad base_url: fix the setup
+├── InvalidArgumentError (also ValueError)   a bad argument (request id, ...), caught before sending
+│   └── InvalidImageError                     an image input that cannot be sent
+├── APIError                                  something went wrong talking to the gateway
+│   ├── APIConnectionError                    could not reach it / connection dropped
+│   │   └── APITimeoutError                   an HTTP request timed out
+│   ├── APIResponseError                      a 2xx answer we could not understand
+│   └── APIStatusError                        the gateway answered with an error status
+│       ├── BadRequestError          400      fix the request
+│       ├── AuthenticationError      401      fix the key
+│       ├── InsufficientBalanceError 402      top up the wallet
+│       ├── PermissionDeniedError    403
+│       ├── NotFoundError            404      unknown request id
+│       ├── RateLimitError           429      slow down (retried automatically)
+│       └── ServerError              5xx      gateway trouble (status reads are retried)
+├── JobFailedError                            the job ended FAILED or ERROR
+├── JobTimeoutError                           the wait deadline passed; the job may still finish
+└── DownloadError                             saving a result image failed
+```
+
+Invalid arguments raise pydantic's ``ValidationError`` (a ``ValueError``) before anything is sent.
+No exception text ever contains the API key: server-provided text is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ._models import JobStatus, Status
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DownloadError",
+    "InsufficientBalanceError",
+    "InvalidArgumentError",
+    "InvalidImageError",
+    "JobFailedError",
+    "JobTimeoutError",
+    "MAIImageError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+]
+
+
+class MAIImageError(Exception):
+    """Root of every exception mai_tools raises on purpose."""
+
+
+class ConfigurationError(MAIImageError, ValueError):
+    """The client is not set up correctly (for example, no API key)."""
+
+
+class InvalidArgumentError(MAIImageError, ValueError):
+    """An argument is invalid; nothing was sent."""
+
+
+class InvalidImageError(InvalidArgumentError):
+    """An image input is missing, not an image, too large, or of an unsupported kind."""
+
+
+class APIError(MAIImageError):
+    """A failure talking to the gateway.
+
+    Attributes:
+        request_id: the job this concerned, when known.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+
+class APIConnectionError(APIError):
+    """The gateway could not be reached, or the connection broke before an answer."""
+
+
+class APITimeoutError(APIConnectionError):
+    """An HTTP request to the gateway timed out."""
+
+
+class APIResponseError(APIError):
+    """The gateway answered 2xx with a body that is not the documented JSON."""
+
+
+class APIStatusError(APIError):
+    """The gateway answered with an HTTP error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        error: the gateway's short ``error`` field, if any.
+        message: the gateway's ``message`` field (or a description of the body).
+        retry_after: seconds the gateway asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.status_code = status_code
+        self.error = error
+        self.retry_after = retry_after
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status_code}"]
+        if self.error:
+            parts.append(self.error)
+        text = ": ".join(parts)
+        if self.message and self.message != self.error:
+            text = f"{text} - {self.message}"
+        if self.request_id:
+            text = f"{text} (request_id={self.request_id})"
+        hint = _STATUS_HINTS.get(self.status_code)
+        return f"{text}. {hint}" if hint else text
+
+
+class BadRequestError(APIStatusError):
+    """400: the gateway rejected the request; change the arguments."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class InsufficientBalanceError(APIStatusError):
+    """402: the wallet behind the key has no balance left."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or operation."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown path or request id."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; `retry_after` says how long the gateway asked to wait."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the gateway or something behind it failed."""
+
+
+_STATUS_HINTS: dict[int, str] = {
+    401: "Check the API key (PIXAZO_API_KEY)",
+    402: "Top up the Pixazo wallet of this key",
+    403: "This key may not use this model",
+    404: "Check the request id",
+    429: "Slow down or retry later",
+}
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientBalanceError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    if status_code >= 500:
+        return ServerError
+    return _STATUS_CLASSES.get(status_code, APIStatusError)
+
+
+class JobFailedError(MAIImageError):
+    """The job ended FAILED or ERROR.
+
+    Attributes:
+        request_id: the job's id.
+        status: FAILED (the model refused or failed; usually charged) or ERROR (a system error;
+            not charged).
+        error: the gateway's error text.
+        job: the last status read.
+    """
+
+    def __init__(self, job: JobStatus) -> None:
+        self.job = job
+        self.request_id = job.request_id
+        self.status: Status = job.status
+        self.error = job.error
+        reason = job.error or "no error text given"
+        super().__init__(f"Job {job.request_id} ended {job.status.value}: {reason}")
+
+
+class JobTimeoutError(MAIImageError, TimeoutError):
+    """The wait deadline passed before the job finished.
+
+    The job itself may still complete: call ``wait(request_id)`` again to resume.
+
+    Attributes:
+        request_id: the job's id.
+        polling_url: its status URL.
+        last_status: the last status read, if any.
+        timeout: the deadline that passed, in seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        polling_url: str | None,
+        last_status: JobStatus | None,
+        timeout: float,
+        reason: str | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.polling_url = polling_url
+        self.last_status = last_status
+        self.timeout = timeout
+        state = last_status.status.value if last_status else "unknown"
+        text = (
+            f"Job {request_id} not finished after {timeout:g}s (last status: {state}). "
+            f"It may still complete: resume with wait({request_id!r})."
+        )
+        if reason:
+            text = f"{text} {reason}"
+        super().__init__(text)
+
+
+class DownloadError(MAIImageError):
+    """A result image could not be downloaded or saved."""
+
+
+def transport_error(
+    exc: httpx.TransportError, *, what: str, request_id: str | None = None
+) -> APIConnectionError:
+    """Wrap an httpx transport error without leaking request headers."""
+    cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+    detail = type(exc).__name__
+    text = str(exc)
+    if text:
+        detail = f"{detail}: {text}"
+    return cls(f"{what} failed: {detail}", request_id=request_id)

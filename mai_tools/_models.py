@@ -1,0 +1,382 @@
+"""Request and response models for the MAI Image 2.5 gateway.
+
+Request models forbid unknown fields and carry the gateway's documented limits, so bad input
+fails here, before anything is sent or paid for. Response models tolerate fields the gateway
+may add later. The field descriptions are written for an LLM reader: the LangChain tools and
+the MCP server reuse them as their argument schemas.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, get_args
+
+import httpx
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+)
+
+logger = logging.getLogger("mai_tools")
+
+GENERATE_MODEL_ID: Final = "microsoft-mai-image-2-5"
+EDIT_MODEL_ID: Final = "microsoft-mai-image-2-5-edit"
+GENERATE_PATH: Final = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
+EDIT_PATH: Final = "/microsoft-mai-image-2-5-edit/v1/microsoft-mai-image-2-5-edit-request"
+STATUS_PATH: Final = "/v2/requests/status/{request_id}"
+
+PROMPT_MIN_LENGTH: Final = 3
+PROMPT_MAX_LENGTH: Final = 5000
+MAX_IMAGES: Final = 4
+
+GenerateAspectRatio = Literal[
+    "auto", "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"
+]
+EditAspectRatio = Literal["auto", "1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+
+GENERATE_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(GenerateAspectRatio)
+EDIT_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(EditAspectRatio)
+OUTPUT_FORMATS: Final[tuple[str, ...]] = get_args(OutputFormat)
+
+
+def _prompt_not_blank(value: str) -> str:
+    if len(value.strip()) < PROMPT_MIN_LENGTH:
+        raise ValueError(
+            f"prompt must contain at least {PROMPT_MIN_LENGTH} non-whitespace characters"
+        )
+    return value
+
+
+# Shared, annotated field types. The adapters (LangChain tools, MCP server) build their
+# argument schemas from these so that limits and descriptions are written exactly once.
+Prompt = Annotated[
+    str,
+    Field(
+        min_length=PROMPT_MIN_LENGTH,
+        max_length=PROMPT_MAX_LENGTH,
+        description=(
+            "What the image should show, in plain language (3-5000 characters). Describe "
+            "subject, setting, style, lighting and composition; put any text that must appear "
+            "in the image in quotes."
+        ),
+    ),
+    AfterValidator(_prompt_not_blank),
+]
+EditPrompt = Annotated[
+    str,
+    Field(
+        min_length=PROMPT_MIN_LENGTH,
+        max_length=PROMPT_MAX_LENGTH,
+        description=(
+            "How to change the source image, as an instruction (3-5000 characters), e.g. "
+            "'make the lighting warm golden hour and blur the background'."
+        ),
+    ),
+    AfterValidator(_prompt_not_blank),
+]
+NumImages = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_IMAGES,
+        description="How many images to make from this one request (1-4). Default 1.",
+    ),
+]
+GenerateAspectRatioField = Annotated[
+    GenerateAspectRatio,
+    Field(
+        description=(
+            "Width:height of the output. 'auto' lets the model decide (square). Allowed: auto, "
+            "21:9, 16:9, 3:2, 4:3, 5:4, 1:1, 4:5, 3:4, 2:3, 9:16. Use 16:9 for landscape "
+            "banners, 9:16 for phone wallpapers and stories, 1:1 for avatars."
+        ),
+    ),
+]
+EditAspectRatioField = Annotated[
+    EditAspectRatio,
+    Field(
+        description=(
+            "Width:height of the edited output. 'auto' keeps the source image's proportions. "
+            "Allowed: auto, 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3 (21:9, 5:4 and 4:5 exist only "
+            "for generation)."
+        ),
+    ),
+]
+OutputFormatField = Annotated[
+    OutputFormat,
+    Field(description="File format of the output images: png (default), jpeg or webp."),
+]
+SyncMode = Annotated[
+    bool,
+    Field(
+        description=(
+            "If true the gateway answers inline with the images as base64 data URIs instead "
+            "of a job to poll. Large; leave false unless you need the bytes immediately."
+        ),
+    ),
+]
+
+
+class _RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class GenerateRequest(_RequestModel):
+    """Body of a text-to-image request (`POST .../microsoft-mai-image-2-5-request`)."""
+
+    prompt: Prompt
+    num_images: NumImages = 1
+    aspect_ratio: GenerateAspectRatioField = "auto"
+    output_format: OutputFormatField = "png"
+    sync_mode: SyncMode = False
+
+
+class EditRequest(_RequestModel):
+    """Body of an image-edit request (`POST .../microsoft-mai-image-2-5-edit-request`).
+
+    `image_urls` holds exactly one http(s) URL or `data:` URI. The clients build it from a
+    path, bytes or URL with :func:`mai_tools.image_to_url`.
+    """
+
+    prompt: EditPrompt
+    image_urls: Annotated[
+        list[str],
+        Field(
+            min_length=1,
+            max_length=1,
+            description=(
+                "Exactly one source image, as an http(s) URL or a data: URI "
+                "(data:image/png;base64,...)."
+            ),
+        ),
+    ]
+    num_images: NumImages = 1
+    aspect_ratio: EditAspectRatioField = "auto"
+    output_format: OutputFormatField = "png"
+    sync_mode: SyncMode = False
+
+    @field_validator("image_urls")
+    @classmethod
+    def _check_scheme(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            lowered = url[:8].lower()
+            if not lowered.startswith(("http://", "https://", "data:")):
+                raise ValueError(
+                    "image_urls entries must be http(s) URLs or data: URIs; "
+                    f"got one starting with {url[:16]!r}"
+                )
+        return urls
+
+
+class Status(enum.StrEnum):
+    """Job states reported by the gateway.
+
+    `UNKNOWN` stands for any status string this library does not know yet; it is treated as
+    "not finished" and the raw string is kept in :attr:`JobStatus.raw_status`.
+    """
+
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job will not change any more."""
+        return self in _TERMINAL
+
+    @property
+    def is_failure(self) -> bool:
+        """True for FAILED and ERROR."""
+        return self in (Status.FAILED, Status.ERROR)
+
+
+_TERMINAL: Final = frozenset({Status.COMPLETED, Status.FAILED, Status.ERROR})
+_KNOWN_STATUSES: Final = frozenset(s.value for s in Status) - {"UNKNOWN"}
+
+
+def parse_status(raw: object) -> Status:
+    """Map a gateway status string to :class:`Status`; unknown strings become UNKNOWN."""
+    text = str(raw).strip().upper() if raw is not None else ""
+    if text in _KNOWN_STATUSES:
+        return Status(text)
+    logger.warning("unknown job status %r from the gateway; treating it as not finished", raw)
+    return Status.UNKNOWN
+
+
+class _ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class Job(_ResponseModel):
+    """A submitted job: what the gateway answers to a (non-sync) request."""
+
+    request_id: str = Field(description="The gateway's id for this job.")
+    status: Status = Field(default=Status.QUEUED, description="Status when submitted.")
+    polling_url: str | None = Field(default=None, description="Status URL given at submission.")
+    raw_status: str | None = Field(default=None, exclude=True)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> Status:
+        return parse_status(value)
+
+
+class JobOutput(_ResponseModel):
+    """The `output` object of a finished job."""
+
+    media_url: list[str] = Field(default_factory=list)
+    media_type: str | None = None
+
+    @field_validator("media_url", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [value]
+        return [] if value is None else value
+
+
+class JobStatus(_ResponseModel):
+    """One read of the status endpoint (`GET /v2/requests/status/{request_id}`)."""
+
+    request_id: str
+    status: Status
+    raw_status: str | None = Field(default=None, description="The status string as sent.")
+    model_id: str | None = None
+    error: str | None = None
+    output: JobOutput | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    polling_url: str | None = None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> JobStatus:
+        """Build from a decoded JSON body, keeping the raw status string."""
+        data = dict(body)
+        raw = data.get("status")
+        data["raw_status"] = None if raw is None else str(raw)
+        data["status"] = parse_status(raw)
+        return cls.model_validate(data)
+
+    @property
+    def image_urls(self) -> list[str]:
+        return list(self.output.media_url) if self.output else []
+
+
+def _short_url(url: str) -> str:
+    if url.startswith("data:"):
+        head = url.split(",", 1)[0]
+        return f"{head},...<{len(url)} chars>"
+    return url
+
+
+class ImageResult(BaseModel):
+    """A finished generation or edit.
+
+    `image_urls` are http(s) URLs, or `data:` URIs in sync mode. Use :meth:`save` (or
+    :meth:`asave`) to download them to files named after the request id. The repr shortens
+    data URIs so a result never floods a log or an agent's context with base64.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    request_id: str
+    status: Status = Status.COMPLETED
+    image_urls: list[str]
+    media_type: str | None = None
+    model_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    _http: httpx.Client | None = PrivateAttr(default=None)
+    _ahttp: httpx.AsyncClient | None = PrivateAttr(default=None)
+    _max_bytes: int | None = PrivateAttr(default=None)
+
+    def save(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        http_client: httpx.Client | None = None,
+        max_bytes: int | None = None,
+    ) -> list[Path]:
+        """Download every image into ``directory`` and return the file paths.
+
+        Files are named ``<request_id>_<n>.<ext>`` (the extension from the image bytes),
+        streamed to a temporary file and renamed into place, refused when they are not an
+        image or exceed ``max_bytes``. ``data:`` URIs (sync mode) are decoded. The API key is
+        never sent with a download.
+
+        Raises:
+            DownloadError: a download failed, was too large, or was not an image.
+        """
+        from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, save_images
+
+        return save_images(
+            self.request_id,
+            self.image_urls,
+            directory,
+            http_client=http_client or self._http,
+            max_bytes=max_bytes or self._max_bytes or DEFAULT_MAX_DOWNLOAD_BYTES,
+        )
+
+    async def asave(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        max_bytes: int | None = None,
+    ) -> list[Path]:
+        """Async twin of :meth:`save`."""
+        from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, asave_images
+
+        return await asave_images(
+            self.request_id,
+            self.image_urls,
+            directory,
+            http_client=http_client or self._ahttp,
+            max_bytes=max_bytes or self._max_bytes or DEFAULT_MAX_DOWNLOAD_BYTES,
+        )
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "image_urls" and isinstance(value, list):
+                yield name, [_short_url(str(u)) for u in value]
+            else:
+                yield name, value
+
+    @classmethod
+    def from_status(cls, status: JobStatus) -> ImageResult:
+        return cls(
+            request_id=status.request_id,
+            status=status.status,
+            image_urls=status.image_urls,
+            media_type=status.output.media_type if status.output else None,
+            model_id=status.model_id,
+            created_at=status.created_at,
+            updated_at=status.updated_at,
+            completed_at=status.completed_at,
+        )
+
+    @property
+    def has_data_uris(self) -> bool:
+        """True when the images are inline `data:` URIs (sync mode)."""
+        return any(u.startswith("data:") for u in self.image_urls)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict safe to show an agent: data URIs are shortened."""
+        data = self.model_dump(mode="json")
+        data["image_urls"] = [_short_url(u) for u in self.image_urls]
+        return data

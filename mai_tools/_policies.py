@@ -1,0 +1,262 @@
+"""Pure, injectable policies: retry backoff, adaptive polling, and the clock.
+
+Nothing here does I/O. Tests build policies with zero delays, or drive the flow with a
+:class:`FakeClock`, so no test sleeps for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the flow reads time and how the drivers sleep."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    async def asleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0))
+
+
+class FakeClock:
+    """A clock that jumps forward instead of sleeping: for tests and simulations."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += max(seconds, 0.0)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for retryable failures.
+
+    Attributes:
+        initial_backoff: delay before the first retry, in seconds.
+        max_backoff: cap on any single backoff delay.
+        multiplier: growth per attempt.
+        jitter: fraction of the delay that is randomised (0 = deterministic).
+        max_retry_after: longest ``Retry-After`` we will honour inside a call, in seconds;
+            longer requests end the call with the rate-limit error.
+    """
+
+    initial_backoff: float = 0.5
+    max_backoff: float = 8.0
+    multiplier: float = 2.0
+    jitter: float = 0.25
+    max_retry_after: float = 120.0
+
+    def backoff(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """Delay before retry number ``attempt`` (1-based).
+
+        A server-given ``Retry-After`` wins over the computed backoff when it is longer.
+        """
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(attempt - 1, 0))
+        if self.jitter > 0 and base > 0:
+            r = (rng or random).random()
+            base = base * (1 - self.jitter) + base * self.jitter * 2 * r
+        if retry_after is not None:
+            return max(base, retry_after)
+        return base
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to read the status of a running job.
+
+    Until durations have been learned for an operation, polls start ``first_delay`` after
+    submission and then back off geometrically (``cold_growth``) up to ``cold_max_interval``.
+    Once at least ``min_samples`` jobs of that operation have completed, the typical range
+    [q_low, q_high] of their durations is known: one early poll catches fast failures, then
+    the poller sleeps until q_low and polls every ``(q_high - q_low) / window_polls`` seconds
+    (bounded by ``min_interval`` and ``max_dense_interval``) through the window, and backs off
+    by ``tail_growth`` up to ``max_interval`` for jobs slower than any seen.
+
+    Attributes:
+        first_delay: seconds from submission to the first poll.
+        min_interval: shortest gap between two polls.
+        max_interval: longest gap between two polls.
+        cold_growth: growth factor of the gap while nothing is learned.
+        cold_max_interval: longest gap while nothing is learned.
+        window_polls: polls spread over the learned typical-duration window.
+        max_dense_interval: longest gap inside the learned window.
+        tail_growth: growth factor of the gap once past the learned window.
+        low_quantile, high_quantile: which quantiles of learned durations bound the window.
+        min_samples: completed jobs needed before the learned schedule is used.
+        history: how many recent durations are kept per operation.
+    """
+
+    first_delay: float = 0.5
+    min_interval: float = 0.2
+    max_interval: float = 5.0
+    cold_growth: float = 1.5
+    cold_max_interval: float = 2.0
+    window_polls: float = 7.0
+    max_dense_interval: float = 2.0
+    tail_growth: float = 1.5
+    low_quantile: float = 0.05
+    high_quantile: float = 0.95
+    min_samples: int = 5
+    history: int = 100
+
+    @classmethod
+    def fixed(cls, interval: float) -> PollPolicy:
+        """A plain fixed-interval poller (the vendor's documented loop is ``fixed(5)``)."""
+        return cls(
+            first_delay=interval,
+            min_interval=interval,
+            max_interval=interval,
+            cold_growth=1.0,
+            cold_max_interval=interval,
+            window_polls=1.0,
+            max_dense_interval=interval,
+            tail_growth=1.0,
+            min_samples=2**31,
+        )
+
+    @classmethod
+    def immediate(cls) -> PollPolicy:
+        """Poll with no delay at all: for tests over mock transports."""
+        return cls.fixed(0.0)
+
+    def next_delay(
+        self, *, elapsed: float, last_gap: float | None, window: tuple[float, float] | None
+    ) -> float:
+        """Seconds to sleep before the next poll.
+
+        Args:
+            elapsed: seconds since the job was submitted (or the wait began).
+            last_gap: the previous gap, or None before the first poll.
+            window: learned (q_low, q_high) duration window, or None.
+        """
+        if last_gap is None:
+            first = self.first_delay
+            if window is not None:
+                # Jobs that usually finish before the first poll: poll when they usually do.
+                first = min(first, window[0])
+            return max(first - elapsed, 0.0)
+        if window is None:
+            gap = max(last_gap * self.cold_growth, self.min_interval)
+            return min(gap, self.cold_max_interval, self.max_interval)
+        low, high = window
+        dense = (high - low) / max(self.window_polls, 1.0)
+        dense = min(max(dense, self.min_interval), self.max_dense_interval, self.max_interval)
+        if elapsed < low - dense / 2:
+            # Before the window: sleep to its start in one go.
+            return max(low - elapsed, self.min_interval)
+        if elapsed < high:
+            return dense
+        # Slower than usual: back off from the dense gap.
+        return min(max(last_gap * self.tail_growth, dense), self.max_interval)
+
+
+@dataclass
+class DurationStats:
+    """Recent job durations per operation, learned by a client; thread-safe."""
+
+    history: int = 100
+    _samples: dict[str, deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, operation: str, seconds: float) -> None:
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            return
+        with self._lock:
+            bucket = self._samples.setdefault(operation, deque(maxlen=self.history))
+            bucket.append(seconds)
+
+    def count(self, operation: str) -> int:
+        with self._lock:
+            return len(self._samples.get(operation, ()))
+
+    def window(self, operation: str, policy: PollPolicy) -> tuple[float, float] | None:
+        """The learned (q_low, q_high) duration window, or None if too few samples."""
+        with self._lock:
+            samples = sorted(self._samples.get(operation, ()))
+        if len(samples) < policy.min_samples:
+            return None
+        return _quantile(samples, policy.low_quantile), _quantile(samples, policy.high_quantile)
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+__all__ = [
+    "Clock",
+    "DurationStats",
+    "FakeClock",
+    "PollPolicy",
+    "RetryPolicy",
+    "SystemClock",
+    "parse_retry_after",
+]
