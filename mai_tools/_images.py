@@ -101,7 +101,7 @@ def decode_data_uri(uri: str, *, max_bytes: int | None = None) -> tuple[str | No
 
 def _check_data_uri(uri: str, max_bytes: int) -> str:
     declared, data = decode_data_uri(uri, max_bytes=max_bytes)
-    if declared is not None and not declared.startswith("image/"):
+    if declared is not None and not declared.startswith(("image/", "application/octet-stream")):
         raise InvalidImageError(f"The data: URI declares {declared!r}, not an image type.")
     # Re-encode from the sniffed type: a wrong or missing declared type is corrected.
     return bytes_to_data_uri(data, max_bytes=max_bytes)
