@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from mai_tools import FakeClock
@@ -16,7 +14,7 @@ def gateway() -> Gateway:
 
 
 @pytest.fixture(params=["sync", "async"])
-def harness(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[Harness]:
+def harness(request: pytest.FixtureRequest, gateway: Gateway) -> Harness:
     clock = FakeClock(1000.0)
     gateway.clock = clock
     return Harness(mode=request.param, gateway=gateway, clock=clock)

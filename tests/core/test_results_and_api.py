@@ -1,0 +1,290 @@
+"""ImageResult.save/asave, the public surface, configuration, and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+import mai_tools
+from mai_tools import (
+    AsyncMAIImageClient,
+    ConfigurationError,
+    DownloadError,
+    FakeClock,
+    ImageResult,
+    MAIImageClient,
+    PollPolicy,
+    Status,
+)
+from tests.support.fakes import BASE, KEY, PNG_1PX, RID, Gateway, Harness, ok
+
+CDN = "https://cdn.example.com"
+
+
+def _png_response(content: bytes = PNG_1PX, content_type: str = "image/png") -> httpx.Response:
+    return httpx.Response(200, content=content, headers={"Content-Type": content_type})
+
+
+def _save(harness: Harness, result: ImageResult, directory: Path, **kw: int) -> list[Path]:
+    transport = httpx.MockTransport(harness.gateway.handler)
+    if harness.mode == "sync":
+        return result.save(directory, http_client=httpx.Client(transport=transport), **kw)
+
+    async def run() -> list[Path]:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await result.asave(directory, http_client=client, **kw)
+
+    return asyncio.run(run())
+
+
+def test_save_streams_to_safe_names(harness: Harness, tmp_path: Path) -> None:
+    urls = [f"{CDN}/../../etc/passwd", f"{CDN}/x/evil name.sh"]
+    harness.gateway.polls = [ok("COMPLETED", urls=urls)]
+    for url in urls:
+        harness.gateway.downloads[url.replace("/../..", "")] = _png_response()
+        harness.gateway.downloads[url.replace(" ", "%20")] = _png_response()
+    result = harness.call("generate", "a cat")
+    paths = _save(harness, result, tmp_path / "out")
+    assert [p.name for p in paths] == [f"{RID}_1.png", f"{RID}_2.png"]
+    assert all(p.parent == tmp_path / "out" for p in paths)
+    assert all(p.read_bytes() == PNG_1PX for p in paths)
+    assert sorted(x.name for x in (tmp_path / "out").iterdir()) == [p.name for p in paths]
+    downloads = [r for r in harness.gateway.requests if r.url.host == "cdn.example.com"]
+    assert downloads
+    assert all("Ocp-Apim-Subscription-Key" not in r.headers for r in downloads)
+
+
+def test_save_uses_bytes_for_extension(harness: Harness, tmp_path: Path) -> None:
+    jpeg = b"\xff\xd8\xff\xe0" + b"\0" * 64
+    harness.gateway.polls = [ok("COMPLETED", urls=[f"{CDN}/a.png"])]
+    harness.gateway.downloads[f"{CDN}/a.png"] = _png_response(jpeg, "image/png")
+    result = harness.call("generate", "a cat")
+    assert [p.name for p in _save(harness, result, tmp_path)] == [f"{RID}_1.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: httpx.Response(
+                200, text="<html>login</html>", headers={"Content-Type": "text/html"}
+            ),
+            "not an image",
+        ),
+        (lambda: _png_response(b"not really a png at all"), "did not return"),
+        (lambda: httpx.Response(403, text="denied"), "HTTP 403"),
+        (lambda: _png_response(PNG_1PX + b"\0" * 5000), "download limit"),
+    ],
+)
+def test_save_refuses_bad_downloads(
+    harness: Harness, tmp_path: Path, make: Callable[[], httpx.Response], message: str
+) -> None:
+    harness.gateway.polls = [ok("COMPLETED", urls=[f"{CDN}/a.png"])]
+    harness.gateway.downloads[f"{CDN}/a.png"] = make()
+    result = harness.call("generate", "a cat")
+    with pytest.raises(DownloadError, match=message):
+        _save(harness, result, tmp_path, max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []  # no partial or temporary files left
+
+
+def test_save_decodes_data_uris(harness: Harness, tmp_path: Path) -> None:
+    uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    harness.gateway.submits = [httpx.Response(200, json=ok("COMPLETED", urls=[uri, uri]).json())]
+    result = harness.call("generate", "a cat", sync_mode=True)
+    paths = _save(harness, result, tmp_path)
+    assert [p.read_bytes() for p in paths] == [PNG_1PX, PNG_1PX]
+    assert base64.b64encode(PNG_1PX).decode()[:20] not in repr(result)
+    assert result.summary()["image_urls"][0].startswith("data:image/png;base64,...<")
+
+
+def test_save_refuses_other_schemes(tmp_path: Path) -> None:
+    result = ImageResult(request_id=RID, image_urls=["file:///etc/passwd"])
+    with pytest.raises(DownloadError, match="non-http"):
+        result.save(tmp_path)
+
+
+# --------------------------------------------------------------------------- public surface
+
+
+def test_public_names() -> None:
+    assert mai_tools.__all__ == sorted(mai_tools.__all__, key=lambda n: (not n.isupper(), n))
+    for name in mai_tools.__all__:
+        if name.startswith("MAIImage") and name.endswith(("Tool", "Toolkit")):
+            continue  # lazily imported LangChain tools have their own tests
+        assert getattr(mai_tools, name) is not None
+    for name in (
+        "MAIImageClient",
+        "AsyncMAIImageClient",
+        "ImageResult",
+        "Job",
+        "JobStatus",
+        "MAIImageError",
+        "APIStatusError",
+        "BadRequestError",
+        "AuthenticationError",
+        "InsufficientBalanceError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "RateLimitError",
+        "ServerError",
+        "APIConnectionError",
+        "APITimeoutError",
+        "JobFailedError",
+        "JobTimeoutError",
+        "ConfigurationError",
+        "GenerateRequest",
+        "EditRequest",
+    ):
+        assert name in mai_tools.__all__
+
+
+def test_exception_tree() -> None:
+    for name in mai_tools.__all__:
+        obj = vars(mai_tools).get(name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, mai_tools.MAIImageError)
+    assert issubclass(mai_tools.APITimeoutError, mai_tools.APIConnectionError)
+    assert issubclass(mai_tools.RateLimitError, mai_tools.APIStatusError)
+    assert issubclass(mai_tools.InvalidImageError, ValueError)
+    assert issubclass(mai_tools.ConfigurationError, ValueError)
+
+
+def test_import_does_not_import_mcp_or_langchain() -> None:
+    code = (
+        "import sys, mai_tools; "
+        "bad = [m for m in ('mcp', 'langchain_core', 'mai_tools.emulator') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_missing_key_names_the_variable_and_the_emulator() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MAIImageClient()
+    assert "PIXAZO_API_KEY" in str(info.value)
+    assert "emulator" in str(info.value)
+    with pytest.raises(ConfigurationError):
+        AsyncMAIImageClient(api_key="   ")
+
+
+def test_env_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXAZO_API_KEY", KEY)
+    monkeypatch.setenv("PIXAZO_BASE_URL", "http://127.0.0.1:9999/")
+    with MAIImageClient() as client:
+        assert client.base_url == "http://127.0.0.1:9999"
+        assert KEY not in repr(client)
+    with MAIImageClient(base_url="https://other.example") as client:
+        assert client.base_url == "https://other.example"
+
+
+@pytest.mark.parametrize("url", ["gateway.pixazo.ai", "ftp://x", "https://", "https://h/?q=1"])
+def test_bad_base_url(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="base_url"):
+        MAIImageClient(KEY, base_url=url)
+
+
+def test_key_with_control_characters_refused_without_echo() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MAIImageClient("abc\r\nX-Injected: 1")
+    assert "X-Injected" not in str(info.value)
+
+
+def test_wrong_http_client_type() -> None:
+    with pytest.raises(TypeError, match=r"httpx\.Client"):
+        MAIImageClient(KEY, http_client=httpx.AsyncClient())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"httpx\.AsyncClient"):
+        AsyncMAIImageClient(KEY, http_client=httpx.Client())  # type: ignore[arg-type]
+
+
+def test_owned_pool_closed_and_foreign_pool_kept() -> None:
+    own = MAIImageClient(KEY)
+    with own:
+        pass
+    assert own._http.is_closed
+    foreign = httpx.Client()
+    with MAIImageClient(KEY, http_client=foreign):
+        pass
+    assert not foreign.is_closed
+    foreign.close()
+
+
+def test_default_pool_keeps_connections_across_poll_gaps() -> None:
+    with MAIImageClient(KEY) as client:
+        pool = client._http._transport._pool  # type: ignore[attr-defined]
+        assert pool._keepalive_expiry >= 60
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_sync_client_is_thread_safe() -> None:
+    gw = Gateway()
+    lock = threading.Lock()
+    counter = iter(range(10_000))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            if request.method == "POST":
+                rid = f"microsoft-mai-image-2-5_{next(counter):05d}"
+                return httpx.Response(202, json={"request_id": rid, "status": "QUEUED"})
+        rid = request.url.path.rsplit("/", 1)[-1]
+        return ok("COMPLETED", rid)
+
+    gw_client = httpx.Client(transport=httpx.MockTransport(handler))
+    client = MAIImageClient(
+        KEY, base_url=BASE, http_client=gw_client, poll_policy=PollPolicy.immediate()
+    )
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                results.append(client.generate("thread safety").request_id)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(results)) == 160
+    assert gw.requests == []
+
+
+async def test_async_client_serves_hundreds_of_jobs() -> None:
+    clock = FakeClock()
+    submitted: dict[str, float] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            rid = f"microsoft-mai-image-2-5_{len(submitted):05d}"
+            submitted[rid] = clock.monotonic()
+            return httpx.Response(202, json={"request_id": rid, "status": "QUEUED"})
+        rid = request.url.path.rsplit("/", 1)[-1]
+        done = clock.monotonic() - submitted[rid] >= 2
+        return ok("COMPLETED" if done else "PROCESSING", rid)
+
+    async with AsyncMAIImageClient(
+        KEY,
+        base_url=BASE,
+        clock=clock,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    ) as client:
+        results = await asyncio.gather(*(client.generate(f"job {i}") for i in range(300)))
+    assert len({r.request_id for r in results}) == 300
+    assert all(r.status is Status.COMPLETED for r in results)
