@@ -127,6 +127,10 @@ def read_image_file(path: Path, *, max_bytes: int) -> bytes:
         ) from None
     except OSError as exc:
         raise InvalidImageError(f"Cannot read image file {str(path)!r}: {exc.strerror}") from None
+    except ValueError:  # e.g. an embedded NUL byte: not a usable path at all
+        raise InvalidImageError(
+            f"{str(path)[:80]!r} is not a valid file path, http(s) URL or data: URI."
+        ) from None
     if not path.is_file():
         raise InvalidImageError(f"{str(path)!r} is not a regular file.")
     if st.st_size > max_bytes:

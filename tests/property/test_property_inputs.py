@@ -1,0 +1,185 @@
+"""Property-based tests: arbitrary input never fails with anything but the documented errors,
+and invalid input never reaches the gateway."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mai_tools import (
+    EDIT_ASPECT_RATIOS,
+    GENERATE_ASPECT_RATIOS,
+    OUTPUT_FORMATS,
+    EditRequest,
+    GenerateRequest,
+    InvalidArgumentError,
+    InvalidImageError,
+    JobStatus,
+    MAIImageClient,
+    PollPolicy,
+    image_to_url,
+    sniff_image_type,
+)
+from mai_tools._images import decode_data_uri
+from mai_tools._policies import parse_retry_after
+from tests.support.fakes import BASE, KEY, PNG_1PX, Gateway
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=60),
+    st.binary(max_size=60),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+def _client(gw: Gateway) -> MAIImageClient:
+    return MAIImageClient(
+        KEY,
+        base_url=BASE,
+        poll_policy=PollPolicy.immediate(),
+        http_client=httpx.Client(transport=httpx.MockTransport(gw.handler)),
+    )
+
+
+@SETTINGS
+@given(
+    prompt=st.one_of(st.text(max_size=5100), anything),
+    num_images=st.one_of(st.integers(-3, 8), anything),
+    aspect_ratio=st.one_of(st.sampled_from(GENERATE_ASPECT_RATIOS + ("1:2", "AUTO")), anything),
+    output_format=st.one_of(st.sampled_from((*OUTPUT_FORMATS, "gif", "PNG")), anything),
+)
+def test_generate_arguments(
+    prompt: Any, num_images: Any, aspect_ratio: Any, output_format: Any
+) -> None:
+    gw = Gateway()
+    with _client(gw) as client:
+        try:
+            client.generate(
+                prompt,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+            )
+        except (pydantic.ValidationError, InvalidArgumentError):
+            assert gw.requests == []  # refused before anything was sent
+            return
+    body = gw.body()
+    # What was sent satisfies the documented limits.
+    assert 3 <= len(body["prompt"]) <= 5000
+    assert body["prompt"].strip()
+    assert 1 <= body["num_images"] <= 4
+    assert body["aspect_ratio"] in GENERATE_ASPECT_RATIOS
+    assert body["output_format"] in OUTPUT_FORMATS
+    GenerateRequest.model_validate(body)
+
+
+@SETTINGS
+@given(
+    image=st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200),
+        st.builds(lambda b: "data:image/png;base64," + base64.b64encode(b).decode(), st.binary()),
+        st.builds(lambda s: "https://" + s, st.text(max_size=50)),
+        st.just(PNG_1PX),
+        anything,
+    ),
+    aspect_ratio=st.sampled_from(GENERATE_ASPECT_RATIOS),
+)
+def test_edit_arguments(image: Any, aspect_ratio: Any) -> None:
+    gw = Gateway()
+    with _client(gw) as client:
+        try:
+            client.edit("change the sky", image, aspect_ratio=aspect_ratio)
+        except (pydantic.ValidationError, InvalidArgumentError):
+            assert gw.requests == []
+            return
+    body = gw.body()
+    assert body["aspect_ratio"] in EDIT_ASPECT_RATIOS
+    (url,) = body["image_urls"]
+    if url.startswith("data:"):
+        mime, data = decode_data_uri(url)
+        assert mime == sniff_image_type(data)
+    else:
+        assert url.lower().startswith(("http://", "https://"))
+    EditRequest.model_validate(body)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=64), name=st.text(min_size=1, max_size=20))
+def test_image_files(tmp_path: Path, data: bytes, name: str) -> None:
+    safe = "".join(c for c in name if c.isalnum()) or "f"
+    path = tmp_path / safe
+    path.write_bytes(data)
+    try:
+        url = image_to_url(path)
+    except InvalidImageError as exc:
+        assert str(path) in str(exc)
+        return
+    assert sniff_image_type(data) is not None
+    assert url == f"data:{sniff_image_type(data)};base64,{base64.b64encode(data).decode()}"
+    assert image_to_url(os.fspath(path)) == url
+
+
+@SETTINGS
+@given(request_id=st.text(max_size=80))
+def test_request_ids(request_id: str) -> None:
+    gw = Gateway()
+    with _client(gw) as client:
+        try:
+            client.get_status(request_id)
+        except InvalidArgumentError:
+            assert gw.requests == []
+            return
+    (sent,) = gw.requests
+    assert sent.url.host == "gateway.pixazo.ai"
+    assert sent.url.path.startswith("/v2/requests/status/")
+    assert "/" not in sent.url.path.removeprefix("/v2/requests/status/")
+
+
+@SETTINGS
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["request_id", "status", "output", "error", "x"]), anything
+    )
+)
+def test_status_bodies_never_crash(body: dict[str, Any]) -> None:
+    body.setdefault("request_id", "microsoft-mai-image-2-5_x")
+    try:
+        status = JobStatus.from_body(body)
+    except pydantic.ValidationError:
+        return
+    assert status.status.value in {
+        "QUEUED",
+        "PROCESSING",
+        "COMPLETED",
+        "FAILED",
+        "ERROR",
+        "UNKNOWN",
+    }
+
+
+@SETTINGS
+@given(value=st.text(max_size=40))
+def test_retry_after_never_crashes(value: str) -> None:
+    result = parse_retry_after(value)
+    assert result is None or result >= 0
+
+
+@pytest.mark.parametrize("ratio", EDIT_ASPECT_RATIOS)
+def test_every_edit_ratio_is_a_generate_ratio(ratio: str) -> None:
+    assert ratio in GENERATE_ASPECT_RATIOS
