@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import httpx
 import pydantic
@@ -128,8 +128,20 @@ class _OutOfTime(Exception):
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
+def split_url(url: str) -> SplitResult | None:
+    """``urlsplit`` that returns None for malformed URLs (bad IPv6 brackets, bad ports)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        return None
+    return parts
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
+    parts = split_url(url)
+    if parts is None:
+        return "", "", None
     scheme = parts.scheme.lower()
     port = parts.port or {"http": 80, "https": 443}.get(scheme)
     return scheme, (parts.hostname or "").lower(), port
@@ -138,8 +150,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def resolve_base_url(base_url: str | None) -> str:
     value = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     value = value.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(value)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}; got {value[:100]!r} "
             f"(from {'the argument' if base_url else BASE_URL_ENV})."
@@ -268,7 +280,7 @@ class FlowCore:
     def status_url(self, request_id: str, polling_url: str | None) -> str:
         """The status URL: the gateway's `polling_url` only when it is on `base_url`'s origin."""
         if polling_url:
-            if _origin(polling_url) == _origin(self.base_url):
+            if _origin(polling_url) == _origin(self.base_url) and _origin(polling_url)[1]:
                 return polling_url
             logger.warning(
                 "polling_url for %s is on another origin (%s); polling %s instead so the API "
@@ -373,8 +385,8 @@ class FlowCore:
     def check_webhook(webhook_url: str | None) -> str | None:
         if webhook_url is None:
             return None
-        parts = urlsplit(webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        parts = split_url(webhook_url)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidArgumentError(
                 f"webhook_url must be an http(s) URL; got {webhook_url[:100]!r}."
             )

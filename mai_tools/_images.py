@@ -107,8 +107,15 @@ def _check_data_uri(uri: str, max_bytes: int) -> str:
     return bytes_to_data_uri(data, max_bytes=max_bytes)
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
 def _check_http_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise InvalidImageError(f"The image URL {url[:100]!r} is malformed.") from None
     if not parts.netloc or not parts.hostname:
         raise InvalidImageError(f"The image URL {url[:100]!r} has no host.")
     if any(c.isspace() for c in url):
@@ -169,7 +176,8 @@ def image_to_url(image: ImageInput, *, max_bytes: int = DEFAULT_MAX_INPUT_BYTES)
             return _check_data_uri(text, max_bytes)
         if lowered.startswith(("http://", "https://")):
             return _check_http_url(text)
-        scheme = urlsplit(text).scheme
+        match = _SCHEME.match(text)
+        scheme = match.group(1).lower() if match else ""
         # One-letter schemes are Windows drive letters (C:\...), not URLs.
         if len(scheme) > 1 and "://" in text:
             raise InvalidImageError(

@@ -257,6 +257,8 @@ def test_same_origin_polling_url_is_used(harness: Harness) -> None:
         "https://evil.example.com/v2/requests/status/x",
         "http://gateway.pixazo.ai/v2/requests/status/x",  # other scheme
         "https://gateway.pixazo.ai:8443/v2/requests/status/x",  # other port
+        "https://[gateway.pixazo.ai/v2/requests/status/x",  # malformed
+        "/v2/requests/status/x",  # relative
     ],
 )
 def test_foreign_polling_url_never_gets_the_key(
