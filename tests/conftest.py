@@ -1,0 +1,47 @@
+"""Suite-wide guard: no log record, from any logger at any level, ever contains a canary key.
+
+Tests that use a real-looking API key use one that starts with ``CANARY_PREFIX`` (see
+``tests.support.fakes.KEY``). During every test the root logger is opened to DEBUG (httpx and
+httpcore included) and every record is scanned, message and traceback alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+
+import pytest
+
+CANARY_PREFIX = "sk-canary-"
+
+
+class _LeakCatcher(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record must not hide a leak in its args
+            text = f"{record.msg!r} {record.args!r}"
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
+        if CANARY_PREFIX in text:
+            self.leaks.append(f"{record.name}:{record.levelname}: {text[:300]}")
+
+
+@pytest.fixture(autouse=True)
+def _no_key_in_any_log_record() -> Iterator[None]:
+    root = logging.getLogger()
+    catcher = _LeakCatcher()
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(catcher)
+    try:
+        yield
+    finally:
+        root.removeHandler(catcher)
+        root.setLevel(previous)
+    assert not catcher.leaks, "API key leaked into log records:\n" + "\n".join(catcher.leaks)
