@@ -43,8 +43,11 @@ def _check_download_url(url: str) -> None:
         raise DownloadError(f"Refusing to download from a non-http(s) URL: {url[:60]!r}")
 
 
-def _check_content_type(url: str, content_type: str | None) -> None:
-    kind = (content_type or "").split(";", 1)[0].strip().lower()
+def _check_response(url: str, response: httpx.Response) -> None:
+    """Refuse an error status or a declared non-image body before reading it."""
+    if response.status_code != 200:
+        raise DownloadError(f"{url[:100]} answered HTTP {response.status_code}.")
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind and not kind.startswith("image/") and kind != "application/octet-stream":
         raise DownloadError(f"{url[:100]} is {kind!r}, not an image; not saved.")
 
@@ -151,9 +154,7 @@ def save_images(
                 with client.stream(
                     "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
                 ) as response:
-                    if response.status_code != 200:
-                        raise DownloadError(f"{url[:100]} answered HTTP {response.status_code}.")
-                    _check_content_type(url, response.headers.get("content-type"))
+                    _check_response(url, response)
                     for chunk in response.iter_bytes():
                         sink.write(chunk)
                 saved.append(sink.commit(request_id, index))
@@ -186,9 +187,7 @@ async def asave_images(
                 async with client.stream(
                     "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
                 ) as response:
-                    if response.status_code != 200:
-                        raise DownloadError(f"{url[:100]} answered HTTP {response.status_code}.")
-                    _check_content_type(url, response.headers.get("content-type"))
+                    _check_response(url, response)
                     async for chunk in response.aiter_bytes():
                         sink.write(chunk)
                 saved.append(sink.commit(request_id, index))
