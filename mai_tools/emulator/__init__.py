@@ -1,0 +1,36 @@
+"""An offline emulator of the Pixazo gateway for MAI Image 2.5.
+
+Same paths, JSON shapes, status codes, auth and job lifecycle as the real gateway, with real
+images drawn from each request, fault injection, and counters for tests. Use it to try
+mai-tools without a key, to run the examples, and to test your own agents offline::
+
+    from mai_tools import MAIImageClient
+    from mai_tools.emulator import run_emulator
+
+    with run_emulator() as emu:
+        client = MAIImageClient(emu.api_key, base_url=emu.base_url)
+        print(client.generate("a lighthouse at dawn").image_urls)
+
+From a shell: ``python -m mai_tools.emulator --port 8000`` (or ``mai-image emulator``). In
+pytest, the ``mai_emulator`` fixture (installed with mai-tools) gives a fresh emulator per
+test and points ``PIXAZO_API_KEY``/``PIXAZO_BASE_URL`` at it.
+"""
+
+from __future__ import annotations
+
+from ._app import create_app
+from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
+from ._server import RunningEmulator, run_emulator
+from ._state import Emulator, EmulatorStats, RequestRecord
+
+__all__ = [
+    "DEFAULT_EMULATOR_KEY",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorStats",
+    "Faults",
+    "RequestRecord",
+    "RunningEmulator",
+    "create_app",
+    "run_emulator",
+]

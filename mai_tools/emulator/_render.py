@@ -1,0 +1,111 @@
+"""Draw the emulator's images: real, decodable, and visibly derived from the request."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import textwrap
+from typing import Final
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+PIL_FORMATS: Final = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+MEDIA_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def size_for(
+    aspect_ratio: str, long_side: int, source: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """Output (width, height): long side ``long_side``; ``auto`` is 1:1 or the source's ratio."""
+    if aspect_ratio == "auto":
+        if source is None or min(source) <= 0:
+            return long_side, long_side
+        w, h = source
+    else:
+        a, b = aspect_ratio.split(":")
+        w, h = int(a), int(b)
+    if w >= h:
+        return long_side, max(1, round(long_side * h / w))
+    return max(1, round(long_side * w / h)), long_side
+
+
+def _palette(
+    prompt: str, index: int
+) -> tuple[random.Random, tuple[int, int, int], tuple[int, int, int]]:
+    digest = hashlib.sha256(f"{prompt}\x00{index}".encode()).digest()
+    rng = random.Random(digest)
+    c1 = (digest[0], digest[1], digest[2])
+    c2 = (255 - digest[3] // 2, digest[4] // 2 + 64, 255 - digest[5])
+    return rng, c1, c2
+
+
+def _gradient(size: tuple[int, int], prompt: str, index: int) -> Image.Image:
+    rng, c1, c2 = _palette(prompt, index)
+    gray = Image.linear_gradient("L").rotate(rng.uniform(0, 360), expand=False).resize(size)
+    img = ImageOps.colorize(gray, c1, c2).convert("RGB")
+    draw = ImageDraw.Draw(img, "RGBA")
+    w, h = size
+    for _ in range(6):
+        r = rng.uniform(0.05, 0.25) * min(w, h)
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        color = (rng.randrange(256), rng.randrange(256), rng.randrange(256), 90)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
+    return img
+
+
+def _caption(img: Image.Image, lines: list[str]) -> None:
+    w, h = img.size
+    size = max(10, min(w, h) // 22)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(img, "RGBA")
+    pad = size // 2
+    line_h = int(size * 1.25)
+    box_h = line_h * len(lines) + 2 * pad
+    draw.rectangle((0, h - box_h, w, h), fill=(0, 0, 0, 150))
+    y = h - box_h + pad
+    for line in lines:
+        draw.text((pad, y), line, fill=(255, 255, 255, 255), font=font)
+        y += line_h
+
+
+def render(
+    *,
+    prompt: str,
+    request_id: str,
+    index: int,
+    total: int,
+    aspect_ratio: str,
+    output_format: str,
+    long_side: int,
+    source: bytes | None = None,
+) -> bytes:
+    """One output image as encoded bytes.
+
+    Generations are a gradient seeded by the prompt; edits are the source image, tinted by
+    the prompt's palette. Both carry the prompt, the request id and the image number.
+    """
+    src: Image.Image | None = None
+    if source is not None:
+        try:
+            with Image.open(io.BytesIO(source)) as opened:
+                src = opened.convert("RGB")
+        except Exception:  # an undecodable source still gets an edit, just not derived from it
+            src = None
+    size = size_for(aspect_ratio, long_side, src.size if src is not None else None)
+    img = _gradient(size, prompt, index)
+    if src is not None:
+        img = Image.blend(ImageOps.fit(src, size), img, 0.35)
+    kind = "EDIT" if source is not None else "MAI Image 2.5 (emulator)"
+    chars = max(20, size[0] // max(10, min(size) // 22) * 2)
+    wrapped = textwrap.wrap(prompt, width=chars)[:4] or [""]
+    _caption(img, [f"{kind} - image {index + 1}/{total}", *wrapped, request_id])
+    out = io.BytesIO()
+    fmt = PIL_FORMATS[output_format]
+    if fmt == "JPEG":
+        img.save(out, fmt, quality=85)
+    elif fmt == "WEBP":
+        img.save(out, fmt, quality=80)
+    else:
+        img.save(out, fmt, compress_level=1)
+    return out.getvalue()

@@ -1,0 +1,55 @@
+"""pytest fixtures for testing code that uses MAI Image offline (installed with mai-tools).
+
+``mai_emulator`` gives each test a clean emulator (jobs, counters and faults reset) with fast
+jobs (0.2-0.5 s), and points ``PIXAZO_API_KEY`` and ``PIXAZO_BASE_URL`` at it, so code that
+builds ``MAIImageClient()`` with no arguments talks to it::
+
+    def test_my_agent_draws(mai_emulator):
+        answer = my_agent("draw a cat")
+        assert mai_emulator.control.stats().jobs_created == 1
+
+    def test_my_agent_survives_rate_limits(mai_emulator):
+        mai_emulator.control.set_faults(rate_limit_first_submits=2, retry_after=0.1)
+        ...
+
+Override the ``mai_emulator_config`` fixture (session-scoped) to change durations or keys.
+The server starts once per session, on first use; importing this plugin is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from mai_tools.emulator import EmulatorConfig, RunningEmulator
+
+
+@pytest.fixture(scope="session")
+def mai_emulator_config() -> EmulatorConfig:
+    """The emulator's configuration for the session: fast jobs. Override to change it."""
+    from mai_tools.emulator import EmulatorConfig
+
+    return EmulatorConfig(min_duration=0.2, max_duration=0.5)
+
+
+@pytest.fixture(scope="session")
+def mai_emulator_session(mai_emulator_config: EmulatorConfig) -> Iterator[RunningEmulator]:
+    """One emulator server for the whole session."""
+    from mai_tools.emulator import run_emulator
+
+    with run_emulator(mai_emulator_config) as emu:
+        yield emu
+
+
+@pytest.fixture
+def mai_emulator(
+    mai_emulator_session: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> RunningEmulator:
+    """A clean emulator for this test; ``PIXAZO_API_KEY``/``PIXAZO_BASE_URL`` point at it."""
+    mai_emulator_session.control.reset()
+    monkeypatch.setenv("PIXAZO_API_KEY", mai_emulator_session.api_key)
+    monkeypatch.setenv("PIXAZO_BASE_URL", mai_emulator_session.base_url)
+    return mai_emulator_session
