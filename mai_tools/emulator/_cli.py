@@ -5,12 +5,8 @@ from __future__ import annotations
 import socket
 
 import click
-import uvicorn
 
-from ._app import create_app
 from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
-from ._server import uvicorn_config
-from ._state import Emulator
 
 
 @click.command("emulator")
@@ -96,6 +92,12 @@ def emulator_command(
     Prompts containing [fail] or [error] end FAILED or ERROR. Faults can also be changed at run
     time: PUT /_emulator/faults (JSON), GET /_emulator/stats, POST /_emulator/reset.
     """
+    import uvicorn  # the server stack loads only when the command runs
+
+    from ._app import create_app
+    from ._server import uvicorn_config
+    from ._state import Emulator
+
     if max_duration < min_duration:
         raise click.BadParameter("--max-duration must be >= --min-duration")
     config = EmulatorConfig(
