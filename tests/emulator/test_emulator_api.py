@@ -213,7 +213,7 @@ def test_lifecycle_goes_through_processing(emu: RunningEmulator) -> None:
         base_url=slow.base_url, headers={"Ocp-Apim-Subscription-Key": slow.api_key}
     ) as c:
         rid = _submit(c).json()["request_id"]
-        seen = []
+        seen: list[str] = []
         while not seen or seen[-1] != "COMPLETED":
             seen.append(c.get(f"/v2/requests/status/{rid}").json()["status"])
             time.sleep(0.05)
