@@ -258,7 +258,7 @@ class EmulatorApp:
             self._schedule_webhook(job, origin)
         if parsed.sync_mode and job.duration <= self.emu.config.sync_max_wait:
             await anyio.sleep(max(job.finished_mono - time.monotonic(), 0))
-            result = self.emu.poll(job.request_id)
+            result = self.emu.poll(job.request_id, count=False)  # answered inline, not polled
             assert result is not None
             body_out = await anyio.to_thread.run_sync(
                 lambda: self._status_body(job, result[1], origin, inline=True)

@@ -234,15 +234,17 @@ class Emulator:
             self._jobs[job.request_id] = job
         return job
 
-    def poll(self, request_id: str) -> tuple[Job, str] | None:
-        """Count a status read and return the job with its current status."""
+    def poll(self, request_id: str, *, count: bool = True) -> tuple[Job, str] | None:
+        """Return the job with its current status; a client's status read is counted."""
         mono, wall = time.monotonic(), time.time()
         with self._lock:
-            self._status_requests += 1
+            if count:
+                self._status_requests += 1
             job = self._jobs.get(request_id)
             if job is None:
                 return None
-            job.polls += 1
+            if count:
+                job.polls += 1
             status = job.status_at(mono)
             if status in ("COMPLETED", "FAILED", "ERROR") and job.first_seen_finished is None:
                 job.first_seen_finished = wall

@@ -207,11 +207,14 @@ def test_unknown_request_404(http: httpx.Client) -> None:
 
 def test_lifecycle_goes_through_processing(emu: RunningEmulator) -> None:
     emu.control.reset()
-    with run_emulator(
-        EmulatorConfig(min_duration=1.0, max_duration=1.0, queued_fraction=0.3)
-    ) as slow, httpx.Client(
-        base_url=slow.base_url, headers={"Ocp-Apim-Subscription-Key": slow.api_key}
-    ) as c:
+    with (
+        run_emulator(
+            EmulatorConfig(min_duration=1.0, max_duration=1.0, queued_fraction=0.3)
+        ) as slow,
+        httpx.Client(
+            base_url=slow.base_url, headers={"Ocp-Apim-Subscription-Key": slow.api_key}
+        ) as c,
+    ):
         rid = _submit(c).json()["request_id"]
         seen: list[str] = []
         while not seen or seen[-1] != "COMPLETED":
