@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -194,3 +195,47 @@ def image_to_url(image: ImageInput, *, max_bytes: int = DEFAULT_MAX_INPUT_BYTES)
         return bytes_to_data_uri(data, max_bytes=max_bytes)
     except InvalidImageError as exc:
         raise InvalidImageError(f"{str(path)!r}: {exc}") from None
+
+
+def confined_path(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> Path:
+    """Resolve a local path an agent asked for, only if it lies inside an allowed directory.
+
+    The path is resolved through symlinks and ``..`` before the check, so neither can escape.
+    Used by the LangChain tools and the MCP server, where a model, not a person, names files.
+
+    Raises:
+        InvalidImageError: no directory is allowed, or the path lies outside all of them.
+    """
+    how = (
+        "Pass an http(s) URL or a data: URI instead, or have the application allow the "
+        "directory (LangChain: allowed_dirs=[...]; MCP server: MAI_MCP_ALLOWED_DIRS)."
+    )
+    if not allowed_dirs:
+        raise InvalidImageError(f"Reading local files is not allowed here. {how}")
+    try:
+        target = Path(text).expanduser().resolve(strict=False)
+    except (OSError, ValueError, RuntimeError):
+        raise InvalidImageError(f"{text[:80]!r} is not a usable file path. {how}") from None
+    for allowed in allowed_dirs:
+        root = Path(allowed).expanduser().resolve(strict=False)
+        if target == root or root in target.parents:
+            return target
+    raise InvalidImageError(f"{text[:80]!r} is outside the allowed directories. {how}")
+
+
+def agent_image_argument(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> str | Path:
+    """The ``image`` argument of an agent-facing tool: a URL, a data URI or a confined path.
+
+    Raises:
+        InvalidImageError: another URL scheme, or a path outside the allowed directories.
+    """
+    value = text.strip()
+    if value[:8].lower().startswith(("http://", "https://", "data:")):
+        return value
+    match = _SCHEME.match(value)
+    if match and len(match.group(1)) > 1 and "://" in value:
+        raise InvalidImageError(
+            f"Unsupported image URL scheme {match.group(1).lower()!r}: pass an http(s) URL or "
+            "a data: URI."
+        )
+    return confined_path(value, allowed_dirs)

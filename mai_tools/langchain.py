@@ -1,0 +1,499 @@
+"""LangChain tools for MAI Image 2.5: ``generate_image``, ``edit_image``, ``get_image_job``.
+
+Each tool answers with a short plain-text message for the model (image URLs first, one per
+line, then the request id and any saved paths; never base64) and the full result as the
+artifact. Errors the model can fix come back as ``status="error"`` tool messages; errors only
+the application can fix (no key, a wrong key, no balance, no permission) raise.
+
+    from mai_tools import MAIImageToolkit
+    tools = MAIImageToolkit().get_tools()   # reads PIXAZO_API_KEY / PIXAZO_BASE_URL at call time
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForToolRun,
+    CallbackManagerForToolRun,
+)
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic.v1 import ValidationError as V1ValidationError
+
+from ._client import AsyncMAIImageClient, MAIImageClient
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseError,
+    APIStatusError,
+    AuthenticationError,
+    DownloadError,
+    InsufficientBalanceError,
+    InvalidArgumentError,
+    JobFailedError,
+    JobTimeoutError,
+    PermissionDeniedError,
+)
+from ._images import agent_image_argument
+from ._models import (
+    EditAspectRatioField,
+    EditPrompt,
+    GenerateAspectRatioField,
+    ImageResult,
+    JobStatus,
+    NumImages,
+    OutputFormatField,
+    Prompt,
+)
+from ._policies import DurationStats
+
+logger = logging.getLogger("mai_tools")
+
+STATUS_EVENT = "mai_image_status"
+"""Name of the LangChain custom event dispatched on every job status change."""
+
+# --------------------------------------------------------------------------- argument schemas
+
+
+class GenerateImageArgs(BaseModel):
+    """Arguments of ``generate_image``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt
+    num_images: NumImages = 1
+    aspect_ratio: GenerateAspectRatioField = "auto"
+    output_format: OutputFormatField = "png"
+
+
+class EditImageArgs(BaseModel):
+    """Arguments of ``edit_image``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: EditPrompt
+    image: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description=(
+                "The image to edit: an http(s) URL (for example one returned by "
+                "generate_image) or a data: URI. Local file paths work only inside "
+                "directories the application allowed."
+            ),
+        ),
+    ]
+    num_images: NumImages = 1
+    aspect_ratio: EditAspectRatioField = "auto"
+    output_format: OutputFormatField = "png"
+
+
+class ImageJobArgs(BaseModel):
+    """Arguments of ``get_image_job``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="The request_id returned by generate_image or edit_image.",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- shared behaviour
+
+
+def _validation_message(error: pydantic.ValidationError | V1ValidationError) -> str:
+    if not isinstance(error, pydantic.ValidationError):  # pydantic v1 models: keep its text
+        return f"Invalid arguments, nothing was sent. Fix and call again: {error}"
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in error.errors()
+    ]
+    return "Invalid arguments, nothing was sent. Fix and call again: " + "; ".join(parts)
+
+
+_APP_ERRORS = (AuthenticationError, InsufficientBalanceError, PermissionDeniedError)
+
+
+def _model_error(exc: Exception) -> ToolException:
+    """Turn an error the model can act on into a ToolException with what to change."""
+    if isinstance(exc, pydantic.ValidationError):
+        return ToolException(_validation_message(exc))
+    if isinstance(exc, JobFailedError):
+        advice = (
+            "Rephrase the prompt (for example remove content that may violate the content "
+            "policy) and try again."
+            if exc.status.value == "FAILED"
+            else "This was a system error (not charged); trying again may work."
+        )
+        return ToolException(f"{exc} {advice}")
+    if isinstance(exc, InvalidArgumentError):
+        return ToolException(f"{exc}")
+    if isinstance(exc, APIStatusError) and exc.status_code < 500 and exc.status_code != 429:
+        return ToolException(f"The image service rejected the request: {exc}")
+    if isinstance(exc, APIConnectionError | APIStatusError | APIResponseError | DownloadError):
+        return ToolException(
+            f"The image service is unavailable right now ({exc}). Try again in a minute."
+        )
+    raise exc
+
+
+def _content(result: ImageResult, saved: list[Path]) -> str:
+    lines: list[str] = []
+    inline = result.has_data_uris
+    if not inline:
+        lines.extend(result.image_urls)
+    lines.append(f"request_id: {result.request_id}")
+    if inline:
+        count = len(result.image_urls)
+        where = "saved to the paths below" if saved else "kept in the tool artifact"
+        lines.append(f"{count} image(s) returned inline; {where}.")
+    lines.extend(f"saved: {p}" for p in saved)
+    return "\n".join(lines)
+
+
+def _artifact(result: ImageResult, saved: list[Path]) -> dict[str, Any]:
+    data = result.model_dump(mode="json")
+    data["saved_paths"] = [str(p) for p in saved]
+    return data
+
+
+def _still_running(exc: JobTimeoutError) -> tuple[str, dict[str, Any]]:
+    status = exc.last_status.status.value if exc.last_status else "unknown"
+    content = (
+        f"The image job is still running (status {status}) after {exc.timeout:g}s.\n"
+        f"request_id: {exc.request_id}\n"
+        "Call get_image_job with this request_id to wait for the result."
+    )
+    return content, {"request_id": exc.request_id, "status": status, "image_urls": []}
+
+
+def _status_payload(tool: str, status: JobStatus, elapsed: float) -> dict[str, Any]:
+    return {
+        "tool": tool,
+        "request_id": status.request_id,
+        "status": status.status.value,
+        "elapsed": round(elapsed, 2),
+    }
+
+
+def _write_to_graph_stream(payload: dict[str, Any]) -> None:
+    try:
+        from langgraph.config import get_stream_writer
+    except ImportError:  # langgraph is optional
+        return
+    try:
+        writer = get_stream_writer()
+    except (RuntimeError, KeyError):  # not inside a graph
+        return
+    writer({STATUS_EVENT: payload})
+
+
+class _MAIImageTool(BaseTool):
+    """Configuration and client handling shared by the three tools."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+    handle_tool_error: bool | str | Callable[[ToolException], str] | None = True
+    handle_validation_error: (
+        bool | str | Callable[[pydantic.ValidationError | V1ValidationError], str] | None
+    ) = _validation_message
+
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    """Pixazo key; default ``$PIXAZO_API_KEY`` (read when the tool is first used)."""
+    base_url: str | None = None
+    """Gateway origin; default ``$PIXAZO_BASE_URL`` or the real gateway."""
+    wait_timeout: float = Field(default=120.0, gt=0)
+    """Longest wait inside one tool call; after it the model is told to call get_image_job."""
+    output_dir: Path | None = None
+    """If set, images are downloaded here and their paths returned."""
+    allowed_dirs: tuple[Path, ...] = ()
+    """Directories edit_image may read local files from (none by default)."""
+    client: MAIImageClient | None = Field(default=None, exclude=True, repr=False)
+    """A sync client to use instead of building one."""
+    async_client: AsyncMAIImageClient | None = Field(default=None, exclude=True, repr=False)
+    """An async client to use (only from the event loop it was created in)."""
+
+    _durations: DurationStats = PrivateAttr(default_factory=DurationStats)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
+            "base_url": self.base_url,
+            "wait_timeout": self.wait_timeout,
+        }
+
+    def _with_sync_client(self, call: Callable[[MAIImageClient], ImageResult]) -> ImageResult:
+        if self.client is not None:
+            return call(self.client)
+        # A short-lived client per call leaves no pool behind; the learned job durations are
+        # shared across calls, so polling stays adaptive.
+        with MAIImageClient(**self._client_kwargs()) as client:
+            client._core.durations = self._durations
+            return call(client)
+
+    def _new_async_client(self) -> AsyncMAIImageClient:
+        # One per call: an httpx.AsyncClient must never outlive or cross event loops. The
+        # learned job durations are shared, so polling stays adaptive across calls.
+        client = AsyncMAIImageClient(**self._client_kwargs())
+        client._core.durations = self._durations
+        return client
+
+    def _on_status(
+        self, run_manager: CallbackManagerForToolRun | None
+    ) -> Callable[[JobStatus, float], None]:
+        def report(status: JobStatus, elapsed: float) -> None:
+            payload = _status_payload(self.name, status, elapsed)
+            try:
+                dispatch_custom_event(STATUS_EVENT, payload)
+            except RuntimeError:  # called outside a runnable context
+                logger.debug("no LangChain run context for %s", STATUS_EVENT)
+            _write_to_graph_stream(payload)
+
+        return report
+
+    def _aon_status(
+        self, run_manager: AsyncCallbackManagerForToolRun | None
+    ) -> Callable[[JobStatus, float], Awaitable[None]]:
+        async def report(status: JobStatus, elapsed: float) -> None:
+            payload = _status_payload(self.name, status, elapsed)
+            try:
+                await adispatch_custom_event(STATUS_EVENT, payload)
+            except RuntimeError:
+                logger.debug("no LangChain run context for %s", STATUS_EVENT)
+            _write_to_graph_stream(payload)
+
+        return report
+
+    def _finish(self, call: Callable[[MAIImageClient], ImageResult]) -> tuple[str, dict[str, Any]]:
+        try:
+            result = self._with_sync_client(call)
+            saved = result.save(self.output_dir) if self.output_dir is not None else []
+        except JobTimeoutError as exc:
+            return _still_running(exc)
+        except _APP_ERRORS:
+            raise
+        except Exception as exc:
+            raise _model_error(exc) from exc
+        return _content(result, saved), _artifact(result, saved)
+
+    async def _afinish(
+        self, call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]]
+    ) -> tuple[str, dict[str, Any]]:
+        try:
+            if self.async_client is not None:
+                result = await call(self.async_client)
+                saved = await result.asave(self.output_dir) if self.output_dir else []
+            else:
+                async with self._new_async_client() as client:
+                    result = await call(client)
+                    saved = await result.asave(self.output_dir) if self.output_dir else []
+        except JobTimeoutError as exc:
+            return _still_running(exc)
+        except _APP_ERRORS:
+            raise
+        except Exception as exc:
+            raise _model_error(exc) from exc
+        return _content(result, saved), _artifact(result, saved)
+
+    def _image_argument(self, image: str) -> str | Path:
+        try:
+            return agent_image_argument(image, self.allowed_dirs)
+        except InvalidArgumentError as exc:
+            raise ToolException(str(exc)) from None
+
+
+class MAIImageGenerateTool(_MAIImageTool):
+    """``generate_image``: text to image with MAI Image 2.5."""
+
+    name: str = "generate_image"
+    description: str = (
+        "Generate images from a text description with Microsoft MAI Image 2.5. Returns the "
+        "image URLs (one per line) and a request_id. Takes several seconds. If the answer says "
+        "the job is still running, call get_image_job with its request_id. To change an image "
+        "you made, use edit_image with its URL."
+    )
+    args_schema: type[BaseModel] = GenerateImageArgs
+
+    def _run(
+        self,
+        prompt: str,
+        num_images: int = 1,
+        aspect_ratio: Any = "auto",
+        output_format: Any = "png",
+        run_manager: CallbackManagerForToolRun | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        return self._finish(
+            lambda client: client.generate(
+                prompt,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                on_status=self._on_status(run_manager),
+            )
+        )
+
+    async def _arun(
+        self,
+        prompt: str,
+        num_images: int = 1,
+        aspect_ratio: Any = "auto",
+        output_format: Any = "png",
+        run_manager: AsyncCallbackManagerForToolRun | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        on_status = self._aon_status(run_manager)
+        return await self._afinish(
+            lambda client: client.generate(
+                prompt,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                on_status=on_status,
+            )
+        )
+
+
+class MAIImageEditTool(_MAIImageTool):
+    """``edit_image``: change an existing image following an instruction."""
+
+    name: str = "edit_image"
+    description: str = (
+        "Edit an existing image with Microsoft MAI Image 2.5 following an instruction "
+        "(change lighting, style, background, add or remove things). `image` is an http(s) URL "
+        "(for example from generate_image) or a data: URI. Returns the new image URLs (one per "
+        "line) and a request_id; if the job is still running, call get_image_job."
+    )
+    args_schema: type[BaseModel] = EditImageArgs
+
+    def _run(
+        self,
+        prompt: str,
+        image: str,
+        num_images: int = 1,
+        aspect_ratio: Any = "auto",
+        output_format: Any = "png",
+        run_manager: CallbackManagerForToolRun | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        source = self._image_argument(image)
+        return self._finish(
+            lambda client: client.edit(
+                prompt,
+                source,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                on_status=self._on_status(run_manager),
+            )
+        )
+
+    async def _arun(
+        self,
+        prompt: str,
+        image: str,
+        num_images: int = 1,
+        aspect_ratio: Any = "auto",
+        output_format: Any = "png",
+        run_manager: AsyncCallbackManagerForToolRun | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        source = self._image_argument(image)
+        on_status = self._aon_status(run_manager)
+        return await self._afinish(
+            lambda client: client.edit(
+                prompt,
+                source,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                on_status=on_status,
+            )
+        )
+
+
+class MAIImageJobTool(_MAIImageTool):
+    """``get_image_job``: wait for (or fetch) the result of an earlier image job."""
+
+    name: str = "get_image_job"
+    description: str = (
+        "Get the result of an image job started by generate_image or edit_image, waiting for "
+        "it to finish if needed. Use it when one of those tools said the job is still running. "
+        "Returns the image URLs (one per line) and the request_id."
+    )
+    args_schema: type[BaseModel] = ImageJobArgs
+
+    def _run(
+        self, request_id: str, run_manager: CallbackManagerForToolRun | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        return self._finish(
+            lambda client: client.wait(
+                request_id.strip(),
+                timeout=self.wait_timeout,
+                on_status=self._on_status(run_manager),
+            )
+        )
+
+    async def _arun(
+        self, request_id: str, run_manager: AsyncCallbackManagerForToolRun | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        on_status = self._aon_status(run_manager)
+        return await self._afinish(
+            lambda client: client.wait(
+                request_id.strip(), timeout=self.wait_timeout, on_status=on_status
+            )
+        )
+
+
+class MAIImageToolkit(BaseToolkit):
+    """The three MAI Image tools with one shared configuration.
+
+    Args:
+        api_key, base_url: gateway settings (default ``$PIXAZO_API_KEY``/``$PIXAZO_BASE_URL``).
+        wait_timeout: longest wait inside one tool call, seconds.
+        output_dir: download images here and return their paths.
+        allowed_dirs: directories ``edit_image`` may read local files from (none by default).
+        client, async_client: clients to use instead of building them.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    base_url: str | None = None
+    wait_timeout: float = Field(default=120.0, gt=0)
+    output_dir: Path | None = None
+    allowed_dirs: tuple[Path, ...] = ()
+    client: MAIImageClient | None = Field(default=None, exclude=True, repr=False)
+    async_client: AsyncMAIImageClient | None = Field(default=None, exclude=True, repr=False)
+
+    def get_tools(self) -> list[BaseTool]:
+        return [
+            cls(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                wait_timeout=self.wait_timeout,
+                output_dir=self.output_dir,
+                allowed_dirs=self.allowed_dirs,
+                client=self.client,
+                async_client=self.async_client,
+            )
+            for cls in (MAIImageGenerateTool, MAIImageEditTool, MAIImageJobTool)
+        ]
+
+
+__all__ = [
+    "STATUS_EVENT",
+    "EditImageArgs",
+    "GenerateImageArgs",
+    "ImageJobArgs",
+    "MAIImageEditTool",
+    "MAIImageGenerateTool",
+    "MAIImageJobTool",
+    "MAIImageToolkit",
+]
