@@ -196,3 +196,46 @@ async def asave_images(
             finally:
                 sink.discard()
     return saved
+
+
+async def afetch_image(
+    url: str,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> bytes:
+    """Read one result image into memory (no key sent), size-capped and checked to be an image.
+
+    ``data:`` URIs are decoded. Used for previews, where nothing is written to disk.
+
+    Raises:
+        DownloadError: the download failed, was too large, or was not an image.
+    """
+    if url.startswith("data:"):
+        try:
+            _, data = decode_data_uri(url, max_bytes=max_bytes)
+        except InvalidImageError as exc:
+            raise DownloadError(str(exc)) from None
+    else:
+        _check_download_url(url)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with (
+                _async_client(http_client) as client,
+                client.stream(
+                    "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
+                ) as response,
+            ):
+                _check_response(url, response)
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DownloadError(f"{url[:100]} is larger than {max_bytes} bytes.")
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise DownloadError(f"Downloading {url[:100]} failed: {exc}") from exc
+        data = b"".join(chunks)
+    if sniff_image_type(data[:16]) is None:
+        raise DownloadError(f"{url[:60]} did not return PNG/JPEG/WEBP/GIF data.")
+    return data

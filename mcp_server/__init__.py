@@ -1,0 +1,12 @@
+"""An MCP server for MAI Image 2.5: ``generate_image``, ``edit_image``, ``get_image_job``.
+
+Run it with ``mai-image-mcp`` (stdio) or ``mai-image-mcp --transport streamable-http``; add
+``--emulator`` to try it with no key. Configuration: see :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from ._server import ImageJobResult, create_server
+from ._settings import Settings, SettingsError
+
+__all__ = ["ImageJobResult", "Settings", "SettingsError", "create_server"]

@@ -1,0 +1,108 @@
+"""``python -m mcp_server`` / ``mai-image-mcp``: serve the MCP server on stdio or HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from ._settings import Settings, SettingsError
+
+
+@contextlib.contextmanager
+def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
+    if not enabled:
+        yield settings
+        return
+    from mai_tools.emulator import run_emulator
+
+    with run_emulator() as emu:
+        # stdout belongs to the MCP protocol on stdio: talk on stderr only.
+        print(f"mai-image-mcp: using the offline emulator at {emu.base_url}", file=sys.stderr)
+        yield dataclasses.replace(settings, api_key=emu.api_key, base_url=emu.base_url)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "streamable-http"]),
+    default="stdio",
+    show_default=True,
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP interface.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--stateless", is_flag=True, help="Stateless HTTP (any replica can answer).")
+@click.option("--emulator", is_flag=True, help="Use an in-process offline emulator (no key).")
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Longest wait inside one tool call, s [env MAI_MCP_MAX_WAIT, default 45].",
+)
+@click.option(
+    "--preview",
+    type=click.Choice(["preview", "thumbnail", "off"]),
+    default=None,
+    help="Inline previews [env MAI_MCP_PREVIEW, default preview].",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Save images here [env MAI_MCP_OUTPUT_DIR].",
+)
+@click.option(
+    "--allow-dir",
+    "allow_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory edit_image may read local files from; repeatable [env MAI_MCP_ALLOWED_DIRS].",
+)
+def cli(
+    transport: str,
+    host: str,
+    port: int,
+    stateless: bool,
+    emulator: bool,
+    max_wait: float | None,
+    preview: str | None,
+    output_dir: Path | None,
+    allow_dirs: tuple[Path, ...],
+) -> None:
+    """MCP server for Microsoft MAI Image 2.5 (generate_image, edit_image, get_image_job)."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    changes: dict[str, object] = {}
+    if max_wait is not None:
+        changes["max_wait"] = max_wait
+    if preview is not None:
+        changes["preview"] = preview
+    if output_dir is not None:
+        changes["output_dir"] = output_dir
+    if allow_dirs:
+        changes["allowed_dirs"] = settings.allowed_dirs + allow_dirs
+    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+    from ._server import create_server
+
+    with _maybe_emulator(emulator, settings) as effective:
+        server = create_server(effective)
+        if transport == "stdio":
+            server.run("stdio")
+        else:
+            server.run("streamable-http", host=host, port=port, stateless_http=stateless)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="mai-image-mcp")
+
+
+if __name__ == "__main__":
+    main()

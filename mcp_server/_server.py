@@ -1,0 +1,383 @@
+"""The MCP server: generate_image, edit_image and get_image_job over one shared async client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+import pydantic
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from mai_tools import (
+    AsyncMAIImageClient,
+    AuthenticationError,
+    ConfigurationError,
+    ImageResult,
+    InsufficientBalanceError,
+    JobFailedError,
+    JobStatus,
+    JobTimeoutError,
+    MAIImageError,
+    PermissionDeniedError,
+    __version__,
+)
+from mai_tools._download import afetch_image
+from mai_tools._exceptions import APIStatusError, InvalidArgumentError
+from mai_tools._images import agent_image_argument
+from mai_tools._models import (
+    EditAspectRatioField,
+    EditPrompt,
+    GenerateAspectRatioField,
+    NumImages,
+    OutputFormatField,
+    Prompt,
+)
+
+from ._settings import PREVIEW_SIZES, Settings
+
+logger = logging.getLogger("mcp_server")
+
+PREVIEW_BUDGET = 600 * 1024
+"""Total base64 bytes of previews in one result: far under the 1 MiB some clients allow."""
+
+INSTRUCTIONS = (
+    "Generate and edit images with Microsoft MAI Image 2.5. generate_image and edit_image "
+    "return image URLs. If a result says the job is still running, call get_image_job with "
+    "its request_id. To change an image, pass its URL to edit_image."
+)
+
+
+class ImageJobResult(BaseModel):
+    """Structured result of every tool."""
+
+    request_id: str = Field(description="The gateway's id of the job.")
+    status: str = Field(description="COMPLETED, or QUEUED/PROCESSING if still running.")
+    image_urls: list[str] = Field(description="URLs of the images (empty while running).")
+    media_type: str | None = Field(default=None, description="MIME type of the images.")
+    saved_paths: list[str] = Field(
+        default_factory=list, description="Local files, if the server saves images."
+    )
+    done: bool = Field(description="False if the job is still running: call get_image_job.")
+
+
+class _Clients:
+    """One AsyncMAIImageClient per event loop (a server normally has exactly one)."""
+
+    def __init__(self, settings: Settings, client: AsyncMAIImageClient | None) -> None:
+        self.settings = settings
+        self._given = client
+        self._clients: dict[int, AsyncMAIImageClient] = {}
+
+    def get(self) -> AsyncMAIImageClient:
+        if self._given is not None:
+            return self._given
+        loop = id(asyncio.get_running_loop())
+        client = self._clients.get(loop)
+        if client is None:
+            try:
+                client = AsyncMAIImageClient(
+                    self.settings.api_key,
+                    base_url=self.settings.base_url,
+                    wait_timeout=self.settings.max_wait,
+                )
+            except ConfigurationError as exc:
+                if "PIXAZO_API_KEY" in str(exc):
+                    raise ToolError(
+                        "The image server has no API key. Set PIXAZO_API_KEY in the MCP "
+                        "server's environment (your client's server config), or start the "
+                        "server with --emulator to try it offline."
+                    ) from None
+                raise ToolError(f"The image server is misconfigured: {exc}") from None
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _short(url: str) -> str:
+    return url.split(",", 1)[0] + ",..." if url.startswith("data:") else url
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"Invalid arguments, nothing was sent: {problems}"
+    if isinstance(exc, JobFailedError):
+        hint = (
+            "Rephrase the prompt (it may break the content policy) and try again."
+            if exc.status.value == "FAILED"
+            else "A system error (not charged): trying again may work."
+        )
+        return f"{exc} {hint}"
+    if isinstance(exc, AuthenticationError | InsufficientBalanceError | PermissionDeniedError):
+        return f"{exc}. The server's operator must fix this; retrying will not help."
+    if isinstance(exc, APIStatusError) and exc.status_code >= 500:
+        return f"The image service failed ({exc}). Try again in a minute."
+    return str(exc)
+
+
+def _thumbnail(data: bytes, side: int) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((side, side))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=70)
+        return out.getvalue()
+
+
+async def _previews(result: ImageResult, settings: Settings) -> list[ImageContent]:
+    if settings.preview == "off":
+        return []
+    side = PREVIEW_SIZES[settings.preview]
+    previews: list[ImageContent] = []
+    budget = PREVIEW_BUDGET
+    for url in result.image_urls:
+        try:
+            raw = await afetch_image(url, http_client=None)
+            small = await anyio.to_thread.run_sync(_thumbnail, raw, side)
+        except (MAIImageError, OSError) as exc:
+            logger.info("no preview for %s: %s", result.request_id, exc)
+            continue
+        encoded = base64.b64encode(small).decode("ascii")
+        if len(encoded) > budget:
+            break
+        budget -= len(encoded)
+        previews.append(ImageContent(type="image", data=encoded, mime_type="image/jpeg"))
+    return previews
+
+
+async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
+    saved = await result.asave(settings.output_dir) if settings.output_dir else []
+    inline = result.has_data_uris
+    lines = [] if inline else list(result.image_urls)
+    lines.append(f"request_id: {result.request_id}")
+    if inline:
+        lines.append(
+            f"{len(result.image_urls)} image(s) returned inline"
+            + ("; saved to the paths below." if saved else "; see the previews.")
+        )
+    lines.extend(f"saved: {p}" for p in saved)
+    content: list[Any] = [TextContent(type="text", text="\n".join(lines))]
+    if not inline:
+        for index, url in enumerate(result.image_urls):
+            content.append(
+                ResourceLink(
+                    type="resource_link",
+                    uri=url,
+                    name=f"{result.request_id}-{index + 1}",
+                    mime_type=result.media_type,
+                )
+            )
+    content.extend(await _previews(result, settings))
+    structured = ImageJobResult(
+        request_id=result.request_id,
+        status=result.status.value,
+        image_urls=[_short(u) for u in result.image_urls],
+        media_type=result.media_type,
+        saved_paths=[str(p) for p in saved],
+        done=True,
+    )
+    return CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
+
+
+def _still_running(exc: JobTimeoutError) -> CallToolResult:
+    status = exc.last_status.status.value if exc.last_status else "QUEUED"
+    text = (
+        f"The image job is still running (status {status}) after {exc.timeout:g}s.\n"
+        f"request_id: {exc.request_id}\n"
+        "Call get_image_job with this request_id to keep waiting for the result."
+    )
+    structured = ImageJobResult(request_id=exc.request_id, status=status, image_urls=[], done=False)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=structured.model_dump(mode="json"),
+    )
+
+
+async def _run_job(
+    ctx: Context,
+    settings: Settings,
+    job: Callable[[Callable[[JobStatus, float], Awaitable[None]]], Awaitable[ImageResult]],
+) -> CallToolResult:
+    """Run one job with progress on every status change and a heartbeat every few seconds."""
+    start = time.monotonic()
+    state = {"status": "SUBMITTING", "request_id": ""}
+
+    async def report() -> None:
+        elapsed = time.monotonic() - start
+        rid = f" {state['request_id']}" if state["request_id"] else ""
+        await ctx.report_progress(elapsed, None, f"{state['status']} {elapsed:.0f}s{rid}")
+
+    async def on_status(status: JobStatus, elapsed: float) -> None:
+        state["status"] = status.status.value
+        state["request_id"] = status.request_id
+        await report()
+
+    async def heartbeat() -> None:
+        while True:
+            await anyio.sleep(settings.heartbeat)
+            await report()
+
+    result: ImageResult | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(heartbeat)
+        try:
+            result = await job(on_status)
+        except Exception as exc:  # handled below, outside the task group's exception group
+            failure = exc
+        finally:
+            group.cancel_scope.cancel()
+    try:
+        if failure is not None:
+            raise failure
+        assert result is not None
+        return await _finished(result, settings)
+    except JobTimeoutError as exc:
+        return _still_running(exc)
+    except ToolError:
+        raise
+    except (pydantic.ValidationError, MAIImageError, ValueError) as exc:
+        raise ToolError(_error_text(exc)) from None
+
+
+def create_server(
+    settings: Settings | None = None, *, client: AsyncMAIImageClient | None = None
+) -> MCPServer:
+    """Build the MCP server.
+
+    Args:
+        settings: configuration; default ``Settings.from_env()``.
+        client: an AsyncMAIImageClient to use (tests); by default one is made per event loop
+            from the settings, on first use, so the server starts and lists tools with no key.
+    """
+    settings = settings or Settings.from_env()
+    clients = _Clients(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(server: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {}
+        finally:
+            await clients.aclose()
+
+    mcp = MCPServer(
+        "mai-image",
+        title="MAI Image 2.5",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        lifespan=lifespan,
+    )
+    annotations = ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+    )
+
+    @mcp.tool(title="Generate image", annotations=annotations)
+    async def generate_image(
+        prompt: Prompt,
+        ctx: Context,
+        num_images: NumImages = 1,
+        aspect_ratio: GenerateAspectRatioField = "auto",
+        output_format: OutputFormatField = "png",
+    ) -> Annotated[CallToolResult, ImageJobResult]:
+        """Generate images from a text description with Microsoft MAI Image 2.5.
+
+        Returns the image URLs (one per line), a link and a small preview per image, and the
+        request_id. If the job is still running when the wait ends, call get_image_job.
+        """
+        api = clients.get()
+        return await _run_job(
+            ctx,
+            settings,
+            lambda on_status: api.generate(
+                prompt,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                timeout=settings.max_wait,
+                on_status=on_status,
+            ),
+        )
+
+    @mcp.tool(title="Edit image", annotations=annotations)
+    async def edit_image(
+        prompt: EditPrompt,
+        image: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description=(
+                    "The image to edit: an http(s) URL (for example from generate_image) or a "
+                    "data: URI. Local paths work only inside directories the user allowed in "
+                    "the server configuration (MAI_MCP_ALLOWED_DIRS)."
+                ),
+            ),
+        ],
+        ctx: Context,
+        num_images: NumImages = 1,
+        aspect_ratio: EditAspectRatioField = "auto",
+        output_format: OutputFormatField = "png",
+    ) -> Annotated[CallToolResult, ImageJobResult]:
+        """Edit an existing image with Microsoft MAI Image 2.5 following an instruction.
+
+        Returns the new image URLs, links, previews and the request_id; if the job is still
+        running when the wait ends, call get_image_job.
+        """
+        try:
+            source = agent_image_argument(image, settings.allowed_dirs)
+        except InvalidArgumentError as exc:
+            raise ToolError(str(exc)) from None
+        api = clients.get()
+        return await _run_job(
+            ctx,
+            settings,
+            lambda on_status: api.edit(
+                prompt,
+                source,
+                num_images=num_images,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                timeout=settings.max_wait,
+                on_status=on_status,
+            ),
+        )
+
+    @mcp.tool(title="Get image job", annotations=annotations)
+    async def get_image_job(
+        request_id: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=256,
+                description="The request_id returned by generate_image or edit_image.",
+            ),
+        ],
+        ctx: Context,
+    ) -> Annotated[CallToolResult, ImageJobResult]:
+        """Wait for an image job started earlier and return its images (same shape as
+        generate_image). Use it when a tool said the job is still running."""
+        api = clients.get()
+        return await _run_job(
+            ctx,
+            settings,
+            lambda on_status: api.wait(
+                request_id.strip(), timeout=settings.max_wait, on_status=on_status
+            ),
+        )
+
+    return mcp

@@ -1,0 +1,77 @@
+"""Server settings: environment variables, overridable by command-line flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+PreviewMode = Literal["preview", "thumbnail", "off"]
+
+ENV_MAX_WAIT = "MAI_MCP_MAX_WAIT"
+ENV_PREVIEW = "MAI_MCP_PREVIEW"
+ENV_OUTPUT_DIR = "MAI_MCP_OUTPUT_DIR"
+ENV_ALLOWED_DIRS = "MAI_MCP_ALLOWED_DIRS"
+
+DEFAULT_MAX_WAIT = 45.0
+"""Under the ~60 s tool timeout many MCP clients use."""
+
+PREVIEW_SIZES: dict[str, int] = {"preview": 384, "thumbnail": 160}
+
+
+class SettingsError(ValueError):
+    """A server setting has an invalid value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs; ``from_env()`` reads the documented variables.
+
+    Attributes:
+        api_key: the Pixazo key (``PIXAZO_API_KEY``); None still starts the server.
+        base_url: the gateway origin (``PIXAZO_BASE_URL``).
+        max_wait: longest wait inside one tool call, seconds (``MAI_MCP_MAX_WAIT``).
+        preview: small inline previews: ``preview`` (384 px), ``thumbnail`` (160 px) or
+            ``off`` (``MAI_MCP_PREVIEW``).
+        output_dir: download images here and return their paths (``MAI_MCP_OUTPUT_DIR``).
+        allowed_dirs: directories ``edit_image`` may read local files from
+            (``MAI_MCP_ALLOWED_DIRS``, separated by ``os.pathsep``); none by default.
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    max_wait: float = DEFAULT_MAX_WAIT
+    preview: PreviewMode = "preview"
+    output_dir: Path | None = None
+    allowed_dirs: tuple[Path, ...] = ()
+    heartbeat: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.max_wait > 0):
+            raise SettingsError(f"{ENV_MAX_WAIT} must be a positive number of seconds.")
+        if self.preview not in ("preview", "thumbnail", "off"):
+            raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        try:
+            max_wait = float(env.get(ENV_MAX_WAIT, DEFAULT_MAX_WAIT))
+        except ValueError:
+            raise SettingsError(f"{ENV_MAX_WAIT} must be a number of seconds.") from None
+        preview = env.get(ENV_PREVIEW, "preview").strip().lower() or "preview"
+        if preview not in ("preview", "thumbnail", "off"):
+            raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
+        output = env.get(ENV_OUTPUT_DIR, "").strip()
+        allowed = tuple(
+            Path(p).expanduser() for p in env.get(ENV_ALLOWED_DIRS, "").split(os.pathsep) if p
+        )
+        return cls(
+            api_key=env.get("PIXAZO_API_KEY") or None,
+            base_url=env.get("PIXAZO_BASE_URL") or None,
+            max_wait=max_wait,
+            preview=preview,  # type: ignore[arg-type]  # checked just above
+            output_dir=Path(output).expanduser() if output else None,
+            allowed_dirs=allowed,
+        )
