@@ -21,7 +21,7 @@ from __future__ import annotations
 from ._app import create_app
 from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
 from ._server import RunningEmulator, run_emulator
-from ._state import Emulator, EmulatorStats, RequestRecord
+from ._state import Emulator, EmulatorStats, RateLimitRecord, RequestRecord
 
 __all__ = [
     "DEFAULT_EMULATOR_KEY",
@@ -29,6 +29,7 @@ __all__ = [
     "EmulatorConfig",
     "EmulatorStats",
     "Faults",
+    "RateLimitRecord",
     "RequestRecord",
     "RunningEmulator",
     "create_app",

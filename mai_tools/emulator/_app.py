@@ -206,6 +206,10 @@ class EmulatorApp:
             return _error(400, "Bad Request", "The request body must be a JSON object.")
         return data
 
+    def _rate_limited(self, request: Request, faults: Faults) -> Response:
+        self.emu.record_rate_limit(request.url.path, faults.retry_after, faults.retry_after_as_date)
+        return _error(429, "Too Many Requests", "Rate limit exceeded.", _retry_after(faults))
+
     # ------------------------------------------------------------------ endpoints
 
     async def submit(self, request: Request) -> Response:
@@ -219,7 +223,7 @@ class EmulatorApp:
         if number <= faults.rate_limit_first_submits or self.emu.roll(
             faults.rate_limit_submit_rate
         ):
-            return _error(429, "Too Many Requests", "Rate limit exceeded.", _retry_after(faults))
+            return self._rate_limited(request, faults)
         if self.emu.roll(faults.submit_error_rate):
             return _error(
                 500, "Internal Server Error", "Emulated submit failure; no job was created."
@@ -282,7 +286,7 @@ class EmulatorApp:
             return gate
         faults = self.emu.faults
         if self.emu.roll(faults.rate_limit_poll_rate):
-            return _error(429, "Too Many Requests", "Rate limit exceeded.", _retry_after(faults))
+            return self._rate_limited(request, faults)
         if self.emu.roll(faults.error_500_rate):
             return _error(500, "Internal Server Error", "Emulated server error.")
         if self.emu.roll(faults.error_502_rate):

@@ -75,6 +75,16 @@ class RequestRecord(BaseModel):
     path: str
     host: str
     has_key: bool
+    at: float = Field(default=0.0, description="time.monotonic() when it arrived")
+
+
+class RateLimitRecord(BaseModel):
+    """A 429 the emulator sent, so tests can check the client waited as asked."""
+
+    path: str
+    at: float
+    retry_after: float
+    as_date: bool
 
 
 class EmulatorStats(BaseModel):
@@ -91,6 +101,10 @@ class EmulatorStats(BaseModel):
     webhook_deliveries: list[dict[str, Any]] = Field(default_factory=list)
     requests_per_key: dict[str, int] = Field(default_factory=dict)
     requests: list[RequestRecord] = Field(default_factory=list)
+    rate_limited: list[RateLimitRecord] = Field(default_factory=list)
+    outcomes: dict[str, str] = Field(
+        default_factory=dict, description="Final status each job ends with."
+    )
 
 
 @dataclass
@@ -109,6 +123,7 @@ class Emulator:
         self._webhooks: list[dict[str, Any]] = []
         self._per_key: dict[str, int] = {}
         self._requests: list[RequestRecord] = []
+        self._rate_limited: list[RateLimitRecord] = []
         self.images: dict[tuple[str, int], bytes] = {}
 
     # ------------------------------------------------------------------ control API
@@ -134,6 +149,7 @@ class Emulator:
             self._webhooks.clear()
             self._per_key.clear()
             self._requests.clear()
+            self._rate_limited.clear()
             self.images.clear()
 
     def stats(self) -> EmulatorStats:
@@ -159,6 +175,8 @@ class Emulator:
                 webhook_deliveries=list(self._webhooks),
                 requests_per_key=dict(self._per_key),
                 requests=list(self._requests),
+                rate_limited=list(self._rate_limited),
+                outcomes={j.request_id: j.outcome for j in jobs},
             )
 
     def job(self, request_id: str) -> Job | None:
@@ -176,7 +194,13 @@ class Emulator:
     def record_request(self, method: str, path: str, host: str, key: str | None) -> None:
         with self._lock:
             self._requests.append(
-                RequestRecord(method=method, path=path, host=host, has_key=key is not None)
+                RequestRecord(
+                    method=method,
+                    path=path,
+                    host=host,
+                    has_key=key is not None,
+                    at=time.monotonic(),
+                )
             )
             if key is not None:
                 fingerprint = key_hash(key)
@@ -250,6 +274,14 @@ class Emulator:
                 job.first_seen_finished = wall
                 job.first_seen_finished_mono = mono
             return job, status
+
+    def record_rate_limit(self, path: str, retry_after: float, as_date: bool) -> None:
+        with self._lock:
+            self._rate_limited.append(
+                RateLimitRecord(
+                    path=path, at=time.monotonic(), retry_after=retry_after, as_date=as_date
+                )
+            )
 
     def record_webhook(self, delivery: dict[str, Any]) -> None:
         with self._lock:
