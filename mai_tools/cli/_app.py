@@ -1,0 +1,410 @@
+"""The ``mai-image`` click group and its commands.
+
+Every command is a thin translation: options in, one core-client call, output out. All error
+handling is in :meth:`_Group.invoke`, which maps any exception to one line on stderr and an
+:class:`~mai_tools.cli._errors.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
+
+import click
+
+from .._client import MAIImageClient
+from .._exceptions import ConfigurationError, InvalidImageError
+from .._flow import API_KEY_ENV
+from .._models import (
+    EDIT_ASPECT_RATIOS,
+    GENERATE_ASPECT_RATIOS,
+    OUTPUT_FORMATS,
+    EditAspectRatio,
+    GenerateAspectRatio,
+    ImageResult,
+    OutputFormat,
+)
+from .._version import __version__
+from ._errors import ExitCode, Phase, Session, classify
+from ._output import Reporter, print_result, print_status
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ClientFactory = Callable[..., MAIImageClient]
+"""Builds the client: called like ``MAIImageClient(api_key=..., base_url=...)``."""
+
+DEFAULT_OUT = Path("mai-images")
+
+_NO_KEY = (
+    f"no API key. Set {API_KEY_ENV} to your Pixazo subscription key, or add --emulator to run "
+    "against the built-in offline emulator (no key, no network)."
+)
+
+EPILOG = """\b
+Exit codes:
+  0    success
+  1    internal error (a bug: please report it)
+  2    bad input: usage, prompt, image, unknown request id
+  3    configuration: no or wrong API key (401), no balance (402),
+       no permission (403), bad base URL
+  4    the job ended FAILED or ERROR
+  5    timed out waiting; the job may still finish: mai-image wait ID
+  6    gateway or connection error
+  7    the job finished but saving its images failed
+  130  interrupted (Ctrl-C); the command to resume is printed
+"""
+
+
+@dataclass
+class CliState:
+    """Per-run state held in ``click.Context.obj``.
+
+    Tests may pass their own (``CliRunner().invoke(cli, args, obj=CliState(...))``) to build
+    the client differently, for example over an ``httpx.MockTransport``.
+    """
+
+    client_factory: ClientFactory = MAIImageClient
+    session: Session = field(default_factory=Session)
+
+
+_LAZY_COMMANDS: Final = {"emulator": "mai_tools.emulator._cli:emulator_command"}
+
+
+class _Group(click.Group):
+    """Maps every failure to one line on stderr and a documented exit code.
+
+    The ``emulator`` subcommand is imported only when used: its module pulls in the emulator's
+    config models, and startup of the other commands should not pay for that.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        if not isinstance(command, click.Command):  # pragma: no cover - a packaging mistake
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        state = ctx.ensure_object(CliState)
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click prints these itself (usage errors exit 2)
+        except (Exception, KeyboardInterrupt) as exc:
+            failure = classify(exc, state.session)
+            click.echo(click.style("error:", fg="red", bold=True) + " " + failure.message, err=True)
+            raise click.exceptions.Exit(int(failure.code)) from None
+
+
+def _connection_options(func: F) -> F:
+    options = [
+        click.option(
+            "--emulator",
+            is_flag=True,
+            help="Run against a built-in offline emulator (no key, no network).",
+        ),
+        click.option(
+            "--base-url",
+            metavar="URL",
+            default=None,
+            help="Gateway origin (default: $PIXAZO_BASE_URL, else the Pixazo gateway).",
+        ),
+        click.option(
+            "--api-key",
+            metavar="KEY",
+            default=None,
+            help=f"Pixazo key. Prefer ${API_KEY_ENV}: arguments are visible in process lists.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _wait_options(func: F) -> F:
+    options = [
+        click.option(
+            "--out",
+            "-o",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_OUT,
+            show_default=True,
+            help="Directory to save the images in.",
+        ),
+        click.option("--no-save", is_flag=True, help="Only print the URLs; save nothing."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="SECONDS",
+            help="Stop waiting after this long (default 300); the job may still finish.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _image_options(ratios: tuple[str, ...]) -> Callable[[F], F]:
+    def wrap(func: F) -> F:
+        options = [
+            click.option(
+                "-n",
+                "--num-images",
+                type=click.IntRange(1, 4),
+                default=1,
+                show_default=True,
+                help="How many images (1-4).",
+            ),
+            click.option(
+                "--aspect-ratio",
+                "-a",
+                type=click.Choice(ratios),
+                default="auto",
+                show_default=True,
+                help="Width:height of the output.",
+            ),
+            click.option(
+                "--format",
+                "-f",
+                "output_format",
+                type=click.Choice(OUTPUT_FORMATS),
+                default="png",
+                show_default=True,
+                help="Image file format.",
+            ),
+            click.option(
+                "--sync",
+                "sync_mode",
+                is_flag=True,
+                help="Ask the gateway to answer inline (sync mode) instead of polling a job.",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return wrap
+
+
+@contextlib.contextmanager
+def _open_client(
+    state: CliState, *, emulator: bool, base_url: str | None, api_key: str | None
+) -> Iterator[MAIImageClient]:
+    """The client for this command: on the in-process emulator, or on the configured gateway."""
+    session = state.session
+    if emulator:
+        if base_url is not None or api_key is not None:
+            raise click.UsageError("--emulator cannot be combined with --base-url or --api-key.")
+        from ..emulator import run_emulator
+
+        with run_emulator() as emu:
+            session.emulator = True
+            session.secret = emu.api_key
+            with state.client_factory(api_key=emu.api_key, base_url=emu.base_url) as client:
+                yield client
+        return
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is None or not key.strip():
+        raise ConfigurationError(_NO_KEY)
+    session.secret = key.strip()
+    with state.client_factory(api_key=key, base_url=base_url) as client:
+        yield client
+
+
+def _save(
+    state: CliState, result: ImageResult, out: Path, no_save: bool, as_json: bool
+) -> list[Path]:
+    state.session.phase = Phase.SAVING
+    state.session.request_id = result.request_id
+    saved = [] if no_save else result.save(out)
+    print_result(result, saved, as_json=as_json)
+    return saved
+
+
+def _emulator_note(state: CliState, quiet: bool) -> None:
+    if state.session.emulator and not quiet:
+        click.echo(
+            "note: these images came from the offline emulator; its URLs stop working now that "
+            "this command ends, the saved files stay.",
+            err=True,
+        )
+
+
+def _read_image(image: str) -> str | bytes:
+    if image != "-":
+        return image
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InvalidImageError("IMAGE is '-' but standard input is empty.")
+    return data
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EPILOG,
+)
+@click.version_option(__version__, prog_name="mai-image")
+def cli() -> None:
+    """Generate and edit images with Microsoft MAI Image 2.5 (Pixazo gateway).
+
+    Set PIXAZO_API_KEY, or add --emulator to try any command offline without a key:
+
+        mai-image generate "a lighthouse at dawn, watercolor" --emulator
+
+    Images are saved to ./mai-images/ (--out to change, --no-save to skip); their paths and
+    URLs are printed on stdout, progress on stderr.
+    """
+
+
+@cli.command()
+@click.argument("prompt")
+@_image_options(GENERATE_ASPECT_RATIOS)
+@_wait_options
+@_connection_options
+@click.pass_obj
+def generate(
+    state: CliState,
+    prompt: str,
+    num_images: int,
+    aspect_ratio: str,
+    output_format: str,
+    sync_mode: bool,
+    out: Path,
+    no_save: bool,
+    timeout: float | None,
+    quiet: bool,
+    emulator: bool,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Generate images from PROMPT, wait for them and save them."""
+    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+        with Reporter(state.session, label="generate", quiet=quiet) as reporter:
+            state.session.phase = Phase.SUBMITTING
+            result = client.generate(
+                prompt,
+                num_images=num_images,
+                aspect_ratio=cast(GenerateAspectRatio, aspect_ratio),
+                output_format=cast(OutputFormat, output_format),
+                sync_mode=sync_mode,
+                timeout=timeout,
+                on_status=reporter,
+            )
+        _save(state, result, out, no_save, as_json)
+    _emulator_note(state, quiet or as_json)
+
+
+@cli.command()
+@click.argument("image")
+@click.argument("prompt")
+@_image_options(EDIT_ASPECT_RATIOS)
+@_wait_options
+@_connection_options
+@click.pass_obj
+def edit(
+    state: CliState,
+    image: str,
+    prompt: str,
+    num_images: int,
+    aspect_ratio: str,
+    output_format: str,
+    sync_mode: bool,
+    out: Path,
+    no_save: bool,
+    timeout: float | None,
+    quiet: bool,
+    emulator: bool,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Edit IMAGE following PROMPT, wait and save the result.
+
+    IMAGE is a file path, an http(s) URL, a data: URI, or - to read the image from stdin.
+    """
+    source = _read_image(image)
+    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+        with Reporter(state.session, label="edit", quiet=quiet) as reporter:
+            state.session.phase = Phase.SUBMITTING
+            result = client.edit(
+                prompt,
+                source,
+                num_images=num_images,
+                aspect_ratio=cast(EditAspectRatio, aspect_ratio),
+                output_format=cast(OutputFormat, output_format),
+                sync_mode=sync_mode,
+                timeout=timeout,
+                on_status=reporter,
+            )
+        _save(state, result, out, no_save, as_json)
+    _emulator_note(state, quiet or as_json)
+
+
+@cli.command()
+@click.argument("request_id")
+@_connection_options
+@click.pass_obj
+def status(
+    state: CliState,
+    request_id: str,
+    emulator: bool,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Show the status of job REQUEST_ID once, without waiting."""
+    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+        print_status(client.get_status(request_id.strip()), as_json=as_json)
+
+
+@cli.command()
+@click.argument("request_id")
+@_wait_options
+@_connection_options
+@click.pass_obj
+def wait(
+    state: CliState,
+    request_id: str,
+    out: Path,
+    no_save: bool,
+    timeout: float | None,
+    quiet: bool,
+    emulator: bool,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Wait for job REQUEST_ID (submitted earlier, anywhere) to finish, then save its images."""
+    request_id = request_id.strip()
+    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+        state.session.request_id = request_id
+        state.session.phase = Phase.WAITING
+        with Reporter(state.session, label="wait", quiet=quiet) as reporter:
+            result = client.wait(request_id, timeout=timeout, on_status=reporter)
+        _save(state, result, out, no_save, as_json)
+    _emulator_note(state, quiet or as_json)
+
+
+def main() -> None:
+    """Console-script entry point (``mai-image``)."""
+    cli.main(prog_name="mai-image")
+
+
+__all__ = ["DEFAULT_OUT", "EPILOG", "CliState", "ClientFactory", "ExitCode", "cli", "main"]

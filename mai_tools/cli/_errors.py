@@ -1,0 +1,175 @@
+"""Exit codes, and the one place that turns an exception into an exit code and a message.
+
+Scripts branch on the exit code, so each code names who can fix the problem and whether the
+job may still be running (and billed): a timeout or a failed save must not be "fixed" by
+submitting again.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import pydantic
+
+from .._exceptions import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DownloadError,
+    InsufficientBalanceError,
+    InvalidArgumentError,
+    JobFailedError,
+    JobTimeoutError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+
+
+class ExitCode(enum.IntEnum):
+    """``mai-image`` exit codes (documented in ``mai-image --help``)."""
+
+    OK = 0
+    INTERNAL = 1  # a bug in mai-image: please report it
+    USAGE = 2  # bad input: options, prompt, image, unknown request id (click uses 2 too)
+    CONFIG = 3  # no/wrong key, no balance, no permission, bad base URL
+    JOB_FAILED = 4  # the job ended FAILED or ERROR
+    TIMEOUT = 5  # gave up waiting; the job may still finish: `mai-image wait ID`
+    GATEWAY = 6  # the gateway could not be reached or answered with an error
+    SAVE_FAILED = 7  # the job finished but its images could not be saved
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class Phase(enum.Enum):
+    """Where a command is, so an interruption can say what happened to the job."""
+
+    SETUP = "setup"
+    SUBMITTING = "submitting"
+    WAITING = "waiting"
+    SAVING = "saving"
+
+
+@dataclass
+class Session:
+    """What one command run knows that an error message may need.
+
+    ``secret`` is the API key in use, kept only to scrub it from any text we print.
+    """
+
+    phase: Phase = Phase.SETUP
+    request_id: str | None = None
+    emulator: bool = False
+    secret: str | None = None
+
+    def scrub(self, text: str) -> str:
+        if self.secret and len(self.secret) >= 4:
+            return text.replace(self.secret, "***")
+        return text
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: ExitCode
+    message: str
+
+
+_EMULATOR_GONE = (
+    "the in-process --emulator stopped with this command, so the job is gone; run "
+    "`mai-image emulator` in another shell to keep jobs between commands"
+)
+
+
+def _resume(session: Session, request_id: str) -> str:
+    if session.emulator:
+        return _EMULATOR_GONE
+    return f"Resume with: mai-image wait {request_id}"
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "input"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid argument: " + "; ".join(parts)
+
+
+def _interrupted(session: Session) -> str:
+    rid = session.request_id
+    if session.phase is Phase.SUBMITTING and rid is None:
+        return (
+            "interrupted while submitting; if the gateway received the request, a job may "
+            "still run (and be charged) without its id being known here"
+        )
+    if rid is None:
+        return "interrupted"
+    if session.phase is Phase.SAVING:
+        return f"interrupted while saving; job {rid} finished. " + (
+            _EMULATOR_GONE if session.emulator else f"Save it again with: mai-image wait {rid}"
+        )
+    return f"interrupted; job {rid} keeps running on the gateway. {_resume(session, rid)}"
+
+
+def _timeout(exc: JobTimeoutError, session: Session) -> str:
+    state = exc.last_status.status.value if exc.last_status else "unknown"
+    text = (
+        f"timed out after {exc.timeout:g}s waiting for job {exc.request_id} "
+        f"(last status: {state}); it may still finish. {_resume(session, exc.request_id)}"
+    )
+    if exc.__cause__ is not None:
+        text += f" (last error: {exc.__cause__})"
+    return text
+
+
+def classify(exc: BaseException, session: Session) -> Failure:
+    """The exit code and the one-line message for ``exc``; the API key is scrubbed."""
+    failure = _classify(exc, session)
+    return Failure(failure.code, session.scrub(failure.message).replace("\n", " "))
+
+
+def _classify(exc: BaseException, session: Session) -> Failure:
+    if isinstance(exc, KeyboardInterrupt):
+        return Failure(ExitCode.INTERRUPTED, _interrupted(session))
+    if isinstance(exc, pydantic.ValidationError):
+        return Failure(ExitCode.USAGE, _validation_message(exc))
+    if isinstance(exc, InvalidArgumentError):
+        return Failure(ExitCode.USAGE, str(exc))
+    if isinstance(exc, ConfigurationError):
+        return Failure(ExitCode.CONFIG, str(exc))
+    if isinstance(exc, AuthenticationError | InsufficientBalanceError | PermissionDeniedError):
+        return Failure(ExitCode.CONFIG, str(exc))
+    if isinstance(exc, BadRequestError):
+        return Failure(ExitCode.USAGE, str(exc))
+    if isinstance(exc, NotFoundError):
+        if exc.request_id is None:
+            # A submit path that does not exist: the base URL points somewhere else.
+            return Failure(ExitCode.GATEWAY, f"{exc} Is PIXAZO_BASE_URL / --base-url right?")
+        if session.emulator:
+            return Failure(
+                ExitCode.USAGE,
+                f"{exc}. The in-process --emulator starts empty: it knows only jobs made in "
+                "this same command (run `mai-image emulator` to keep one running)",
+            )
+        return Failure(ExitCode.USAGE, str(exc))
+    if isinstance(exc, JobFailedError):
+        return Failure(ExitCode.JOB_FAILED, str(exc))
+    if isinstance(exc, JobTimeoutError):
+        return Failure(ExitCode.TIMEOUT, _timeout(exc, session))
+    if isinstance(exc, DownloadError):
+        rid = session.request_id
+        again = (
+            ""
+            if rid is None
+            else " The job finished; "
+            + (_EMULATOR_GONE if session.emulator else f"save it again with: mai-image wait {rid}")
+        )
+        return Failure(ExitCode.SAVE_FAILED, f"saving the images failed: {exc}{again}")
+    if isinstance(exc, APIError):
+        return Failure(ExitCode.GATEWAY, str(exc))
+    if isinstance(exc, OSError):
+        return Failure(ExitCode.INTERNAL, str(exc))  # a local I/O problem (stdin, stdout)
+    return Failure(
+        ExitCode.INTERNAL,
+        f"internal error ({type(exc).__name__}: {exc}); this is a bug in mai-image, please "
+        "report it",
+    )

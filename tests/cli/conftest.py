@@ -1,0 +1,67 @@
+"""Fixtures for the mai-image tests: one fast emulator for the session, reset per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from tests.cli.cli_support import FORBIDDEN_KEY, KEY, POOR_KEY, FakeSetup, fake_setup
+from tests.support.fakes import BASE, PNG_1PX, RID, Gateway
+
+CDN_URL = f"https://cdn.example.com/v1/{RID}/output.png"  # what the fake's COMPLETED points at
+
+
+@pytest.fixture(scope="session")
+def cli_server() -> Iterator[RunningEmulator]:
+    config = EmulatorConfig(
+        api_keys=(KEY, POOR_KEY, FORBIDDEN_KEY), min_duration=0.2, max_duration=0.4
+    )
+    with run_emulator(config) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def slow_server() -> Iterator[RunningEmulator]:
+    """Jobs that take a minute: for timeouts and interruptions."""
+    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=60, max_duration=60)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(cli_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
+    """The session emulator, reset, with PIXAZO_API_KEY/PIXAZO_BASE_URL pointing at it."""
+    cli_server.control.reset()
+    monkeypatch.setenv("PIXAZO_API_KEY", KEY)
+    monkeypatch.setenv("PIXAZO_BASE_URL", cli_server.base_url)
+    return cli_server
+
+
+@pytest.fixture
+def slow(slow_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
+    slow_server.control.reset()
+    monkeypatch.setenv("PIXAZO_API_KEY", KEY)
+    monkeypatch.setenv("PIXAZO_BASE_URL", slow_server.base_url)
+    return slow_server
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default --out is ./mai-images: never let a test write into the repository.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSetup]:
+    """The CLI over the scripted fake gateway of ``tests.support.fakes`` and a fake clock."""
+    monkeypatch.setenv("PIXAZO_API_KEY", KEY)
+    monkeypatch.setenv("PIXAZO_BASE_URL", BASE)
+    gateway = Gateway()
+    gateway.downloads[CDN_URL] = httpx.Response(
+        200, content=PNG_1PX, headers={"content-type": "image/png"}
+    )
+    setup = fake_setup(gateway)
+    yield setup
+    setup.http.close()
