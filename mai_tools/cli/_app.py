@@ -103,6 +103,10 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click prints these itself (usage errors exit 2)
         except (Exception, KeyboardInterrupt) as exc:
+            if isinstance(exc, KeyboardInterrupt) and ctx.invoked_subcommand == "emulator":
+                # Ctrl-C is how a foreground server is meant to stop: not a failure.
+                click.echo("emulator stopped", err=True)
+                raise click.exceptions.Exit(int(ExitCode.OK)) from None
             failure = classify(exc, state.session)
             click.echo(click.style("error:", fg="red", bold=True) + " " + failure.message, err=True)
             raise click.exceptions.Exit(int(failure.code)) from None
@@ -255,6 +259,7 @@ def _read_image(image: str) -> str | bytes:
 
 
 @click.group(
+    "mai-image",
     cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EPILOG,

@@ -48,9 +48,13 @@ def slow(slow_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Runni
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp_cwd(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # The default --out is ./mai-images: never let a test write into the repository.
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # A test that forgets to point at an emulator fails fast on a closed loopback port
+    # instead of reaching for the real gateway.
+    monkeypatch.setenv("PIXAZO_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("PIXAZO_API_KEY", raising=False)
 
 
 @pytest.fixture
