@@ -60,6 +60,11 @@ Exit codes:
   130  interrupted (Ctrl-C); the command to resume is printed
 """
 
+SHORT_EPILOG = (
+    "Exit codes: 0 ok, 2 bad input, 3 key/balance/permission, 4 job failed, 5 timed out, "
+    "6 gateway error, 7 saving failed, 130 Ctrl-C (details: mai-image --help)."
+)
+
 
 @dataclass
 class CliState:
@@ -277,7 +282,7 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(epilog=SHORT_EPILOG)
 @click.argument("prompt")
 @_image_options(GENERATE_ASPECT_RATIOS)
 @_wait_options
@@ -316,7 +321,7 @@ def generate(
     _emulator_note(state, quiet or as_json)
 
 
-@cli.command()
+@cli.command(epilog=SHORT_EPILOG)
 @click.argument("image")
 @click.argument("prompt")
 @_image_options(EDIT_ASPECT_RATIOS)
@@ -362,7 +367,7 @@ def edit(
     _emulator_note(state, quiet or as_json)
 
 
-@cli.command()
+@cli.command(epilog=SHORT_EPILOG)
 @click.argument("request_id")
 @_connection_options
 @click.pass_obj
@@ -379,7 +384,7 @@ def status(
         print_status(client.get_status(request_id.strip()), as_json=as_json)
 
 
-@cli.command()
+@cli.command(epilog=SHORT_EPILOG)
 @click.argument("request_id")
 @_wait_options
 @_connection_options

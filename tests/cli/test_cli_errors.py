@@ -244,3 +244,15 @@ def fake_clock_interrupting() -> CliState:
         return MAIImageClient(clock=_InterruptingClock(), **kwargs)
 
     return CliState(client_factory=factory)
+
+
+def test_help_documents_every_exit_code() -> None:
+    got = invoke("--help")
+    assert got.code == 0
+    documented = {int(n) for n in re.findall(r"^ +(\d+) {2,}\w", got.stdout, re.M)}
+    assert documented == {int(code) for code in ExitCode}
+    for command in ("generate", "edit", "status", "wait"):
+        text = " ".join(invoke(command, "--help").stdout.split())
+        for code in ExitCode:
+            if code not in (ExitCode.OK, ExitCode.INTERNAL):
+                assert re.search(rf"\b{int(code)} [a-zA-Z]", text), (command, code)
