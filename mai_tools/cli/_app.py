@@ -103,6 +103,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         state = ctx.ensure_object(CliState)
+        state.session = Session()  # per run, also when a caller reuses its CliState
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
