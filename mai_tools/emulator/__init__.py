@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ._app import create_app
 from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
+from ._remote import RemoteEmulator, spawn_emulator
 from ._server import RunningEmulator, run_emulator
 from ._state import Emulator, EmulatorStats, RateLimitRecord, RequestRecord
 
@@ -30,8 +31,10 @@ __all__ = [
     "EmulatorStats",
     "Faults",
     "RateLimitRecord",
+    "RemoteEmulator",
     "RequestRecord",
     "RunningEmulator",
     "create_app",
     "run_emulator",
+    "spawn_emulator",
 ]

@@ -8,10 +8,6 @@ carrying the key leaves for another origin; a cancelled wait stops polling and l
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +27,13 @@ from mai_tools import (
     RetryPolicy,
     ServerError,
 )
-from mai_tools.emulator import EmulatorConfig, EmulatorStats, Faults, run_emulator
+from mai_tools.emulator import (
+    EmulatorConfig,
+    Faults,
+    RemoteEmulator,
+    run_emulator,
+    spawn_emulator,
+)
 from tests.support.fakes import KEY
 
 # A slow or busy machine must not fail the soak: it gets a generous test timeout, and the
@@ -58,66 +60,12 @@ FAULTS = Faults(
 EXPECTED = (JobFailedError, ServerError, RateLimitError, JobTimeoutError, APIConnectionError)
 
 
-class RemoteEmulator:
-    """The emulator in a subprocess, driven through its admin endpoints."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.admin = httpx.Client(base_url=base_url, timeout=30)
-
-    def set_faults(self, faults: Faults | None = None, **changes: Any) -> None:
-        body = (faults or Faults()).model_dump(mode="json") if faults is not None else {}
-        body.update(changes)
-        self.admin.put("/_emulator/faults", json=body).raise_for_status()
-
-    def reset(self) -> None:
-        self.admin.post("/_emulator/reset").raise_for_status()
-
-    def stats(self) -> EmulatorStats:
-        return EmulatorStats.model_validate(self.admin.get("/_emulator/stats").json())
-
-
 @pytest.fixture(scope="module")
 def emu() -> Iterator[RemoteEmulator]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "mai_tools.emulator",
-        "--port",
-        str(port),
-        "--key",
-        KEY,
-        "--min-duration",
-        "0.3",
-        "--max-duration",
-        "1.2",
-        "--seed",
-        "2026",
-        "--log-level",
-        "error",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    remote = RemoteEmulator(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                remote.stats()
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the emulator subprocess did not start") from None
-                time.sleep(0.1)
-        remote.set_faults(FAULTS)
+    with spawn_emulator(
+        api_key=KEY, min_duration=0.3, max_duration=1.2, seed=2026, faults=FAULTS
+    ) as remote:
         yield remote
-    finally:
-        remote.admin.close()
-        proc.terminate()
-        proc.wait(30)
 
 
 class _Wire:
