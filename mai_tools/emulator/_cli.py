@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import click
 
 from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
@@ -95,7 +93,7 @@ def emulator_command(
     import uvicorn  # the server stack loads only when the command runs
 
     from ._app import create_app
-    from ._server import uvicorn_config
+    from ._server import listening_socket, uvicorn_config
     from ._state import Emulator
 
     if max_duration < min_duration:
@@ -117,10 +115,8 @@ def emulator_command(
             error_rate=error_rate,
         ),
     )
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]

@@ -31,6 +31,23 @@ class RunningEmulator:
         return f"RunningEmulator(base_url={self.base_url!r})"
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn, with Nagle off.
+
+    Starlette sends headers and body as two writes; with Nagle on, the second waits for the
+    client's delayed ACK (~40 ms per response on loopback). Accepted sockets inherit the option.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def uvicorn_config(app: object, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -59,9 +76,7 @@ def run_emulator(
     cfg = config or EmulatorConfig()
     emulator = Emulator(cfg)
     app = create_app(emulator)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(app, host, bound_port))
     thread = threading.Thread(
