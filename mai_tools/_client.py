@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from ._download import DEFAULT_MAX_DOWNLOAD_BYTES
+from ._exceptions import ConfigurationError
 from ._flow import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -21,6 +23,7 @@ from ._flow import (
     OnStatus,
     Sleep,
     job_ref,
+    ssl_context,
 )
 from ._images import DEFAULT_MAX_INPUT_BYTES, ImageInput
 from ._models import (
@@ -38,10 +41,9 @@ T = TypeVar("T")
 SYNC_LIMITS = httpx.Limits(
     max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_EXPIRY
 )
-# One event loop can wait on hundreds of jobs: size the pool for it.
-ASYNC_LIMITS = httpx.Limits(
-    max_connections=256, max_keepalive_connections=256, keepalive_expiry=KEEPALIVE_EXPIRY
-)
+# Requests in flight at once on one async client; jobs beyond it queue in the client (cheap),
+# not in httpcore's pool, whose bookkeeping grows with queued requests x connections.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 32
 
 
 class _ClientBase:
@@ -202,7 +204,10 @@ class MAIImageClient(_ClientBase):
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
-            timeout=self._core.timeout, limits=SYNC_LIMITS, follow_redirects=False
+            timeout=self._core.timeout,
+            limits=SYNC_LIMITS,
+            follow_redirects=False,
+            verify=ssl_context(),
         )
 
     # ------------------------------------------------------------------ driver
@@ -376,8 +381,10 @@ class MAIImageClient(_ClientBase):
 class AsyncMAIImageClient(_ClientBase):
     """Asynchronous client; the same methods as :class:`MAIImageClient`, awaitable.
 
-    One client serves hundreds of concurrent jobs on one event loop. Create it inside the loop
-    that uses it (an ``httpx.AsyncClient`` must not be shared across event loops).
+    One client serves hundreds of concurrent jobs on one event loop; at most
+    ``max_concurrent_requests`` HTTP requests are in flight at once (the rest wait their turn in
+    the client). Create it inside the loop that uses it (an ``httpx.AsyncClient`` must not be
+    shared across event loops).
     ``on_status`` may be a plain function or a coroutine function.
     """
 
@@ -395,8 +402,11 @@ class AsyncMAIImageClient(_ClientBase):
         clock: Clock | None = None,
         max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     ) -> None:
         _check_http_client(http_client, httpx.AsyncClient)
+        if max_concurrent_requests < 1:
+            raise ConfigurationError("max_concurrent_requests must be at least 1.")
         super().__init__(
             api_key,
             base_url=base_url,
@@ -411,8 +421,19 @@ class AsyncMAIImageClient(_ClientBase):
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
-            timeout=self._core.timeout, limits=ASYNC_LIMITS, follow_redirects=False
+            timeout=self._core.timeout,
+            limits=httpx.Limits(
+                max_connections=max_concurrent_requests,
+                max_keepalive_connections=max_concurrent_requests,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+            follow_redirects=False,
+            verify=ssl_context(),
         )
+        # httpcore's pool does work per queued request on every state change, which turns
+        # quadratic with hundreds of requests queued at once (1,000 concurrent jobs took two
+        # minutes). Queue here instead, so the pool never holds more than it can serve.
+        self._limiter = asyncio.Semaphore(max_concurrent_requests)
 
     async def _run(self, flow: Flow[T], on_status: OnStatus | None = None) -> T:
         reply: httpx.Response | httpx.TransportError | None = None
@@ -424,14 +445,15 @@ class AsyncMAIImageClient(_ClientBase):
             reply = None
             if isinstance(action, HTTPRequest):
                 try:
-                    reply = await self._http.request(
-                        action.method,
-                        action.url,
-                        headers=action.headers,
-                        json=action.json,
-                        timeout=action.timeout,
-                        follow_redirects=False,
-                    )
+                    async with self._limiter:
+                        reply = await self._http.request(
+                            action.method,
+                            action.url,
+                            headers=action.headers,
+                            json=action.json,
+                            timeout=action.timeout,
+                            follow_redirects=False,
+                        )
                 except httpx.TransportError as exc:
                     reply = exc
             elif isinstance(action, Sleep):

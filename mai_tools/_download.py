@@ -18,6 +18,7 @@ from typing import IO, Final
 import httpx
 
 from ._exceptions import DownloadError, InvalidImageError
+from ._flow import ssl_context
 from ._images import decode_data_uri, extension_for, sniff_image_type
 from ._version import __version__
 
@@ -119,7 +120,7 @@ def _sync_client(client: httpx.Client | None) -> Iterator[httpx.Client]:
     if client is not None and not client.is_closed:
         yield client
         return
-    with httpx.Client(timeout=DOWNLOAD_TIMEOUT) as fresh:
+    with httpx.Client(timeout=DOWNLOAD_TIMEOUT, verify=ssl_context()) as fresh:
         yield fresh
 
 
@@ -128,7 +129,7 @@ async def _async_client(client: httpx.AsyncClient | None) -> AsyncIterator[httpx
     if client is not None and not client.is_closed:
         yield client
         return
-    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as fresh:
+    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, verify=ssl_context()) as fresh:
         yield fresh
 
 

@@ -9,11 +9,13 @@ deadlines, polling schedule, error mapping) lives here and is shared.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import random
 import re
+import ssl
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -101,6 +103,16 @@ class Notify:
 Action = HTTPRequest | Sleep | Notify
 Reply = httpx.Response | httpx.TransportError | None
 Flow = Generator[Action, Reply, T]
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client this process makes.
+
+    Building one loads the CA bundle (~100 ms); clients made per call (CLI commands, tool
+    calls, downloads) would otherwise pay that each time. SSLContext is safe to share.
+    """
+    return httpx.create_ssl_context()
 
 
 class _Secret:

@@ -288,3 +288,30 @@ async def test_async_client_serves_hundreds_of_jobs() -> None:
         results = await asyncio.gather(*(client.generate(f"job {i}") for i in range(300)))
     assert len({r.request_id for r in results}) == 300
     assert all(r.status is Status.COMPLETED for r in results)
+
+
+async def test_async_client_bounds_requests_in_flight() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        if request.method == "POST":
+            return httpx.Response(202, json={"request_id": RID, "status": "QUEUED"})
+        return ok("COMPLETED")
+
+    async with AsyncMAIImageClient(
+        KEY,
+        base_url=BASE,
+        poll_policy=PollPolicy.immediate(),
+        max_concurrent_requests=4,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    ) as client:
+        await asyncio.gather(*(client.generate(f"job {i}") for i in range(40)))
+    assert peak == 4
+    with pytest.raises(ConfigurationError, match="max_concurrent_requests"):
+        AsyncMAIImageClient(KEY, max_concurrent_requests=0)
