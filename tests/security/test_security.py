@@ -32,12 +32,15 @@ def test_the_log_guard_is_active() -> None:
 def test_oversized_data_uri_refused_before_sending() -> None:
     gw = Gateway()
     big = "data:image/png;base64," + base64.b64encode(PNG_1PX + b"\0" * 4096).decode()
-    with MAIImageClient(
-        KEY,
-        base_url=BASE,
-        max_input_image_bytes=1024,
-        http_client=httpx.Client(transport=httpx.MockTransport(gw.handler)),
-    ) as client, pytest.raises(InvalidImageError, match="limit"):
+    with (
+        MAIImageClient(
+            KEY,
+            base_url=BASE,
+            max_input_image_bytes=1024,
+            http_client=httpx.Client(transport=httpx.MockTransport(gw.handler)),
+        ) as client,
+        pytest.raises(InvalidImageError, match="limit"),
+    ):
         client.edit("make it smaller", big)
     assert gw.requests == []
     with pytest.raises(InvalidImageError, match="limit"):
