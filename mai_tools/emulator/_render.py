@@ -65,7 +65,12 @@ def _caption(img: Image.Image, lines: list[str]) -> None:
     draw.rectangle((0, h - box_h, w, h), fill=(0, 0, 0, 150))
     y = h - box_h + pad
     for line in lines:
-        draw.text((pad, y), line, fill=(255, 255, 255, 255), font=font)
+        line_font = font
+        room = w - 2 * pad
+        width = font.getlength(line)
+        if width > room:  # shrink a long line (the request id) so it stays readable in full
+            line_font = ImageFont.load_default(size=max(8, int(size * room / width)))
+        draw.text((pad, y), line, fill=(255, 255, 255, 255), font=line_font)
         y += line_h
 
 
