@@ -24,6 +24,7 @@ from mai_tools import (
     AuthenticationError,
     ConfigurationError,
     InsufficientBalanceError,
+    MAIImageClient,
     MAIImageEditTool,
     MAIImageGenerateTool,
     MAIImageJobTool,
@@ -113,6 +114,18 @@ class TestJobToolUnit(ToolsUnitTests):
     @property
     def tool_invoke_params_example(self) -> dict[str, Any]:
         return {"request_id": "microsoft-mai-image-2-5_example"}
+
+
+class TestJobToolIntegration(ToolsIntegrationTests):
+    @property
+    def tool_constructor(self) -> type[BaseTool]:
+        return MAIImageJobTool
+
+    @property
+    def tool_invoke_params_example(self) -> dict[str, Any]:
+        # A real job on the test's emulator (PIXAZO_* point at it), for the tool to wait on.
+        with MAIImageClient() as client:
+            return {"request_id": client.submit_generate("a job to fetch later").request_id}
 
 
 # --------------------------------------------------------------------------- behaviour
