@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from mai_tools import AsyncMAIImageClient, MAIImageClient, PollPolicy
+from mai_tools._transport import SpreadTransport
 from mai_tools.emulator import spawn_emulator
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -102,8 +103,9 @@ async def concurrency(count: int, duration: float) -> dict[str, Any]:
                 return_exceptions=True,
             )
             wall = time.monotonic() - start
-            pool = client._http._transport._pool  # type: ignore[attr-defined]
-            opened = len(pool.connections)
+            transport = client._http._transport
+            assert isinstance(transport, SpreadTransport)
+            opened = len(transport.connections())
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         stats = emu.stats()
     errors = [o for o in outcomes if isinstance(o, BaseException)]

@@ -35,6 +35,7 @@ from ._models import (
     OutputFormat,
 )
 from ._policies import Clock, PollPolicy, RetryPolicy
+from ._transport import SpreadTransport
 
 T = TypeVar("T")
 
@@ -422,10 +423,10 @@ class AsyncMAIImageClient(_ClientBase):
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=self._core.timeout,
-            limits=httpx.Limits(
+            transport=SpreadTransport(
                 max_connections=max_concurrent_requests,
-                max_keepalive_connections=max_concurrent_requests,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
+                verify=ssl_context(),
             ),
             follow_redirects=False,
             verify=ssl_context(),

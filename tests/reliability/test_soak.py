@@ -27,6 +27,7 @@ from mai_tools import (
     RetryPolicy,
     ServerError,
 )
+from mai_tools._transport import SpreadTransport
 from mai_tools.emulator import (
     EmulatorConfig,
     Faults,
@@ -164,8 +165,12 @@ async def test_cancelled_waits_stop_polling_and_leak_nothing() -> None:
         polls = slow.control.stats().status_requests
         await asyncio.sleep(1.0)
         assert slow.control.stats().status_requests == polls  # nobody polls any more
-        pool = client._http._transport._pool  # type: ignore[attr-defined]
-        assert all((not c.is_closed() and c.is_idle()) or c.is_closed() for c in pool.connections)
+        transport = client._http._transport
+        assert isinstance(transport, SpreadTransport)
+        assert transport.in_flight == [0] * len(transport.pools)
+        connections = transport.connections()
+        assert connections
+        assert all((not c.is_closed() and c.is_idle()) or c.is_closed() for c in connections)
         await client.aclose()
-        assert pool.connections == []
+        assert transport.connections() == []
     assert set(asyncio.all_tasks()) == before
