@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ._settings import Settings, SettingsError
+from ._settings import LOG_LEVELS, Settings, SettingsError
 
 
 @contextlib.contextmanager
@@ -62,6 +62,12 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory edit_image may read local files from; repeatable [env MAI_MCP_ALLOWED_DIRS].",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Server log level on stderr [env MAI_MCP_LOG_LEVEL, default WARNING].",
+)
 def cli(
     transport: str,
     host: str,
@@ -72,6 +78,7 @@ def cli(
     preview: str | None,
     output_dir: Path | None,
     allow_dirs: tuple[Path, ...],
+    log_level: str | None,
 ) -> None:
     """MCP server for Microsoft MAI Image 2.5 (generate_image, edit_image, get_image_job)."""
     try:
@@ -87,6 +94,8 @@ def cli(
         changes["output_dir"] = output_dir
     if allow_dirs:
         changes["allowed_dirs"] = settings.allowed_dirs + allow_dirs
+    if log_level is not None:
+        changes["log_level"] = log_level.upper()
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
 
     from ._server import create_server

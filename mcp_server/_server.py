@@ -282,6 +282,8 @@ def create_server(
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
+        # The SDK sets up root logging at this level unless the host already did.
+        log_level=settings.log_level,
     )
     annotations = ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Literal
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ENV_MAX_WAIT = "MAI_MCP_MAX_WAIT"
 ENV_PREVIEW = "MAI_MCP_PREVIEW"
 ENV_OUTPUT_DIR = "MAI_MCP_OUTPUT_DIR"
 ENV_ALLOWED_DIRS = "MAI_MCP_ALLOWED_DIRS"
+ENV_LOG_LEVEL = "MAI_MCP_LOG_LEVEL"
 
 DEFAULT_MAX_WAIT = 45.0
 """Under the ~60 s tool timeout many MCP clients use."""
@@ -37,6 +40,8 @@ class Settings:
         output_dir: download images here and return their paths (``MAI_MCP_OUTPUT_DIR``).
         allowed_dirs: directories ``edit_image`` may read local files from
             (``MAI_MCP_ALLOWED_DIRS``, separated by ``os.pathsep``); none by default.
+        log_level: level of the server's own log on stderr (``MAI_MCP_LOG_LEVEL``). WARNING by
+            default: at INFO every status poll is a log line.
     """
 
     api_key: str | None = field(default=None, repr=False)
@@ -46,12 +51,15 @@ class Settings:
     output_dir: Path | None = None
     allowed_dirs: tuple[Path, ...] = ()
     heartbeat: float = 5.0
+    log_level: LogLevel = "WARNING"
 
     def __post_init__(self) -> None:
         if not (self.max_wait > 0):
             raise SettingsError(f"{ENV_MAX_WAIT} must be a positive number of seconds.")
         if self.preview not in ("preview", "thumbnail", "off"):
             raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"{ENV_LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}.")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,6 +75,7 @@ class Settings:
         allowed = tuple(
             Path(p).expanduser() for p in env.get(ENV_ALLOWED_DIRS, "").split(os.pathsep) if p
         )
+        log_level = env.get(ENV_LOG_LEVEL, "WARNING").strip().upper() or "WARNING"
         return cls(
             api_key=env.get("PIXAZO_API_KEY") or None,
             base_url=env.get("PIXAZO_BASE_URL") or None,
@@ -74,4 +83,5 @@ class Settings:
             preview=preview,  # type: ignore[arg-type]  # checked just above
             output_dir=Path(output).expanduser() if output else None,
             allowed_dirs=allowed,
+            log_level=log_level,  # type: ignore[arg-type]  # checked in __post_init__
         )

@@ -19,6 +19,7 @@ import anyio
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
 from PIL import Image
 
@@ -280,15 +281,38 @@ def _env(emu: RunningEmulator, **extra: str) -> dict[str, str]:
     return env
 
 
-async def test_stdio_subprocess(emu: RunningEmulator) -> None:
+async def test_stdio_subprocess(emu: RunningEmulator, tmp_path: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "mcp_server"], cwd=str(ROOT), env=_env(emu)
     )
-    async with Client(params) as client:
-        assert len((await client.list_tools()).tools) == 3
-        result = await client.call_tool("generate_image", {"prompt": "over stdio"})
+    with (tmp_path / "stderr.log").open("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            assert len((await client.list_tools()).tools) == 3
+            result = await client.call_tool("generate_image", {"prompt": "over stdio"})
+        errlog.seek(0)
+        stderr = errlog.read()
     assert not result.is_error
     assert _text(result).startswith(f"{emu.base_url}/files/")
+    # The default log level is WARNING: a client's log file does not get a line per poll.
+    assert "HTTP Request" not in stderr
+    assert "Processing request" not in stderr
+
+
+async def test_stdio_log_level_flag(emu: RunningEmulator, tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_server", "--log-level", "info"],
+        cwd=str(ROOT),
+        env=_env(emu),
+    )
+    with (tmp_path / "stderr.log").open("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            result = await client.call_tool("generate_image", {"prompt": "chatty over stdio"})
+        errlog.seek(0)
+        stderr = errlog.read()
+    assert not result.is_error
+    assert "HTTP Request" in stderr
+    assert KEY not in stderr
 
 
 async def test_stdio_with_emulator_flag_needs_no_key() -> None:
@@ -454,6 +478,13 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert settings.output_dir == tmp_path
     assert settings.allowed_dirs == (tmp_path, Path("/data"))
     assert KEY not in repr(settings)
+    assert settings.log_level == "WARNING"
+    monkeypatch.setenv("MAI_MCP_LOG_LEVEL", "debug")
+    assert Settings.from_env().log_level == "DEBUG"
+    monkeypatch.setenv("MAI_MCP_LOG_LEVEL", "loud")
+    with pytest.raises(ValueError, match="MAI_MCP_LOG_LEVEL"):
+        Settings.from_env()
+    monkeypatch.setenv("MAI_MCP_LOG_LEVEL", "error")
     monkeypatch.setenv("MAI_MCP_PREVIEW", "huge")
     with pytest.raises(ValueError, match="MAI_MCP_PREVIEW"):
         Settings.from_env()
