@@ -94,7 +94,12 @@ class _Sink:
 
 
 def _prepare(directory: str | os.PathLike[str]) -> Path:
-    path = Path(directory).expanduser()
+    try:
+        path = Path(directory).expanduser()
+    except RuntimeError:  # "~name" for a user this machine does not know
+        raise DownloadError(
+            f"Cannot create directory {os.fspath(directory)!r}: no such user's home directory."
+        ) from None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -185,7 +185,13 @@ def image_to_url(image: ImageInput, *, max_bytes: int = DEFAULT_MAX_INPUT_BYTES)
                 f"Unsupported image URL scheme {scheme!r}: use an http(s) URL, a data: URI, "
                 "a local file path or raw bytes."
             )
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # "~name" for a user this machine does not know
+            raise InvalidImageError(
+                f"No such image file: {text[:80]!r} (no such user's home directory). Pass an "
+                "existing file, an http(s) URL or a data: URI."
+            ) from None
     else:
         raise InvalidImageError(
             f"Unsupported image type {type(image).__name__}; pass a path, URL, data: URI or bytes."

@@ -19,6 +19,7 @@ import httpx
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -83,6 +84,15 @@ EditPrompt = Annotated[
     ),
     AfterValidator(_prompt_not_blank),
 ]
+
+
+def _whole_number(value: object) -> object:
+    # JSON has one number type: 4.0 is the integer 4 (as JSON Schema says); 4.5 stays refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 NumImages = Annotated[
     int,
     Field(
@@ -90,6 +100,7 @@ NumImages = Annotated[
         le=MAX_IMAGES,
         description="How many images to make from this one request (1-4). Default 1.",
     ),
+    BeforeValidator(_whole_number),
 ]
 GenerateAspectRatioField = Annotated[
     GenerateAspectRatio,
@@ -127,7 +138,8 @@ SyncMode = Annotated[
 
 
 class _RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # Strict: the gateway takes JSON types as they are ("sync_mode": 0 is not false).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class GenerateRequest(_RequestModel):

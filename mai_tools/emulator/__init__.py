@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ._app import create_app
 from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
+from ._openapi import openapi_document
 from ._remote import RemoteEmulator, spawn_emulator
 from ._server import RunningEmulator, run_emulator
 from ._state import Emulator, EmulatorStats, RateLimitRecord, RequestRecord
@@ -35,6 +36,7 @@ __all__ = [
     "RequestRecord",
     "RunningEmulator",
     "create_app",
+    "openapi_document",
     "run_emulator",
     "spawn_emulator",
 ]

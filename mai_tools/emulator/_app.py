@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from .._images import sniff_image_type
 from .._models import EDIT_PATH, GENERATE_PATH, EditRequest, GenerateRequest
 from ._config import EmulatorConfig, Faults
+from ._openapi import openapi_document
 from ._render import MEDIA_TYPES, render
 from ._state import Emulator, Job, iso
 
@@ -383,6 +384,7 @@ def create_app(config: EmulatorConfig | Emulator | None = None) -> Starlette:
         Route(EDIT_PATH, handlers.submit, methods=["POST"]),
         Route("/v2/requests/status/{request_id}", handlers.status, methods=["GET"]),
         Route("/files/{request_id}/{name}", handlers.files, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/_emulator/faults", handlers.admin_faults, methods=["GET", "PUT"]),
         Route("/_emulator/stats", handlers.admin_stats, methods=["GET"]),
         Route("/_emulator/reset", handlers.admin_reset, methods=["POST"]),
@@ -391,6 +393,10 @@ def create_app(config: EmulatorConfig | Emulator | None = None) -> Starlette:
     app.state.emulator = emulator
     app.add_exception_handler(404, _not_found)
     return app
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -126,6 +126,7 @@ def test_edit_accepts_bytes_urls_and_data_uris(harness: Harness, image: Any) -> 
     ("image", "message"),
     [
         ("/no/such/file.png", "No such image file"),
+        ("~no-such-user-here/cat.png", "No such image file"),
         (b"hello, not an image", "not a PNG, JPEG, WEBP or GIF"),
         ("ftp://example.com/a.png", "Unsupported image URL scheme 'ftp'"),
         ("file:///etc/passwd", "Unsupported image URL scheme 'file'"),

@@ -105,6 +105,12 @@ def test_save_decodes_data_uris(harness: Harness, tmp_path: Path) -> None:
     assert result.summary()["image_urls"][0].startswith("data:image/png;base64,...<")
 
 
+def test_save_to_an_unknown_users_home_is_a_clear_error() -> None:
+    result = ImageResult(request_id=RID, image_urls=["https://cdn.example.com/a.png"])
+    with pytest.raises(DownloadError, match="no such user's home directory"):
+        result.save("~no-such-user-here/images")
+
+
 def test_save_refuses_other_schemes(tmp_path: Path) -> None:
     result = ImageResult(request_id=RID, image_urls=["file:///etc/passwd"])
     with pytest.raises(DownloadError, match="non-http"):
