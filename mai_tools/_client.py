@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -39,12 +40,16 @@ from ._transport import SpreadTransport
 
 T = TypeVar("T")
 
-SYNC_LIMITS = httpx.Limits(
-    max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_EXPIRY
-)
-# Requests in flight at once on one async client; jobs beyond it queue in the client (cheap),
-# not in httpcore's pool, whose bookkeeping grows with queued requests x connections.
+# Requests in flight at once on one client; jobs beyond it queue in the client (cheap), not in
+# httpcore's pool, whose bookkeeping grows with queued requests x connections.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
+
+
+def _check_concurrency(max_concurrent_requests: int) -> None:
+    if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int):
+        raise ConfigurationError("max_concurrent_requests must be a whole number, at least 1.")
+    if max_concurrent_requests < 1:
+        raise ConfigurationError("max_concurrent_requests must be at least 1.")
 
 
 class _ClientBase:
@@ -170,6 +175,8 @@ class MAIImageClient(_ClientBase):
             exponential backoff with jitter, and the system clock.
         max_input_image_bytes: largest local image accepted by :meth:`edit`.
         max_download_bytes: largest image :meth:`ImageResult.save` writes.
+        max_concurrent_requests: HTTP requests in flight at once across all threads (and
+            the connection pool's size); further threads wait their turn in the client.
 
     Raises:
         ConfigurationError: no API key, or a malformed base URL.
@@ -189,8 +196,10 @@ class MAIImageClient(_ClientBase):
         clock: Clock | None = None,
         max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     ) -> None:
         _check_http_client(http_client, httpx.Client)
+        _check_concurrency(max_concurrent_requests)
         super().__init__(
             api_key,
             base_url=base_url,
@@ -206,10 +215,18 @@ class MAIImageClient(_ClientBase):
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             timeout=self._core.timeout,
-            limits=SYNC_LIMITS,
+            limits=httpx.Limits(
+                max_connections=max_concurrent_requests,
+                max_keepalive_connections=max_concurrent_requests,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
             follow_redirects=False,
             verify=ssl_context(),
         )
+        # More threads than connections would queue requests in httpcore's sync pool, which
+        # can close a connection it has just handed to a waiting thread (encode/httpcore#1110:
+        # "Bad file descriptor", or a hang until the read timeout). Threads wait here instead.
+        self._limiter = threading.BoundedSemaphore(max_concurrent_requests)
 
     # ------------------------------------------------------------------ driver
 
@@ -223,14 +240,15 @@ class MAIImageClient(_ClientBase):
             reply = None
             if isinstance(action, HTTPRequest):
                 try:
-                    reply = self._http.request(
-                        action.method,
-                        action.url,
-                        headers=action.headers,
-                        json=action.json,
-                        timeout=action.timeout,
-                        follow_redirects=False,
-                    )
+                    with self._limiter:
+                        reply = self._http.request(
+                            action.method,
+                            action.url,
+                            headers=action.headers,
+                            json=action.json,
+                            timeout=action.timeout,
+                            follow_redirects=False,
+                        )
                 except httpx.TransportError as exc:
                     reply = exc
             elif isinstance(action, Sleep):
@@ -406,8 +424,7 @@ class AsyncMAIImageClient(_ClientBase):
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     ) -> None:
         _check_http_client(http_client, httpx.AsyncClient)
-        if max_concurrent_requests < 1:
-            raise ConfigurationError("max_concurrent_requests must be at least 1.")
+        _check_concurrency(max_concurrent_requests)
         super().__init__(
             api_key,
             base_url=base_url,

@@ -24,6 +24,7 @@ from mai_tools import (
     PollPolicy,
     Status,
 )
+from mai_tools.emulator import EmulatorConfig, run_emulator
 from tests.support.fakes import BASE, KEY, PNG_1PX, RID, Gateway, Harness, ok
 
 CDN = "https://cdn.example.com"
@@ -270,6 +271,39 @@ def test_sync_client_is_thread_safe() -> None:
     assert errors == []
     assert len(set(results)) == 160
     assert gw.requests == []
+
+
+def test_sync_client_with_more_threads_than_connections() -> None:
+    # More threads than pooled connections used to queue inside httpcore's sync pool, which can
+    # close a connection it just handed to a waiting thread (encode/httpcore#1110): a raw
+    # httpx.Client with 2 connections and 8 threads fails a few of 3,000 requests this way.
+    with (
+        run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=60, max_duration=60)) as emu,
+        MAIImageClient(
+            KEY, base_url=emu.base_url, max_retries=0, max_concurrent_requests=2
+        ) as client,
+    ):
+        request_id = client.submit_generate("crowded").request_id
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(400):
+                    client.get_status(request_id)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert emu.control.stats().status_requests == 3200
+        assert len(client._http._transport._pool.connections) <= 2  # type: ignore[attr-defined]
+    for bad in (0, True, 2.5):
+        with pytest.raises(ConfigurationError, match="max_concurrent_requests"):
+            MAIImageClient(KEY, max_concurrent_requests=bad)  # type: ignore[arg-type]
 
 
 async def test_async_client_serves_hundreds_of_jobs() -> None:
