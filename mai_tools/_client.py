@@ -45,6 +45,17 @@ T = TypeVar("T")
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
 
 
+def _request_args(action: HTTPRequest) -> dict[str, Any]:
+    return {
+        "method": action.method,
+        "url": action.url,
+        "headers": action.headers,
+        "json": action.json,
+        "timeout": action.timeout,
+        "follow_redirects": False,
+    }
+
+
 def _check_concurrency(max_concurrent_requests: int) -> None:
     if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int):
         raise ConfigurationError("max_concurrent_requests must be a whole number, at least 1.")
@@ -241,14 +252,7 @@ class MAIImageClient(_ClientBase):
             if isinstance(action, HTTPRequest):
                 try:
                     with self._limiter:
-                        reply = self._http.request(
-                            action.method,
-                            action.url,
-                            headers=action.headers,
-                            json=action.json,
-                            timeout=action.timeout,
-                            follow_redirects=False,
-                        )
+                        reply = self._http.request(**_request_args(action))
                 except httpx.TransportError as exc:
                     reply = exc
             elif isinstance(action, Sleep):
@@ -464,14 +468,7 @@ class AsyncMAIImageClient(_ClientBase):
             if isinstance(action, HTTPRequest):
                 try:
                     async with self._limiter:
-                        reply = await self._http.request(
-                            action.method,
-                            action.url,
-                            headers=action.headers,
-                            json=action.json,
-                            timeout=action.timeout,
-                            follow_redirects=False,
-                        )
+                        reply = await self._http.request(**_request_args(action))
                 except httpx.TransportError as exc:
                     reply = exc
             elif isinstance(action, Sleep):

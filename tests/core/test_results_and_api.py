@@ -236,6 +236,14 @@ def test_default_pool_keeps_connections_across_poll_gaps() -> None:
 # --------------------------------------------------------------------------- concurrency
 
 
+def _in_threads(work: Callable[[], None], count: int) -> None:
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_sync_client_is_thread_safe() -> None:
     gw = Gateway()
     lock = threading.Lock()
@@ -263,11 +271,7 @@ def test_sync_client_is_thread_safe() -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 8)
     assert errors == []
     assert len(set(results)) == 160
     assert gw.requests == []
@@ -293,11 +297,7 @@ def test_sync_client_with_more_threads_than_connections() -> None:
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _in_threads(work, 8)
         assert errors == []
         assert emu.control.stats().status_requests == 3200
         assert len(client._http._transport._pool.connections) <= 2  # type: ignore[attr-defined]
