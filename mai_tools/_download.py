@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Final
@@ -53,6 +53,26 @@ def _check_response(url: str, response: httpx.Response) -> None:
         raise DownloadError(f"{url[:100]} is {kind!r}, not an image; not saved.")
 
 
+def _create_part_file(directory: Path) -> tuple[int, Path]:
+    """A new, exclusive temporary file in ``directory``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the mode follows the umask, as for any file a
+    program saves: the renamed image ends up 0644 under the usual umask, not private.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = directory / f".mai-{secrets.token_hex(8)}.part"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise DownloadError(
+                f"Cannot write in directory {str(directory)!r}: {exc.strerror}"
+            ) from None
+    raise DownloadError(f"Cannot create a temporary file in {str(directory)!r}.")
+
+
 class _Sink:
     """A temporary file next to the target, renamed into place when complete."""
 
@@ -62,8 +82,7 @@ class _Sink:
         self.max_bytes = max_bytes
         self.size = 0
         self.head = b""
-        fd, name = tempfile.mkstemp(prefix=".mai-", suffix=".part", dir=directory)
-        self.tmp = Path(name)
+        fd, self.tmp = _create_part_file(directory)
         self.fh: IO[bytes] = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -61,6 +64,35 @@ def test_save_streams_to_safe_names(harness: Harness, tmp_path: Path) -> None:
     downloads = [r for r in harness.gateway.requests if r.url.host == "cdn.example.com"]
     assert downloads
     assert all("Ocp-Apim-Subscription-Key" not in r.headers for r in downloads)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_files_follow_the_umask(tmp_path: Path) -> None:
+    # Saved images are ordinary files (0644 under umask 022), not private temp files (0600).
+    data_uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    result = ImageResult(request_id=RID, image_urls=[data_uri])
+    old = os.umask(0o022)
+    try:
+        (path,) = result.save(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_save_into_an_unwritable_directory_is_a_download_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refuse_part_files(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        if str(path).endswith(".part"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", refuse_part_files)  # a read-only directory, even as root
+    data_uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    with pytest.raises(DownloadError, match=r"Cannot write in directory .*Permission denied"):
+        ImageResult(request_id=RID, image_urls=[data_uri]).save(tmp_path)
 
 
 def test_save_uses_bytes_for_extension(harness: Harness, tmp_path: Path) -> None:
