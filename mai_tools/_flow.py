@@ -668,14 +668,16 @@ class FlowCore:
     ) -> Flow[ImageResult]:
         """Submit, then wait: the whole of ``generate`` / ``edit``."""
         timeout_value, deadline = self.deadline_for(timeout)
+        call_started = self.clock.monotonic()
         submitted = yield from self.submit_flow(operation, body, webhook_url, deadline)
         started_at = self.clock.monotonic()
         if isinstance(submitted, JobStatus):
+            # Answered inline (sync_mode): the whole job ran inside the POST.
             if submitted.status is Status.COMPLETED and submitted.image_urls:
-                yield Notify(submitted, 0.0)
+                yield Notify(submitted, started_at - call_started)
                 return ImageResult.from_status(submitted)
             if submitted.status.is_failure:
-                yield Notify(submitted, 0.0)
+                yield Notify(submitted, started_at - call_started)
                 raise JobFailedError(submitted)
             initial = submitted
         else:

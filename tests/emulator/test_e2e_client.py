@@ -147,9 +147,21 @@ def test_edit_previous_result_url(run: Runner, tmp_path: Path) -> None:
 
 
 def test_sync_mode(run: Runner, emu: RunningEmulator, tmp_path: Path) -> None:
-    (path,) = run.save("generate", tmp_path, "inline image", sync_mode=True, output_format="webp")
+    seen: list[tuple[Status, float]] = []
+    (path,) = run.save(
+        "generate",
+        tmp_path,
+        "inline image",
+        sync_mode=True,
+        output_format="webp",
+        on_status=lambda s, elapsed: seen.append((s.status, elapsed)),
+    )
     assert _decodes(path, "WEBP") == (1024, 1024)
     assert emu.control.stats().status_requests == 0
+    # The job ran inside the POST (0.2-0.4 s here): its time is reported, not 0.
+    ((status, elapsed),) = seen
+    assert status is Status.COMPLETED
+    assert elapsed >= 0.15
 
 
 def test_webhook_header_reaches_the_gateway(run: Runner, emu: RunningEmulator) -> None:
