@@ -56,6 +56,13 @@ def _request_args(action: HTTPRequest) -> dict[str, Any]:
     }
 
 
+def _no_free_slot(wait: float | None) -> httpx.PoolTimeout:
+    # Waiting for one of the client's request slots is waiting for a pool connection: the
+    # pool timeout (capped by the call's deadline) bounds it, and the flow treats it as a
+    # request that was never sent.
+    return httpx.PoolTimeout(f"No free connection within {wait or 0:.1f}s.")
+
+
 def _check_concurrency(max_concurrent_requests: int) -> None:
     if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int):
         raise ConfigurationError("max_concurrent_requests must be a whole number, at least 1.")
@@ -250,11 +257,16 @@ class MAIImageClient(_ClientBase):
                 return stop.value  # type: ignore[no-any-return]
             reply = None
             if isinstance(action, HTTPRequest):
+                wait = action.timeout.pool
+                if not self._limiter.acquire(timeout=wait):
+                    reply = _no_free_slot(wait)
+                    continue
                 try:
-                    with self._limiter:
-                        reply = self._http.request(**_request_args(action))
+                    reply = self._http.request(**_request_args(action))
                 except httpx.TransportError as exc:
                     reply = exc
+                finally:
+                    self._limiter.release()
             elif isinstance(action, Sleep):
                 self._core.clock.sleep(action.seconds)
             elif isinstance(action, Notify) and on_status is not None:
@@ -466,11 +478,19 @@ class AsyncMAIImageClient(_ClientBase):
                 return stop.value  # type: ignore[no-any-return]
             reply = None
             if isinstance(action, HTTPRequest):
+                wait = action.timeout.pool
                 try:
-                    async with self._limiter:
-                        reply = await self._http.request(**_request_args(action))
+                    async with asyncio.timeout(wait):
+                        await self._limiter.acquire()
+                except TimeoutError:
+                    reply = _no_free_slot(wait)
+                    continue
+                try:
+                    reply = await self._http.request(**_request_args(action))
                 except httpx.TransportError as exc:
                     reply = exc
+                finally:
+                    self._limiter.release()
             elif isinstance(action, Sleep):
                 await self._core.clock.asleep(action.seconds)
             elif isinstance(action, Notify) and on_status is not None:

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 import mai_tools
 from mai_tools import (
+    APITimeoutError,
     AsyncMAIImageClient,
     ConfigurationError,
     DownloadError,
@@ -387,3 +389,52 @@ async def test_async_client_bounds_requests_in_flight() -> None:
     assert peak == 4
     with pytest.raises(ConfigurationError, match="max_concurrent_requests"):
         AsyncMAIImageClient(KEY, max_concurrent_requests=0)
+
+
+async def test_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> None:
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await release.wait()  # the one slot stays busy
+        return httpx.Response(202, json={"request_id": RID, "status": "QUEUED"})
+
+    async with AsyncMAIImageClient(
+        KEY,
+        base_url=BASE,
+        max_concurrent_requests=1,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    ) as client:
+        busy = asyncio.create_task(client.submit_generate("holds the only slot"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError):
+            await client.generate("queued behind it", timeout=0.5)
+        assert time.monotonic() - started < 5  # not until the busy request ends
+        release.set()
+        assert (await busy).request_id == RID
+
+
+def test_sync_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> None:
+    release = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        release.wait(10)
+        return httpx.Response(202, json={"request_id": RID, "status": "QUEUED"})
+
+    with MAIImageClient(
+        KEY,
+        base_url=BASE,
+        max_concurrent_requests=1,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    ) as client:
+        busy = threading.Thread(target=client.submit_generate, args=("holds the only slot",))
+        busy.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        try:
+            with pytest.raises(APITimeoutError):
+                client.generate("queued behind it", timeout=0.5)
+            assert time.monotonic() - started < 5
+        finally:
+            release.set()
+            busy.join()
