@@ -193,8 +193,9 @@ class MAIImageClient(_ClientBase):
             exponential backoff with jitter, and the system clock.
         max_input_image_bytes: largest local image accepted by :meth:`edit`.
         max_download_bytes: largest image :meth:`ImageResult.save` writes.
-        max_concurrent_requests: HTTP requests in flight at once across all threads (and
-            the connection pool's size); further threads wait their turn in the client.
+        max_concurrent_requests: API requests in flight at once across all threads; further
+            threads wait their turn in the client (at most the pool timeout, within the call's
+            deadline).
 
     Raises:
         ConfigurationError: no API key, or a malformed base URL.
@@ -233,17 +234,19 @@ class MAIImageClient(_ClientBase):
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             timeout=self._core.timeout,
+            # httpcore's sync pool can close a connection it has just handed to another thread
+            # when it queues requests or trims idle connections (encode/httpcore#1110: "Bad
+            # file descriptor", or a hang until the read timeout). So the pool never queues or
+            # trims (idle connections expire after KEEPALIVE_EXPIRY), and API requests wait
+            # for a slot here instead: at most max_concurrent_requests are in flight.
             limits=httpx.Limits(
-                max_connections=max_concurrent_requests,
-                max_keepalive_connections=max_concurrent_requests,
+                max_connections=None,
+                max_keepalive_connections=None,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             follow_redirects=False,
             verify=ssl_context(),
         )
-        # More threads than connections would queue requests in httpcore's sync pool, which
-        # can close a connection it has just handed to a waiting thread (encode/httpcore#1110:
-        # "Bad file descriptor", or a hang until the read timeout). Threads wait here instead.
         self._limiter = threading.BoundedSemaphore(max_concurrent_requests)
 
     # ------------------------------------------------------------------ driver

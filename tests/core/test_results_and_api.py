@@ -340,6 +340,34 @@ def test_sync_client_with_more_threads_than_connections() -> None:
             MAIImageClient(KEY, max_concurrent_requests=bad)  # type: ignore[arg-type]
 
 
+def test_sync_saves_from_many_threads_share_the_client_safely(tmp_path: Path) -> None:
+    # Downloads take no API request slot: with more threads than slots they still may not
+    # queue in (or be trimmed from) the shared pool.
+    config = EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0, long_side=16)
+    with (
+        run_emulator(config) as emu,
+        MAIImageClient(
+            KEY,
+            base_url=emu.base_url,
+            max_retries=0,
+            max_concurrent_requests=2,
+            poll_policy=PollPolicy.immediate(),
+        ) as client,
+    ):
+        result = client.generate("saved again and again", num_images=4)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for i in range(60):
+                    assert len(result.save(tmp_path / f"{threading.get_ident()}-{i}")) == 4
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        _in_threads(work, 8)
+        assert errors == []
+
+
 async def test_async_client_serves_hundreds_of_jobs() -> None:
     clock = FakeClock()
     submitted: dict[str, float] = {}
