@@ -49,7 +49,7 @@ from ._models import (
     OutputFormat,
     Status,
 )
-from ._policies import Clock, FakeClock, PollPolicy, RetryPolicy, SystemClock
+from ._policies import Clock, DurationStats, FakeClock, PollPolicy, RetryPolicy, SystemClock
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "DownloadError",
+    "DurationStats",
     "EditAspectRatio",
     "EditRequest",
     "FakeClock",

@@ -35,7 +35,7 @@ from ._models import (
     JobStatus,
     OutputFormat,
 )
-from ._policies import Clock, PollPolicy, RetryPolicy
+from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
 from ._transport import SpreadTransport
 
 T = TypeVar("T")
@@ -88,6 +88,7 @@ class _ClientBase:
         clock: Clock | None = None,
         max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        durations: DurationStats | None = None,
     ) -> None:
         self._core = FlowCore(
             api_key,
@@ -99,6 +100,7 @@ class _ClientBase:
             retry_policy=retry_policy,
             clock=clock,
             max_input_image_bytes=max_input_image_bytes,
+            durations=durations,
         )
         self.max_download_bytes = max_download_bytes
 
@@ -115,6 +117,11 @@ class _ClientBase:
     @property
     def poll_policy(self) -> PollPolicy:
         return self._core.poll_policy
+
+    @property
+    def durations(self) -> DurationStats:
+        """The job durations this client has learned (and polls by), per operation."""
+        return self._core.durations
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -196,6 +203,9 @@ class MAIImageClient(_ClientBase):
         max_concurrent_requests: API requests in flight at once across all threads; further
             threads wait their turn in the client (at most the pool timeout, within the call's
             deadline).
+        durations: learned job durations to start from and add to (a
+            :class:`DurationStats`); pass one instance to several clients to share what they
+            learn, or restore one saved with :meth:`DurationStats.to_dict`.
 
     Raises:
         ConfigurationError: no API key, or a malformed base URL.
@@ -216,6 +226,7 @@ class MAIImageClient(_ClientBase):
         max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        durations: DurationStats | None = None,
     ) -> None:
         _check_http_client(http_client, httpx.Client)
         _check_concurrency(max_concurrent_requests)
@@ -230,6 +241,7 @@ class MAIImageClient(_ClientBase):
             clock=clock,
             max_input_image_bytes=max_input_image_bytes,
             max_download_bytes=max_download_bytes,
+            durations=durations,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
@@ -441,6 +453,7 @@ class AsyncMAIImageClient(_ClientBase):
         max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        durations: DurationStats | None = None,
     ) -> None:
         _check_http_client(http_client, httpx.AsyncClient)
         _check_concurrency(max_concurrent_requests)
@@ -455,6 +468,7 @@ class AsyncMAIImageClient(_ClientBase):
             clock=clock,
             max_input_image_bytes=max_input_image_bytes,
             max_download_bytes=max_download_bytes,
+            durations=durations,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(

@@ -252,6 +252,7 @@ class FlowCore:
         retry_policy: RetryPolicy | None,
         clock: Clock | None,
         max_input_image_bytes: int,
+        durations: DurationStats | None = None,
         seed: int | None = None,
     ) -> None:
         self._api_key = resolve_api_key(api_key)
@@ -267,7 +268,9 @@ class FlowCore:
         self.retry_policy = retry_policy or RetryPolicy()
         self.clock: Clock = clock or SystemClock()
         self.max_input_image_bytes = max_input_image_bytes
-        self.durations = DurationStats(history=self.poll_policy.history)
+        self.durations = (
+            durations if durations is not None else DurationStats(history=self.poll_policy.history)
+        )
         self._rng = random.Random(seed)
 
     # ------------------------------------------------------------------ helpers

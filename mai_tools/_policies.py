@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -216,7 +217,12 @@ class PollPolicy:
 
 @dataclass
 class DurationStats:
-    """Recent job durations per operation, learned by a client; thread-safe."""
+    """Recent job durations per operation (``generate``, ``edit``), learned by a client.
+
+    Thread-safe. Share one instance between clients (``durations=``) to pool what they learn;
+    save it with :meth:`to_dict` and restore it with :meth:`update` so a new process polls
+    adaptively from its first job.
+    """
 
     history: int = 100
     _samples: dict[str, deque[float]] = field(default_factory=dict)
@@ -228,6 +234,20 @@ class DurationStats:
         with self._lock:
             bucket = self._samples.setdefault(operation, deque(maxlen=self.history))
             bucket.append(seconds)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """The recent durations, oldest first, per operation (JSON-ready)."""
+        with self._lock:
+            return {operation: list(bucket) for operation, bucket in self._samples.items()}
+
+    def update(self, durations: Mapping[str, Iterable[object]]) -> None:
+        """Add durations (as from :meth:`to_dict`); values that are not sane seconds are skipped."""
+        for operation, values in durations.items():
+            if not isinstance(operation, str):
+                continue
+            for value in values:
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self.record(operation, float(value))
 
     def count(self, operation: str) -> int:
         with self._lock:

@@ -230,23 +230,21 @@ class _MAIImageTool(BaseTool):
             "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
             "base_url": self.base_url,
             "wait_timeout": self.wait_timeout,
+            # Clients are short-lived; the job durations they learn are kept across calls, so
+            # polling stays adaptive.
+            "durations": self._durations,
         }
 
     def _with_sync_client(self, call: Callable[[MAIImageClient], ImageResult]) -> ImageResult:
         if self.client is not None:
             return call(self.client)
-        # A short-lived client per call leaves no pool behind; the learned job durations are
-        # shared across calls, so polling stays adaptive.
+        # A short-lived client per call leaves no pool behind.
         with MAIImageClient(**self._client_kwargs()) as client:
-            client._core.durations = self._durations
             return call(client)
 
     def _new_async_client(self) -> AsyncMAIImageClient:
-        # One per call: an httpx.AsyncClient must never outlive or cross event loops. The
-        # learned job durations are shared, so polling stays adaptive across calls.
-        client = AsyncMAIImageClient(**self._client_kwargs())
-        client._core.durations = self._durations
-        return client
+        # One per call: an httpx.AsyncClient must never outlive or cross event loops.
+        return AsyncMAIImageClient(**self._client_kwargs())
 
     def _on_status(
         self, run_manager: CallbackManagerForToolRun | None

@@ -45,3 +45,12 @@ def _no_key_in_any_log_record() -> Iterator[None]:
         root.removeHandler(catcher)
         root.setLevel(previous)
     assert not catcher.leaks, "API key leaked into log records:\n" + "\n".join(catcher.leaks)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or writes the real user cache (``mai-image`` keeps job durations there);
+    subprocesses inherit the variable."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

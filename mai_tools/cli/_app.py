@@ -31,6 +31,7 @@ from .._models import (
     OutputFormat,
 )
 from .._version import __version__
+from . import _durations
 from ._errors import ExitCode, Phase, Session, classify
 from ._output import Reporter, print_result, print_status
 
@@ -225,15 +226,32 @@ def _open_client(
         with run_emulator() as emu:
             session.emulator = True
             session.secret = emu.api_key
-            with state.client_factory(api_key=emu.api_key, base_url=emu.base_url) as client:
+            # Its port changes every run: remember its job durations under one name.
+            with (
+                state.client_factory(api_key=emu.api_key, base_url=emu.base_url) as client,
+                _remembered_durations(client, "emulator"),
+            ):
                 yield client
         return
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     if key is None or not key.strip():
         raise ConfigurationError(_NO_KEY)
     session.secret = key.strip()
-    with state.client_factory(api_key=key, base_url=base_url) as client:
+    with (
+        state.client_factory(api_key=key, base_url=base_url) as client,
+        _remembered_durations(client, client.base_url),
+    ):
         yield client
+
+
+@contextlib.contextmanager
+def _remembered_durations(client: MAIImageClient, gateway: str) -> Iterator[None]:
+    """Poll by the job durations earlier runs learned on this gateway; save what this run adds."""
+    _durations.restore(client.durations, gateway)
+    try:
+        yield
+    finally:
+        _durations.store(client.durations, gateway)
 
 
 def _save(

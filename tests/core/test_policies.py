@@ -103,6 +103,31 @@ def test_duration_stats_quantiles() -> None:
     assert stats.window("edit", policy) is None
 
 
+def test_duration_stats_round_trip_and_sanitise() -> None:
+    stats = DurationStats(history=3)
+    stats.update({"generate": [1.0, 2, True, "3", float("inf"), -1, 4.5, 5.5], 7: [1.0]})  # type: ignore[dict-item]
+    assert stats.to_dict() == {"generate": [2.0, 4.5, 5.5]}  # sane seconds, recent history only
+    copy = DurationStats()
+    copy.update(stats.to_dict())
+    assert copy.to_dict() == stats.to_dict()
+
+
+def test_clients_can_share_and_restore_learned_durations() -> None:
+    shared = DurationStats()
+    shared.update({"generate": [6.0] * 5})
+    with MAIImageClient(KEY, base_url=BASE, durations=shared) as one:
+        assert one.durations is shared
+        window = one.durations.window("generate", one.poll_policy)
+        assert window == (6.0, 6.0)
+        # Learned: after the early poll, sleep until jobs usually finish (not the cold 0.75 s).
+        policy = one.poll_policy
+        assert policy.next_delay(elapsed=0.5, last_gap=0.5, window=window) == 5.5
+        assert policy.next_delay(elapsed=0.5, last_gap=0.5, window=None) == 0.75
+    with MAIImageClient(KEY, base_url=BASE) as fresh:
+        assert fresh.durations is not shared
+        assert fresh.durations.to_dict() == {}
+
+
 class _TimedGateway:
     """Jobs with known durations on the fake clock; counts polls and detection latency."""
 
