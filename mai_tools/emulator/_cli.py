@@ -124,6 +124,10 @@ def emulator_command(
     click.echo(f"MAI Image 2.5 gateway emulator listening on http://{shown}:{bound}")
     click.echo(f"  export PIXAZO_BASE_URL=http://{shown}:{bound}")
     click.echo(f"  export PIXAZO_API_KEY={config.api_keys[0]}")
-    click.echo("Press Ctrl-C to stop.", err=True)
+    click.echo(
+        f"API description: http://{shown}:{bound}/openapi.json; counters: /_emulator/stats. "
+        "Press Ctrl-C to stop.",
+        err=True,
+    )
     server = uvicorn.Server(uvicorn_config(create_app(Emulator(config)), host, bound, log_level))
     server.run(sockets=[sock])

@@ -107,6 +107,7 @@ def test_emulator_subcommand_serves_until_ctrl_c(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, err
     assert "emulator stopped" in err
+    assert f"{match.group(1)}/openapi.json" in err
     assert "error:" not in err
 
 
