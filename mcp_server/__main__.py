@@ -23,7 +23,9 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
     with run_emulator() as emu:
         # stdout belongs to the MCP protocol on stdio: talk on stderr only.
         print(f"mai-image-mcp: using the offline emulator at {emu.base_url}", file=sys.stderr)
-        yield dataclasses.replace(settings, api_key=emu.api_key, base_url=emu.base_url)
+        yield dataclasses.replace(
+            settings, api_key=emu.api_key, base_url=emu.base_url, durations_key="emulator"
+        )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,6 +98,7 @@ def cli(
         changes["allowed_dirs"] = settings.allowed_dirs + allow_dirs
     if log_level is not None:
         changes["log_level"] = log_level.upper()
+    changes["remember_durations"] = True  # a restarted server polls by what it learned before
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
 
     from ._server import create_server

@@ -31,6 +31,7 @@ from mai_tools import (
     MAIImageError,
     PermissionDeniedError,
     __version__,
+    _duration_cache,
 )
 from mai_tools._download import afetch_image
 from mai_tools._exceptions import APIStatusError, InvalidArgumentError
@@ -99,8 +100,18 @@ class _Clients:
                         "server with --emulator to try it offline."
                     ) from None
                 raise ToolError(f"The image server is misconfigured: {exc}") from None
+            if self.settings.remember_durations:
+                _duration_cache.restore(client.durations, self._durations_key(client))
             self._clients[loop] = client
         return client
+
+    def _durations_key(self, client: AsyncMAIImageClient) -> str:
+        return self.settings.durations_key or client.base_url
+
+    def remember(self, client: AsyncMAIImageClient) -> None:
+        """Save what ``client`` has learned about job durations (if the settings say so)."""
+        if self.settings.remember_durations and client is not self._given:
+            _duration_cache.store(client.durations, self._durations_key(client))
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -211,10 +222,15 @@ def _still_running(exc: JobTimeoutError) -> CallToolResult:
 
 async def _run_job(
     ctx: Context,
-    settings: Settings,
-    job: Callable[[Callable[[JobStatus, float], Awaitable[None]]], Awaitable[ImageResult]],
+    clients: _Clients,
+    job: Callable[
+        [AsyncMAIImageClient, Callable[[JobStatus, float], Awaitable[None]]],
+        Awaitable[ImageResult],
+    ],
 ) -> CallToolResult:
     """Run one job with progress on every status change and a heartbeat every few seconds."""
+    settings = clients.settings
+    api = clients.get()
     start = time.monotonic()
     state = {"status": "SUBMITTING", "request_id": ""}
 
@@ -238,7 +254,7 @@ async def _run_job(
     async with anyio.create_task_group() as group:
         group.start_soon(heartbeat)
         try:
-            result = await job(on_status)
+            result = await job(api, on_status)
         except Exception as exc:  # handled below, outside the task group's exception group
             failure = exc
         finally:
@@ -247,6 +263,7 @@ async def _run_job(
         if failure is not None:
             raise failure
         assert result is not None
+        clients.remember(api)
         return await _finished(result, settings)
     except JobTimeoutError as exc:
         return _still_running(exc)
@@ -302,11 +319,10 @@ def create_server(
         Returns the image URLs (one per line), a link and a small preview per image, and the
         request_id. If the job is still running when the wait ends, call get_image_job.
         """
-        api = clients.get()
         return await _run_job(
             ctx,
-            settings,
-            lambda on_status: api.generate(
+            clients,
+            lambda api, on_status: api.generate(
                 prompt,
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
@@ -344,11 +360,10 @@ def create_server(
             source = agent_image_argument(image, settings.allowed_dirs)
         except InvalidArgumentError as exc:
             raise ToolError(str(exc)) from None
-        api = clients.get()
         return await _run_job(
             ctx,
-            settings,
-            lambda on_status: api.edit(
+            clients,
+            lambda api, on_status: api.edit(
                 prompt,
                 source,
                 num_images=num_images,
@@ -373,11 +388,10 @@ def create_server(
     ) -> Annotated[CallToolResult, ImageJobResult]:
         """Wait for an image job started earlier and return its images (same shape as
         generate_image). Use it when a tool said the job is still running."""
-        api = clients.get()
         return await _run_job(
             ctx,
-            settings,
-            lambda on_status: api.wait(
+            clients,
+            lambda api, on_status: api.wait(
                 request_id.strip(), timeout=settings.max_wait, on_status=on_status
             ),
         )

@@ -42,6 +42,9 @@ class Settings:
             (``MAI_MCP_ALLOWED_DIRS``, separated by ``os.pathsep``); none by default.
         log_level: level of the server's own log on stderr (``MAI_MCP_LOG_LEVEL``). WARNING by
             default: at INFO every status poll is a log line.
+        remember_durations: keep learned job durations in the user's cache between runs (as
+            ``mai-image`` does), under ``durations_key`` (default: the base URL). Off for an
+            embedded ``create_server()``; the ``mai-image-mcp`` command turns it on.
     """
 
     api_key: str | None = field(default=None, repr=False)
@@ -52,6 +55,8 @@ class Settings:
     allowed_dirs: tuple[Path, ...] = ()
     heartbeat: float = 5.0
     log_level: LogLevel = "WARNING"
+    remember_durations: bool = False
+    durations_key: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_wait > 0):

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar, cast
 
 import click
 
+from .. import _duration_cache
 from .._client import MAIImageClient
 from .._exceptions import ConfigurationError, InvalidImageError
 from .._flow import API_KEY_ENV
@@ -31,7 +32,6 @@ from .._models import (
     OutputFormat,
 )
 from .._version import __version__
-from . import _durations
 from ._errors import ExitCode, Phase, Session, classify
 from ._output import Reporter, print_result, print_status
 
@@ -247,11 +247,11 @@ def _open_client(
 @contextlib.contextmanager
 def _remembered_durations(client: MAIImageClient, gateway: str) -> Iterator[None]:
     """Poll by the job durations earlier runs learned on this gateway; save what this run adds."""
-    _durations.restore(client.durations, gateway)
+    _duration_cache.restore(client.durations, gateway)
     try:
         yield
     finally:
-        _durations.store(client.durations, gateway)
+        _duration_cache.store(client.durations, gateway)
 
 
 def _save(

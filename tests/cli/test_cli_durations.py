@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mai_tools import MAIImageClient
+from mai_tools._duration_cache import cache_file
 from mai_tools.cli import CliState
-from mai_tools.cli._durations import cache_file
 from mai_tools.emulator import RunningEmulator
 from tests.cli.cli_support import KEY, invoke
 

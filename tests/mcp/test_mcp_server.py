@@ -24,6 +24,7 @@ from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
 from PIL import Image
 
 from mai_tools import GenerateRequest
+from mai_tools._duration_cache import cache_file
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mcp_server import Settings, create_server
 from tests.support.fakes import KEY
@@ -324,6 +325,22 @@ async def test_stdio_with_emulator_flag_needs_no_key() -> None:
         result = await client.call_tool("generate_image", {"prompt": "offline over stdio"})
     assert not result.is_error
     assert "request_id: microsoft-mai-image-2-5_" in _text(result)
+    # The command remembers job durations, under one name for its ever-moving emulator.
+    saved = json.loads(cache_file().read_text(encoding="utf-8"))["gateways"]
+    assert len(saved["emulator"]["generate"]) == 1
+
+
+async def test_learned_durations_survive_a_restart_when_asked(emu: RunningEmulator) -> None:
+    cache_file().parent.mkdir(parents=True, exist_ok=True)
+    seed = {"format": 1, "gateways": {emu.base_url: {"generate": [0.3] * 6}}}
+    cache_file().write_text(json.dumps(seed), encoding="utf-8")
+    async with Client(create_server(_settings(emu))) as client:  # embedded: off by default
+        assert not (await client.call_tool("generate_image", {"prompt": "not kept"})).is_error
+    assert json.loads(cache_file().read_text(encoding="utf-8")) == seed
+    async with Client(create_server(_settings(emu, remember_durations=True))) as client:
+        assert not (await client.call_tool("generate_image", {"prompt": "kept"})).is_error
+    saved = json.loads(cache_file().read_text(encoding="utf-8"))["gateways"][emu.base_url]
+    assert len(saved["generate"]) == 7  # the six it started from, and this job
 
 
 def _free_port() -> int:

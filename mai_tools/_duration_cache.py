@@ -1,9 +1,9 @@
-"""Learned job durations, kept between ``mai-image`` runs.
+"""Learned job durations, kept between runs of ``mai-image`` and ``mai-image-mcp``.
 
-Each run is a new process with one job; without memory every run would poll on the cold
-schedule (gaps growing to 2 s) and see its job finish up to ~2 s late. The client's
+A new process knows nothing about how long jobs take and polls on the cold schedule (gaps
+growing to 2 s), seeing jobs finish up to ~2 s late until it has learned. The client's
 :class:`~mai_tools.DurationStats` is saved per gateway to a small JSON file in the user's
-cache directory and restored on the next run, so polling is adaptive from the first job.
+cache directory and restored by the next process, so polling is adaptive from the first job.
 
 The file holds durations only (no key, prompt or request id). Deleting it is always safe;
 failing to read or write it never fails a command.
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._policies import DurationStats
+from ._policies import DurationStats
 
-logger = logging.getLogger("mai_tools.cli")
+logger = logging.getLogger("mai_tools")
 
 CACHE_FILE_NAME = "durations.json"
 _FORMAT = 1
