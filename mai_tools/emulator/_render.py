@@ -54,7 +54,7 @@ def _gradient(size: tuple[int, int], prompt: str, index: int) -> Image.Image:
     return img
 
 
-def _caption(img: Image.Image, lines: list[str]) -> None:
+def _caption(img: Image.Image, lines: list[str], *, opacity: int = 150) -> None:
     w, h = img.size
     size = max(10, min(w, h) // 22)
     font = ImageFont.load_default(size=size)
@@ -62,7 +62,7 @@ def _caption(img: Image.Image, lines: list[str]) -> None:
     pad = size // 2
     line_h = int(size * 1.25)
     box_h = line_h * len(lines) + 2 * pad
-    draw.rectangle((0, h - box_h, w, h), fill=(0, 0, 0, 150))
+    draw.rectangle((0, h - box_h, w, h), fill=(0, 0, 0, opacity))
     y = h - box_h + pad
     for line in lines:
         line_font = font
@@ -101,10 +101,15 @@ def render(
     img = _gradient(size, prompt, index)
     if src is not None:
         img = Image.blend(ImageOps.fit(src, size), img, 0.35)
-    kind = "EDIT" if source is not None else "MAI Image 2.5 (emulator)"
+    kind = "edit" if source is not None else "image"
     chars = max(20, size[0] // max(10, min(size) // 22) * 2)
     wrapped = textwrap.wrap(prompt, width=chars)[:4] or [""]
-    _caption(img, [f"{kind} - image {index + 1}/{total}", *wrapped, request_id])
+    # An edit of one of our own images has a caption where the new one goes: cover it.
+    _caption(
+        img,
+        [f"MAI Image 2.5 (emulator) - {kind} {index + 1}/{total}", *wrapped, request_id],
+        opacity=255 if source is not None else 150,
+    )
     out = io.BytesIO()
     fmt = PIL_FORMATS[output_format]
     if fmt == "JPEG":
