@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def store(durations: DurationStats, gateway: str) -> None:
     gateways = _read(path)
     gateways[gateway] = learned
     body = json.dumps({"format": _FORMAT, "gateways": gateways}, separators=(",", ":"))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(body, encoding="utf-8")
