@@ -25,6 +25,8 @@ from ._policies import DurationStats
 logger = logging.getLogger("mai_tools")
 
 CACHE_FILE_NAME = "durations.json"
+MAX_GATEWAYS = 20
+"""Gateways remembered; the least recently used go first (emulators on random ports add up)."""
 _FORMAT = 1
 
 
@@ -52,9 +54,18 @@ def _read(path: Path) -> dict[str, Any]:
     return gateways if isinstance(gateways, dict) else {}
 
 
+def _cache_file() -> Path | None:
+    try:
+        return cache_file()
+    except RuntimeError as exc:  # no home directory (e.g. a container user without one)
+        logger.debug("no duration cache: %s", exc)
+        return None
+
+
 def restore(durations: DurationStats, gateway: str) -> None:
     """Add the durations saved for ``gateway`` (a base URL, or ``"emulator"``)."""
-    saved = _read(cache_file()).get(gateway)
+    path = _cache_file()
+    saved = _read(path).get(gateway) if path is not None else None
     if isinstance(saved, dict):
         durations.update(saved)
 
@@ -62,11 +73,14 @@ def restore(durations: DurationStats, gateway: str) -> None:
 def store(durations: DurationStats, gateway: str) -> None:
     """Save ``durations`` for ``gateway``, keeping other gateways' entries."""
     learned = durations.to_dict()
-    if not learned:
+    path = _cache_file()
+    if not learned or path is None:
         return
-    path = cache_file()
     gateways = _read(path)
-    gateways[gateway] = learned
+    gateways.pop(gateway, None)
+    gateways[gateway] = learned  # now the most recent
+    for stale in list(gateways)[:-MAX_GATEWAYS]:
+        del gateways[stale]
     body = json.dumps({"format": _FORMAT, "gateways": gateways}, separators=(",", ":"))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:

@@ -243,7 +243,7 @@ class DurationStats:
     def update(self, durations: Mapping[str, Iterable[object]]) -> None:
         """Add durations (as from :meth:`to_dict`); values that are not sane seconds are skipped."""
         for operation, values in durations.items():
-            if not isinstance(operation, str):
+            if not isinstance(operation, str) or not isinstance(values, list | tuple | deque):
                 continue
             for value in values:
                 if isinstance(value, int | float) and not isinstance(value, bool):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mai_tools import MAIImageClient
-from mai_tools._duration_cache import cache_file
+from mai_tools._duration_cache import MAX_GATEWAYS, cache_file
 from mai_tools.cli import CliState
 from mai_tools.emulator import RunningEmulator
 from tests.cli.cli_support import KEY, invoke
@@ -75,11 +75,18 @@ def test_the_next_run_starts_from_what_was_saved(emu: RunningEmulator) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", ["{not json", '{"format": 99}', '["a list"]', '{"format": 1, "gateways": 3}']
+    "content",
+    [
+        "{not json",
+        '{"format": 99}',
+        '["a list"]',
+        '{"format": 1, "gateways": 3}',
+        '{"format": 1, "gateways": {"GATEWAY": {"generate": 5, "edit": "x"}}}',
+    ],
 )
 def test_a_broken_cache_is_ignored_and_replaced(emu: RunningEmulator, content: str) -> None:
     cache_file().parent.mkdir(parents=True)
-    cache_file().write_text(content, encoding="utf-8")
+    cache_file().write_text(content.replace("GATEWAY", emu.base_url), encoding="utf-8")
     got = invoke("generate", "despite the cache", "--no-save")
     assert got.code == 0, got.stderr
     assert len(_saved()[emu.base_url]["generate"]) == 1
@@ -94,3 +101,28 @@ def test_an_unwritable_cache_never_fails_a_command(
     got = invoke("generate", "no cache here", "--no-save")
     assert got.code == 0, got.stderr
     assert got.error_lines == []
+
+
+def test_only_recent_gateways_are_kept(emu: RunningEmulator) -> None:
+    old = {f"http://127.0.0.1:{port}": {"generate": [1.0]} for port in range(40000, 40030)}
+    cache_file().parent.mkdir(parents=True)
+    cache_file().write_text(json.dumps({"format": 1, "gateways": old}), encoding="utf-8")
+    got = invoke("generate", "newest", "--no-save")
+    assert got.code == 0, got.stderr
+    kept = list(_saved())
+    assert len(kept) == MAX_GATEWAYS
+    assert kept[-1] == emu.base_url
+    assert kept[0] == "http://127.0.0.1:40011"  # the oldest ones went
+
+
+def test_no_home_directory_means_no_cache(
+    emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    got = invoke("generate", "homeless", "--no-save")
+    assert got.code == 0, got.stderr
