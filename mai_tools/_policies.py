@@ -247,7 +247,11 @@ class DurationStats:
                 continue
             for value in values:
                 if isinstance(value, int | float) and not isinstance(value, bool):
-                    self.record(operation, float(value))
+                    try:
+                        seconds = float(value)
+                    except OverflowError:  # an integer beyond any float
+                        continue
+                    self.record(operation, seconds)
 
     def count(self, operation: str) -> int:
         with self._lock:

@@ -105,7 +105,8 @@ def test_duration_stats_quantiles() -> None:
 
 def test_duration_stats_round_trip_and_sanitise() -> None:
     stats = DurationStats(history=3)
-    stats.update({"generate": [1.0, 2, True, "3", float("inf"), -1, 4.5, 5.5], 7: [1.0]})  # type: ignore[dict-item]
+    mess = [1.0, 2, True, "3", float("inf"), -1, 10**400, 4.5, 5.5]
+    stats.update({"generate": mess, 7: [1.0], "edit": 5})  # type: ignore[dict-item]
     assert stats.to_dict() == {"generate": [2.0, 4.5, 5.5]}  # sane seconds, recent history only
     copy = DurationStats()
     copy.update(stats.to_dict())

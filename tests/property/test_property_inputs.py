@@ -4,6 +4,8 @@ and invalid input never reaches the gateway."""
 from __future__ import annotations
 
 import base64
+import json
+import math
 import os
 import re
 from pathlib import Path
@@ -29,8 +31,9 @@ from mai_tools import (
     image_to_url,
     sniff_image_type,
 )
+from mai_tools._duration_cache import cache_file, restore, store
 from mai_tools._images import decode_data_uri
-from mai_tools._policies import parse_retry_after
+from mai_tools._policies import DurationStats, parse_retry_after
 from tests.support.fakes import BASE, KEY, PNG_1PX, Gateway
 
 SETTINGS = settings(
@@ -183,3 +186,53 @@ def test_retry_after_never_crashes(value: str) -> None:
 @pytest.mark.parametrize("ratio", EDIT_ASPECT_RATIOS)
 def test_every_edit_ratio_is_a_generate_ratio(ratio: str) -> None:
     assert ratio in GENERATE_ASPECT_RATIOS
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)  # beyond any float
+    | st.floats()
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@SETTINGS
+@given(
+    document=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "format": st.just(1),
+                "gateways": st.dictionaries(
+                    st.sampled_from([BASE, "emulator"]) | st.text(max_size=8),
+                    json_values,
+                    max_size=4,
+                ),
+            }
+        ),
+    )
+)
+def test_any_duration_cache_content_is_survivable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: Any
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache_file().parent.mkdir(parents=True, exist_ok=True)
+    cache_file().write_text(json.dumps(document), encoding="utf-8")
+    durations = DurationStats()
+    restore(durations, BASE)  # never raises, whatever the file holds
+    assert all(
+        isinstance(v, float) and v >= 0 and math.isfinite(v)
+        for values in durations.to_dict().values()
+        for v in values
+    )
+    durations.record("generate", 1.5)
+    store(durations, BASE)
+    again = DurationStats()
+    restore(again, BASE)
+    assert again.to_dict() == durations.to_dict()
