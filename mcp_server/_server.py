@@ -108,10 +108,13 @@ class _Clients:
     def _durations_key(self, client: AsyncMAIImageClient) -> str:
         return self.settings.durations_key or client.base_url
 
-    def remember(self, client: AsyncMAIImageClient) -> None:
+    async def remember(self, client: AsyncMAIImageClient) -> None:
         """Save what ``client`` has learned about job durations (if the settings say so)."""
         if self.settings.remember_durations and client is not self._given:
-            _duration_cache.store(client.durations, self._durations_key(client))
+            # File I/O off the event loop: other calls keep being served meanwhile.
+            await anyio.to_thread.run_sync(
+                _duration_cache.store, client.durations, self._durations_key(client)
+            )
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -263,7 +266,7 @@ async def _run_job(
         if failure is not None:
             raise failure
         assert result is not None
-        clients.remember(api)
+        await clients.remember(api)
         return await _finished(result, settings)
     except JobTimeoutError as exc:
         return _still_running(exc)
