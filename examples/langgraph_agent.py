@@ -5,6 +5,7 @@ in-process emulator, so it runs anywhere with no key and no network. To use a re
 set ``MAI_EXAMPLE_CHAT_MODEL`` (for example ``openai:gpt-4.1-mini``, with that provider's
 package and key installed); to use the real gateway, set ``PIXAZO_API_KEY``.
 
+    pip install ".[agents]"        # langchain + langgraph (from a checkout of mai-tools)
     python examples/langgraph_agent.py
 """
 
@@ -17,7 +18,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain.agents import create_agent
+try:
+    from langchain.agents import create_agent
+except ImportError:  # pragma: no cover - depends on what is installed
+    sys.exit('This example needs langchain and langgraph: pip install "mai-tools[agents]"')
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
@@ -49,10 +50,19 @@ EDIT_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(EditAspectRatio)
 OUTPUT_FORMATS: Final[tuple[str, ...]] = get_args(OutputFormat)
 
 
+# Whitespace as both Python (str.isspace) and JSON Schema / ECMAScript regexes (\s) know it,
+# spelled out so that the client, the emulator and the OpenAPI document agree on every string.
+_WS = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+PROMPT_PATTERN: Final = f"[^{_WS}][\\s\\S]+[^{_WS}]"
+"""A prompt has at least 3 characters from its first to its last non-whitespace character."""
+_PROMPT_RE = re.compile(PROMPT_PATTERN)
+
+
 def _prompt_not_blank(value: str) -> str:
-    if len(value.strip()) < PROMPT_MIN_LENGTH:
+    if _PROMPT_RE.search(value) is None:
         raise ValueError(
-            f"prompt must contain at least {PROMPT_MIN_LENGTH} non-whitespace characters"
+            f"prompt must have at least {PROMPT_MIN_LENGTH} characters besides leading and "
+            "trailing whitespace"
         )
     return value
 

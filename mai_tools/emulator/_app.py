@@ -75,6 +75,14 @@ def _origin(request: Request, config: EmulatorConfig) -> str:
     return f"{request.url.scheme}://{host}"
 
 
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # malformed, e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def _media_urls(origin: str, job: Job) -> list[str]:
     ext = job.output_format
     return [f"{origin}/files/{job.request_id}/{n + 1}.{ext}" for n in range(job.num_images)]
@@ -185,7 +193,10 @@ class EmulatorApp:
                     "image_urls[0]: the data URI is not a PNG/JPEG/WEBP/GIF image.",
                 )
             return data
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. "http://[": nothing we host; fetching it would fail later
+            return None
         if parts.path.startswith("/files/") and parts.netloc == request.headers.get("host"):
             pieces = parts.path.split("/")
             if len(pieces) == 4:
@@ -247,7 +258,7 @@ class EmulatorApp:
                 return found
             source = found
         webhook = request.headers.get("x-webhook-url")
-        if webhook is not None and urlsplit(webhook).scheme not in ("http", "https"):
+        if webhook is not None and not _is_http_url(webhook):
             return _error(400, "Bad Request", "X-Webhook-URL must be an http(s) URL.")
         job = self.emu.create_job(
             operation=operation,

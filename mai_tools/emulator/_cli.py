@@ -38,7 +38,16 @@ from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
     "--rate-limit-polls", default=0.0, type=click.FloatRange(0, 1), help="429 this share of polls."
 )
 @click.option(
+    "--rate-limit-submits",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="429 this share of submissions.",
+)
+@click.option(
     "--retry-after", default=1.0, type=click.FloatRange(0), help="Retry-After seconds on 429."
+)
+@click.option(
+    "--retry-after-date", is_flag=True, help="Send Retry-After as an HTTP date, not seconds."
 )
 @click.option(
     "--error-500", default=0.0, type=click.FloatRange(0, 1), help="500 on this share of polls."
@@ -62,6 +71,29 @@ from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
     "--error-rate", default=0.0, type=click.FloatRange(0, 1), help="Share of jobs ending ERROR."
 )
 @click.option(
+    "--slow", default=0.0, type=click.FloatRange(0, 1), help="Delay this share of API answers..."
+)
+@click.option(
+    "--slow-seconds", default=0.0, type=click.FloatRange(0), help="...by this many seconds."
+)
+@click.option(
+    "--poor-key",
+    "poor_keys",
+    multiple=True,
+    help="Accept this key but answer its submissions 402 Insufficient Balance; repeatable.",
+)
+@click.option(
+    "--forbidden-key",
+    "forbidden_keys",
+    multiple=True,
+    help="Accept this key but answer it 403 Forbidden; repeatable.",
+)
+@click.option(
+    "--foreign-polling-url",
+    is_flag=True,
+    help="Give a polling_url on another origin (a client must not send its key there).",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -76,13 +108,20 @@ def emulator_command(
     seed: int | None,
     rate_limit_first: int,
     rate_limit_polls: float,
+    rate_limit_submits: float,
     retry_after: float,
+    retry_after_date: bool,
     error_500: float,
     error_502: float,
     drop: float,
     submit_errors: float,
     fail_rate: float,
     error_rate: float,
+    slow: float,
+    slow_seconds: float,
+    poor_keys: tuple[str, ...],
+    forbidden_keys: tuple[str, ...],
+    foreign_polling_url: bool,
     log_level: str,
 ) -> None:
     """Run the offline MAI Image 2.5 gateway emulator.
@@ -106,13 +145,20 @@ def emulator_command(
         faults=Faults(
             rate_limit_first_submits=rate_limit_first,
             rate_limit_poll_rate=rate_limit_polls,
+            rate_limit_submit_rate=rate_limit_submits,
             retry_after=retry_after,
+            retry_after_as_date=retry_after_date,
             error_500_rate=error_500,
             error_502_rate=error_502,
             drop_rate=drop,
             submit_error_rate=submit_errors,
             fail_rate=fail_rate,
             error_rate=error_rate,
+            slow_rate=slow,
+            slow_seconds=slow_seconds,
+            insufficient_balance_keys=poor_keys,
+            forbidden_keys=forbidden_keys,
+            foreign_polling_url=foreign_polling_url,
         ),
     )
     try:

@@ -14,7 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._models import EDIT_PATH, GENERATE_PATH, STATUS_PATH, EditRequest, GenerateRequest, Status
+from .._models import (
+    EDIT_PATH,
+    GENERATE_PATH,
+    PROMPT_PATTERN,
+    STATUS_PATH,
+    EditRequest,
+    GenerateRequest,
+    Status,
+)
 from .._version import __version__
 
 _SCHEMAS = "#/components/schemas/"
@@ -25,7 +33,7 @@ _TIMESTAMP: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 def _request_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = copy.deepcopy(model.model_json_schema())
     # Validation the models do in code, said in the schema's own terms.
-    schema["properties"]["prompt"]["pattern"] = r"\S"  # not only whitespace
+    schema["properties"]["prompt"]["pattern"] = PROMPT_PATTERN  # 3+ chars besides the blanks
     if "image_urls" in schema["properties"]:
         schema["properties"]["image_urls"]["items"]["pattern"] = (
             "^([hH][tT][tT][pP][sS]?://|[dD][aA][tT][aA]:)"

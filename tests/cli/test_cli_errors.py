@@ -35,7 +35,7 @@ def _one_error_line(got: Outcome) -> str:
     ("args", "code", "message"),
     [
         (["generate", "hi"], ExitCode.USAGE, "prompt"),
-        (["generate", "   x  "], ExitCode.USAGE, "non-whitespace"),
+        (["generate", "   x  "], ExitCode.USAGE, "besides leading and trailing whitespace"),
         (["edit", "/no/such.png", "a cat"], ExitCode.USAGE, "No such image file"),
         (["status", "../../etc/passwd"], ExitCode.USAGE, "Invalid request id"),
         (["wait", "bad id"], ExitCode.USAGE, "Invalid request id"),

@@ -153,6 +153,10 @@ def test_edit_from_own_output_url(http: httpx.Client) -> None:
         (GEN, {"aspect_ratio": "2:1"}, "aspect_ratio"),
         (GEN, {"output_format": "gif"}, "output_format"),
         (GEN, {"sync_mode": "maybe"}, "sync_mode"),
+        (GEN, {"sync_mode": 0}, "sync_mode"),  # JSON types as they are: 0 is not false
+        (GEN, {"num_images": "2"}, "num_images"),
+        (GEN, {"num_images": 2.5}, "num_images"),
+        (GEN, {"prompt": "ab\x85"}, "prompt"),  # NEL is whitespace: only 2 characters
         (GEN, {"seed": 3}, "seed"),
         (EDIT, {"image_urls": []}, "image_urls"),
         (EDIT, {"image_urls": ["https://a/x.png", "https://b/y.png"]}, "image_urls"),
@@ -171,6 +175,15 @@ def test_validation_400(
     assert set(data) == {"error", "message"}
     assert field in data["message"]
     assert emu.control.stats().jobs_created == 0
+
+
+def test_json_numbers_and_malformed_urls(http: httpx.Client) -> None:
+    assert _submit(http, num_images=2.0).status_code == 202  # 2.0 is the integer 2 in JSON
+    # A URL we cannot parse is, like any external URL, not fetched here: the job is created.
+    assert _submit(http, EDIT, prompt="edit it", image_urls=["http://["]).status_code == 202
+    bad_hook = http.post(GEN, json={"prompt": "a cat"}, headers={"X-Webhook-URL": "http://["})
+    assert bad_hook.status_code == 400
+    assert "X-Webhook-URL" in bad_hook.json()["message"]
 
 
 def test_non_json_body(http: httpx.Client) -> None:

@@ -21,7 +21,7 @@ from tests.support.fakes import KEY
 APP = create_app(EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0, long_side=32))
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 SCHEMA.config.generation.update(
-    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=60, deterministic=True
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=100, deterministic=True
 )
 AUTH = {"Ocp-Apim-Subscription-Key": KEY}
 
