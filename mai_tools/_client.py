@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import weakref
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -102,6 +103,12 @@ class _ClientBase:
             max_input_image_bytes=max_input_image_bytes,
             durations=durations,
         )
+        if (
+            not isinstance(max_download_bytes, int)
+            or isinstance(max_download_bytes, bool)
+            or max_download_bytes < 1
+        ):
+            raise ConfigurationError("max_download_bytes must be a positive number of bytes.")
         self.max_download_bytes = max_download_bytes
 
     @property
@@ -517,6 +524,7 @@ class AsyncMAIImageClient(_ClientBase):
 
     def _result(self, result: ImageResult) -> ImageResult:
         result._ahttp = self._http
+        result._ahttp_loop = weakref.ref(asyncio.get_running_loop())
         result._max_bytes = self.max_download_bytes
         return result
 

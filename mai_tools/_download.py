@@ -53,6 +53,10 @@ def _check_response(url: str, response: httpx.Response) -> None:
         raise DownloadError(f"{url[:100]} is {kind!r}, not an image; not saved.")
 
 
+def _disk_error(directory: Path, exc: OSError) -> DownloadError:
+    return DownloadError(f"Cannot write in directory {str(directory)!r}: {exc.strerror or exc}")
+
+
 def _create_part_file(directory: Path) -> tuple[int, Path]:
     """A new, exclusive temporary file in ``directory``.
 
@@ -67,9 +71,7 @@ def _create_part_file(directory: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise DownloadError(
-                f"Cannot write in directory {str(directory)!r}: {exc.strerror}"
-            ) from None
+            raise _disk_error(directory, exc) from None
     raise DownloadError(f"Cannot create a temporary file in {str(directory)!r}.")
 
 
@@ -94,15 +96,24 @@ class _Sink:
             )
         if len(self.head) < 16:
             self.head += chunk[:16]
-        self.fh.write(chunk)
+        try:
+            self.fh.write(chunk)
+        except OSError as exc:  # disk full, file size limit, I/O error
+            raise _disk_error(self.directory, exc) from None
 
     def commit(self, request_id: str, index: int) -> Path:
-        self.fh.close()
+        try:
+            self.fh.close()
+        except OSError as exc:
+            raise _disk_error(self.directory, exc) from None
         mime = sniff_image_type(self.head)
         if mime is None:
             raise DownloadError(f"{self.url[:100]} did not return PNG/JPEG/WEBP/GIF data.")
         final = target_path(self.directory, request_id, index, mime)
-        os.replace(self.tmp, final)
+        try:
+            os.replace(self.tmp, final)
+        except OSError as exc:  # e.g. a directory already has the image's name
+            raise DownloadError(f"Cannot save {str(final)!r}: {exc.strerror or exc}") from None
         return final
 
     def discard(self) -> None:
@@ -123,6 +134,8 @@ def _prepare(directory: str | os.PathLike[str]) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"Cannot create directory {str(path)!r}: {exc.strerror}") from None
+    except ValueError:  # an embedded NUL byte
+        raise DownloadError(f"{str(path)[:80]!r} is not a usable directory name.") from None
     return path
 
 

@@ -159,7 +159,25 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _http_timeout(timeout: object) -> httpx.Timeout:
+    """The per-request timeout: an ``httpx.Timeout``, or positive finite seconds."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if not (_is_number(timeout) and 0 < timeout < math.inf):  # type: ignore[operator]
+        raise ConfigurationError(
+            "timeout (per HTTP request) must be a positive number of seconds or an "
+            f"httpx.Timeout; got {timeout!r:.40}."
+        )
+    return httpx.Timeout(float(timeout))  # type: ignore[arg-type]
+
+
 def resolve_base_url(base_url: str | None) -> str:
+    if base_url is not None and not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a string; got {type(base_url).__name__}.")
     value = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     value = value.strip().rstrip("/")
     parts = split_url(value)
@@ -174,6 +192,9 @@ def resolve_base_url(base_url: str | None) -> str:
 
 
 def resolve_api_key(api_key: str | None) -> _Secret:
+    if api_key is not None and not isinstance(api_key, str):
+        # Never echo the value: it may be a key in the wrong type.
+        raise ConfigurationError(f"api_key must be a string; got {type(api_key).__name__}.")
     value = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     if value is None or not value.strip():
         raise ConfigurationError(
@@ -257,11 +278,13 @@ class FlowCore:
     ) -> None:
         self._api_key = resolve_api_key(api_key)
         self.base_url = resolve_base_url(base_url)
-        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        if max_retries < 0:
-            raise ConfigurationError("max_retries must be 0 or more.")
-        if not (wait_timeout > 0 and math.isfinite(wait_timeout)):
+        self.timeout = _http_timeout(timeout)
+        if not _is_number(max_retries) or isinstance(max_retries, float) or max_retries < 0:
+            raise ConfigurationError("max_retries must be a whole number, 0 or more.")
+        if not (_is_number(wait_timeout) and wait_timeout > 0 and math.isfinite(wait_timeout)):
             raise ConfigurationError("wait_timeout must be a positive number of seconds.")
+        if not _is_number(max_input_image_bytes) or max_input_image_bytes < 1:
+            raise ConfigurationError("max_input_image_bytes must be a positive number of bytes.")
         self.max_retries = max_retries
         self.wait_timeout = float(wait_timeout)
         self.poll_policy = poll_policy or PollPolicy()
@@ -400,18 +423,33 @@ class FlowCore:
     def check_webhook(webhook_url: str | None) -> str | None:
         if webhook_url is None:
             return None
+        if not isinstance(webhook_url, str):
+            raise InvalidArgumentError(
+                f"webhook_url must be a string URL; got {type(webhook_url).__name__}."
+            )
         parts = split_url(webhook_url)
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidArgumentError(
                 f"webhook_url must be an http(s) URL; got {webhook_url[:100]!r}."
             )
-        if any(c in webhook_url for c in "\r\n"):
-            raise InvalidArgumentError("webhook_url must not contain line breaks.")
+        # It travels as an HTTP header: printable ASCII only (percent-encode anything else).
+        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in webhook_url):
+            raise InvalidArgumentError(
+                "webhook_url must be printable ASCII without spaces or line breaks; "
+                "percent-encode other characters (e.g. %C3%A9 for é)."
+            )
         return webhook_url
 
     def deadline_for(self, timeout: float | None) -> tuple[float, float]:
         """(timeout, absolute deadline) for a call."""
-        value = self.wait_timeout if timeout is None else float(timeout)
+        if timeout is None:
+            value = self.wait_timeout
+        elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            value = float(timeout)
+        else:
+            raise InvalidArgumentError(
+                f"timeout must be a number of seconds; got {type(timeout).__name__}."
+            )
         if not (value > 0) or math.isnan(value):
             raise InvalidArgumentError("timeout must be a positive number of seconds.")
         return value, self.clock.monotonic() + value

@@ -8,10 +8,12 @@ the MCP server reuse them as their argument schemas.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import os
 import re
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
@@ -325,7 +327,26 @@ class ImageResult(BaseModel):
 
     _http: httpx.Client | None = PrivateAttr(default=None)
     _ahttp: httpx.AsyncClient | None = PrivateAttr(default=None)
+    _ahttp_loop: weakref.ref[asyncio.AbstractEventLoop] | None = PrivateAttr(default=None)
     _max_bytes: int | None = PrivateAttr(default=None)
+
+    def _cap(self, max_bytes: int | None) -> int:
+        from ._download import DEFAULT_MAX_DOWNLOAD_BYTES
+
+        if max_bytes is not None:
+            return max_bytes
+        return self._max_bytes if self._max_bytes is not None else DEFAULT_MAX_DOWNLOAD_BYTES
+
+    def _async_http(self) -> httpx.AsyncClient | None:
+        # The client's connections belong to the event loop it ran in; another loop (a second
+        # asyncio.run) must not touch them: it gets a fresh client instead.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - asave always runs in a loop
+            return None
+        if self._ahttp_loop is None or self._ahttp_loop() is not loop:
+            return None
+        return self._ahttp
 
     def save(
         self,
@@ -344,14 +365,14 @@ class ImageResult(BaseModel):
         Raises:
             DownloadError: a download failed, was too large, or was not an image.
         """
-        from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, save_images
+        from ._download import save_images
 
         return save_images(
             self.request_id,
             self.image_urls,
             directory,
             http_client=http_client or self._http,
-            max_bytes=max_bytes or self._max_bytes or DEFAULT_MAX_DOWNLOAD_BYTES,
+            max_bytes=self._cap(max_bytes),
         )
 
     async def asave(
@@ -362,14 +383,14 @@ class ImageResult(BaseModel):
         max_bytes: int | None = None,
     ) -> list[Path]:
         """Async twin of :meth:`save`."""
-        from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, asave_images
+        from ._download import asave_images
 
         return await asave_images(
             self.request_id,
             self.image_urls,
             directory,
-            http_client=http_client or self._ahttp,
-            max_bytes=max_bytes or self._max_bytes or DEFAULT_MAX_DOWNLOAD_BYTES,
+            http_client=http_client or self._async_http(),
+            max_bytes=self._cap(max_bytes),
         )
 
     def __repr_args__(self) -> Any:

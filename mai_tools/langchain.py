@@ -146,7 +146,7 @@ def _model_error(exc: Exception) -> ToolException:
     raise exc
 
 
-def _content(result: ImageResult, saved: list[Path]) -> str:
+def _content(result: ImageResult, saved: list[Path], save_error: str | None = None) -> str:
     lines: list[str] = []
     inline = result.has_data_uris
     if not inline:
@@ -157,12 +157,19 @@ def _content(result: ImageResult, saved: list[Path]) -> str:
         where = "saved to the paths below" if saved else "kept in the tool artifact"
         lines.append(f"{count} image(s) returned inline; {where}.")
     lines.extend(f"saved: {p}" for p in saved)
+    if save_error is not None:
+        # The job is done (and charged): the model must use these URLs, not run it again.
+        lines.append(f"not saved to disk ({save_error}); the images above are ready.")
     return "\n".join(lines)
 
 
-def _artifact(result: ImageResult, saved: list[Path]) -> dict[str, Any]:
+def _artifact(
+    result: ImageResult, saved: list[Path], save_error: str | None = None
+) -> dict[str, Any]:
     data = result.model_dump(mode="json")
     data["saved_paths"] = [str(p) for p in saved]
+    if save_error is not None:
+        data["save_error"] = save_error
     return data
 
 
@@ -275,33 +282,50 @@ class _MAIImageTool(BaseTool):
     def _finish(self, call: Callable[[MAIImageClient], ImageResult]) -> tuple[str, dict[str, Any]]:
         try:
             result = self._with_sync_client(call)
-            saved = result.save(self.output_dir) if self.output_dir is not None else []
         except JobTimeoutError as exc:
             return _still_running(exc)
         except _APP_ERRORS:
             raise
         except Exception as exc:
             raise _model_error(exc) from exc
-        return _content(result, saved), _artifact(result, saved)
+        saved: list[Path] = []
+        save_error: str | None = None
+        if self.output_dir is not None:
+            try:
+                saved = result.save(self.output_dir)
+            except DownloadError as exc:
+                save_error = str(exc)
+        return _content(result, saved, save_error), _artifact(result, saved, save_error)
 
     async def _afinish(
         self, call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]]
     ) -> tuple[str, dict[str, Any]]:
+        saved: list[Path] = []
+        save_error: str | None = None
+
+        async def finish(client: AsyncMAIImageClient) -> ImageResult:
+            nonlocal saved, save_error
+            result = await call(client)
+            if self.output_dir is not None:
+                try:
+                    saved = await result.asave(self.output_dir)
+                except DownloadError as exc:  # the job is done: report, do not fail
+                    save_error = str(exc)
+            return result
+
         try:
             if self.async_client is not None:
-                result = await call(self.async_client)
-                saved = await result.asave(self.output_dir) if self.output_dir else []
+                result = await finish(self.async_client)
             else:
                 async with self._new_async_client() as client:
-                    result = await call(client)
-                    saved = await result.asave(self.output_dir) if self.output_dir else []
+                    result = await finish(client)
         except JobTimeoutError as exc:
             return _still_running(exc)
         except _APP_ERRORS:
             raise
         except Exception as exc:
             raise _model_error(exc) from exc
-        return _content(result, saved), _artifact(result, saved)
+        return _content(result, saved, save_error), _artifact(result, saved, save_error)
 
     def _image_argument(self, image: str) -> str | Path:
         try:
@@ -336,6 +360,7 @@ class MAIImageGenerateTool(_MAIImageTool):
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
+                timeout=self.wait_timeout,
                 on_status=self._on_status(run_manager),
             )
         )
@@ -355,6 +380,7 @@ class MAIImageGenerateTool(_MAIImageTool):
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
+                timeout=self.wait_timeout,
                 on_status=on_status,
             )
         )
@@ -389,6 +415,7 @@ class MAIImageEditTool(_MAIImageTool):
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
+                timeout=self.wait_timeout,
                 on_status=self._on_status(run_manager),
             )
         )
@@ -411,6 +438,7 @@ class MAIImageEditTool(_MAIImageTool):
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
+                timeout=self.wait_timeout,
                 on_status=on_status,
             )
         )

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -23,6 +24,7 @@ from mai_tools import (
     AsyncMAIImageClient,
     AuthenticationError,
     ConfigurationError,
+    DownloadError,
     ImageResult,
     InsufficientBalanceError,
     JobFailedError,
@@ -68,6 +70,9 @@ class ImageJobResult(BaseModel):
     media_type: str | None = Field(default=None, description="MIME type of the images.")
     saved_paths: list[str] = Field(
         default_factory=list, description="Local files, if the server saves images."
+    )
+    save_error: str | None = Field(
+        default=None, description="Why saving failed, if it did (the images are still ready)."
     )
     done: bool = Field(description="False if the job is still running: call get_image_job.")
 
@@ -176,7 +181,13 @@ async def _previews(result: ImageResult, settings: Settings) -> list[ImageConten
 
 
 async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
-    saved = await result.asave(settings.output_dir) if settings.output_dir else []
+    saved: list[Path] = []
+    save_error: str | None = None
+    if settings.output_dir:
+        try:
+            saved = await result.asave(settings.output_dir)
+        except DownloadError as exc:  # the job is done (and charged): still return it
+            save_error = str(exc)
     inline = result.has_data_uris
     lines = [] if inline else list(result.image_urls)
     lines.append(f"request_id: {result.request_id}")
@@ -186,6 +197,8 @@ async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
             + ("; saved to the paths below." if saved else "; see the previews.")
         )
     lines.extend(f"saved: {p}" for p in saved)
+    if save_error is not None:
+        lines.append(f"not saved to disk ({save_error}); the images above are ready.")
     content: list[Any] = [TextContent(type="text", text="\n".join(lines))]
     if not inline:
         for index, url in enumerate(result.image_urls):
@@ -204,6 +217,7 @@ async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
         image_urls=[_short(u) for u in result.image_urls],
         media_type=result.media_type,
         saved_paths=[str(p) for p in saved],
+        save_error=save_error,
         done=True,
     )
     return CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests.cli.cli_support import (
     fake_setup,
     invoke,
 )
-from tests.support.fakes import RID, Gateway, ok
+from tests.support.fakes import RID, FullDisk, Gateway, ok
 
 
 def _one_error_line(got: Outcome) -> str:
@@ -144,6 +145,17 @@ def test_save_failure_is_exit_7_and_says_not_to_resubmit(
     assert got.code == ExitCode.SAVE_FAILED
     line = _one_error_line(got)
     assert "Cannot create directory" in line
+    assert re.search(rf"save it again with: mai-image wait {RID_PREFIX}\S+$", line)
+
+
+def test_a_full_disk_while_saving_is_exit_7_too(
+    emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "fdopen", FullDisk)
+    got = invoke("generate", "a cat", "-o", str(tmp_path))
+    assert got.code == ExitCode.SAVE_FAILED
+    line = _one_error_line(got)
+    assert "File too large" in line
     assert re.search(rf"save it again with: mai-image wait {RID_PREFIX}\S+$", line)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from mai_tools import (
     DownloadError,
     FakeClock,
     ImageResult,
+    InvalidArgumentError,
     MAIImageClient,
     PollPolicy,
     Status,
 )
 from mai_tools.emulator import EmulatorConfig, run_emulator
-from tests.support.fakes import BASE, KEY, PNG_1PX, RID, Gateway, Harness, ok
+from tests.support.fakes import BASE, KEY, PNG_1PX, RID, FullDisk, Gateway, Harness, ok
 
 CDN = "https://cdn.example.com"
 
@@ -466,3 +468,98 @@ def test_sync_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> No
         finally:
             release.set()
             busy.join()
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": "30"}, "timeout"),
+        ({"wait_timeout": None}, "wait_timeout"),
+        ({"wait_timeout": "x"}, "wait_timeout"),
+        ({"max_retries": "3"}, "max_retries"),
+        ({"max_retries": 1.5}, "max_retries"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"max_download_bytes": 0}, "max_download_bytes"),
+        ({"max_input_image_bytes": 0}, "max_input_image_bytes"),
+        ({"base_url": 5}, "base_url must be a string"),
+    ],
+)
+@pytest.mark.parametrize("cls", [MAIImageClient, AsyncMAIImageClient])
+def test_bad_constructor_arguments_are_configuration_errors(
+    cls: type[MAIImageClient] | type[AsyncMAIImageClient], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        cls(KEY, **kwargs)
+
+
+def test_a_non_string_key_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigurationError, match="api_key must be a string; got int") as info:
+        MAIImageClient(123456789)  # type: ignore[arg-type]
+    assert "123456789" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": "x"}, "timeout must be a number"),
+        ({"timeout": [1]}, "timeout must be a number"),
+        ({"webhook_url": 5}, "webhook_url must be a string"),
+        ({"webhook_url": "http://hook.example/é"}, "printable ASCII"),
+        ({"webhook_url": "http://hook.example/\x00"}, "printable ASCII"),
+        ({"webhook_url": "http://hook.example/a b"}, "printable ASCII"),
+    ],
+)
+def test_bad_call_arguments_fail_before_sending(
+    harness: Harness, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        harness.call("generate", "a cat", **kwargs)
+    assert harness.gateway.requests == []
+
+
+def test_save_failures_on_disk_are_download_errors(tmp_path: Path) -> None:
+    data_uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    result = ImageResult(request_id=RID, image_urls=[data_uri])
+    (tmp_path / f"{RID}_1.png").mkdir()  # the image's name is taken by a directory
+    with pytest.raises(DownloadError, match="Cannot save"):
+        result.save(tmp_path)
+    with pytest.raises(DownloadError, match="not a usable directory name"):
+        result.save(str(tmp_path / "a\x00b"))
+    assert [p.name for p in tmp_path.iterdir()] == [f"{RID}_1.png"]  # no temp file left
+
+
+def test_save_reports_a_full_disk_as_a_download_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "fdopen", FullDisk)
+    data_uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    with pytest.raises(DownloadError, match="File too large"):
+        ImageResult(request_id=RID, image_urls=[data_uri]).save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_asave_from_another_event_loop_uses_a_fresh_connection(tmp_path: Path) -> None:
+    with (
+        run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0)) as emu,
+        MAIImageClient(KEY, base_url=emu.base_url) as client,
+    ):
+        result = client.generate("made elsewhere")
+
+        def must_not_be_used(request: httpx.Request) -> httpx.Response:
+            raise AssertionError("the connection of another event loop was used")
+
+        # As if made by an AsyncMAIImageClient in an earlier asyncio.run(), left open.
+        stale = httpx.AsyncClient(transport=httpx.MockTransport(must_not_be_used))
+        dead_loop = asyncio.new_event_loop()
+        dead_loop.close()
+        result._ahttp = stale
+        result._ahttp_loop = weakref.ref(dead_loop)
+        (path,) = asyncio.run(result.asave(tmp_path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        asyncio.run(stale.aclose())

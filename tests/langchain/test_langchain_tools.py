@@ -21,6 +21,7 @@ from pydantic import BaseModel, SecretStr
 
 import mai_tools
 from mai_tools import (
+    AsyncMAIImageClient,
     AuthenticationError,
     ConfigurationError,
     InsufficientBalanceError,
@@ -189,6 +190,23 @@ def test_output_dir_saves_files(tmp_path: Path) -> None:
     assert message.artifact["saved_paths"] == [str(saved)]
 
 
+def test_a_failed_save_still_returns_the_finished_job(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the output directory cannot be created here")
+    for message in (
+        _call(MAIImageGenerateTool(output_dir=blocker), {"prompt": "done but not saved"}),
+        asyncio.run(
+            _acall(MAIImageGenerateTool(output_dir=blocker), {"prompt": "done but not saved"})
+        ),
+    ):
+        # The job is done and charged: the model gets its URLs, not a cue to run it again.
+        assert message.status == "success"
+        assert _text(message).splitlines()[0].startswith("http")
+        assert "not saved to disk (Cannot create directory" in _text(message)
+        assert message.artifact["status"] == "COMPLETED"
+        assert "Cannot create directory" in message.artifact["save_error"]
+
+
 def test_edit_of_generated_url() -> None:
     first = _call(MAIImageGenerateTool(), {"prompt": "a plain house"})
     url = _text(first).splitlines()[0]
@@ -279,6 +297,26 @@ def test_timeout_tells_the_model_to_call_get_image_job() -> None:
         assert job.status == "success"
         assert job.artifact["status"] == "COMPLETED"
         assert _text(job).splitlines()[0].startswith(slow.base_url)
+
+
+@pytest.mark.parametrize("given", ["sync", "async"])
+def test_wait_timeout_holds_with_a_client_given(given: str) -> None:
+    with run_emulator(EmulatorConfig(min_duration=3, max_duration=3)) as slow:
+
+        async def run() -> ToolMessage:
+            kwargs: dict[str, Any] = {"wait_timeout": 0.3}
+            if given == "sync":
+                with MAIImageClient(slow.api_key, base_url=slow.base_url) as sync_client:
+                    kwargs["client"] = sync_client
+                    return _call(MAIImageGenerateTool(**kwargs), {"prompt": "takes a while"})
+            async with AsyncMAIImageClient(slow.api_key, base_url=slow.base_url) as client:
+                kwargs["async_client"] = client
+                return await _acall(MAIImageGenerateTool(**kwargs), {"prompt": "takes a while"})
+
+        started = time.monotonic()
+        message = asyncio.run(run())
+        assert time.monotonic() - started < 2.5  # the 0.3 s cap, not the 3 s job
+        assert "get_image_job" in message.content
 
 
 def test_application_errors_raise(

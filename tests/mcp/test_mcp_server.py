@@ -330,6 +330,21 @@ async def test_stdio_with_emulator_flag_needs_no_key() -> None:
     assert len(saved["emulator"]["generate"]) == 1
 
 
+async def test_a_failed_save_still_returns_the_finished_job(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the output directory cannot be created here")
+    async with Client(create_server(_settings(emu, output_dir=blocker))) as client:
+        result = await client.call_tool("generate_image", {"prompt": "done but not saved"})
+    assert not result.is_error  # the job is done (and charged): never lose its URLs
+    assert _text(result).startswith(f"{emu.base_url}/files/")
+    assert "not saved to disk (Cannot create directory" in _text(result)
+    assert result.structured_content is not None
+    assert result.structured_content["saved_paths"] == []
+    assert "Cannot create directory" in result.structured_content["save_error"]
+
+
 async def test_learned_durations_survive_a_restart_when_asked(emu: RunningEmulator) -> None:
     cache_file().parent.mkdir(parents=True, exist_ok=True)
     seed = {"format": 1, "gateways": {emu.base_url: {"generate": [0.3] * 6}}}

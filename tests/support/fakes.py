@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,3 +157,16 @@ class Harness:
             return await getattr(self.async_client, method)(*args, **kwargs)
 
         return asyncio.run(run())
+
+
+class FullDisk:
+    """Stands in for ``os.fdopen`` of a file on a full disk: every write fails (ENOSPC-like)."""
+
+    def __init__(self, fd: int, mode: str) -> None:
+        os.close(fd)
+
+    def write(self, data: bytes) -> int:
+        raise OSError(27, "File too large")
+
+    def close(self) -> None:
+        pass
