@@ -12,7 +12,6 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from ._download import DEFAULT_MAX_DOWNLOAD_BYTES
-from ._exceptions import ConfigurationError
 from ._flow import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -25,6 +24,7 @@ from ._flow import (
     OnStatus,
     Sleep,
     job_ref,
+    require_whole,
     ssl_context,
 )
 from ._images import DEFAULT_MAX_INPUT_BYTES, ImageInput
@@ -64,13 +64,6 @@ def _no_free_slot(wait: float | None) -> httpx.PoolTimeout:
     return httpx.PoolTimeout(f"No free connection within {wait or 0:.1f}s.")
 
 
-def _check_concurrency(max_concurrent_requests: int) -> None:
-    if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int):
-        raise ConfigurationError("max_concurrent_requests must be a whole number, at least 1.")
-    if max_concurrent_requests < 1:
-        raise ConfigurationError("max_concurrent_requests must be at least 1.")
-
-
 class _ClientBase:
     """Constructor and shared plumbing; subclasses add only the I/O driver."""
 
@@ -103,13 +96,7 @@ class _ClientBase:
             max_input_image_bytes=max_input_image_bytes,
             durations=durations,
         )
-        if (
-            not isinstance(max_download_bytes, int)
-            or isinstance(max_download_bytes, bool)
-            or max_download_bytes < 1
-        ):
-            raise ConfigurationError("max_download_bytes must be a positive number of bytes.")
-        self.max_download_bytes = max_download_bytes
+        self.max_download_bytes = require_whole(max_download_bytes, "max_download_bytes", minimum=1)
 
     @property
     def base_url(self) -> str:
@@ -236,7 +223,7 @@ class MAIImageClient(_ClientBase):
         durations: DurationStats | None = None,
     ) -> None:
         _check_http_client(http_client, httpx.Client)
-        _check_concurrency(max_concurrent_requests)
+        require_whole(max_concurrent_requests, "max_concurrent_requests", minimum=1)
         super().__init__(
             api_key,
             base_url=base_url,
@@ -463,7 +450,7 @@ class AsyncMAIImageClient(_ClientBase):
         durations: DurationStats | None = None,
     ) -> None:
         _check_http_client(http_client, httpx.AsyncClient)
-        _check_concurrency(max_concurrent_requests)
+        require_whole(max_concurrent_requests, "max_concurrent_requests", minimum=1)
         super().__init__(
             api_key,
             base_url=base_url,

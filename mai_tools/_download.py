@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import httpx
 
@@ -21,6 +21,9 @@ from ._exceptions import DownloadError, InvalidImageError
 from ._flow import ssl_context
 from ._images import decode_data_uri, extension_for, sniff_image_type
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._models import ImageResult
 
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
 DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
@@ -234,6 +237,39 @@ async def asave_images(
             finally:
                 sink.discard()
     return saved
+
+
+def save_or_report(
+    result: ImageResult, directory: str | os.PathLike[str] | None
+) -> tuple[list[Path], str | None]:
+    """Save ``result`` into ``directory`` (if given) for a tool's answer: (paths, why not saved).
+
+    The job is finished (and charged) whatever happens on disk, so a failed save is reported
+    next to the URLs instead of failing the call, which would invite a second, paid job.
+    """
+    if directory is None:
+        return [], None
+    try:
+        return result.save(directory), None
+    except DownloadError as exc:
+        return [], str(exc)
+
+
+async def asave_or_report(
+    result: ImageResult, directory: str | os.PathLike[str] | None
+) -> tuple[list[Path], str | None]:
+    """Async twin of :func:`save_or_report`."""
+    if directory is None:
+        return [], None
+    try:
+        return await result.asave(directory), None
+    except DownloadError as exc:
+        return [], str(exc)
+
+
+def not_saved_note(save_error: str) -> str:
+    """The line a tool adds to its answer when saving failed."""
+    return f"not saved to disk ({save_error}); the images above are ready."
 
 
 async def afetch_image(

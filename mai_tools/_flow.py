@@ -18,7 +18,7 @@ import re
 import ssl
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit
 
 import httpx
@@ -159,20 +159,27 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def require_whole(value: object, name: str, *, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else ConfigurationError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number, at least {minimum}.")
+    return value
 
 
 def _http_timeout(timeout: object) -> httpx.Timeout:
     """The per-request timeout: an ``httpx.Timeout``, or positive finite seconds."""
     if isinstance(timeout, httpx.Timeout):
         return timeout
-    if not (_is_number(timeout) and 0 < timeout < math.inf):  # type: ignore[operator]
+    if not (_is_number(timeout) and 0 < timeout < math.inf):
         raise ConfigurationError(
             "timeout (per HTTP request) must be a positive number of seconds or an "
             f"httpx.Timeout; got {timeout!r:.40}."
         )
-    return httpx.Timeout(float(timeout))  # type: ignore[arg-type]
+    return httpx.Timeout(float(timeout))
 
 
 def resolve_base_url(base_url: str | None) -> str:
@@ -279,8 +286,7 @@ class FlowCore:
         self._api_key = resolve_api_key(api_key)
         self.base_url = resolve_base_url(base_url)
         self.timeout = _http_timeout(timeout)
-        if not _is_number(max_retries) or isinstance(max_retries, float) or max_retries < 0:
-            raise ConfigurationError("max_retries must be a whole number, 0 or more.")
+        require_whole(max_retries, "max_retries", minimum=0)
         if not (_is_number(wait_timeout) and wait_timeout > 0 and math.isfinite(wait_timeout)):
             raise ConfigurationError("wait_timeout must be a positive number of seconds.")
         if not _is_number(max_input_image_bytes) or max_input_image_bytes < 1:
@@ -444,7 +450,7 @@ class FlowCore:
         """(timeout, absolute deadline) for a call."""
         if timeout is None:
             value = self.wait_timeout
-        elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        elif _is_number(timeout):
             value = float(timeout)
         else:
             raise InvalidArgumentError(

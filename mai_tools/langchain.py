@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from pydantic.v1 import ValidationError as V1ValidationError
 
 from ._client import AsyncMAIImageClient, MAIImageClient
+from ._download import asave_or_report, not_saved_note, save_or_report
 from ._exceptions import (
     APIConnectionError,
     APIResponseError,
@@ -158,8 +159,7 @@ def _content(result: ImageResult, saved: list[Path], save_error: str | None = No
         lines.append(f"{count} image(s) returned inline; {where}.")
     lines.extend(f"saved: {p}" for p in saved)
     if save_error is not None:
-        # The job is done (and charged): the model must use these URLs, not run it again.
-        lines.append(f"not saved to disk ({save_error}); the images above are ready.")
+        lines.append(not_saved_note(save_error))
     return "\n".join(lines)
 
 
@@ -288,37 +288,20 @@ class _MAIImageTool(BaseTool):
             raise
         except Exception as exc:
             raise _model_error(exc) from exc
-        saved: list[Path] = []
-        save_error: str | None = None
-        if self.output_dir is not None:
-            try:
-                saved = result.save(self.output_dir)
-            except DownloadError as exc:
-                save_error = str(exc)
+        saved, save_error = save_or_report(result, self.output_dir)
         return _content(result, saved, save_error), _artifact(result, saved, save_error)
 
     async def _afinish(
         self, call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]]
     ) -> tuple[str, dict[str, Any]]:
-        saved: list[Path] = []
-        save_error: str | None = None
-
-        async def finish(client: AsyncMAIImageClient) -> ImageResult:
-            nonlocal saved, save_error
-            result = await call(client)
-            if self.output_dir is not None:
-                try:
-                    saved = await result.asave(self.output_dir)
-                except DownloadError as exc:  # the job is done: report, do not fail
-                    save_error = str(exc)
-            return result
-
         try:
             if self.async_client is not None:
-                result = await finish(self.async_client)
+                result = await call(self.async_client)
+                saved, save_error = await asave_or_report(result, self.output_dir)
             else:
                 async with self._new_async_client() as client:
-                    result = await finish(client)
+                    result = await call(client)
+                    saved, save_error = await asave_or_report(result, self.output_dir)
         except JobTimeoutError as exc:
             return _still_running(exc)
         except _APP_ERRORS:

@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -24,7 +23,6 @@ from mai_tools import (
     AsyncMAIImageClient,
     AuthenticationError,
     ConfigurationError,
-    DownloadError,
     ImageResult,
     InsufficientBalanceError,
     JobFailedError,
@@ -35,7 +33,7 @@ from mai_tools import (
     __version__,
     _duration_cache,
 )
-from mai_tools._download import afetch_image
+from mai_tools._download import afetch_image, asave_or_report, not_saved_note
 from mai_tools._exceptions import APIStatusError, InvalidArgumentError
 from mai_tools._images import agent_image_argument
 from mai_tools._models import (
@@ -181,13 +179,7 @@ async def _previews(result: ImageResult, settings: Settings) -> list[ImageConten
 
 
 async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
-    saved: list[Path] = []
-    save_error: str | None = None
-    if settings.output_dir:
-        try:
-            saved = await result.asave(settings.output_dir)
-        except DownloadError as exc:  # the job is done (and charged): still return it
-            save_error = str(exc)
+    saved, save_error = await asave_or_report(result, settings.output_dir)
     inline = result.has_data_uris
     lines = [] if inline else list(result.image_urls)
     lines.append(f"request_id: {result.request_id}")
@@ -198,7 +190,7 @@ async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
         )
     lines.extend(f"saved: {p}" for p in saved)
     if save_error is not None:
-        lines.append(f"not saved to disk ({save_error}); the images above are ready.")
+        lines.append(not_saved_note(save_error))
     content: list[Any] = [TextContent(type="text", text="\n".join(lines))]
     if not inline:
         for index, url in enumerate(result.image_urls):

@@ -11,7 +11,6 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -22,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .._flow import split_url
 from .._images import sniff_image_type
 from .._models import EDIT_PATH, GENERATE_PATH, EditRequest, GenerateRequest
 from ._config import EmulatorConfig, Faults
@@ -73,14 +73,6 @@ def _origin(request: Request, config: EmulatorConfig) -> str:
         return config.public_url.rstrip("/")
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
     return f"{request.url.scheme}://{host}"
-
-
-def _is_http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # malformed, e.g. an unclosed IPv6 bracket
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _media_urls(origin: str, job: Job) -> list[str]:
@@ -193,9 +185,8 @@ class EmulatorApp:
                     "image_urls[0]: the data URI is not a PNG/JPEG/WEBP/GIF image.",
                 )
             return data
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # e.g. "http://[": nothing we host; fetching it would fail later
+        parts = split_url(url)
+        if parts is None:  # e.g. "http://[": nothing we host; fetching it would fail later
             return None
         if parts.path.startswith("/files/") and parts.netloc == request.headers.get("host"):
             pieces = parts.path.split("/")
@@ -258,8 +249,10 @@ class EmulatorApp:
                 return found
             source = found
         webhook = request.headers.get("x-webhook-url")
-        if webhook is not None and not _is_http_url(webhook):
-            return _error(400, "Bad Request", "X-Webhook-URL must be an http(s) URL.")
+        if webhook is not None:
+            hook = split_url(webhook)
+            if hook is None or hook.scheme not in ("http", "https") or not hook.netloc:
+                return _error(400, "Bad Request", "X-Webhook-URL must be an http(s) URL.")
         job = self.emu.create_job(
             operation=operation,
             prompt=parsed.prompt,
