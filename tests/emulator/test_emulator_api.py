@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from mai_tools import EDIT_ASPECT_RATIOS, GENERATE_ASPECT_RATIOS
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, create_app, run_emulator
-from mai_tools.emulator._render import size_for
+from mai_tools.emulator._render import render, size_for
 
 GEN = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
 EDIT = "/microsoft-mai-image-2-5-edit/v1/microsoft-mai-image-2-5-edit-request"
@@ -132,6 +132,19 @@ def test_edit_keeps_source_ratio_and_is_derived(http: httpx.Client) -> None:
     assert image.size == (1024, 256)
     r, _g, b = image.convert("RGB").getpixel((5, 5))  # type: ignore[misc]
     assert r > b  # the red source shows through the tint
+
+
+def test_an_edit_covers_its_sources_caption() -> None:
+    common: dict[str, Any] = {
+        "request_id": "microsoft-mai-image-2-5_x", "index": 0, "total": 1,
+        "aspect_ratio": "1:1", "output_format": "png", "long_side": 256,
+    }  # fmt: skip
+    original = render(prompt="a lighthouse at dawn", **common)
+    edit = render(prompt="make it night", source=original, **common)
+    corner = (255, 255)  # inside the caption band, right of any text
+    with Image.open(io.BytesIO(edit)) as edited, Image.open(io.BytesIO(original)) as first:
+        assert edited.convert("RGB").getpixel(corner) == (0, 0, 0)  # opaque: no old caption
+        assert first.convert("RGB").getpixel(corner) != (0, 0, 0)  # a translucent band
 
 
 def test_edit_from_own_output_url(http: httpx.Client) -> None:
