@@ -1,36 +1,42 @@
-"""The sync and async clients: I/O drivers over the shared flows in :mod:`mai_tools._flow`."""
+"""The sync and async clients: I/O drivers over the shared flows in :mod:`mai_tools._flow`.
+
+Both are built by one constructor (:class:`_ClientBase`) from one frozen
+:class:`~mai_tools._config.ClientOptions`; each adds only its driver (how to send, sleep and
+report) and its connection pool.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
-import weakref
+import warnings
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import httpx
+import pydantic
 
-from ._download import DEFAULT_MAX_DOWNLOAD_BYTES
-from ._flow import (
+from ._config import ClientOptions, ssl_context
+from ._constants import (
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
     KEEPALIVE_EXPIRY,
-    Flow,
-    FlowCore,
-    HTTPRequest,
-    Notify,
-    OnStatus,
-    Sleep,
-    job_ref,
-    require_whole,
-    ssl_context,
 )
-from ._images import DEFAULT_MAX_INPUT_BYTES, ImageInput
+from ._download import Saver
+from ._exceptions import InvalidArgumentError
+from ._flow import Flow, FlowCore, HTTPRequest, Notify, OnStatus, Sleep, job_ref
+from ._images import ImageInput, image_to_url
 from ._models import (
     EditAspectRatio,
+    EditRequest,
     GenerateAspectRatio,
+    GenerateRequest,
     ImageResult,
     Job,
     JobStatus,
@@ -40,10 +46,29 @@ from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
 from ._transport import SpreadTransport
 
 T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 
-# Requests in flight at once on one client; jobs beyond it queue in the client (cheap), not in
-# httpcore's pool, whose bookkeeping grows with queued requests x connections.
-DEFAULT_MAX_CONCURRENT_REQUESTS = 32
+# Stands in for the source image while an edit's cheap fields are checked, so a bad prompt is
+# reported before a file is read.
+_NO_IMAGE_YET = "data:,"
+
+
+def _validated(model: type[M], **fields: Any) -> M:
+    """The request model for ``fields``, or InvalidArgumentError naming each bad field."""
+    try:
+        return model.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        raise InvalidArgumentError.from_validation(exc) from exc
+
+
+def _with_image(body: EditRequest, url: str) -> EditRequest:
+    # image_to_url returns only http(s) URLs and data: URIs, what the field accepts.
+    return body.model_copy(update={"image_urls": [url]})
+
+
+def _is_remote(image: ImageInput) -> bool:
+    return isinstance(image, str) and image.lstrip()[:8].lower().startswith(("http://", "https://"))
 
 
 def _request_args(action: HTTPRequest) -> dict[str, Any]:
@@ -64,49 +89,117 @@ def _no_free_slot(wait: float | None) -> httpx.PoolTimeout:
     return httpx.PoolTimeout(f"No free connection within {wait or 0:.1f}s.")
 
 
-class _ClientBase:
-    """Constructor and shared plumbing; subclasses add only the I/O driver."""
+class _ClientBase(Generic[HttpT]):
+    """The one constructor and shared plumbing; subclasses add only the I/O driver.
 
+    Args:
+        api_key: the Pixazo subscription key; defaults to ``$PIXAZO_API_KEY``.
+        base_url: the gateway origin; defaults to ``$PIXAZO_BASE_URL`` or
+            ``https://gateway.pixazo.ai``.
+        request_timeout: bound on each HTTP request (seconds or an ``httpx.Timeout``); a
+            whole call is bounded by ``wait_timeout`` / the call's own ``timeout=``.
+        max_retries: retries of a submit refused with 429 or never connected, and of a
+            standalone status read. Status reads while waiting retry until the wait deadline.
+        wait_timeout: default bound on a whole generate/edit/wait call, in seconds.
+        http_client: an httpx client to use (not closed by this client).
+        poll_policy, retry_policy, clock: injectable policies; defaults are adaptive polling,
+            exponential backoff with jitter, and the system clock.
+        max_input_image_bytes: largest local image accepted by ``edit``.
+        max_download_bytes: largest image :meth:`ImageResult.save` writes.
+        max_concurrent_requests: API requests in flight at once; further requests wait their
+            turn in the client (at most the pool timeout, within the call's deadline).
+        durations: learned job durations to start from and add to (a
+            :class:`DurationStats`); pass one instance to several clients to share what they
+            learn, or restore one saved with :meth:`DurationStats.to_dict`.
+        timeout: deprecated name of ``request_timeout``.
+
+    Raises:
+        ConfigurationError: no API key, a malformed base URL, or a bad option.
+    """
+
+    _http_type: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
     _core: FlowCore
+    _http: HttpT
 
     def __init__(
         self,
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        request_timeout: float | httpx.Timeout = DEFAULT_REQUEST_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        http_client: HttpT | None = None,
         poll_policy: PollPolicy | None = None,
         retry_policy: RetryPolicy | None = None,
         clock: Clock | None = None,
         max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         durations: DurationStats | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> None:
-        self._core = FlowCore(
+        if http_client is not None and not isinstance(http_client, self._http_type):
+            raise TypeError(
+                f"http_client must be an {self._http_type.__module__}."
+                f"{self._http_type.__name__}, got {type(http_client).__name__}"
+            )
+        if timeout is not None:
+            # The constructor's timeout bounds one HTTP request; the calls' timeout= bounds a
+            # whole call. One name for two meanings misled users: the former is renamed.
+            warnings.warn(
+                f"{type(self).__name__}(timeout=...) is renamed request_timeout=...; "
+                "timeout= on generate/edit/wait bounds a whole call.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            request_timeout = timeout
+        options = ClientOptions.resolve(
             api_key,
             base_url=base_url,
-            timeout=timeout,
+            request_timeout=request_timeout,
             max_retries=max_retries,
             wait_timeout=wait_timeout,
+            max_input_image_bytes=max_input_image_bytes,
+            max_download_bytes=max_download_bytes,
+            max_concurrent_requests=max_concurrent_requests,
+        )
+        self._core = FlowCore(
+            options,
             poll_policy=poll_policy,
             retry_policy=retry_policy,
             clock=clock,
-            max_input_image_bytes=max_input_image_bytes,
             durations=durations,
         )
-        self.max_download_bytes = require_whole(max_download_bytes, "max_download_bytes", minimum=1)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else self._new_http(options)
+        self._init_limiter(options.max_concurrent_requests)
+
+    def _new_http(self, options: ClientOptions) -> HttpT:
+        raise NotImplementedError
+
+    def _init_limiter(self, slots: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def options(self) -> ClientOptions:
+        """Everything this client was configured with (the key hidden in a Secret)."""
+        return self._core.options
 
     @property
     def base_url(self) -> str:
         """The gateway origin every keyed request goes to."""
-        return self._core.base_url
+        return self._core.options.base_url
 
     @property
     def wait_timeout(self) -> float:
         """Default bound, in seconds, on a whole generate/edit/wait call."""
-        return self._core.wait_timeout
+        return self._core.options.wait_timeout
+
+    @property
+    def max_download_bytes(self) -> int:
+        """Largest image :meth:`ImageResult.save` writes for this client's results."""
+        return self._core.options.max_download_bytes
 
     @property
     def poll_policy(self) -> PollPolicy:
@@ -120,126 +213,50 @@ class _ClientBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
-    def _flow_generate(
+    def _edit_fields(
         self,
         prompt: str,
         num_images: int,
         aspect_ratio: str,
         output_format: str,
         sync_mode: bool,
-        webhook_url: str | None,
-        timeout: float | None,
-    ) -> Flow[ImageResult]:
-        body = self._core.generate_request(
-            prompt, num_images, aspect_ratio, output_format, sync_mode
+    ) -> EditRequest:
+        return _validated(
+            EditRequest,
+            prompt=prompt,
+            image_urls=[_NO_IMAGE_YET],
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
         )
-        self._core.check_webhook(webhook_url)
-        return self._core.run_flow("generate", body, webhook_url=webhook_url, timeout=timeout)
 
-    def _flow_edit(
-        self,
-        prompt: str,
-        image: ImageInput,
-        num_images: int,
-        aspect_ratio: str,
-        output_format: str,
-        sync_mode: bool,
-        webhook_url: str | None,
-        timeout: float | None,
-    ) -> Flow[ImageResult]:
-        body = self._core.edit_request(
-            prompt, image, num_images, aspect_ratio, output_format, sync_mode
-        )
-        self._core.check_webhook(webhook_url)
-        return self._core.run_flow("edit", body, webhook_url=webhook_url, timeout=timeout)
+    def _image_url(self, image: ImageInput) -> str:
+        return image_to_url(image, max_bytes=self._core.options.max_input_image_bytes)
 
     def _flow_wait(
         self, job_or_request_id: Job | JobStatus | str, timeout: float | None
     ) -> Flow[ImageResult]:
         request_id, polling_url = job_ref(job_or_request_id)
-        timeout_value, deadline = self._core.deadline_for(timeout)
-        return self._core.wait_flow(
-            request_id,
-            polling_url,
-            timeout=timeout_value,
-            deadline=deadline,
-            started_at=None,
-            initial=None,
-        )
+        return self._core.resume_flow(request_id, polling_url, timeout=timeout)
 
 
-def _check_http_client(client: object, expected: type) -> None:
-    if client is not None and not isinstance(client, expected):
-        raise TypeError(
-            f"http_client must be an {expected.__module__}.{expected.__name__}, "
-            f"got {type(client).__name__}"
-        )
-
-
-class MAIImageClient(_ClientBase):
+class MAIImageClient(_ClientBase[httpx.Client]):
     """Synchronous client for MAI Image 2.5 on the Pixazo gateway.
 
-    Safe to share across threads. Use as a context manager, or call :meth:`close`.
-
-    Args:
-        api_key: the Pixazo subscription key; defaults to ``$PIXAZO_API_KEY``.
-        base_url: the gateway origin; defaults to ``$PIXAZO_BASE_URL`` or
-            ``https://gateway.pixazo.ai``.
-        timeout: per-HTTP-request timeout (seconds or an ``httpx.Timeout``).
-        max_retries: retries of a submit refused with 429 or never connected, and of a
-            standalone status read. Status reads while waiting retry until the wait deadline.
-        wait_timeout: default bound on a whole generate/edit/wait call, in seconds.
-        http_client: an ``httpx.Client`` to use (not closed by this client).
-        poll_policy, retry_policy, clock: injectable policies; defaults are adaptive polling,
-            exponential backoff with jitter, and the system clock.
-        max_input_image_bytes: largest local image accepted by :meth:`edit`.
-        max_download_bytes: largest image :meth:`ImageResult.save` writes.
-        max_concurrent_requests: API requests in flight at once across all threads; further
-            threads wait their turn in the client (at most the pool timeout, within the call's
-            deadline).
-        durations: learned job durations to start from and add to (a
-            :class:`DurationStats`); pass one instance to several clients to share what they
-            learn, or restore one saved with :meth:`DurationStats.to_dict`.
-
-    Raises:
-        ConfigurationError: no API key, or a malformed base URL.
+    Safe to share across threads. Use as a context manager, or call :meth:`close`. The
+    constructor's arguments are described on :class:`_ClientBase` (both clients take the
+    same ones); ``http_client`` is an ``httpx.Client``.
     """
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-        http_client: httpx.Client | None = None,
-        poll_policy: PollPolicy | None = None,
-        retry_policy: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        durations: DurationStats | None = None,
-    ) -> None:
-        _check_http_client(http_client, httpx.Client)
-        require_whole(max_concurrent_requests, "max_concurrent_requests", minimum=1)
-        super().__init__(
-            api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            wait_timeout=wait_timeout,
-            poll_policy=poll_policy,
-            retry_policy=retry_policy,
-            clock=clock,
-            max_input_image_bytes=max_input_image_bytes,
-            max_download_bytes=max_download_bytes,
-            durations=durations,
-        )
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(
-            timeout=self._core.timeout,
+    _http_type = httpx.Client
+
+    def _init_limiter(self, slots: int) -> None:
+        self._limiter = threading.BoundedSemaphore(slots)
+
+    def _new_http(self, options: ClientOptions) -> httpx.Client:
+        return httpx.Client(
+            timeout=options.request_timeout,
             # httpcore's sync pool can close a connection it has just handed to another thread
             # when it queues requests or trims idle connections (encode/httpcore#1110: "Bad
             # file descriptor", or a hang until the read timeout). So the pool never queues or
@@ -253,7 +270,6 @@ class MAIImageClient(_ClientBase):
             follow_redirects=False,
             verify=ssl_context(),
         )
-        self._limiter = threading.BoundedSemaphore(max_concurrent_requests)
 
     # ------------------------------------------------------------------ driver
 
@@ -282,9 +298,19 @@ class MAIImageClient(_ClientBase):
                 on_status(action.status, action.elapsed)
 
     def _result(self, result: ImageResult) -> ImageResult:
-        result._http = self._http
-        result._max_bytes = self.max_download_bytes
-        return result
+        return result.with_saver(Saver(http=self._http, max_bytes=self.max_download_bytes))
+
+    def _edit_body(
+        self,
+        prompt: str,
+        image: ImageInput,
+        num_images: int,
+        aspect_ratio: str,
+        output_format: str,
+        sync_mode: bool,
+    ) -> EditRequest:
+        body = self._edit_fields(prompt, num_images, aspect_ratio, output_format, sync_mode)
+        return _with_image(body, self._image_url(image))
 
     # ------------------------------------------------------------------ API
 
@@ -313,15 +339,21 @@ class MAIImageClient(_ClientBase):
             on_status: called as ``on_status(status, elapsed)`` on every status change.
 
         Raises:
-            pydantic.ValidationError: invalid arguments (nothing was sent).
+            InvalidArgumentError: invalid arguments (nothing was sent).
             JobFailedError: the job ended FAILED or ERROR.
             JobTimeoutError: not finished within ``timeout``; resume with :meth:`wait`.
             APIStatusError: the gateway refused the request.
             APIConnectionError: the gateway could not be reached.
         """
-        flow = self._flow_generate(
-            prompt, num_images, aspect_ratio, output_format, sync_mode, webhook_url, timeout
+        body = _validated(
+            GenerateRequest,
+            prompt=prompt,
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
         )
+        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
         return self._result(self._run(flow, on_status))
 
     def edit(
@@ -347,9 +379,8 @@ class MAIImageClient(_ClientBase):
             InvalidImageError: the image is missing, not an image, too large, or an
                 unsupported URL scheme (nothing was sent).
         """
-        flow = self._flow_edit(
-            prompt, image, num_images, aspect_ratio, output_format, sync_mode, webhook_url, timeout
-        )
+        body = self._edit_body(prompt, image, num_images, aspect_ratio, output_format, sync_mode)
+        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
         return self._result(self._run(flow, on_status))
 
     def submit_generate(
@@ -363,10 +394,15 @@ class MAIImageClient(_ClientBase):
         webhook_url: str | None = None,
     ) -> Job:
         """Submit a generation without waiting; returns the :class:`Job`."""
-        body = self._core.generate_request(
-            prompt, num_images, aspect_ratio, output_format, sync_mode
+        body = _validated(
+            GenerateRequest,
+            prompt=prompt,
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
         )
-        return self._run(self._core.submit_only_flow("generate", body, webhook_url))
+        return self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
 
     def submit_edit(
         self,
@@ -380,14 +416,12 @@ class MAIImageClient(_ClientBase):
         webhook_url: str | None = None,
     ) -> Job:
         """Submit an edit without waiting; returns the :class:`Job`."""
-        body = self._core.edit_request(
-            prompt, image, num_images, aspect_ratio, output_format, sync_mode
-        )
-        return self._run(self._core.submit_only_flow("edit", body, webhook_url))
+        body = self._edit_body(prompt, image, num_images, aspect_ratio, output_format, sync_mode)
+        return self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
 
     def get_status(self, request_id: str) -> JobStatus:
         """Read a job's status once (retried on transient failures up to ``max_retries``)."""
-        return self._run(self._core.get_status_flow(request_id))
+        return self._run(self._core.status_flow(request_id))
 
     def wait(
         self,
@@ -422,63 +456,35 @@ class MAIImageClient(_ClientBase):
         self.close()
 
 
-class AsyncMAIImageClient(_ClientBase):
+class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
     """Asynchronous client; the same methods as :class:`MAIImageClient`, awaitable.
 
     One client serves hundreds of concurrent jobs on one event loop; at most
     ``max_concurrent_requests`` HTTP requests are in flight at once (the rest wait their turn in
     the client). Create it inside the loop that uses it (an ``httpx.AsyncClient`` must not be
-    shared across event loops).
-    ``on_status`` may be a plain function or a coroutine function.
+    shared across event loops). ``on_status`` may be a plain function or a coroutine function.
+    Local image files for :meth:`edit` are read in a worker thread, never on the event loop.
     """
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-        http_client: httpx.AsyncClient | None = None,
-        poll_policy: PollPolicy | None = None,
-        retry_policy: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        durations: DurationStats | None = None,
-    ) -> None:
-        _check_http_client(http_client, httpx.AsyncClient)
-        require_whole(max_concurrent_requests, "max_concurrent_requests", minimum=1)
-        super().__init__(
-            api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            wait_timeout=wait_timeout,
-            poll_policy=poll_policy,
-            retry_policy=retry_policy,
-            clock=clock,
-            max_input_image_bytes=max_input_image_bytes,
-            max_download_bytes=max_download_bytes,
-            durations=durations,
-        )
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            timeout=self._core.timeout,
+    _http_type = httpx.AsyncClient
+
+    def _init_limiter(self, slots: int) -> None:
+        # httpcore's pool does work per queued request on every state change, which turns
+        # quadratic with hundreds of requests queued at once (1,000 concurrent jobs took two
+        # minutes). Queue here instead, so the pool never holds more than it can serve.
+        self._limiter = asyncio.Semaphore(slots)
+
+    def _new_http(self, options: ClientOptions) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=options.request_timeout,
             transport=SpreadTransport(
-                max_connections=max_concurrent_requests,
+                max_connections=options.max_concurrent_requests,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
                 verify=ssl_context(),
             ),
             follow_redirects=False,
             verify=ssl_context(),
         )
-        # httpcore's pool does work per queued request on every state change, which turns
-        # quadratic with hundreds of requests queued at once (1,000 concurrent jobs took two
-        # minutes). Queue here instead, so the pool never holds more than it can serve.
-        self._limiter = asyncio.Semaphore(max_concurrent_requests)
 
     async def _run(self, flow: Flow[T], on_status: OnStatus | None = None) -> T:
         reply: httpx.Response | httpx.TransportError | None = None
@@ -510,10 +516,23 @@ class AsyncMAIImageClient(_ClientBase):
                     await outcome
 
     def _result(self, result: ImageResult) -> ImageResult:
-        result._ahttp = self._http
-        result._ahttp_loop = weakref.ref(asyncio.get_running_loop())
-        result._max_bytes = self.max_download_bytes
-        return result
+        return result.with_saver(Saver(ahttp=self._http, max_bytes=self.max_download_bytes))
+
+    async def _edit_body(
+        self,
+        prompt: str,
+        image: ImageInput,
+        num_images: int,
+        aspect_ratio: str,
+        output_format: str,
+        sync_mode: bool,
+    ) -> EditRequest:
+        body = self._edit_fields(prompt, num_images, aspect_ratio, output_format, sync_mode)
+        if _is_remote(image):
+            return _with_image(body, self._image_url(image))
+        # A path (or bytes to encode) means file I/O and base64 work: not on the event loop.
+        image = os.fspath(image) if isinstance(image, os.PathLike) else image
+        return _with_image(body, await asyncio.to_thread(self._image_url, image))
 
     async def generate(
         self,
@@ -528,9 +547,15 @@ class AsyncMAIImageClient(_ClientBase):
         on_status: OnStatus | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.generate`."""
-        flow = self._flow_generate(
-            prompt, num_images, aspect_ratio, output_format, sync_mode, webhook_url, timeout
+        body = _validated(
+            GenerateRequest,
+            prompt=prompt,
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
         )
+        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
         return self._result(await self._run(flow, on_status))
 
     async def edit(
@@ -547,9 +572,10 @@ class AsyncMAIImageClient(_ClientBase):
         on_status: OnStatus | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.edit`."""
-        flow = self._flow_edit(
-            prompt, image, num_images, aspect_ratio, output_format, sync_mode, webhook_url, timeout
+        body = await self._edit_body(
+            prompt, image, num_images, aspect_ratio, output_format, sync_mode
         )
+        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
         return self._result(await self._run(flow, on_status))
 
     async def submit_generate(
@@ -563,10 +589,15 @@ class AsyncMAIImageClient(_ClientBase):
         webhook_url: str | None = None,
     ) -> Job:
         """Async :meth:`MAIImageClient.submit_generate`."""
-        body = self._core.generate_request(
-            prompt, num_images, aspect_ratio, output_format, sync_mode
+        body = _validated(
+            GenerateRequest,
+            prompt=prompt,
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
         )
-        return await self._run(self._core.submit_only_flow("generate", body, webhook_url))
+        return await self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
 
     async def submit_edit(
         self,
@@ -580,14 +611,14 @@ class AsyncMAIImageClient(_ClientBase):
         webhook_url: str | None = None,
     ) -> Job:
         """Async :meth:`MAIImageClient.submit_edit`."""
-        body = self._core.edit_request(
+        body = await self._edit_body(
             prompt, image, num_images, aspect_ratio, output_format, sync_mode
         )
-        return await self._run(self._core.submit_only_flow("edit", body, webhook_url))
+        return await self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
 
     async def get_status(self, request_id: str) -> JobStatus:
         """Async :meth:`MAIImageClient.get_status`."""
-        return await self._run(self._core.get_status_flow(request_id))
+        return await self._run(self._core.status_flow(request_id))
 
     async def wait(
         self,

@@ -7,28 +7,25 @@ never sent with a download (images live on a CDN, another origin).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, Any
 
 import httpx
 
+from ._config import ssl_context
+from ._constants import DEFAULT_MAX_DOWNLOAD_BYTES, DOWNLOAD_HEADERS, DOWNLOAD_TIMEOUT
 from ._exceptions import DownloadError, InvalidImageError
-from ._flow import ssl_context
 from ._images import decode_data_uri, extension_for, sniff_image_type
-from ._version import __version__
 
-if TYPE_CHECKING:
-    from ._models import ImageResult
-
-DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
-DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_HEADERS: Final = {"User-Agent": f"mai-tools/{__version__}", "Accept": "image/*"}
+_HEADERS = DOWNLOAD_HEADERS
 
 
 def safe_stem(request_id: str) -> str:
@@ -239,39 +236,6 @@ async def asave_images(
     return saved
 
 
-def save_or_report(
-    result: ImageResult, directory: str | os.PathLike[str] | None
-) -> tuple[list[Path], str | None]:
-    """Save ``result`` into ``directory`` (if given) for a tool's answer: (paths, why not saved).
-
-    The job is finished (and charged) whatever happens on disk, so a failed save is reported
-    next to the URLs instead of failing the call, which would invite a second, paid job.
-    """
-    if directory is None:
-        return [], None
-    try:
-        return result.save(directory), None
-    except DownloadError as exc:
-        return [], str(exc)
-
-
-async def asave_or_report(
-    result: ImageResult, directory: str | os.PathLike[str] | None
-) -> tuple[list[Path], str | None]:
-    """Async twin of :func:`save_or_report`."""
-    if directory is None:
-        return [], None
-    try:
-        return await result.asave(directory), None
-    except DownloadError as exc:
-        return [], str(exc)
-
-
-def not_saved_note(save_error: str) -> str:
-    """The line a tool adds to its answer when saving failed."""
-    return f"not saved to disk ({save_error}); the images above are ready."
-
-
 async def afetch_image(
     url: str,
     *,
@@ -313,3 +277,98 @@ async def afetch_image(
     if sniff_image_type(data[:16]) is None:
         raise DownloadError(f"{url[:60]} did not return PNG/JPEG/WEBP/GIF data.")
     return data
+
+
+def _no_saver() -> None:
+    return None
+
+
+class Saver:
+    """How a client's results download their images: its connection pool and size limit.
+
+    A result holds one so that ``result.save(dir)`` reuses the client's connections. It is
+    not part of the result's data: it is dropped when the result is pickled or deep-copied,
+    and ignored when results are compared (a result equals its own JSON round trip).
+
+    Args:
+        http: the sync client's ``httpx.Client`` (for :meth:`save`).
+        ahttp: the async client's ``httpx.AsyncClient`` (for :meth:`asave`); used only from
+            the event loop that was running when the Saver was made.
+        max_bytes: the largest image written.
+    """
+
+    __slots__ = ("_ahttp", "_http", "_loop", "max_bytes")
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client | None = None,
+        ahttp: httpx.AsyncClient | None = None,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    ) -> None:
+        self._http = http
+        self._ahttp = ahttp
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        if ahttp is not None:
+            self._loop = weakref.ref(asyncio.get_running_loop())
+        self.max_bytes = max_bytes
+
+    def _async_http(self) -> httpx.AsyncClient | None:
+        # The client's connections belong to the event loop it ran in; another loop (a second
+        # asyncio.run) must not touch them: it gets a fresh client instead.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - asave always runs in a loop
+            return None
+        if self._loop is None or self._loop() is not loop:
+            return None
+        return self._ahttp
+
+    def save(
+        self,
+        request_id: str,
+        urls: list[str],
+        directory: str | os.PathLike[str],
+        *,
+        http_client: httpx.Client | None = None,
+        max_bytes: int | None = None,
+    ) -> list[Path]:
+        return save_images(
+            request_id,
+            urls,
+            directory,
+            http_client=http_client or self._http,
+            max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+        )
+
+    async def asave(
+        self,
+        request_id: str,
+        urls: list[str],
+        directory: str | os.PathLike[str],
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        max_bytes: int | None = None,
+    ) -> list[Path]:
+        return await asave_images(
+            request_id,
+            urls,
+            directory,
+            http_client=http_client or self._async_http(),
+            max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+        )
+
+    # Not data: equal to any other Saver (or none), and gone on pickle / deep copy.
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, Saver)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_no_saver, ())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"Saver(max_bytes={self.max_bytes})"

@@ -2,18 +2,19 @@
 
 ```
 MAIImageError
-├── ConfigurationError (also ValueError)     missing API key, bad base_url: fix the setup
-├── InvalidArgumentError (also ValueError)   a bad argument (request id, ...), caught before sending
-│   └── InvalidImageError                     an image input that cannot be sent
+├── ConfigurationError (also ValueError) [O]   bad base_url, bad option: fix the setup
+│   └── MissingAPIKeyError               [O]   no API key anywhere
+├── InvalidArgumentError (also ValueError)     a bad argument, caught before anything is sent
+│   └── InvalidImageError                       an image input that cannot be sent
 ├── APIError                                  something went wrong talking to the gateway
 │   ├── APIConnectionError                    could not reach it / connection dropped
 │   │   └── APITimeoutError                   an HTTP request timed out
 │   ├── APIResponseError                      a 2xx answer we could not understand
 │   └── APIStatusError                        the gateway answered with an error status
 │       ├── BadRequestError          400      fix the request
-│       ├── AuthenticationError      401      fix the key
-│       ├── InsufficientBalanceError 402      top up the wallet
-│       ├── PermissionDeniedError    403
+│       ├── AuthenticationError      401 [O]  fix the key
+│       ├── InsufficientBalanceError 402 [O]  top up the wallet
+│       ├── PermissionDeniedError    403 [O]
 │       ├── NotFoundError            404      unknown request id
 │       ├── RateLimitError           429      slow down (retried automatically)
 │       └── ServerError              5xx      gateway trouble (status reads are retried)
@@ -22,17 +23,27 @@ MAIImageError
 └── DownloadError                             saving a result image failed
 ```
 
-Invalid arguments raise pydantic's ``ValidationError`` (a ``ValueError``) before anything is sent.
-No exception text ever contains the API key: server-provided text is scrubbed of it.
+[O]: also an :class:`OperatorError`: only whoever runs the program (its configuration, key or
+wallet) can fix it; an agent or its user changing the request will not help.
+
+Invalid arguments raise :class:`InvalidArgumentError` before anything is sent; when pydantic
+found them, :meth:`InvalidArgumentError.errors` lists them field by field (pydantic's own
+``ValidationError`` is the ``__cause__``). No exception text ever contains the API key:
+server-provided text is scrubbed of it.
+
+This module is a leaf: it imports nothing from mai_tools at run time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pydantic
+from pydantic_core import ErrorDetails
 
-from ._models import JobStatus, Status
+if TYPE_CHECKING:
+    from ._models import JobStatus, Status
 
 __all__ = [
     "APIConnectionError",
@@ -50,7 +61,9 @@ __all__ = [
     "JobFailedError",
     "JobTimeoutError",
     "MAIImageError",
+    "MissingAPIKeyError",
     "NotFoundError",
+    "OperatorError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -61,12 +74,45 @@ class MAIImageError(Exception):
     """Root of every exception mai_tools raises on purpose."""
 
 
-class ConfigurationError(MAIImageError, ValueError):
-    """The client is not set up correctly (for example, no API key)."""
+class OperatorError(MAIImageError):
+    """Mixin: only the operator (configuration, key, wallet) can fix this; retrying won't help."""
+
+
+class ConfigurationError(OperatorError, ValueError):
+    """The client is not set up correctly (a malformed base URL, a bad option)."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No API key was given, and none was found where mai-tools looks for one."""
 
 
 class InvalidArgumentError(MAIImageError, ValueError):
-    """An argument is invalid; nothing was sent."""
+    """An argument is invalid; nothing was sent.
+
+    Raised for every invalid argument, also those pydantic's request models refuse: then
+    :meth:`errors` lists each problem (``loc``, ``msg``, ``type``) and the pydantic
+    ``ValidationError`` is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, errors: list[ErrorDetails] | None = None) -> None:
+        super().__init__(message)
+        self._errors: list[ErrorDetails] = list(errors or [])
+
+    def errors(self) -> list[ErrorDetails]:
+        """The problems field by field (empty when the error is not about a field)."""
+        return list(self._errors)
+
+    def error_count(self) -> int:
+        return len(self._errors)
+
+    @classmethod
+    def from_validation(cls, exc: pydantic.ValidationError) -> InvalidArgumentError:
+        """Wrap pydantic's error: one line naming each field and what is wrong with it."""
+        details = exc.errors(include_url=False)
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in details
+        ]
+        return cls("; ".join(parts) or str(exc), errors=details)
 
 
 class InvalidImageError(InvalidArgumentError):
@@ -78,12 +124,17 @@ class APIError(MAIImageError):
 
     Attributes:
         request_id: the job this concerned, when known.
+        may_have_arrived: True when a submit may have reached the gateway although no answer
+            came back: a job may exist (and be charged). Such a submit is never re-sent.
     """
 
-    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, request_id: str | None = None, may_have_arrived: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.request_id = request_id
+        self.may_have_arrived = may_have_arrived
 
 
 class APIConnectionError(APIError):
@@ -141,15 +192,15 @@ class BadRequestError(APIStatusError):
     """400: the gateway rejected the request; change the arguments."""
 
 
-class AuthenticationError(APIStatusError):
+class AuthenticationError(APIStatusError, OperatorError):
     """401: the API key is missing or wrong."""
 
 
-class InsufficientBalanceError(APIStatusError):
+class InsufficientBalanceError(APIStatusError, OperatorError):
     """402: the wallet behind the key has no balance left."""
 
 
-class PermissionDeniedError(APIStatusError):
+class PermissionDeniedError(APIStatusError, OperatorError):
     """403: the key may not use this model or operation."""
 
 

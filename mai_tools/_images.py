@@ -14,14 +14,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
+from ._constants import DEFAULT_MAX_INPUT_BYTES
 from ._exceptions import InvalidImageError
+from ._urls import split_url
 
 ImageInput = str | os.PathLike[str] | bytes
 """An image given to ``edit``: http(s) URL, data: URI, local path, or raw bytes."""
 
-DEFAULT_MAX_INPUT_BYTES: Final = 20 * 1024 * 1024
 SUPPORTED_INPUT_TYPES: Final = ("image/png", "image/jpeg", "image/webp", "image/gif")
 _EXTENSIONS: Final = {
     "image/png": "png",
@@ -112,11 +112,9 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def _check_http_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        raise InvalidImageError(f"The image URL {url[:100]!r} is malformed.") from None
+    parts = split_url(url)
+    if parts is None:
+        raise InvalidImageError(f"The image URL {url[:100]!r} is malformed.")
     if not parts.netloc or not parts.hostname:
         raise InvalidImageError(f"The image URL {url[:100]!r} has no host.")
     if any(c.isspace() for c in url):

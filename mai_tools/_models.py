@@ -8,12 +8,10 @@ the MCP server reuse them as their argument schemas.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import os
 import re
-import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
@@ -29,17 +27,11 @@ from pydantic import (
     field_validator,
 )
 
+from ._constants import MAX_IMAGES, PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
+from ._download import Saver
+
 logger = logging.getLogger("mai_tools")
 
-GENERATE_MODEL_ID: Final = "microsoft-mai-image-2-5"
-EDIT_MODEL_ID: Final = "microsoft-mai-image-2-5-edit"
-GENERATE_PATH: Final = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
-EDIT_PATH: Final = "/microsoft-mai-image-2-5-edit/v1/microsoft-mai-image-2-5-edit-request"
-STATUS_PATH: Final = "/v2/requests/status/{request_id}"
-
-PROMPT_MIN_LENGTH: Final = 3
-PROMPT_MAX_LENGTH: Final = 5000
-MAX_IMAGES: Final = 4
 
 GenerateAspectRatio = Literal[
     "auto", "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"
@@ -299,7 +291,8 @@ class JobStatus(_ResponseModel):
         return list(self.output.media_url) if self.output else []
 
 
-def _short_url(url: str) -> str:
+def short_url(url: str) -> str:
+    """``url``, or for a ``data:`` URI its header and length: never a flood of base64."""
     if url.startswith("data:"):
         head = url.split(",", 1)[0]
         return f"{head},...<{len(url)} chars>"
@@ -325,28 +318,14 @@ class ImageResult(BaseModel):
     updated_at: datetime | None = None
     completed_at: datetime | None = None
 
-    _http: httpx.Client | None = PrivateAttr(default=None)
-    _ahttp: httpx.AsyncClient | None = PrivateAttr(default=None)
-    _ahttp_loop: weakref.ref[asyncio.AbstractEventLoop] | None = PrivateAttr(default=None)
-    _max_bytes: int | None = PrivateAttr(default=None)
+    # How save()/asave() download: the client's pool and limits. Not data: dropped on pickle
+    # and deep copy, ignored by ==, so a result stays equal to its own JSON round trip.
+    _saver: Saver | None = PrivateAttr(default=None)
 
-    def _cap(self, max_bytes: int | None) -> int:
-        from ._download import DEFAULT_MAX_DOWNLOAD_BYTES
-
-        if max_bytes is not None:
-            return max_bytes
-        return self._max_bytes if self._max_bytes is not None else DEFAULT_MAX_DOWNLOAD_BYTES
-
-    def _async_http(self) -> httpx.AsyncClient | None:
-        # The client's connections belong to the event loop it ran in; another loop (a second
-        # asyncio.run) must not touch them: it gets a fresh client instead.
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - asave always runs in a loop
-            return None
-        if self._ahttp_loop is None or self._ahttp_loop() is not loop:
-            return None
-        return self._ahttp
+    def with_saver(self, saver: Saver) -> ImageResult:
+        """This result, saving through ``saver`` (what a client attaches to its results)."""
+        self._saver = saver
+        return self
 
     def save(
         self,
@@ -359,20 +338,18 @@ class ImageResult(BaseModel):
 
         Files are named ``<request_id>_<n>.<ext>`` (the extension from the image bytes),
         streamed to a temporary file and renamed into place, refused when they are not an
-        image or exceed ``max_bytes``. ``data:`` URIs (sync mode) are decoded. The API key is
-        never sent with a download.
+        image or exceed ``max_bytes`` (default: the client's ``max_download_bytes``).
+        ``data:`` URIs (sync mode) are decoded. The API key is never sent with a download.
 
         Raises:
             DownloadError: a download failed, was too large, or was not an image.
         """
-        from ._download import save_images
-
-        return save_images(
+        return (self._saver or Saver()).save(
             self.request_id,
             self.image_urls,
             directory,
-            http_client=http_client or self._http,
-            max_bytes=self._cap(max_bytes),
+            http_client=http_client,
+            max_bytes=max_bytes,
         )
 
     async def asave(
@@ -383,20 +360,18 @@ class ImageResult(BaseModel):
         max_bytes: int | None = None,
     ) -> list[Path]:
         """Async twin of :meth:`save`."""
-        from ._download import asave_images
-
-        return await asave_images(
+        return await (self._saver or Saver()).asave(
             self.request_id,
             self.image_urls,
             directory,
-            http_client=http_client or self._async_http(),
-            max_bytes=self._cap(max_bytes),
+            http_client=http_client,
+            max_bytes=max_bytes,
         )
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             if name == "image_urls" and isinstance(value, list):
-                yield name, [_short_url(str(u)) for u in value]
+                yield name, [short_url(str(u)) for u in value]
             else:
                 yield name, value
 
@@ -421,5 +396,5 @@ class ImageResult(BaseModel):
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict safe to show an agent: data URIs are shortened."""
         data = self.model_dump(mode="json")
-        data["image_urls"] = [_short_url(u) for u in self.image_urls]
+        data["image_urls"] = [short_url(u) for u in self.image_urls]
         return data

@@ -26,21 +26,20 @@ from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from pydantic.v1 import ValidationError as V1ValidationError
 
-from ._client import AsyncMAIImageClient, MAIImageClient
-from ._download import asave_or_report, not_saved_note, save_or_report
-from ._exceptions import (
-    APIConnectionError,
-    APIResponseError,
-    APIStatusError,
-    AuthenticationError,
-    DownloadError,
-    InsufficientBalanceError,
-    InvalidArgumentError,
-    JobFailedError,
-    JobTimeoutError,
-    PermissionDeniedError,
+from ._agent import (
+    Failed,
+    ImageJobResult,
+    Outcome,
+    answer_text,
+    arun,
+    outcome_of,
+    run,
+    structured,
+    validation_text,
 )
-from ._images import agent_image_argument
+from ._client import AsyncMAIImageClient, MAIImageClient
+from ._exceptions import MAIImageError
+from ._images import ImageInput, agent_image_argument
 from ._models import (
     EditAspectRatioField,
     EditPrompt,
@@ -115,72 +114,18 @@ class ImageJobArgs(BaseModel):
 def _validation_message(error: pydantic.ValidationError | V1ValidationError) -> str:
     if not isinstance(error, pydantic.ValidationError):  # pydantic v1 models: keep its text
         return f"Invalid arguments, nothing was sent. Fix and call again: {error}"
-    parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in error.errors()
-    ]
-    return "Invalid arguments, nothing was sent. Fix and call again: " + "; ".join(parts)
+    return validation_text(error)
 
 
-_APP_ERRORS = (AuthenticationError, InsufficientBalanceError, PermissionDeniedError)
-
-
-def _model_error(exc: Exception) -> ToolException:
-    """Turn an error the model can act on into a ToolException with what to change."""
-    if isinstance(exc, pydantic.ValidationError):
-        return ToolException(_validation_message(exc))
-    if isinstance(exc, JobFailedError):
-        advice = (
-            "Rephrase the prompt (for example remove content that may violate the content "
-            "policy) and try again."
-            if exc.status.value == "FAILED"
-            else "This was a system error (not charged); trying again may work."
-        )
-        return ToolException(f"{exc} {advice}")
-    if isinstance(exc, InvalidArgumentError):
-        return ToolException(f"{exc}")
-    if isinstance(exc, APIStatusError) and exc.status_code < 500 and exc.status_code != 429:
-        return ToolException(f"The image service rejected the request: {exc}")
-    if isinstance(exc, APIConnectionError | APIStatusError | APIResponseError | DownloadError):
-        return ToolException(
-            f"The image service is unavailable right now ({exc}). Try again in a minute."
-        )
-    raise exc
-
-
-def _content(result: ImageResult, saved: list[Path], save_error: str | None = None) -> str:
-    lines: list[str] = []
-    inline = result.has_data_uris
-    if not inline:
-        lines.extend(result.image_urls)
-    lines.append(f"request_id: {result.request_id}")
-    if inline:
-        count = len(result.image_urls)
-        where = "saved to the paths below" if saved else "kept in the tool artifact"
-        lines.append(f"{count} image(s) returned inline; {where}.")
-    lines.extend(f"saved: {p}" for p in saved)
-    if save_error is not None:
-        lines.append(not_saved_note(save_error))
-    return "\n".join(lines)
-
-
-def _artifact(
-    result: ImageResult, saved: list[Path], save_error: str | None = None
-) -> dict[str, Any]:
-    data = result.model_dump(mode="json")
-    data["saved_paths"] = [str(p) for p in saved]
-    if save_error is not None:
-        data["save_error"] = save_error
-    return data
-
-
-def _still_running(exc: JobTimeoutError) -> tuple[str, dict[str, Any]]:
-    status = exc.last_status.status.value if exc.last_status else "unknown"
-    content = (
-        f"The image job is still running (status {status}) after {exc.timeout:g}s.\n"
-        f"request_id: {exc.request_id}\n"
-        "Call get_image_job with this request_id to wait for the result."
-    )
-    return content, {"request_id": exc.request_id, "status": status, "image_urls": []}
+def _answer(outcome: Outcome) -> tuple[str, ImageJobResult]:
+    """The tool's (content, artifact); errors only the operator can fix raise, the rest become
+    ``status="error"`` tool messages the model can act on."""
+    if isinstance(outcome, Failed):
+        if outcome.who == "operator":
+            raise outcome.error
+        raise ToolException(outcome.message) from outcome.error
+    # The artifact stays with the application: inline data URIs are kept whole there.
+    return answer_text(outcome), structured(outcome, full_urls=True)
 
 
 def _status_payload(tool: str, status: JobStatus, elapsed: float) -> dict[str, Any]:
@@ -242,20 +187,7 @@ class _MAIImageTool(BaseTool):
             "durations": self._durations,
         }
 
-    def _with_sync_client(self, call: Callable[[MAIImageClient], ImageResult]) -> ImageResult:
-        if self.client is not None:
-            return call(self.client)
-        # A short-lived client per call leaves no pool behind.
-        with MAIImageClient(**self._client_kwargs()) as client:
-            return call(client)
-
-    def _new_async_client(self) -> AsyncMAIImageClient:
-        # One per call: an httpx.AsyncClient must never outlive or cross event loops.
-        return AsyncMAIImageClient(**self._client_kwargs())
-
-    def _on_status(
-        self, run_manager: CallbackManagerForToolRun | None
-    ) -> Callable[[JobStatus, float], None]:
+    def _on_status(self) -> Callable[[JobStatus, float], None]:
         def report(status: JobStatus, elapsed: float) -> None:
             payload = _status_payload(self.name, status, elapsed)
             try:
@@ -266,9 +198,7 @@ class _MAIImageTool(BaseTool):
 
         return report
 
-    def _aon_status(
-        self, run_manager: AsyncCallbackManagerForToolRun | None
-    ) -> Callable[[JobStatus, float], Awaitable[None]]:
+    def _aon_status(self) -> Callable[[JobStatus, float], Awaitable[None]]:
         async def report(status: JobStatus, elapsed: float) -> None:
             payload = _status_payload(self.name, status, elapsed)
             try:
@@ -279,42 +209,35 @@ class _MAIImageTool(BaseTool):
 
         return report
 
-    def _finish(self, call: Callable[[MAIImageClient], ImageResult]) -> tuple[str, dict[str, Any]]:
+    def _finish(self, call: Callable[[MAIImageClient], ImageResult]) -> tuple[str, ImageJobResult]:
+        given = self.client
+        if given is not None:
+            return _answer(run(lambda: call(given), save_to=self.output_dir))
         try:
-            result = self._with_sync_client(call)
-        except JobTimeoutError as exc:
-            return _still_running(exc)
-        except _APP_ERRORS:
-            raise
-        except Exception as exc:
-            raise _model_error(exc) from exc
-        saved, save_error = save_or_report(result, self.output_dir)
-        return _content(result, saved, save_error), _artifact(result, saved, save_error)
+            client = MAIImageClient(**self._client_kwargs())
+        except MAIImageError as exc:
+            return _answer(outcome_of(exc))
+        # A short-lived client per call leaves no pool behind.
+        with client:
+            return _answer(run(lambda: call(client), save_to=self.output_dir))
 
     async def _afinish(
         self, call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]]
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, ImageJobResult]:
+        given = self.async_client
+        if given is not None:
+            return _answer(await arun(lambda: call(given), save_to=self.output_dir))
         try:
-            if self.async_client is not None:
-                result = await call(self.async_client)
-                saved, save_error = await asave_or_report(result, self.output_dir)
-            else:
-                async with self._new_async_client() as client:
-                    result = await call(client)
-                    saved, save_error = await asave_or_report(result, self.output_dir)
-        except JobTimeoutError as exc:
-            return _still_running(exc)
-        except _APP_ERRORS:
-            raise
-        except Exception as exc:
-            raise _model_error(exc) from exc
-        return _content(result, saved, save_error), _artifact(result, saved, save_error)
+            # One per call: an httpx.AsyncClient must never outlive or cross event loops.
+            client = AsyncMAIImageClient(**self._client_kwargs())
+        except MAIImageError as exc:
+            return _answer(outcome_of(exc))
+        async with client:
+            return _answer(await arun(lambda: call(client), save_to=self.output_dir))
 
-    def _image_argument(self, image: str) -> str | Path:
-        try:
-            return agent_image_argument(image, self.allowed_dirs)
-        except InvalidArgumentError as exc:
-            raise ToolException(str(exc)) from None
+    def _image_argument(self, image: str) -> ImageInput:
+        """The edit source an agent named: a URL, a data URI, or a file in ``allowed_dirs``."""
+        return agent_image_argument(image, self.allowed_dirs)
 
 
 class MAIImageGenerateTool(_MAIImageTool):
@@ -336,7 +259,7 @@ class MAIImageGenerateTool(_MAIImageTool):
         aspect_ratio: Any = "auto",
         output_format: Any = "png",
         run_manager: CallbackManagerForToolRun | None = None,
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, ImageJobResult]:
         return self._finish(
             lambda client: client.generate(
                 prompt,
@@ -344,7 +267,7 @@ class MAIImageGenerateTool(_MAIImageTool):
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
                 timeout=self.wait_timeout,
-                on_status=self._on_status(run_manager),
+                on_status=self._on_status(),
             )
         )
 
@@ -355,8 +278,8 @@ class MAIImageGenerateTool(_MAIImageTool):
         aspect_ratio: Any = "auto",
         output_format: Any = "png",
         run_manager: AsyncCallbackManagerForToolRun | None = None,
-    ) -> tuple[str, dict[str, Any]]:
-        on_status = self._aon_status(run_manager)
+    ) -> tuple[str, ImageJobResult]:
+        on_status = self._aon_status()
         return await self._afinish(
             lambda client: client.generate(
                 prompt,
@@ -389,17 +312,16 @@ class MAIImageEditTool(_MAIImageTool):
         aspect_ratio: Any = "auto",
         output_format: Any = "png",
         run_manager: CallbackManagerForToolRun | None = None,
-    ) -> tuple[str, dict[str, Any]]:
-        source = self._image_argument(image)
+    ) -> tuple[str, ImageJobResult]:
         return self._finish(
             lambda client: client.edit(
                 prompt,
-                source,
+                self._image_argument(image),
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
                 timeout=self.wait_timeout,
-                on_status=self._on_status(run_manager),
+                on_status=self._on_status(),
             )
         )
 
@@ -411,13 +333,12 @@ class MAIImageEditTool(_MAIImageTool):
         aspect_ratio: Any = "auto",
         output_format: Any = "png",
         run_manager: AsyncCallbackManagerForToolRun | None = None,
-    ) -> tuple[str, dict[str, Any]]:
-        source = self._image_argument(image)
-        on_status = self._aon_status(run_manager)
+    ) -> tuple[str, ImageJobResult]:
+        on_status = self._aon_status()
         return await self._afinish(
             lambda client: client.edit(
                 prompt,
-                source,
+                self._image_argument(image),
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,
@@ -440,19 +361,19 @@ class MAIImageJobTool(_MAIImageTool):
 
     def _run(
         self, request_id: str, run_manager: CallbackManagerForToolRun | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, ImageJobResult]:
         return self._finish(
             lambda client: client.wait(
                 request_id.strip(),
                 timeout=self.wait_timeout,
-                on_status=self._on_status(run_manager),
+                on_status=self._on_status(),
             )
         )
 
     async def _arun(
         self, request_id: str, run_manager: AsyncCallbackManagerForToolRun | None = None
-    ) -> tuple[str, dict[str, Any]]:
-        on_status = self._aon_status(run_manager)
+    ) -> tuple[str, ImageJobResult]:
+        on_status = self._aon_status()
         return await self._afinish(
             lambda client: client.wait(
                 request_id.strip(), timeout=self.wait_timeout, on_status=on_status

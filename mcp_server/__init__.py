@@ -6,7 +6,9 @@ Run it with ``mai-image-mcp`` (stdio) or ``mai-image-mcp --transport streamable-
 
 from __future__ import annotations
 
-from ._server import ImageJobResult, create_server
+from mai_tools._agent import ImageJobResult
+
+from ._server import create_server
 from ._settings import Settings, SettingsError
 
 __all__ = ["ImageJobResult", "Settings", "SettingsError", "create_server"]

@@ -12,29 +12,31 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
-import pydantic
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mai_tools import (
     AsyncMAIImageClient,
-    AuthenticationError,
-    ConfigurationError,
     ImageResult,
-    InsufficientBalanceError,
-    JobFailedError,
     JobStatus,
-    JobTimeoutError,
     MAIImageError,
-    PermissionDeniedError,
     __version__,
     _duration_cache,
 )
-from mai_tools._download import afetch_image, asave_or_report, not_saved_note
-from mai_tools._exceptions import APIStatusError, InvalidArgumentError
+from mai_tools._agent import (
+    Done,
+    Failed,
+    ImageJobResult,
+    Outcome,
+    answer_text,
+    arun,
+    outcome_of,
+    structured,
+)
+from mai_tools._download import afetch_image
 from mai_tools._images import agent_image_argument
 from mai_tools._models import (
     EditAspectRatioField,
@@ -59,22 +61,6 @@ INSTRUCTIONS = (
 )
 
 
-class ImageJobResult(BaseModel):
-    """Structured result of every tool."""
-
-    request_id: str = Field(description="The gateway's id of the job.")
-    status: str = Field(description="COMPLETED, or QUEUED/PROCESSING if still running.")
-    image_urls: list[str] = Field(description="URLs of the images (empty while running).")
-    media_type: str | None = Field(default=None, description="MIME type of the images.")
-    saved_paths: list[str] = Field(
-        default_factory=list, description="Local files, if the server saves images."
-    )
-    save_error: str | None = Field(
-        default=None, description="Why saving failed, if it did (the images are still ready)."
-    )
-    done: bool = Field(description="False if the job is still running: call get_image_job.")
-
-
 class _Clients:
     """One AsyncMAIImageClient per event loop (a server normally has exactly one)."""
 
@@ -89,20 +75,11 @@ class _Clients:
         loop = id(asyncio.get_running_loop())
         client = self._clients.get(loop)
         if client is None:
-            try:
-                client = AsyncMAIImageClient(
-                    self.settings.api_key,
-                    base_url=self.settings.base_url,
-                    wait_timeout=self.settings.max_wait,
-                )
-            except ConfigurationError as exc:
-                if "PIXAZO_API_KEY" in str(exc):
-                    raise ToolError(
-                        "The image server has no API key. Set PIXAZO_API_KEY in the MCP "
-                        "server's environment (your client's server config), or start the "
-                        "server with --emulator to try it offline."
-                    ) from None
-                raise ToolError(f"The image server is misconfigured: {exc}") from None
+            client = AsyncMAIImageClient(
+                self.settings.api_key,
+                base_url=self.settings.base_url,
+                wait_timeout=self.settings.max_wait,
+            )
             if self.settings.remember_durations:
                 _duration_cache.restore(client.durations, self._durations_key(client))
             self._clients[loop] = client
@@ -123,30 +100,6 @@ class _Clients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
-
-
-def _short(url: str) -> str:
-    return url.split(",", 1)[0] + ",..." if url.startswith("data:") else url
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, pydantic.ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-        return f"Invalid arguments, nothing was sent: {problems}"
-    if isinstance(exc, JobFailedError):
-        hint = (
-            "Rephrase the prompt (it may break the content policy) and try again."
-            if exc.status.value == "FAILED"
-            else "A system error (not charged): trying again may work."
-        )
-        return f"{exc} {hint}"
-    if isinstance(exc, AuthenticationError | InsufficientBalanceError | PermissionDeniedError):
-        return f"{exc}. The server's operator must fix this; retrying will not help."
-    if isinstance(exc, APIStatusError) and exc.status_code >= 500:
-        return f"The image service failed ({exc}). Try again in a minute."
-    return str(exc)
 
 
 def _thumbnail(data: bytes, side: int) -> bytes:
@@ -178,54 +131,28 @@ async def _previews(result: ImageResult, settings: Settings) -> list[ImageConten
     return previews
 
 
-async def _finished(result: ImageResult, settings: Settings) -> CallToolResult:
-    saved, save_error = await asave_or_report(result, settings.output_dir)
-    inline = result.has_data_uris
-    lines = [] if inline else list(result.image_urls)
-    lines.append(f"request_id: {result.request_id}")
-    if inline:
-        lines.append(
-            f"{len(result.image_urls)} image(s) returned inline"
-            + ("; saved to the paths below." if saved else "; see the previews.")
-        )
-    lines.extend(f"saved: {p}" for p in saved)
-    if save_error is not None:
-        lines.append(not_saved_note(save_error))
-    content: list[Any] = [TextContent(type="text", text="\n".join(lines))]
-    if not inline:
-        for index, url in enumerate(result.image_urls):
-            content.append(
-                ResourceLink(
-                    type="resource_link",
-                    uri=url,
-                    name=f"{result.request_id}-{index + 1}",
-                    mime_type=result.media_type,
+async def _answer(outcome: Outcome, settings: Settings) -> CallToolResult:
+    """The tool result: the shared text and structured answer, plus links and previews."""
+    if isinstance(outcome, Failed):
+        raise ToolError(outcome.message)
+    content: list[Any] = [
+        TextContent(type="text", text=answer_text(outcome, inline_shown="see the previews"))
+    ]
+    if isinstance(outcome, Done):
+        result = outcome.result
+        if not result.has_data_uris:
+            for index, url in enumerate(result.image_urls):
+                content.append(
+                    ResourceLink(
+                        type="resource_link",
+                        uri=url,
+                        name=f"{result.request_id}-{index + 1}",
+                        mime_type=result.media_type,
+                    )
                 )
-            )
-    content.extend(await _previews(result, settings))
-    structured = ImageJobResult(
-        request_id=result.request_id,
-        status=result.status.value,
-        image_urls=[_short(u) for u in result.image_urls],
-        media_type=result.media_type,
-        saved_paths=[str(p) for p in saved],
-        save_error=save_error,
-        done=True,
-    )
-    return CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
-
-
-def _still_running(exc: JobTimeoutError) -> CallToolResult:
-    status = exc.last_status.status.value if exc.last_status else "QUEUED"
-    text = (
-        f"The image job is still running (status {status}) after {exc.timeout:g}s.\n"
-        f"request_id: {exc.request_id}\n"
-        "Call get_image_job with this request_id to keep waiting for the result."
-    )
-    structured = ImageJobResult(request_id=exc.request_id, status=status, image_urls=[], done=False)
+        content.extend(await _previews(result, settings))
     return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=structured.model_dump(mode="json"),
+        content=content, structured_content=structured(outcome).model_dump(mode="json")
     )
 
 
@@ -239,7 +166,10 @@ async def _run_job(
 ) -> CallToolResult:
     """Run one job with progress on every status change and a heartbeat every few seconds."""
     settings = clients.settings
-    api = clients.get()
+    try:
+        api = clients.get()
+    except MAIImageError as exc:
+        return await _answer(outcome_of(exc), settings)
     start = time.monotonic()
     state = {"status": "SUBMITTING", "request_id": ""}
 
@@ -258,28 +188,15 @@ async def _run_job(
             await anyio.sleep(settings.heartbeat)
             await report()
 
-    result: ImageResult | None = None
-    failure: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(heartbeat)
         try:
-            result = await job(api, on_status)
-        except Exception as exc:  # handled below, outside the task group's exception group
-            failure = exc
+            outcome = await arun(lambda: job(api, on_status), save_to=settings.output_dir)
         finally:
             group.cancel_scope.cancel()
-    try:
-        if failure is not None:
-            raise failure
-        assert result is not None
+    if isinstance(outcome, Done):
         await clients.remember(api)
-        return await _finished(result, settings)
-    except JobTimeoutError as exc:
-        return _still_running(exc)
-    except ToolError:
-        raise
-    except (pydantic.ValidationError, MAIImageError, ValueError) as exc:
-        raise ToolError(_error_text(exc)) from None
+    return await _answer(outcome, settings)
 
 
 def create_server(
@@ -365,16 +282,12 @@ def create_server(
         Returns the new image URLs, links, previews and the request_id; if the job is still
         running when the wait ends, call get_image_job.
         """
-        try:
-            source = agent_image_argument(image, settings.allowed_dirs)
-        except InvalidArgumentError as exc:
-            raise ToolError(str(exc)) from None
         return await _run_job(
             ctx,
             clients,
             lambda api, on_status: api.edit(
                 prompt,
-                source,
+                agent_image_argument(image, settings.allowed_dirs),
                 num_images=num_images,
                 aspect_ratio=aspect_ratio,
                 output_format=output_format,

@@ -20,8 +20,8 @@ import click
 
 from .. import _duration_cache
 from .._client import MAIImageClient
-from .._exceptions import ConfigurationError, InvalidImageError
-from .._flow import API_KEY_ENV
+from .._constants import API_KEY_ENV
+from .._exceptions import InvalidImageError, MissingAPIKeyError
 from .._models import (
     EDIT_ASPECT_RATIOS,
     GENERATE_ASPECT_RATIOS,
@@ -235,7 +235,7 @@ def _open_client(
         return
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     if key is None or not key.strip():
-        raise ConfigurationError(_NO_KEY)
+        raise MissingAPIKeyError(_NO_KEY)
     session.secret = key.strip()
     with (
         state.client_factory(api_key=key, base_url=base_url) as client,

@@ -10,20 +10,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import pydantic
-
+from .._agent import FailureKind, failure_of
 from .._exceptions import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
-    ConfigurationError,
     DownloadError,
-    InsufficientBalanceError,
     InvalidArgumentError,
-    JobFailedError,
     JobTimeoutError,
+    MAIImageError,
     NotFoundError,
-    PermissionDeniedError,
 )
 
 
@@ -86,14 +79,6 @@ def _resume(session: Session, request_id: str) -> str:
     return f"Resume with: mai-image wait {request_id}"
 
 
-def _validation_message(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "input"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid argument: " + "; ".join(parts)
-
-
 def _interrupted(session: Session) -> str:
     rid = session.request_id
     if session.phase is Phase.SUBMITTING and rid is None:
@@ -127,34 +112,22 @@ def classify(exc: BaseException, session: Session) -> Failure:
     return Failure(failure.code, session.scrub(failure.message).replace("\n", " "))
 
 
+_CODES: dict[FailureKind, ExitCode] = {
+    FailureKind.INVALID_INPUT: ExitCode.USAGE,
+    FailureKind.UNKNOWN_JOB: ExitCode.USAGE,
+    FailureKind.OPERATOR: ExitCode.CONFIG,
+    FailureKind.JOB_FAILED: ExitCode.JOB_FAILED,
+    FailureKind.JOB_ERROR: ExitCode.JOB_FAILED,
+    FailureKind.RATE_LIMITED: ExitCode.GATEWAY,
+    FailureKind.SERVICE: ExitCode.GATEWAY,
+    FailureKind.MAY_EXIST: ExitCode.GATEWAY,
+}
+"""Exit codes by the agent-answer layer's failure kinds: one table of who fixes what."""
+
+
 def _classify(exc: BaseException, session: Session) -> Failure:
     if isinstance(exc, KeyboardInterrupt):
         return Failure(ExitCode.INTERRUPTED, _interrupted(session))
-    if isinstance(exc, pydantic.ValidationError):
-        return Failure(ExitCode.USAGE, _validation_message(exc))
-    if isinstance(exc, InvalidArgumentError):
-        return Failure(ExitCode.USAGE, str(exc))
-    if isinstance(exc, ConfigurationError):
-        return Failure(ExitCode.CONFIG, str(exc))
-    if isinstance(exc, AuthenticationError | InsufficientBalanceError | PermissionDeniedError):
-        return Failure(ExitCode.CONFIG, str(exc))
-    if isinstance(exc, BadRequestError):
-        return Failure(ExitCode.USAGE, str(exc))
-    if isinstance(exc, NotFoundError):
-        if exc.request_id is None:
-            # A submit path that does not exist: the base URL points somewhere else.
-            return Failure(ExitCode.GATEWAY, f"{exc} Is PIXAZO_BASE_URL / --base-url right?")
-        if session.emulator:
-            return Failure(
-                ExitCode.USAGE,
-                f"{exc}. The in-process --emulator starts empty: it knows only jobs made in "
-                "this same command (run `mai-image emulator` to keep one running)",
-            )
-        return Failure(ExitCode.USAGE, str(exc))
-    if isinstance(exc, JobFailedError):
-        return Failure(ExitCode.JOB_FAILED, str(exc))
-    if isinstance(exc, JobTimeoutError):
-        return Failure(ExitCode.TIMEOUT, _timeout(exc, session))
     if isinstance(exc, DownloadError):
         rid = session.request_id
         again = (
@@ -164,12 +137,30 @@ def _classify(exc: BaseException, session: Session) -> Failure:
             + (_EMULATOR_GONE if session.emulator else f"save it again with: mai-image wait {rid}")
         )
         return Failure(ExitCode.SAVE_FAILED, f"saving the images failed: {exc}{again}")
-    if isinstance(exc, APIError):
-        return Failure(ExitCode.GATEWAY, str(exc))
-    if isinstance(exc, OSError):
-        return Failure(ExitCode.INTERNAL, str(exc))  # a local I/O problem (stdin, stdout)
-    return Failure(
-        ExitCode.INTERNAL,
-        f"internal error ({type(exc).__name__}: {exc}); this is a bug in mai-image, please "
-        "report it",
-    )
+    if not isinstance(exc, MAIImageError):
+        if isinstance(exc, OSError):
+            return Failure(ExitCode.INTERNAL, str(exc))  # a local I/O problem (stdin, stdout)
+        return Failure(
+            ExitCode.INTERNAL,
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in mai-image, please "
+            "report it",
+        )
+    if isinstance(exc, JobTimeoutError):  # the agent layer's "still running"
+        return Failure(ExitCode.TIMEOUT, _timeout(exc, session))
+    outcome = failure_of(exc)
+    code = _CODES[outcome.kind]
+    # The person at the terminal is the operator too: the exception's own text (which says
+    # what to fix) reads better here than the agent wording, plus CLI-specific hints.
+    if outcome.kind is FailureKind.INVALID_INPUT and isinstance(exc, InvalidArgumentError):
+        return Failure(code, f"invalid argument: {exc}" if exc.errors() else str(exc))
+    if isinstance(exc, NotFoundError):
+        if exc.request_id is None:
+            # A submit path that does not exist: the base URL points somewhere else.
+            return Failure(code, f"{exc} Is PIXAZO_BASE_URL / --base-url right?")
+        if session.emulator:
+            return Failure(
+                code,
+                f"{exc}. The in-process --emulator starts empty: it knows only jobs made in "
+                "this same command (run `mai-image emulator` to keep one running)",
+            )
+    return Failure(code, str(exc))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._models import ImageResult, JobStatus, Status, _short_url
+from .._models import ImageResult, JobStatus, Status, short_url
 from ._errors import Phase, Session
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def print_result(result: ImageResult, saved: list[Path], *, as_json: bool) -> No
         return
     click.echo(f"request_id: {result.request_id}")
     for index, url in enumerate(result.image_urls):
-        click.echo(f"image {index + 1}: {_short_url(url)}")
+        click.echo(f"image {index + 1}: {short_url(url)}")
         if index < len(saved):
             click.echo(f"  saved: {saved[index]}")
 
@@ -143,7 +143,7 @@ def print_status(job: JobStatus, *, as_json: bool) -> None:
     if as_json:
         data = job.model_dump(mode="json", exclude_none=True)
         if job.output is not None:
-            data["output"]["media_url"] = [_short_url(u) for u in job.image_urls]
+            data["output"]["media_url"] = [short_url(u) for u in job.image_urls]
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"request_id: {job.request_id}")
@@ -151,4 +151,4 @@ def print_status(job: JobStatus, *, as_json: bool) -> None:
     if job.error:
         click.echo(f"error: {job.error}")
     for index, url in enumerate(job.image_urls):
-        click.echo(f"image {index + 1}: {_short_url(url)}")
+        click.echo(f"image {index + 1}: {short_url(url)}")

@@ -21,9 +21,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .._flow import split_url
+from .._constants import EDIT_PATH, GENERATE_PATH
 from .._images import sniff_image_type
-from .._models import EDIT_PATH, GENERATE_PATH, EditRequest, GenerateRequest
+from .._models import EditRequest, GenerateRequest
+from .._urls import split_url
 from ._config import EmulatorConfig, Faults
 from ._openapi import openapi_document
 from ._render import MEDIA_TYPES, render

@@ -14,11 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .._constants import EDIT_PATH, GENERATE_PATH, STATUS_PATH
 from .._models import (
-    EDIT_PATH,
-    GENERATE_PATH,
     PROMPT_PATTERN,
-    STATUS_PATH,
     EditRequest,
     GenerateRequest,
     Status,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .._models import EDIT_MODEL_ID, GENERATE_MODEL_ID
+from .._constants import EDIT_MODEL_ID, GENERATE_MODEL_ID
 from ._config import EmulatorConfig, Faults
 
 

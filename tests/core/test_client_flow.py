@@ -16,6 +16,7 @@ import pytest
 
 from mai_tools import (
     APIConnectionError,
+    APIResponseError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
@@ -175,16 +176,19 @@ def test_invalid_generate_arguments_send_nothing(
 ) -> None:
     args = {"prompt": "a valid prompt", **kwargs}
     prompt = args.pop("prompt")
-    with pytest.raises(pydantic.ValidationError) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         harness.call("generate", prompt, **args)
     assert field in str(info.value)
     assert isinstance(info.value, ValueError)
+    # One exception family: pydantic's field-by-field detail is kept, and its error the cause.
+    assert [e["loc"] for e in info.value.errors()] == [(field,)]
+    assert isinstance(info.value.__cause__, pydantic.ValidationError)
     assert harness.gateway.requests == []
 
 
 @pytest.mark.parametrize("ratio", ["21:9", "5:4", "4:5"])
 def test_generate_only_ratios_refused_for_edit(harness: Harness, ratio: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match="aspect_ratio"):
+    with pytest.raises(InvalidArgumentError, match="aspect_ratio"):
         harness.call("edit", "a valid prompt", PNG_1PX, aspect_ratio=ratio)
     assert harness.gateway.requests == []
     harness.call("generate", "a valid prompt", aspect_ratio=ratio)
@@ -259,7 +263,6 @@ def test_same_origin_polling_url_is_used(harness: Harness) -> None:
         "http://gateway.pixazo.ai/v2/requests/status/x",  # other scheme
         "https://gateway.pixazo.ai:8443/v2/requests/status/x",  # other port
         "https://[gateway.pixazo.ai/v2/requests/status/x",  # malformed
-        "/v2/requests/status/x",  # relative
     ],
 )
 def test_foreign_polling_url_never_gets_the_key(
@@ -270,6 +273,23 @@ def test_foreign_polling_url_never_gets_the_key(
     for request in harness.gateway.gets:
         assert str(request.url) == f"{BASE}/v2/requests/status/{RID}"
     assert sum("another origin" in r.message for r in caplog.records) == 1
+
+
+def test_a_relative_polling_url_is_resolved_against_base_url(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.gateway.submits = [queued(polling_url=f"/v2/requests/status/{RID}?token=2")]
+    harness.call("generate", "a cat")
+    for request in harness.gateway.gets:
+        assert str(request.url) == f"{BASE}/v2/requests/status/{RID}?token=2"
+    assert not [r for r in caplog.records if "another origin" in r.message]
+
+
+def test_a_status_for_another_job_is_not_adopted(harness: Harness) -> None:
+    harness.gateway.polls = [ok("COMPLETED", "microsoft-mai-image-2-5_someone-else")]
+    with pytest.raises(APIResponseError, match="another job") as info:
+        harness.call("get_status", RID)
+    assert info.value.request_id == RID
 
 
 def test_redirects_are_not_followed(harness: Harness) -> None:

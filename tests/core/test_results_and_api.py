@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from mai_tools import (
     PollPolicy,
     Status,
 )
+from mai_tools._download import Saver
 from mai_tools.emulator import EmulatorConfig, run_emulator
 from tests.support.fakes import BASE, KEY, PNG_1PX, RID, FullDisk, Gateway, Harness, ok
 
@@ -476,10 +476,10 @@ def test_sync_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> No
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"timeout": 0}, "timeout"),
-        ({"timeout": -1}, "timeout"),
-        ({"timeout": float("nan")}, "timeout"),
-        ({"timeout": "30"}, "timeout"),
+        ({"request_timeout": 0}, "request_timeout"),
+        ({"request_timeout": -1}, "request_timeout"),
+        ({"request_timeout": float("nan")}, "request_timeout"),
+        ({"request_timeout": "30"}, "request_timeout"),
         ({"wait_timeout": None}, "wait_timeout"),
         ({"wait_timeout": "x"}, "wait_timeout"),
         ({"max_retries": "3"}, "max_retries"),
@@ -496,6 +496,20 @@ def test_bad_constructor_arguments_are_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         cls(KEY, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [MAIImageClient, AsyncMAIImageClient])
+def test_the_old_constructor_timeout_name_still_works_with_a_warning(
+    cls: type[MAIImageClient] | type[AsyncMAIImageClient],
+) -> None:
+    with pytest.warns(DeprecationWarning, match="request_timeout"):
+        client = cls(KEY, timeout=7.0)
+    assert client.options.request_timeout == httpx.Timeout(7.0)
+    with (
+        pytest.raises(ConfigurationError, match="request_timeout"),
+        pytest.warns(DeprecationWarning, match="renamed"),
+    ):
+        cls(KEY, timeout=0)
 
 
 def test_a_non_string_key_is_refused_without_echoing_it() -> None:
@@ -556,10 +570,11 @@ def test_asave_from_another_event_loop_uses_a_fresh_connection(tmp_path: Path) -
 
         # As if made by an AsyncMAIImageClient in an earlier asyncio.run(), left open.
         stale = httpx.AsyncClient(transport=httpx.MockTransport(must_not_be_used))
-        dead_loop = asyncio.new_event_loop()
-        dead_loop.close()
-        result._ahttp = stale
-        result._ahttp_loop = weakref.ref(dead_loop)
+
+        async def saver_of_an_earlier_loop() -> Saver:
+            return Saver(ahttp=stale)
+
+        result.with_saver(asyncio.run(saver_of_an_earlier_loop()))
         (path,) = asyncio.run(result.asave(tmp_path))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         asyncio.run(stale.aclose())

@@ -171,9 +171,9 @@ def test_tool_call_gives_urls_first_and_the_artifact(mai_emulator: RunningEmulat
     assert lines[1].startswith(mai_emulator.base_url + "/files/")
     assert lines[2].startswith("request_id: microsoft-mai-image-2-5_")
     artifact = message.artifact
-    assert artifact["status"] == "COMPLETED"
-    assert artifact["image_urls"] == lines[:2]
-    assert artifact["saved_paths"] == []
+    assert artifact.status == "COMPLETED"
+    assert artifact.image_urls == lines[:2]
+    assert artifact.saved_paths == []
     assert message.tool_call_id == "call_1"
 
 
@@ -187,7 +187,7 @@ def test_output_dir_saves_files(tmp_path: Path) -> None:
     message = _call(MAIImageGenerateTool(output_dir=tmp_path), {"prompt": "save me"})
     (saved,) = tmp_path.iterdir()
     assert f"saved: {saved}" in message.content
-    assert message.artifact["saved_paths"] == [str(saved)]
+    assert message.artifact.saved_paths == [str(saved)]
 
 
 def test_a_failed_save_still_returns_the_finished_job(tmp_path: Path) -> None:
@@ -203,8 +203,8 @@ def test_a_failed_save_still_returns_the_finished_job(tmp_path: Path) -> None:
         assert message.status == "success"
         assert _text(message).splitlines()[0].startswith("http")
         assert "not saved to disk (Cannot create directory" in _text(message)
-        assert message.artifact["status"] == "COMPLETED"
-        assert "Cannot create directory" in message.artifact["save_error"]
+        assert message.artifact.status == "COMPLETED"
+        assert "Cannot create directory" in message.artifact.save_error
 
 
 def test_edit_of_generated_url() -> None:
@@ -292,10 +292,10 @@ def test_timeout_tells_the_model_to_call_get_image_job() -> None:
         message = _call(MAIImageGenerateTool(**kwargs), {"prompt": "takes a while"})
         assert message.status == "success"
         assert "get_image_job" in message.content
-        rid = message.artifact["request_id"]
+        rid = message.artifact.request_id
         job = _call(MAIImageJobTool(**{**kwargs, "wait_timeout": 10}), {"request_id": rid})
         assert job.status == "success"
-        assert job.artifact["status"] == "COMPLETED"
+        assert job.artifact.status == "COMPLETED"
         assert _text(job).splitlines()[0].startswith(slow.base_url)
 
 
@@ -432,12 +432,12 @@ def test_batch_and_abatch() -> None:
 def test_sync_mode_content_has_no_base64(tmp_path: Path) -> None:
     # The tools never ask for sync mode, but a sync-mode result (data URIs) must not reach the
     # model's context: check the formatting on a result built from one.
-    from mai_tools.langchain import _content
+    from mai_tools._agent import Done, answer_text
 
     raw = io.BytesIO()
     Image.new("RGB", (4, 4)).save(raw, "PNG")
     uri = PNG_URI_PREFIX + base64.b64encode(raw.getvalue()).decode()
     result = mai_tools.ImageResult(request_id="microsoft-mai-image-2-5_x", image_urls=[uri])
-    text = _content(result, [])
+    text = answer_text(Done(result))
     assert "base64" not in text
     assert "kept in the tool artifact" in text

@@ -1,0 +1,183 @@
+"""Client configuration, resolved once in the constructor: argument > environment > default.
+
+:class:`ClientOptions` is the one frozen record of everything a client was built with; both
+clients and the flow read their settings from it. The API key lives in a :class:`Secret`,
+whose repr never shows it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import TypeGuard
+
+import httpx
+
+from ._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
+from ._exceptions import ConfigurationError, InvalidArgumentError, MissingAPIKeyError
+from ._urls import has_unsafe_chars, split_url
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client this process makes.
+
+    Building one loads the CA bundle (~100 ms); clients made per call (CLI commands, tool
+    calls, downloads) would otherwise pay that each time. SSLContext is safe to share.
+    """
+    return httpx.create_ssl_context()
+
+
+class Secret:
+    """Holds the API key; its repr never shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every occurrence of the secret replaced by ``***``."""
+        return text.replace(self._value, "***") if self._value and self._value in text else text
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """An int or float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def require_whole(value: object, name: str, *, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else ConfigurationError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number, at least {minimum}.")
+    return value
+
+
+def http_timeout(timeout: object) -> httpx.Timeout:
+    """The per-request timeout: an ``httpx.Timeout``, or positive finite seconds."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if not (is_number(timeout) and 0 < timeout < math.inf):
+        raise ConfigurationError(
+            "request_timeout (per HTTP request) must be a positive number of seconds or an "
+            f"httpx.Timeout; got {timeout!r:.40}."
+        )
+    return httpx.Timeout(float(timeout))
+
+
+def resolve_base_url(base_url: object) -> str:
+    if base_url is not None and not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a string; got {type(base_url).__name__}.")
+    value = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    value = value.strip().rstrip("/")
+    parts = split_url(value)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}; got {value[:100]!r} "
+            f"(from {'the argument' if base_url else BASE_URL_ENV})."
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError("base_url must not contain a query string or fragment.")
+    return value
+
+
+def resolve_api_key(api_key: object) -> Secret:
+    if api_key is not None and not isinstance(api_key, str):
+        # Never echo the value: it may be a key in the wrong type.
+        raise ConfigurationError(f"api_key must be a string; got {type(api_key).__name__}.")
+    value = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if value is None or not value.strip():
+        raise MissingAPIKeyError(
+            f"No API key: pass api_key=... or set the {API_KEY_ENV} environment variable. "
+            "To try mai-tools without a key, run against the offline emulator: "
+            "`mai-image generate '...' --emulator`, or in Python "
+            "`with mai_tools.emulator.run_emulator() as emu: MAIImageClient(emu.api_key, "
+            "base_url=emu.base_url)`."
+        )
+    value = value.strip()
+    if has_unsafe_chars(value):
+        raise ConfigurationError(
+            f"The API key (from {'api_key' if api_key is not None else API_KEY_ENV}) contains "
+            "spaces, control or non-ASCII characters; copy it again from the Pixazo dashboard."
+        )
+    return Secret(value)
+
+
+def call_timeout(timeout: object, default: float) -> float:
+    """The whole-call bound of one generate/edit/wait call, in seconds."""
+    if timeout is None:
+        return default
+    if not is_number(timeout):
+        raise InvalidArgumentError(
+            f"timeout must be a number of seconds; got {type(timeout).__name__}."
+        )
+    if not (timeout > 0) or math.isnan(timeout):
+        raise InvalidArgumentError("timeout must be a positive number of seconds.")
+    return float(timeout)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything a client is configured with, validated once. Build it with :meth:`resolve`."""
+
+    api_key: Secret = field(repr=False)
+    base_url: str
+    request_timeout: httpx.Timeout
+    max_retries: int
+    wait_timeout: float
+    max_input_image_bytes: int
+    max_download_bytes: int
+    max_concurrent_requests: int
+
+    @classmethod
+    def resolve(
+        cls,
+        api_key: object = None,
+        *,
+        base_url: object = None,
+        request_timeout: object = DEFAULT_REQUEST_TIMEOUT,
+        max_retries: object = DEFAULT_MAX_RETRIES,
+        wait_timeout: object = DEFAULT_WAIT_TIMEOUT,
+        max_input_image_bytes: object = DEFAULT_MAX_INPUT_BYTES,
+        max_download_bytes: object = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_concurrent_requests: object = DEFAULT_MAX_CONCURRENT_REQUESTS,
+    ) -> ClientOptions:
+        """Check every option (argument > environment > default); ConfigurationError if bad."""
+        concurrency = require_whole(max_concurrent_requests, "max_concurrent_requests", minimum=1)
+        key = resolve_api_key(api_key)
+        origin = resolve_base_url(base_url)
+        per_request = http_timeout(request_timeout)
+        retries = require_whole(max_retries, "max_retries", minimum=0)
+        if not (is_number(wait_timeout) and wait_timeout > 0 and math.isfinite(wait_timeout)):
+            raise ConfigurationError("wait_timeout must be a positive number of seconds.")
+        if not is_number(max_input_image_bytes) or max_input_image_bytes < 1:
+            raise ConfigurationError("max_input_image_bytes must be a positive number of bytes.")
+        return cls(
+            api_key=key,
+            base_url=origin,
+            request_timeout=per_request,
+            max_retries=retries,
+            wait_timeout=float(wait_timeout),
+            max_input_image_bytes=int(max_input_image_bytes),
+            max_download_bytes=require_whole(max_download_bytes, "max_download_bytes", minimum=1),
+            max_concurrent_requests=concurrency,
+        )

@@ -1,0 +1,57 @@
+"""Every default, limit, path, model id, environment variable name and header value, once.
+
+The bottom layer: it imports nothing from mai_tools but the version. Everything above reads
+its defaults from here, so a limit or a name is never spelled twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import httpx
+
+from ._version import __version__
+
+# --------------------------------------------------------------------------- the gateway
+
+DEFAULT_BASE_URL: Final = "https://gateway.pixazo.ai"
+GENERATE_MODEL_ID: Final = "microsoft-mai-image-2-5"
+EDIT_MODEL_ID: Final = "microsoft-mai-image-2-5-edit"
+GENERATE_PATH: Final = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
+EDIT_PATH: Final = "/microsoft-mai-image-2-5-edit/v1/microsoft-mai-image-2-5-edit-request"
+STATUS_PATH: Final = "/v2/requests/status/{request_id}"
+API_KEY_HEADER: Final = "Ocp-Apim-Subscription-Key"
+WEBHOOK_HEADER: Final = "X-Webhook-URL"
+
+# --------------------------------------------------------------------------- environment
+
+API_KEY_ENV: Final = "PIXAZO_API_KEY"
+BASE_URL_ENV: Final = "PIXAZO_BASE_URL"
+
+# --------------------------------------------------------------------------- request limits
+
+PROMPT_MIN_LENGTH: Final = 3
+PROMPT_MAX_LENGTH: Final = 5000
+MAX_IMAGES: Final = 4
+DEFAULT_MAX_INPUT_BYTES: Final = 20 * 1024 * 1024
+"""Largest local image (file, bytes or data URI) an edit sends."""
+
+# --------------------------------------------------------------------------- client defaults
+
+DEFAULT_REQUEST_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
+"""Bound on one HTTP request to the gateway (not on a whole call)."""
+DEFAULT_MAX_RETRIES: Final = 3
+DEFAULT_WAIT_TIMEOUT: Final = 300.0
+"""Default bound, in seconds, on a whole generate/edit/wait call."""
+DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 32
+"""Requests in flight at once on one client; further jobs queue in the client (cheap), not in
+httpcore's pool, whose bookkeeping grows with queued requests x connections."""
+KEEPALIVE_EXPIRY: Final = 75.0
+"""Poll gaps can be longer than httpx's default 5 s keep-alive expiry; keep connections warm."""
+USER_AGENT: Final = f"mai-tools/{__version__} (+https://github.com/mai-tools/mai-tools)"
+
+# --------------------------------------------------------------------------- downloads
+
+DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
+DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
+DOWNLOAD_HEADERS: Final = {"User-Agent": f"mai-tools/{__version__}", "Accept": "image/*"}

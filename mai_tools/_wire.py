@@ -1,0 +1,190 @@
+"""The gateway's HTTP API as data: headers, request bodies, JSON decoding, answers -> errors.
+
+No I/O and no decisions about retrying or waiting (those are the flow's); this layer only
+knows how the gateway spells things.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pydantic
+
+from ._config import Secret
+from ._constants import (
+    API_KEY_HEADER,
+    EDIT_PATH,
+    GENERATE_PATH,
+    USER_AGENT,
+    WEBHOOK_HEADER,
+)
+from ._exceptions import APIResponseError, APIStatusError, status_error_class
+from ._models import EditRequest, GenerateRequest, Job, JobStatus
+from ._policies import parse_retry_after
+from ._urls import origin, same_origin, split_url, status_path
+
+logger = logging.getLogger("mai_tools")
+
+JobRequest = GenerateRequest | EditRequest
+
+
+def operation_name(body: JobRequest) -> str:
+    return "edit" if isinstance(body, EditRequest) else "generate"
+
+
+def submit_path(body: JobRequest) -> str:
+    return EDIT_PATH if isinstance(body, EditRequest) else GENERATE_PATH
+
+
+def error_details(response: httpx.Response) -> tuple[str | None, str, Any]:
+    """(error, message, body) from an error response, tolerating any body."""
+    content_type = response.headers.get("content-type", "")
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = body.get("message") or body.get("detail") or error
+        return (
+            None if error is None else str(error)[:500],
+            str(message or response.reason_phrase)[:2000],
+            body,
+        )
+    kind = content_type.split(";", 1)[0] or "no content type"
+    return (
+        None,
+        (
+            f"{response.reason_phrase or 'error'} (non-JSON body: {kind}, {len(response.content)} "
+            "bytes)"
+        ),
+        None,
+    )
+
+
+class Wire:
+    """How one client talks to its gateway: its key, its origin, and the gateway's formats."""
+
+    def __init__(self, api_key: Secret, base_url: str) -> None:
+        self._api_key = api_key
+        self.base_url = base_url
+
+    def headers(self, webhook_url: str | None = None) -> dict[str, str]:
+        headers = {
+            API_KEY_HEADER: self._api_key.get(),
+            "Content-Type": "application/json",
+            "Cache-Control": "no-cache",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if webhook_url is not None:
+            headers[WEBHOOK_HEADER] = webhook_url
+        return headers
+
+    def scrub(self, text: str) -> str:
+        """Remove the API key from server-provided text."""
+        return self._api_key.scrub(text)
+
+    def submit_url(self, body: JobRequest) -> str:
+        return self.base_url + submit_path(body)
+
+    def status_url(self, request_id: str, polling_url: str | None) -> str:
+        """The status URL: the gateway's ``polling_url`` only on ``base_url``'s origin.
+
+        A relative ``polling_url`` is resolved against ``base_url``. One on another origin is
+        not used, so that the API key is only ever sent to ``base_url``.
+        """
+        if polling_url:
+            parts = split_url(polling_url)
+            if (
+                parts is not None
+                and not parts.scheme
+                and not parts.netloc
+                and polling_url[:1] == "/"
+            ):
+                return self.base_url + polling_url
+            if same_origin(polling_url, self.base_url):
+                return polling_url
+            logger.warning(
+                "polling_url for %s is on another origin (%s); polling %s instead so the API "
+                "key is only sent to base_url",
+                request_id,
+                origin(polling_url)[1] or "?",
+                self.base_url,
+            )
+        return self.base_url + status_path(request_id)
+
+    def status_error(self, response: httpx.Response, request_id: str | None) -> APIStatusError:
+        error, message, body = error_details(response)
+        code = response.status_code
+        if 300 <= code < 400:
+            location = response.headers.get("location", "")
+            message = (
+                f"the gateway redirected to {origin(location)[1] or location[:60]!r}; "
+                "redirects are not followed so the API key stays with base_url"
+            )
+        return status_error_class(code)(
+            self.scrub(message),
+            status_code=code,
+            error=None if error is None else self.scrub(error),
+            request_id=request_id,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            body=body,
+        )
+
+    def decode_json(self, response: httpx.Response, what: str, request_id: str | None) -> Any:
+        try:
+            return response.json()
+        except (ValueError, UnicodeDecodeError):
+            kind = response.headers.get("content-type", "no content type").split(";", 1)[0]
+            raise APIResponseError(
+                f"{what}: expected JSON, got {kind} ({len(response.content)} bytes, HTTP "
+                f"{response.status_code})",
+                request_id=request_id,
+            ) from None
+
+    def job_status(self, response: httpx.Response, request_id: str | None, what: str) -> JobStatus:
+        """The one way an answer becomes a :class:`JobStatus` (submit and status reads alike).
+
+        Raises:
+            APIResponseError: not JSON, not an object, no request id, or fields not understood.
+        """
+        body = self.decode_json(response, what, request_id)
+        if not isinstance(body, dict):
+            raise APIResponseError(
+                f"{what}: expected a JSON object, got a {type(body).__name__}",
+                request_id=request_id,
+            )
+        if request_id is None:
+            # A submit answer: it names the new job, and a job just made is QUEUED.
+            if not body.get("request_id"):
+                raise APIResponseError(f"{what} has no request_id")
+            body.setdefault("status", "QUEUED")
+        else:
+            answered = body.setdefault("request_id", request_id)
+            if answered != request_id:
+                raise APIResponseError(
+                    f"{what}: the gateway answered for another job ({str(answered)[:80]!r})",
+                    request_id=request_id,
+                )
+        try:
+            return JobStatus.from_body(body)
+        except pydantic.ValidationError as exc:
+            raise APIResponseError(
+                f"{what} not understood: {exc.error_count()} invalid field(s)",
+                request_id=request_id,
+            ) from None
+
+    def parse_submit(self, response: httpx.Response) -> Job | JobStatus:
+        """A :class:`Job` to wait for, or the finished :class:`JobStatus` (sync mode)."""
+        status = self.job_status(response, None, "Submit response")
+        if status.output is not None or status.status.is_terminal:
+            return status
+        return Job(
+            request_id=status.request_id,
+            status=status.status,
+            polling_url=status.polling_url,
+            raw_status=status.raw_status,
+        )
