@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import AsyncMAIImageClient, MAIImageClient
+from ._async_client import AsyncMAIImageClient
+from ._client import MAIImageClient
 from ._exceptions import (
     APIConnectionError,
     APIError,

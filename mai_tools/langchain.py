@@ -37,7 +37,8 @@ from ._agent import (
     structured,
     validation_text,
 )
-from ._client import AsyncMAIImageClient, MAIImageClient
+from ._async_client import AsyncMAIImageClient
+from ._client import MAIImageClient
 from ._exceptions import MAIImageError
 from ._images import ImageInput, agent_image_argument
 from ._models import (
