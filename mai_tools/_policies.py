@@ -116,7 +116,13 @@ class RetryPolicy:
 
         A server-given ``Retry-After`` wins over the computed backoff when it is longer.
         """
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(attempt - 1, 0))
+        # Clamp the exponent: after enough attempts the cap holds anyway, and multiplier ** n
+        # would overflow (OverflowError after ~1,025 doublings).
+        exponent = min(max(attempt - 1, 0), 64)
+        try:
+            base = min(self.max_backoff, self.initial_backoff * self.multiplier**exponent)
+        except OverflowError:
+            base = self.max_backoff
         if self.jitter > 0 and base > 0:
             r = (rng or random).random()
             base = base * (1 - self.jitter) + base * self.jitter * 2 * r
@@ -194,6 +200,13 @@ class PollPolicy:
             last_gap: the previous gap, or None before the first poll.
             window: learned (q_low, q_high) duration window, or None.
         """
+        # Whatever was learned (or restored from a cache someone edited), no gap between two
+        # polls is ever longer than max_interval.
+        return min(self._next_delay(elapsed, last_gap, window), self.max_interval)
+
+    def _next_delay(
+        self, elapsed: float, last_gap: float | None, window: tuple[float, float] | None
+    ) -> float:
         if last_gap is None:
             first = self.first_delay
             if window is not None:
@@ -202,17 +215,17 @@ class PollPolicy:
             return max(first - elapsed, 0.0)
         if window is None:
             gap = max(last_gap * self.cold_growth, self.min_interval)
-            return min(gap, self.cold_max_interval, self.max_interval)
+            return min(gap, self.cold_max_interval)
         low, high = window
         dense = (high - low) / max(self.window_polls, 1.0)
         dense = min(max(dense, self.min_interval), self.max_dense_interval, self.max_interval)
         if elapsed < low - dense / 2:
-            # Before the window: sleep to its start in one go.
+            # Before the window: sleep to its start (in steps of at most max_interval).
             return max(low - elapsed, self.min_interval)
         if elapsed < high:
             return dense
         # Slower than usual: back off from the dense gap.
-        return min(max(last_gap * self.tail_growth, dense), self.max_interval)
+        return max(last_gap * self.tail_growth, dense)
 
 
 @dataclass
@@ -260,10 +273,25 @@ class DurationStats:
     def window(self, operation: str, policy: PollPolicy) -> tuple[float, float] | None:
         """The learned (q_low, q_high) duration window, or None if too few samples."""
         with self._lock:
-            samples = sorted(self._samples.get(operation, ()))
-        if len(samples) < policy.min_samples:
+            recent = list(self._samples.get(operation, ()))
+        if len(recent) < policy.min_samples:
             return None
-        return _quantile(samples, policy.low_quantile), _quantile(samples, policy.high_quantile)
+        low, high = _window(recent, policy)
+        # When the last few jobs all fell outside the window, the gateway has changed pace:
+        # follow the recent jobs instead of waiting for a hundred old samples to age out.
+        latest = recent[-_DRIFT_JOBS:]
+        if len(latest) == _DRIFT_JOBS and all(not (low <= d <= high) for d in latest):
+            return _window(latest, policy)
+        return low, high
+
+
+_DRIFT_JOBS = 3
+"""Consecutive jobs outside the learned window after which the window follows recent jobs."""
+
+
+def _window(samples: list[float], policy: PollPolicy) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return _quantile(ordered, policy.low_quantile), _quantile(ordered, policy.high_quantile)
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

@@ -100,6 +100,21 @@ def test_duration_stats_quantiles() -> None:
     for value in range(100, 110):
         stats.record("generate", value)
     assert stats.window("generate", policy) == (100, 109)  # only recent history counts
+
+
+def test_a_window_that_stops_matching_follows_the_recent_jobs() -> None:
+    policy = PollPolicy()
+    stats = DurationStats()
+    for _ in range(95):
+        stats.record("generate", 40.0)  # a slow period (or an edited cache)
+    assert stats.window("generate", policy) == (40.0, 40.0)
+    for _ in range(2):
+        stats.record("generate", 0.6)
+    assert stats.window("generate", policy) == (40.0, 40.0)  # two odd jobs are noise
+    stats.record("generate", 0.6)
+    low, high = stats.window("generate", policy) or (0.0, 0.0)
+    assert low == pytest.approx(0.6)  # three in a row: the pace changed, follow it
+    assert high < 40.0
     assert stats.window("edit", policy) is None
 
 
@@ -120,9 +135,11 @@ def test_clients_can_share_and_restore_learned_durations() -> None:
         assert one.durations is shared
         window = one.durations.window("generate", one.poll_policy)
         assert window == (6.0, 6.0)
-        # Learned: after the early poll, sleep until jobs usually finish (not the cold 0.75 s).
+        # Learned: after the early poll, sleep until jobs usually finish (not the cold 0.75 s),
+        # in gaps of at most max_interval (5 s): 0.5 s -> 5.5 s -> 6 s.
         policy = one.poll_policy
-        assert policy.next_delay(elapsed=0.5, last_gap=0.5, window=window) == 5.5
+        assert policy.next_delay(elapsed=0.5, last_gap=0.5, window=window) == 5.0
+        assert policy.next_delay(elapsed=5.5, last_gap=5.0, window=window) == 0.5
         assert policy.next_delay(elapsed=0.5, last_gap=0.5, window=None) == 0.75
     with MAIImageClient(KEY, base_url=BASE) as fresh:
         assert fresh.durations is not shared
