@@ -225,11 +225,18 @@ INVALID_KEY = (
         (
             "poor",
             402,
-            {"error": "Insufficient Balance", "message": "Your wallet does not have enough balance."},
+            {
+                "error": "Insufficient Balance",
+                "message": "Your wallet does not have enough balance.",
+            },
         ),
-        ("banned", 403, {"error": "Forbidden", "message": "This subscription may not use this model."}),
+        (
+            "banned",
+            403,
+            {"error": "Forbidden", "message": "This subscription may not use this model."},
+        ),
     ],
-)  # fmt: skip
+)
 def test_auth(emu: RunningEmulator, key: str | None, code: int, body: dict[str, Any]) -> None:
     headers = {} if key is None else {"Ocp-Apim-Subscription-Key": key}
     response = httpx.post(f"{emu.base_url}{GEN}", json={"prompt": "a cat"}, headers=headers)
