@@ -513,14 +513,16 @@ class EmulatorApp:
             url = job.webhook_url
             faults = self.emu.faults
             await anyio.sleep(max(job.finished_mono - time.monotonic(), 0))
+            if not self.emu.current(job):  # reset() forgot the job while it ran
+                return
             record: dict[str, Any] = {"request_id": job.request_id, "url": url}
             reason = self._webhook_refusal(url)
             if reason is not None:
                 logger.warning("webhook for %s not sent: %s", job.request_id, reason)
-                self.emu.record_webhook({**record, "outcome": "refused", "reason": reason})
+                self.emu.record_webhook({**record, "outcome": "refused", "reason": reason}, job)
                 return
             if self.emu.roll(faults.webhook_drop_rate):
-                self.emu.record_webhook({**record, "outcome": "dropped"})
+                self.emu.record_webhook({**record, "outcome": "dropped"}, job)
                 return
             if self.emu.roll(faults.webhook_delay_rate):
                 await anyio.sleep(faults.webhook_delay_seconds)
@@ -533,6 +535,8 @@ class EmulatorApp:
                     timeout=10, trust_env=False, follow_redirects=False
                 )
             for attempt in range(1, copies + 1):
+                if not self.emu.current(job):
+                    return
                 delivery = {**record, "attempt": attempt}
                 try:
                     response = await self._webhook_client.post(url, json=body)
@@ -541,7 +545,7 @@ class EmulatorApp:
                     delivery.update(outcome="failed", error=type(exc).__name__)
                     logger.warning("webhook for %s failed: %s", job.request_id, type(exc).__name__)
                 delivery["at"] = time.time()
-                self.emu.record_webhook(delivery)
+                self.emu.record_webhook(delivery, job)
 
         task = asyncio.get_running_loop().create_task(deliver())
         self._tasks.add(task)

@@ -93,6 +93,7 @@ class Job:
     error: str | None
     webhook_url: str | None
     source_size: tuple[int, int] | None = None  # the edit source's size as sent, if any
+    epoch: int = 0  # Emulator.reset() starts a new epoch: older jobs' callbacks are not sent
     polls: int = 0
     first_seen_finished: float | None = None  # wall clock
     first_seen_finished_mono: float | None = None
@@ -177,6 +178,7 @@ class Emulator:
         self._faults = self.config.faults
         self._rng = random.Random(self.config.seed)
         self._jobs: dict[str, Job] = {}  # in creation order: the oldest go first
+        self._epoch = 0
         self._source_bytes = 0
         self._forgotten = 0
         self._jobs_created = 0
@@ -210,6 +212,7 @@ class Emulator:
         """Forget every job and counter and restore the configured faults."""
         with self._lock:
             self._faults = self.config.faults
+            self._epoch += 1
             self._jobs.clear()
             self._source_bytes = 0
             self._forgotten = 0
@@ -414,6 +417,7 @@ class Emulator:
             error=error,
             webhook_url=webhook_url,
             source_size=source_size,
+            epoch=self._epoch,
         )
         with self._lock:
             self._jobs[job.request_id] = job
@@ -448,6 +452,11 @@ class Emulator:
                 )
             )
 
-    def record_webhook(self, delivery: dict[str, Any]) -> None:
+    def current(self, job: Job) -> bool:
+        """False once :meth:`reset` has forgotten the job (its callback is then not sent)."""
+        return job.epoch == self._epoch
+
+    def record_webhook(self, delivery: dict[str, Any], job: Job | None = None) -> None:
         with self._lock:
-            self._webhooks.append(delivery)
+            if job is None or job.epoch == self._epoch:
+                self._webhooks.append(delivery)

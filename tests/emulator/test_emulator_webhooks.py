@@ -168,3 +168,12 @@ def test_callbacks_only_to_the_receivers_url(receiver: Receiver, emu: RunningEmu
     assert all("webhook_only_to" in d["reason"] for d in deliveries if d["outcome"] == "refused")
     time.sleep(0.2)
     assert len(receiver.callbacks) == 1
+
+
+def test_reset_forgets_pending_callbacks(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_delay_rate=1.0, webhook_delay_seconds=0.3)
+    _submit(emu, receiver.url(), "forgotten by a reset")
+    emu.control.reset()  # e.g. the next test starts while this callback waits
+    time.sleep(0.8)
+    assert receiver.callbacks == []
+    assert emu.control.stats().webhook_deliveries == []
