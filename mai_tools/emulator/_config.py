@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .._flow import split_url
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -88,6 +90,18 @@ class Faults(BaseModel):
             "prefix); any other X-Webhook-URL gets none."
         ),
     )
+
+    @field_validator("webhook_only_to")
+    @classmethod
+    def _receiver_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            parts = split_url(url)
+            if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"webhook_only_to: {url[:100]!r} is not an http(s) URL with a host, "
+                    "e.g. http://127.0.0.1:9000/hooks/"
+                )
+        return urls
 
 
 class EmulatorConfig(BaseModel):

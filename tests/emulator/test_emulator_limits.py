@@ -190,13 +190,13 @@ def test_jobs_past_max_jobs_are_forgotten() -> None:
 
 def test_jobs_are_forgotten_job_ttl_after_they_end() -> None:
     with (
-        run_emulator(EmulatorConfig(min_duration=0, max_duration=0, job_ttl=0.3)) as emu,
+        run_emulator(EmulatorConfig(min_duration=0, max_duration=0, job_ttl=1.0)) as emu,
         httpx.Client(base_url=emu.base_url) as c,
     ):
         rid = c.post(GEN, json={"prompt": "short lived"}, headers=AUTH).json()["request_id"]
         media = _status(c, rid).json()["output"]["media_url"][0]
         assert c.get(media).status_code == 200
-        time.sleep(0.4)
+        time.sleep(1.1)
         assert _status(c, rid).status_code == 404
         assert c.get(media).status_code == 404
         assert emu.control.job(rid) is None
@@ -206,11 +206,11 @@ def test_jobs_are_forgotten_job_ttl_after_they_end() -> None:
 def test_a_job_still_running_outlives_its_ttl() -> None:
     # The age counts from the end of the job: a slow job is not forgotten while it runs.
     with (
-        run_emulator(EmulatorConfig(min_duration=0.5, max_duration=0.5, job_ttl=0.1)) as emu,
+        run_emulator(EmulatorConfig(min_duration=2, max_duration=2, job_ttl=0.1)) as emu,
         httpx.Client(base_url=emu.base_url) as c,
     ):
         rid = c.post(GEN, json={"prompt": "slow job"}, headers=AUTH).json()["request_id"]
-        time.sleep(0.3)
+        time.sleep(0.5)  # past the TTL, counted from the start
         assert _status(c, rid).json()["status"] in ("QUEUED", "PROCESSING")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import EmulatorConfig, Faults, RunningEmulator, run_emulator
 from mai_tools.emulator._app import is_loopback_host
 
 from .conftest import Receiver
@@ -177,3 +177,9 @@ def test_reset_forgets_pending_callbacks(receiver: Receiver, emu: RunningEmulato
     time.sleep(0.8)
     assert receiver.callbacks == []
     assert emu.control.stats().webhook_deliveries == []
+
+
+@pytest.mark.parametrize("url", ["/hooks/", "ftp://127.0.0.1/x", "http://[", "http:///path"])
+def test_webhook_only_to_takes_http_urls(url: str) -> None:
+    with pytest.raises(ValueError, match=r"webhook_only_to: .* is not an http"):
+        Faults(webhook_only_to=(url,))
