@@ -511,10 +511,10 @@ class EmulatorApp:
         async def deliver() -> None:
             assert job.webhook_url is not None
             url = job.webhook_url
-            faults = self.emu.faults
             await anyio.sleep(max(job.finished_mono - time.monotonic(), 0))
             if not self.emu.current(job):  # reset() forgot the job while it ran
                 return
+            faults = self.emu.faults  # the faults in force when the callback is due
             record: dict[str, Any] = {"request_id": job.request_id, "url": url}
             reason = self._webhook_refusal(url)
             if reason is not None:
