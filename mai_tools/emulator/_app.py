@@ -1,4 +1,11 @@
-"""The emulator's ASGI app: the gateway's three endpoints, result files and admin endpoints."""
+"""The emulator's ASGI app: the gateway's three endpoints, result files and admin endpoints.
+
+Errors come in the two shapes the real gateway uses: the API gateway in front (Azure API
+Management: key checks, unknown routes, rate limits, quotas) answers
+``{"statusCode": 401, "message": "..."}``; Pixazo behind it (validation, balance, job errors,
+an unknown request id on the status route, which is a matched route) answers
+``{"error": "...", "message": "..."}``.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +13,20 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import ipaddress
 import json
 import logging
+import math
 import time
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, Final
 
 import anyio
 import httpx
 import pydantic
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -27,13 +36,24 @@ from .._models import EditRequest, GenerateRequest
 from .._urls import split_url
 from ._config import EmulatorConfig, Faults
 from ._openapi import openapi_document
-from ._render import MEDIA_TYPES, render
+from ._render import MEDIA_TYPES, SourceTooLargeError, prepare_source, render
 from ._state import Emulator, Job, iso
 
 logger = logging.getLogger("mai_tools.emulator")
 
 KEY_HEADER = "ocp-apim-subscription-key"
-_MAX_BODY = 64 * 1024 * 1024
+_MAX_ADMIN_BODY = 1024 * 1024
+
+# Azure API Management's own messages, word for word (shared/notes/real-world.md).
+MISSING_KEY: Final = (
+    "Access denied due to missing subscription key. Make sure to include subscription key "
+    "when making requests to an API."
+)
+INVALID_KEY: Final = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an "
+    "active subscription."
+)
+NO_ROUTE: Final = "Resource not found"
 
 
 class DroppedConnection(Exception):
@@ -58,7 +78,82 @@ class _DropResponse(Response):
 def _error(
     status: int, error: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    """An error in Pixazo's shape (the service behind the gateway)."""
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
+
+
+def _gateway_error(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error in Azure API Management's shape (the gateway in front of Pixazo)."""
+    return JSONResponse(
+        {"statusCode": status, "message": message}, status_code=status, headers=headers
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}" if value != int(value) else str(int(value))
+
+
+def _hms(seconds: float) -> str:
+    whole = math.ceil(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _too_large(cap: int) -> Response:
+    # Close the connection: the client may still be sending, and we will not read the rest.
+    return _error(
+        413,
+        "Payload Too Large",
+        f"The request body exceeds {cap:,} bytes ({cap / 1048576:g} MiB).",
+        headers={"Connection": "close"},
+    )
+
+
+async def _read_body(request: Request, cap: int) -> bytes | Response:
+    """The body, read in chunks and given up on at ``cap`` bytes (never buffered past it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return _too_large(cap)
+    body = bytearray()
+    async with aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > cap:
+                return _too_large(cap)
+    return bytes(body)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost`` names: where callbacks may go by default."""
+    if not host:
+        return False
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _under(url: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``url`` has the scheme, host and port of one prefix, and a path under it."""
+    parts = split_url(url)
+    if parts is None:
+        return False
+    for prefix in prefixes:
+        allowed = split_url(prefix)
+        if allowed is None:
+            continue
+        same_origin = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port) == (
+            allowed.scheme.lower(),
+            (allowed.hostname or "").lower(),
+            allowed.port,
+        )
+        if same_origin and parts.path.startswith(allowed.path):
+            return True
+    return False
 
 
 def _retry_after(faults: Faults) -> dict[str, str]:
@@ -88,6 +183,9 @@ class EmulatorApp:
         self.emu = emulator
         self._webhook_client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Decoding an edit source can take a few hundred MB for a big (allowed) image: one at
+        # a time keeps the peak at one image's worth.
+        self._decoding = anyio.CapacityLimiter(1)
 
     # ------------------------------------------------------------------ helpers
 
@@ -101,21 +199,18 @@ class EmulatorApp:
         if self.emu.roll(faults.slow_rate):
             await anyio.sleep(faults.slow_seconds)
         if key is None:
-            return _error(
-                401,
-                "Unauthorized",
-                "Access denied due to missing subscription key. Make sure to include the "
-                "Ocp-Apim-Subscription-Key header.",
-            )
+            return _gateway_error(401, MISSING_KEY)
         if (
             key not in self.emu.config.api_keys
             and key not in faults.forbidden_keys
             and key not in faults.insufficient_balance_keys
         ):
-            return _error(
-                401,
-                "Unauthorized",
-                "Access denied due to invalid subscription key. Make sure to provide a valid key.",
+            return _gateway_error(401, INVALID_KEY)
+        replenished_in = self.emu.quota_left(key)
+        if replenished_in is not None:
+            return _gateway_error(
+                403,
+                f"Out of call volume quota. Quota will be replenished in {_hms(replenished_in)}.",
             )
         if key in faults.forbidden_keys:
             return _error(403, "Forbidden", "This subscription may not use this model.")
@@ -151,8 +246,7 @@ class EmulatorApp:
         }
 
     def _image(self, job: Job, index: int) -> bytes:
-        cache_key = (job.request_id, index)
-        data = self.emu.images.get(cache_key)
+        data = self.emu.cached_image(job.request_id, index)
         if data is None:
             data = render(
                 prompt=job.prompt,
@@ -163,11 +257,27 @@ class EmulatorApp:
                 output_format=job.output_format,
                 long_side=self.emu.config.long_side,
                 source=job.source,
+                source_size=job.source_size,
             )
-            if len(self.emu.images) > 512:  # keep memory bounded; images are re-drawable
-                self.emu.images.pop(next(iter(self.emu.images)))
-            self.emu.images[cache_key] = data
+            self.emu.cache_image(job.request_id, index, data)
         return data
+
+    def _source(
+        self, url: str, request: Request
+    ) -> tuple[bytes | None, tuple[int, int] | None] | Response:
+        """The edit source, checked and shrunk for keeping (runs in a worker thread)."""
+        found = self._source_image(url, request)
+        if isinstance(found, Response):
+            return found
+        if found is None:  # an external URL: nothing to draw from
+            return None, None
+        config = self.emu.config
+        try:
+            return prepare_source(
+                found, long_side=config.long_side, max_pixels=config.max_source_pixels
+            )
+        except SourceTooLargeError as exc:
+            return _error(400, "Bad Request", str(exc))
 
     def _source_image(self, url: str, request: Request) -> bytes | Response | None:
         """Bytes of the edit source: decoded data URI, or one of our own /files/ images."""
@@ -198,10 +308,10 @@ class EmulatorApp:
                     return self._image(job, int(index) - 1)
         return None  # an external URL: the emulator never fetches the internet
 
-    async def _body(self, request: Request) -> dict[str, Any] | Response:
-        raw = await request.body()
-        if len(raw) > _MAX_BODY:
-            return _error(413, "Payload Too Large", "The request body exceeds 64 MiB.")
+    async def _body(self, request: Request, cap: int) -> dict[str, Any] | Response:
+        raw = await _read_body(request, cap)
+        if isinstance(raw, Response):
+            return raw
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -212,7 +322,11 @@ class EmulatorApp:
 
     def _rate_limited(self, request: Request, faults: Faults) -> Response:
         self.emu.record_rate_limit(request.url.path, faults.retry_after, faults.retry_after_as_date)
-        return _error(429, "Too Many Requests", "Rate limit exceeded.", _retry_after(faults))
+        return _gateway_error(
+            429,
+            f"Rate limit is exceeded. Try again in {_seconds(faults.retry_after)} seconds.",
+            _retry_after(faults),
+        )
 
     # ------------------------------------------------------------------ endpoints
 
@@ -232,7 +346,7 @@ class EmulatorApp:
             return _error(
                 500, "Internal Server Error", "Emulated submit failure; no job was created."
             )
-        body = await self._body(request)
+        body = await self._body(request, self.emu.config.max_body_bytes)
         if isinstance(body, Response):
             return body
         model = EditRequest if operation == "edit" else GenerateRequest
@@ -244,11 +358,15 @@ class EmulatorApp:
             )
             return _error(400, "Bad Request", problems)
         source: bytes | None = None
+        source_size: tuple[int, int] | None = None
         if isinstance(parsed, EditRequest):
-            found = self._source_image(parsed.image_urls[0], request)
+            url = parsed.image_urls[0]
+            found = await anyio.to_thread.run_sync(
+                self._source, url, request, limiter=self._decoding
+            )
             if isinstance(found, Response):
                 return found
-            source = found
+            source, source_size = found
         webhook = request.headers.get("x-webhook-url")
         if webhook is not None:
             hook = split_url(webhook)
@@ -261,6 +379,7 @@ class EmulatorApp:
             aspect_ratio=parsed.aspect_ratio,
             output_format=parsed.output_format,
             source=source,
+            source_size=source_size,
             webhook_url=webhook,
         )
         origin = _origin(request, self.emu.config)
@@ -311,6 +430,16 @@ class EmulatorApp:
         return JSONResponse(self._status_body(job, status, _origin(request, self.emu.config)))
 
     async def files(self, request: Request) -> Response:
+        faults = self.emu.faults
+        number = self.emu.count_download()
+        if number <= faults.cdn_rate_limit_first or self.emu.roll(faults.cdn_rate_limit_rate):
+            # Cloudflare's rate limit, as r2.dev answers it: plain text, no JSON.
+            self.emu.record_rate_limit(
+                request.url.path, faults.retry_after, faults.retry_after_as_date
+            )
+            return PlainTextResponse(
+                "error code: 1015", status_code=429, headers=_retry_after(faults)
+            )
         job = self.emu.job(request.path_params["request_id"])
         name: str = request.path_params["name"]
         stem, _, ext = name.partition(".")
@@ -327,10 +456,23 @@ class EmulatorApp:
 
     # ------------------------------------------------------------------ admin
 
+    def _admin_refusal(self, request: Request) -> Response | None:
+        """Admin endpoints take one of the emulator's keys (``api_keys``), like the API."""
+        key = request.headers.get(KEY_HEADER)
+        if key is None:
+            return _gateway_error(401, MISSING_KEY)
+        if key not in self.emu.config.api_keys:
+            return _gateway_error(401, INVALID_KEY)
+        return None
+
     async def admin_faults(self, request: Request) -> Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         if request.method == "PUT":
+            changes = await self._body(request, _MAX_ADMIN_BODY)
+            if isinstance(changes, Response):
+                return changes
             try:
-                changes = await request.json()
                 faults = self.emu.set_faults(**changes)
             except (ValueError, TypeError, pydantic.ValidationError) as exc:
                 return _error(400, "Bad Request", str(exc))
@@ -338,30 +480,73 @@ class EmulatorApp:
         return JSONResponse(self.emu.faults.model_dump(mode="json"))
 
     async def admin_stats(self, request: Request) -> Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         return JSONResponse(self.emu.stats().model_dump(mode="json"))
 
     async def admin_reset(self, request: Request) -> Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         self.emu.reset()
         return JSONResponse({"reset": True})
 
     # ------------------------------------------------------------------ webhooks
 
+    def _webhook_refusal(self, url: str) -> str | None:
+        """Why a callback may not go to ``url`` (None: it may)."""
+        parts = split_url(url)
+        if not self.emu.config.allow_remote_webhooks and not is_loopback_host(
+            parts.hostname if parts is not None else None
+        ):
+            return (
+                "not a loopback address; the emulator sends callbacks only to 127.0.0.0/8, ::1 "
+                "or localhost unless started with allow_remote_webhooks "
+                "(--allow-remote-webhooks)"
+            )
+        only_to = self.emu.faults.webhook_only_to
+        if only_to and not _under(url, only_to):
+            return "not under webhook_only_to (--webhook-only-to)"
+        return None
+
     def _schedule_webhook(self, job: Job, origin: str) -> None:
         async def deliver() -> None:
+            assert job.webhook_url is not None
+            url = job.webhook_url
             await anyio.sleep(max(job.finished_mono - time.monotonic(), 0))
+            if not self.emu.current(job):  # reset() forgot the job while it ran
+                return
+            faults = self.emu.faults  # the faults in force when the callback is due
+            record: dict[str, Any] = {"request_id": job.request_id, "url": url}
+            reason = self._webhook_refusal(url)
+            if reason is not None:
+                logger.warning("webhook for %s not sent: %s", job.request_id, reason)
+                self.emu.record_webhook({**record, "outcome": "refused", "reason": reason}, job)
+                return
+            if self.emu.roll(faults.webhook_drop_rate):
+                self.emu.record_webhook({**record, "outcome": "dropped"}, job)
+                return
+            if self.emu.roll(faults.webhook_delay_rate):
+                await anyio.sleep(faults.webhook_delay_seconds)
+            copies = 2 if self.emu.roll(faults.webhook_duplicate_rate) else 1
             body = self._status_body(job, job.outcome, origin)
-            delivery: dict[str, Any] = {"request_id": job.request_id, "url": job.webhook_url}
-            try:
-                if self._webhook_client is None:
-                    self._webhook_client = httpx.AsyncClient(timeout=10)
-                assert job.webhook_url is not None
-                response = await self._webhook_client.post(job.webhook_url, json=body)
-                delivery["status_code"] = response.status_code
-            except httpx.HTTPError as exc:
-                delivery["error"] = type(exc).__name__
-                logger.warning("webhook for %s failed: %s", job.request_id, type(exc).__name__)
-            delivery["at"] = time.time()
-            self.emu.record_webhook(delivery)
+            if self._webhook_client is None:
+                # No proxies from the environment (the callback must go where it says), and
+                # no redirects (a receiver cannot send us on to another host).
+                self._webhook_client = httpx.AsyncClient(
+                    timeout=10, trust_env=False, follow_redirects=False
+                )
+            for attempt in range(1, copies + 1):
+                if not self.emu.current(job):
+                    return
+                delivery = {**record, "attempt": attempt}
+                try:
+                    response = await self._webhook_client.post(url, json=body)
+                    delivery.update(outcome="sent", status_code=response.status_code)
+                except httpx.HTTPError as exc:
+                    delivery.update(outcome="failed", error=type(exc).__name__)
+                    logger.warning("webhook for %s failed: %s", job.request_id, type(exc).__name__)
+                delivery["at"] = time.time()
+                self.emu.record_webhook(delivery, job)
 
         task = asyncio.get_running_loop().create_task(deliver())
         self._tasks.add(task)
@@ -396,7 +581,9 @@ def create_app(config: EmulatorConfig | Emulator | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.emulator = emulator
-    app.add_exception_handler(404, _not_found)
+    # No operation matched (path or method): API Management answers 404 itself.
+    app.add_exception_handler(404, _no_route)
+    app.add_exception_handler(405, _no_route)
     return app
 
 
@@ -404,8 +591,8 @@ async def _openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return _error(404, "Not Found", f"No route for {request.method} {request.url.path[:100]}.")
+async def _no_route(request: Request, exc: Exception) -> Response:
+    return _gateway_error(404, NO_ROUTE)
 
 
 __all__ = ["DroppedConnection", "create_app"]

@@ -94,6 +94,81 @@ from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
     help="Give a polling_url on another origin (a client must not send its key there).",
 )
 @click.option(
+    "--quota-calls",
+    default=None,
+    type=click.IntRange(0),
+    help="Allow each key N API calls per --quota-period, then 403 'Out of call volume quota'.",
+)
+@click.option(
+    "--quota-period",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Length of a quota period (s).",
+)
+@click.option(
+    "--cdn-rate-limit-first",
+    default=0,
+    type=click.IntRange(0),
+    help="429 the first N image downloads (the CDN).",
+)
+@click.option(
+    "--cdn-rate-limit",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="429 this share of image downloads.",
+)
+@click.option(
+    "--webhook-drop",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Never send this share of webhook callbacks.",
+)
+@click.option(
+    "--webhook-delay",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Send this share of webhook callbacks late...",
+)
+@click.option(
+    "--webhook-delay-seconds",
+    default=0.0,
+    type=click.FloatRange(0),
+    help="...by this many seconds after the job ends.",
+)
+@click.option(
+    "--webhook-duplicate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Send this share of webhook callbacks twice.",
+)
+@click.option(
+    "--webhook-only-to",
+    "webhook_only_to",
+    multiple=True,
+    metavar="URL",
+    help="Send callbacks only to URLs under this one (others get none); repeatable.",
+)
+@click.option(
+    "--allow-remote-webhooks",
+    is_flag=True,
+    help="Send webhook callbacks to any host (default: loopback addresses only).",
+)
+@click.option(
+    "--max-jobs",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Jobs kept; the oldest are forgotten beyond it.",
+)
+@click.option(
+    "--job-ttl",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a job is kept after it ends (then its id answers 404).",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -122,12 +197,26 @@ def emulator_command(
     poor_keys: tuple[str, ...],
     forbidden_keys: tuple[str, ...],
     foreign_polling_url: bool,
+    quota_calls: int | None,
+    quota_period: float,
+    cdn_rate_limit_first: int,
+    cdn_rate_limit: float,
+    webhook_drop: float,
+    webhook_delay: float,
+    webhook_delay_seconds: float,
+    webhook_duplicate: float,
+    webhook_only_to: tuple[str, ...],
+    allow_remote_webhooks: bool,
+    max_jobs: int,
+    job_ttl: float,
     log_level: str,
 ) -> None:
     """Run the offline MAI Image 2.5 gateway emulator.
 
     Prompts containing [fail] or [error] end FAILED or ERROR. Faults can also be changed at run
-    time: PUT /_emulator/faults (JSON), GET /_emulator/stats, POST /_emulator/reset.
+    time: PUT /_emulator/faults (JSON), GET /_emulator/stats, POST /_emulator/reset (each with
+    an accepted key in the Ocp-Apim-Subscription-Key header). Webhook callbacks go only to
+    loopback addresses unless --allow-remote-webhooks is given.
     """
     import uvicorn  # the server stack loads only when the command runs
 
@@ -142,6 +231,9 @@ def emulator_command(
         min_duration=min_duration,
         max_duration=max_duration,
         seed=seed,
+        allow_remote_webhooks=allow_remote_webhooks,
+        max_jobs=max_jobs,
+        job_ttl=job_ttl,
         faults=Faults(
             rate_limit_first_submits=rate_limit_first,
             rate_limit_poll_rate=rate_limit_polls,
@@ -159,6 +251,15 @@ def emulator_command(
             insufficient_balance_keys=poor_keys,
             forbidden_keys=forbidden_keys,
             foreign_polling_url=foreign_polling_url,
+            quota_calls=quota_calls,
+            quota_period=quota_period,
+            cdn_rate_limit_first=cdn_rate_limit_first,
+            cdn_rate_limit_rate=cdn_rate_limit,
+            webhook_drop_rate=webhook_drop,
+            webhook_delay_rate=webhook_delay,
+            webhook_delay_seconds=webhook_delay_seconds,
+            webhook_duplicate_rate=webhook_duplicate,
+            webhook_only_to=webhook_only_to,
         ),
     )
     try:
@@ -171,8 +272,8 @@ def emulator_command(
     click.echo(f"  export PIXAZO_BASE_URL=http://{shown}:{bound}")
     click.echo(f"  export PIXAZO_API_KEY={config.api_keys[0]}")
     click.echo(
-        f"API description: http://{shown}:{bound}/openapi.json; counters: /_emulator/stats. "
-        "Press Ctrl-C to stop.",
+        f"API description: http://{shown}:{bound}/openapi.json; counters: /_emulator/stats "
+        "(send the key). Press Ctrl-C to stop.",
         err=True,
     )
     server = uvicorn.Server(uvicorn_config(create_app(Emulator(config)), host, bound, log_level))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .._flow import split_url
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -52,6 +54,54 @@ class Faults(BaseModel):
         default=False,
         description="Answer submissions with a polling_url on another origin (a key-safety test).",
     )
+    quota_calls: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Allow each key this many API calls per quota_period, then answer 403 'Out of call "
+            "volume quota' (the gateway's quota policy) until the period ends."
+        ),
+    )
+    quota_period: float = Field(
+        default=3600.0, gt=0, description="Length of a quota period, in seconds."
+    )
+    cdn_rate_limit_first: int = Field(
+        default=0, ge=0, description="Answer 429 to the first N image downloads (the CDN)."
+    )
+    cdn_rate_limit_rate: Rate = Field(
+        default=0.0, description="429 with Retry-After on this share of image downloads."
+    )
+    webhook_drop_rate: Rate = Field(
+        default=0.0, description="Never send this share of webhook callbacks."
+    )
+    webhook_delay_rate: Rate = Field(
+        default=0.0, description="Send this share of webhook callbacks late..."
+    )
+    webhook_delay_seconds: float = Field(
+        default=0.0, ge=0, description="...by this many seconds after the job ends."
+    )
+    webhook_duplicate_rate: Rate = Field(
+        default=0.0, description="Send this share of webhook callbacks twice."
+    )
+    webhook_only_to: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "If set, send callbacks only to URLs under these (scheme, host, port and path "
+            "prefix); any other X-Webhook-URL gets none."
+        ),
+    )
+
+    @field_validator("webhook_only_to")
+    @classmethod
+    def _receiver_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            parts = split_url(url)
+            if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"webhook_only_to: {url[:100]!r} is not an http(s) URL with a host, "
+                    "e.g. http://127.0.0.1:9000/hooks/"
+                )
+        return urls
 
 
 class EmulatorConfig(BaseModel):
@@ -78,6 +128,50 @@ class EmulatorConfig(BaseModel):
         default=None, description="Origin used in polling_url/media_url (default: the Host)."
     )
     faults: Faults = Field(default_factory=Faults)
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest request body, read in chunks and refused with 413 at the cap, never "
+            "buffered past it. The default fits a 20 MiB image as a base64 data URI in JSON."
+        ),
+    )
+    max_jobs: int = Field(
+        default=10_000, ge=1, description="Jobs kept; beyond it the oldest are forgotten."
+    )
+    job_ttl: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a job is kept after it ends; a forgotten job answers 404.",
+    )
+    max_source_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Edit sources kept (each stored re-encoded at the output size), in bytes; beyond "
+            "it the oldest jobs are forgotten."
+        ),
+    )
+    max_source_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description=(
+            "Largest edit source (width x height) accepted, checked on the declared size "
+            "before decoding; bigger ones get 400 (decompression bombs)."
+        ),
+    )
+    allow_remote_webhooks: bool = Field(
+        default=False,
+        description=(
+            "Send webhook callbacks to any host. By default only loopback addresses "
+            "(127.0.0.0/8, ::1, localhost) get them."
+        ),
+    )
+    max_records: int = Field(
+        default=100_000,
+        ge=1,
+        description="Request, 429 and webhook records kept for stats(); the oldest go first.",
+    )
 
     @model_validator(mode="after")
     def _durations(self) -> EmulatorConfig:

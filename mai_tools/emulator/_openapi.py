@@ -4,6 +4,10 @@ Request bodies come from the same pydantic models the client validates with, so 
 the emulator and the client cannot disagree on a limit. Response shapes follow
 ``shared/spec/mai-image-2.5-api.md``. Point schemathesis (or any OpenAPI tool) at it to judge
 the emulator, or a client's requests, against the spec.
+
+Errors have two shapes: ``GatewayError`` (``statusCode``, ``message``) from the API gateway in
+front (Azure API Management: keys, rate limits, quotas, unknown routes) and ``Error``
+(``error``, ``message``) from Pixazo behind it (validation, balance, job errors).
 """
 
 from __future__ import annotations
@@ -57,9 +61,28 @@ _RETRY_AFTER = {
 }
 _ERRORS: dict[str, dict[str, Any]] = {
     "400": _json("Error", "Bad Request: the body failed validation (the message says how)."),
-    "401": _json("Error", "Unauthorized: missing or invalid subscription key."),
-    "403": _json("Error", "Forbidden: this key may not use the model."),
-    "429": _json("Error", "Too Many Requests.", _RETRY_AFTER),
+    "401": _json(
+        "GatewayError", "Unauthorized (the gateway): missing or invalid subscription key."
+    ),
+    "403": {
+        "description": (
+            "Forbidden: this key may not use the model (Pixazo), or the key's call volume quota "
+            "is used up (the gateway: 'Out of call volume quota. Quota will be replenished in "
+            "hh:mm:ss.')."
+        ),
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [{"$ref": _SCHEMAS + "Error"}, {"$ref": _SCHEMAS + "GatewayError"}]
+                }
+            }
+        },
+    },
+    "429": _json(
+        "GatewayError",
+        "Too Many Requests (the gateway): 'Rate limit is exceeded. Try again in N seconds.'",
+        _RETRY_AFTER,
+    ),
     "500": _json("Error", "Internal Server Error."),
 }
 
@@ -86,7 +109,9 @@ def _submit_operation(model: type[BaseModel], summary: str, operation_id: str) -
             "200": _json("StatusResponse", "sync_mode: the finished job, images as data URIs."),
             **_ERRORS,
             "402": _json("Error", "Insufficient Balance."),
-            "413": _json("Error", "The request body exceeds 64 MiB."),
+            "413": _json(
+                "Error", "The request body exceeds the emulator's limit (32 MiB by default)."
+            ),
         },
     }
 
@@ -125,7 +150,9 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("StatusResponse", "The job's current status."),
                         **_ERRORS,
-                        "404": _json("Error", "No job with this request id."),
+                        "404": _json(
+                            "Error", "No job with this request id (Pixazo: the route matched)."
+                        ),
                         "502": {
                             "description": "Bad Gateway (an HTML page from a proxy).",
                             "content": {"text/html": {"schema": {"type": "string"}}},
@@ -162,6 +189,11 @@ def _document() -> dict[str, Any]:
                             },
                         },
                         "404": _json("Error", "No such file (or the job has not finished)."),
+                        "429": {
+                            "description": "The CDN's rate limit (Cloudflare: 'error code: 1015').",
+                            "headers": _RETRY_AFTER,
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
                     },
                 }
             },
@@ -217,10 +249,20 @@ def _document() -> dict[str, Any]:
                     },
                 },
                 "Error": {
+                    "description": "Pixazo's error shape.",
                     "type": "object",
                     "required": ["error", "message"],
                     "properties": {
                         "error": {"type": "string"},
+                        "message": {"type": "string"},
+                    },
+                },
+                "GatewayError": {
+                    "description": "Azure API Management's error shape (the gateway in front).",
+                    "type": "object",
+                    "required": ["statusCode", "message"],
+                    "properties": {
+                        "statusCode": {"type": "integer"},
                         "message": {"type": "string"},
                     },
                 },

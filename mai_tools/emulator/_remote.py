@@ -27,7 +27,13 @@ class RemoteEmulator:
     def __init__(self, base_url: str, api_key: str) -> None:
         self.base_url = base_url
         self.api_key = api_key
-        self._admin = httpx.Client(base_url=base_url, timeout=60)
+        # The admin endpoints take one of the emulator's keys, like the API itself.
+        self._admin = httpx.Client(
+            base_url=base_url,
+            timeout=60,
+            headers={"Ocp-Apim-Subscription-Key": api_key},
+            trust_env=False,  # loopback: never through a proxy from the environment
+        )
 
     def __repr__(self) -> str:
         return f"RemoteEmulator(base_url={self.base_url!r})"
@@ -44,7 +50,9 @@ class RemoteEmulator:
         self._admin.post("/_emulator/reset").raise_for_status()
 
     def stats(self) -> EmulatorStats:
-        return EmulatorStats.model_validate(self._admin.get("/_emulator/stats").json())
+        response = self._admin.get("/_emulator/stats")
+        response.raise_for_status()
+        return EmulatorStats.model_validate(response.json())
 
     def close(self) -> None:
         self._admin.close()

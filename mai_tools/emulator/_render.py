@@ -14,6 +14,56 @@ PIL_FORMATS: Final = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 MEDIA_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
+class SourceTooLargeError(ValueError):
+    """An edit source declares more pixels than the emulator decodes (a 400)."""
+
+
+def prepare_source(
+    data: bytes, *, long_side: int, max_pixels: int
+) -> tuple[bytes | None, tuple[int, int] | None]:
+    """Check an edit source's declared size, then keep a small copy of it.
+
+    The size is read from the header and checked before any pixel is decoded, so a small
+    file that declares a huge image (a decompression bomb) costs nothing; Pillow's own bomb
+    guard (``Image.MAX_IMAGE_PIXELS``) counts the same way. An accepted source is decoded
+    once (JPEGs at a reduced scale), shrunk to at most ``long_side`` on its long side (the
+    output's size: more is never drawn) and kept as a JPEG, so a kept job holds kilobytes,
+    not the 20 MiB that was sent.
+
+    Returns (kept bytes, size as sent); (None, None) when the bytes do not decode (the edit
+    is then drawn without them, as before). Raises :class:`SourceTooLargeError`.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise SourceTooLargeError(_too_large(width, height, max_pixels))
+            opened.thumbnail((long_side, long_side))  # decodes (JPEG: drafted), then shrinks
+            small = opened.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refused the declared size first (it reads it on open, as we do).
+        raise SourceTooLargeError(_too_large(0, 0, max_pixels)) from None
+    except SourceTooLargeError:
+        raise
+    except Exception:  # undecodable: the gateway's model would fail on it, we draw anyway
+        return None, None
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=90)
+    return out.getvalue(), (width, height)
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> str:
+    declared = (
+        f"is {width}x{height} ({width * height:,} pixels)"
+        if width
+        else "declares too many pixels to decode safely"
+    )
+    return (
+        f"image_urls[0]: the image {declared}; the limit is {max_pixels:,} pixels. "
+        "Send a smaller image."
+    )
+
+
 def size_for(
     aspect_ratio: str, long_side: int, source: tuple[int, int] | None = None
 ) -> tuple[int, int]:
@@ -84,11 +134,13 @@ def render(
     output_format: str,
     long_side: int,
     source: bytes | None = None,
+    source_size: tuple[int, int] | None = None,
 ) -> bytes:
     """One output image as encoded bytes.
 
     Generations are a gradient seeded by the prompt; edits are the source image, tinted by
     the prompt's palette. Both carry the prompt, the request id and the image number.
+    ``source_size`` (the source's size as sent, if it was shrunk since) sets ``auto``'s ratio.
     """
     src: Image.Image | None = None
     if source is not None:
@@ -97,7 +149,7 @@ def render(
                 src = opened.convert("RGB")
         except Exception:  # an undecodable source still gets an edit, just not derived from it
             src = None
-    size = size_for(aspect_ratio, long_side, src.size if src is not None else None)
+    size = size_for(aspect_ratio, long_side, source_size or (src.size if src is not None else None))
     img = _gradient(size, prompt, index)
     if src is not None:
         img = Image.blend(ImageOps.fit(src, size), img, 0.35)

@@ -13,6 +13,8 @@ from mai_tools._transport import SpreadTransport
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from tests.support.fakes import KEY
 
+ADMIN = {"Ocp-Apim-Subscription-Key": KEY}  # the emulator's admin endpoints take its key
+
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[RunningEmulator]:
@@ -40,7 +42,9 @@ def test_pools_cover_the_requested_connections() -> None:
 async def test_sequential_requests_stay_on_one_connection(
     emulator: RunningEmulator, spread: SpreadTransport
 ) -> None:
-    async with httpx.AsyncClient(transport=spread, base_url=emulator.base_url) as http:
+    async with httpx.AsyncClient(
+        transport=spread, base_url=emulator.base_url, headers=ADMIN
+    ) as http:
         for _ in range(5):
             response = await http.get("/_emulator/stats")
             assert response.status_code == 200
@@ -52,7 +56,9 @@ async def test_sequential_requests_stay_on_one_connection(
 async def test_concurrent_requests_spread_and_release(
     emulator: RunningEmulator, spread: SpreadTransport
 ) -> None:
-    async with httpx.AsyncClient(transport=spread, base_url=emulator.base_url) as http:
+    async with httpx.AsyncClient(
+        transport=spread, base_url=emulator.base_url, headers=ADMIN
+    ) as http:
         async with (
             http.stream("GET", "/_emulator/stats") as first,
             http.stream("GET", "/_emulator/stats") as second,

@@ -205,30 +205,73 @@ def test_non_json_body(http: httpx.Client) -> None:
     assert "JSON" in response.json()["message"]
 
 
+MISSING_KEY = (
+    "Access denied due to missing subscription key. Make sure to include subscription key "
+    "when making requests to an API."
+)
+INVALID_KEY = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an "
+    "active subscription."
+)
+
+
 @pytest.mark.parametrize(
-    ("key", "code", "error"),
+    ("key", "code", "body"),
     [
-        (None, 401, "Unauthorized"),
-        ("wrong", 401, "Unauthorized"),
-        ("poor", 402, "Insufficient Balance"),
-        ("banned", 403, "Forbidden"),
+        # The gateway in front (Azure API Management) checks keys, in its own shape...
+        (None, 401, {"statusCode": 401, "message": MISSING_KEY}),
+        ("wrong", 401, {"statusCode": 401, "message": INVALID_KEY}),
+        # ...Pixazo behind it answers for wallets and models, in its shape.
+        (
+            "poor",
+            402,
+            {
+                "error": "Insufficient Balance",
+                "message": "Your wallet does not have enough balance.",
+            },
+        ),
+        (
+            "banned",
+            403,
+            {"error": "Forbidden", "message": "This subscription may not use this model."},
+        ),
     ],
 )
-def test_auth(emu: RunningEmulator, key: str | None, code: int, error: str) -> None:
+def test_auth(emu: RunningEmulator, key: str | None, code: int, body: dict[str, Any]) -> None:
     headers = {} if key is None else {"Ocp-Apim-Subscription-Key": key}
     response = httpx.post(f"{emu.base_url}{GEN}", json={"prompt": "a cat"}, headers=headers)
     assert response.status_code == code
-    assert response.json()["error"] == error
+    assert response.json() == body
     if code != 402:
         status = httpx.get(f"{emu.base_url}/v2/requests/status/x", headers=headers)
         assert status.status_code == code
+        assert status.json() == body
     assert emu.control.stats().jobs_created == 0
 
 
-def test_unknown_request_404(http: httpx.Client) -> None:
+def test_unknown_request_404_is_pixazos(http: httpx.Client) -> None:
+    # The status route matched: the id is unknown to Pixazo, which answers in its shape.
     response = http.get("/v2/requests/status/microsoft-mai-image-2-5_nope")
     assert response.status_code == 404
-    assert response.json()["error"] == "Not Found"
+    assert response.json() == {
+        "error": "Not Found",
+        "message": "Request 'microsoft-mai-image-2-5_nope' not found.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/requests/nothing-here"),
+        ("POST", "/microsoft-mai-image-2-5/v2/microsoft-mai-image-2-5-request"),
+        ("GET", GEN),  # a known path with the wrong method matches no operation either
+        ("DELETE", "/v2/requests/status/x"),
+    ],
+)
+def test_unmatched_routes_get_the_gateways_404(http: httpx.Client, method: str, path: str) -> None:
+    response = http.request(method, path)
+    assert response.status_code == 404
+    assert response.json() == {"statusCode": 404, "message": "Resource not found"}
 
 
 def test_lifecycle_goes_through_processing(emu: RunningEmulator) -> None:
@@ -331,8 +374,13 @@ def test_fail_and_error_markers(http: httpx.Client) -> None:
 
 def test_rate_limit_first_submissions(http: httpx.Client, emu: RunningEmulator) -> None:
     emu.control.set_faults(rate_limit_first_submits=2, retry_after=4)
-    codes = [_submit(http).status_code for _ in range(3)]
-    assert codes == [429, 429, 202]
+    answers = [_submit(http) for _ in range(3)]
+    assert [a.status_code for a in answers] == [429, 429, 202]
+    assert answers[0].headers["Retry-After"] == "4"
+    assert answers[0].json() == {
+        "statusCode": 429,
+        "message": "Rate limit is exceeded. Try again in 4 seconds.",
+    }
     emu.control.set_faults(
         rate_limit_first_submits=0,
         rate_limit_submit_rate=1.0,
@@ -351,7 +399,15 @@ def test_rate_limit_first_submissions(http: httpx.Client, emu: RunningEmulator) 
 @pytest.mark.parametrize(
     ("fault", "check"),
     [
-        ("rate_limit_poll_rate", lambda r: r.status_code == 429 and "Retry-After" in r.headers),
+        (
+            "rate_limit_poll_rate",
+            lambda r: (
+                r.status_code == 429
+                and r.headers["Retry-After"] == "1"
+                and r.json()
+                == {"statusCode": 429, "message": "Rate limit is exceeded. Try again in 1 seconds."}
+            ),
+        ),
         ("error_500_rate", lambda r: r.status_code == 500 and r.json()["error"]),
         ("error_502_rate", lambda r: r.status_code == 502 and "<html>" in r.text),
     ],
@@ -404,7 +460,7 @@ def test_counters_and_request_log_hold_no_key(http: httpx.Client, emu: RunningEm
 
 
 def test_admin_endpoints(emu: RunningEmulator) -> None:
-    with httpx.Client(base_url=emu.base_url) as c:
+    with httpx.Client(base_url=emu.base_url, headers={"Ocp-Apim-Subscription-Key": "emu-b"}) as c:
         assert (
             c.put("/_emulator/faults", json={"error_500_rate": 0.5}).json()["error_500_rate"] == 0.5
         )

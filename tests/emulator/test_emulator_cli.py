@@ -9,7 +9,7 @@ import uvicorn
 from click.testing import CliRunner
 from starlette.applications import Starlette
 
-from mai_tools.emulator import Faults
+from mai_tools.emulator import EmulatorConfig, Faults
 from mai_tools.emulator._cli import emulator_command
 
 
@@ -33,6 +33,7 @@ def _started_with(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, str
 def test_defaults_inject_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     emulator, output = _started_with(monkeypatch)
     assert emulator.faults == Faults()
+    assert emulator.config == EmulatorConfig()  # the options' defaults are the config's
     assert emulator.config.api_keys == ("emulator-key",)
     assert "export PIXAZO_API_KEY=emulator-key" in output
 
@@ -49,9 +50,18 @@ def test_every_fault_has_a_start_option(monkeypatch: pytest.MonkeyPatch) -> None
         "--slow", "0.2", "--slow-seconds", "1.5",
         "--poor-key", "sk-poor", "--forbidden-key", "sk-banned",
         "--foreign-polling-url",
+        "--quota-calls", "100", "--quota-period", "60",
+        "--cdn-rate-limit-first", "3", "--cdn-rate-limit", "0.11",
+        "--webhook-drop", "0.12", "--webhook-delay", "0.13", "--webhook-delay-seconds", "2.5",
+        "--webhook-duplicate", "0.14",
+        "--webhook-only-to", "http://127.0.0.1:9000/hooks/",
+        "--webhook-only-to", "http://localhost:9001/",
+        "--allow-remote-webhooks", "--max-jobs", "50", "--job-ttl", "120",
     )  # fmt: skip
     assert emulator.config.api_keys == ("k1", "k2")
     assert (emulator.config.min_duration, emulator.config.max_duration) == (0.5, 0.7)
+    assert emulator.config.allow_remote_webhooks is True
+    assert (emulator.config.max_jobs, emulator.config.job_ttl) == (50, 120)
     assert emulator.faults == Faults(
         rate_limit_first_submits=2,
         rate_limit_poll_rate=0.1,
@@ -69,6 +79,15 @@ def test_every_fault_has_a_start_option(monkeypatch: pytest.MonkeyPatch) -> None
         insufficient_balance_keys=("sk-poor",),
         forbidden_keys=("sk-banned",),
         foreign_polling_url=True,
+        quota_calls=100,
+        quota_period=60,
+        cdn_rate_limit_first=3,
+        cdn_rate_limit_rate=0.11,
+        webhook_drop_rate=0.12,
+        webhook_delay_rate=0.13,
+        webhook_delay_seconds=2.5,
+        webhook_duplicate_rate=0.14,
+        webhook_only_to=("http://127.0.0.1:9000/hooks/", "http://localhost:9001/"),
     )
     settable = set(Faults.model_fields) - {"fail_marker", "error_marker"}
     assert {k for k, v in emulator.faults if v != getattr(Faults(), k)} == settable

@@ -1,0 +1,185 @@
+"""Webhook callbacks: loopback-only by default, and the faults a push-waiting client must
+survive (dropped, late, duplicated callbacks; callbacks only to the receiver's URL)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from mai_tools.emulator import EmulatorConfig, Faults, RunningEmulator, run_emulator
+from mai_tools.emulator._app import is_loopback_host
+
+from .conftest import Receiver
+
+GEN = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningEmulator]:
+    with run_emulator(EmulatorConfig(min_duration=0.1, max_duration=0.2, seed=5)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(server: RunningEmulator) -> RunningEmulator:
+    server.control.reset()
+    return server
+
+
+def _submit(emu: RunningEmulator, hook: str, prompt: str = "a call back") -> str:
+    response = httpx.post(
+        f"{emu.base_url}{GEN}",
+        json={"prompt": prompt},
+        headers={"Ocp-Apim-Subscription-Key": emu.api_key, "X-Webhook-URL": hook},
+    )
+    assert response.status_code == 202, response.text
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def _deliveries(emu: RunningEmulator, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = emu.control.stats().webhook_deliveries
+        if len(found) >= count:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {count} webhook records")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("hooks.localhost", True),
+        ("0.0.0.0", False),  # noqa: S104 - reaches this machine on Linux, but is not loopback
+        ("192.0.2.1", False),
+        ("localhost.example.com", False),
+        ("example.com", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_loopback_hosts(host: str | None, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_a_remote_webhook_url_gets_no_callback(emu: RunningEmulator) -> None:
+    rid = _submit(emu, "http://192.0.2.1:8080/hook")  # TEST-NET-1: must never be contacted
+    (delivery,) = _deliveries(emu, 1)
+    assert delivery["request_id"] == rid
+    assert delivery["outcome"] == "refused"
+    assert "loopback" in delivery["reason"]
+    assert "status_code" not in delivery
+    assert "error" not in delivery  # no connection was even tried
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="connecting to 0.0.0.0 reaches localhost")
+def test_allow_remote_webhooks_sends_anywhere(receiver: Receiver, emu: RunningEmulator) -> None:
+    # 0.0.0.0 is not a loopback address, yet on Linux it reaches our loopback receiver.
+    remote = f"http://0.0.0.0:{receiver.port}/remote"
+    _submit(emu, remote)
+    assert _deliveries(emu, 1)[0]["outcome"] == "refused"
+    assert receiver.callbacks == []
+    config = EmulatorConfig(min_duration=0.1, max_duration=0.1, allow_remote_webhooks=True)
+    with run_emulator(config) as anywhere:
+        rid = _submit(anywhere, remote)
+        (callback,) = receiver.wait_for(1)
+        (delivery,) = _deliveries(anywhere, 1)
+    assert callback.body["request_id"] == rid
+    assert callback.path == "/remote"
+    assert delivery["outcome"] == "sent"
+    assert delivery["status_code"] == 200
+
+
+def test_plain_callback_is_sent_once(receiver: Receiver, emu: RunningEmulator) -> None:
+    rid = _submit(emu, receiver.url())
+    (callback,) = receiver.wait_for(1)
+    assert callback.body["request_id"] == rid
+    assert callback.body["status"] == "COMPLETED"
+    time.sleep(0.3)
+    assert len(receiver.callbacks) == 1
+    (delivery,) = emu.control.stats().webhook_deliveries
+    assert (delivery["outcome"], delivery["status_code"], delivery["attempt"]) == ("sent", 200, 1)
+
+
+def test_dropped_callbacks(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_drop_rate=1.0)
+    rids = {_submit(emu, receiver.url(), f"dropped {i}") for i in range(3)}
+    deliveries = _deliveries(emu, 3)
+    assert {d["request_id"] for d in deliveries} == rids
+    assert {d["outcome"] for d in deliveries} == {"dropped"}
+    time.sleep(0.3)
+    assert receiver.callbacks == []
+
+
+def test_a_share_of_callbacks_is_dropped(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_drop_rate=0.5)
+    for i in range(20):
+        _submit(emu, receiver.url(), f"maybe dropped {i}")
+    deliveries = _deliveries(emu, 20)
+    sent = [d for d in deliveries if d["outcome"] == "sent"]
+    dropped = [d for d in deliveries if d["outcome"] == "dropped"]
+    assert len(sent) + len(dropped) == 20
+    assert sent  # seeded dice: both happen
+    assert dropped
+    assert len(receiver.wait_for(len(sent))) == len(sent)
+
+
+def test_late_callbacks(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_delay_rate=1.0, webhook_delay_seconds=0.6)
+    rid = _submit(emu, receiver.url())
+    (callback,) = receiver.wait_for(1)
+    finished = emu.control.stats().finished_at[rid]
+    assert callback.at - finished >= 0.6
+
+
+def test_duplicated_callbacks(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_duplicate_rate=1.0)
+    rid = _submit(emu, receiver.url())
+    first, second = receiver.wait_for(2)
+    assert first.body == second.body
+    assert first.body["request_id"] == rid
+    attempts = [d["attempt"] for d in _deliveries(emu, 2)]
+    assert attempts == [1, 2]
+
+
+def test_callbacks_only_to_the_receivers_url(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_only_to=(receiver.url("/hooks/"),))
+    wanted = _submit(emu, receiver.url("/hooks/job-1"), "to the receiver")
+    _submit(emu, receiver.url("/elsewhere"), "same host, other path")
+    _submit(emu, f"http://localhost:{receiver.port}/hooks/job-3", "other host name")
+    _submit(emu, "http://127.0.0.1:9/hooks/job-4", "other port")
+    deliveries = _deliveries(emu, 4)
+    (callback,) = receiver.wait_for(1)
+    assert callback.body["request_id"] == wanted
+    assert callback.path == "/hooks/job-1"
+    outcomes = sorted(d["outcome"] for d in deliveries)
+    assert outcomes == ["refused", "refused", "refused", "sent"]
+    assert all("webhook_only_to" in d["reason"] for d in deliveries if d["outcome"] == "refused")
+    time.sleep(0.2)
+    assert len(receiver.callbacks) == 1
+
+
+def test_reset_forgets_pending_callbacks(receiver: Receiver, emu: RunningEmulator) -> None:
+    emu.control.set_faults(webhook_delay_rate=1.0, webhook_delay_seconds=0.3)
+    _submit(emu, receiver.url(), "forgotten by a reset")
+    emu.control.reset()  # e.g. the next test starts while this callback waits
+    time.sleep(0.8)
+    assert receiver.callbacks == []
+    assert emu.control.stats().webhook_deliveries == []
+
+
+@pytest.mark.parametrize("url", ["/hooks/", "ftp://127.0.0.1/x", "http://[", "http:///path"])
+def test_webhook_only_to_takes_http_urls(url: str) -> None:
+    with pytest.raises(ValueError, match=r"webhook_only_to: .* is not an http"):
+        Faults(webhook_only_to=(url,))
