@@ -32,6 +32,7 @@ from ._exceptions import (
     NotFoundError,
     OperatorError,
     PermissionDeniedError,
+    QuotaExceededError,
     RateLimitError,
     ServerError,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "OutputFormat",
     "PermissionDeniedError",
     "PollPolicy",
+    "QuotaExceededError",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",

@@ -17,6 +17,7 @@ MAIImageError
 │       ├── PermissionDeniedError    403 [O]
 │       ├── NotFoundError            404      unknown request id
 │       ├── RateLimitError           429      slow down (retried automatically)
+│       │   └── QuotaExceededError   403      the call quota is used up: retry once replenished
 │       └── ServerError              5xx      gateway trouble (status reads are retried)
 ├── JobFailedError                            the job ended FAILED or ERROR
 ├── JobTimeoutError                           the wait deadline passed; the job may still finish
@@ -65,6 +66,7 @@ __all__ = [
     "NotFoundError",
     "OperatorError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "RateLimitError",
     "ServerError",
 ]
@@ -184,8 +186,14 @@ class APIStatusError(APIError):
             text = f"{text} - {self.message}"
         if self.request_id:
             text = f"{text} (request_id={self.request_id})"
-        hint = _STATUS_HINTS.get(self.status_code)
-        return f"{text}. {hint}" if hint else text
+        hint = self.hint()
+        return f"{text.rstrip('.')}. {hint}" if hint else text
+
+    def hint(self) -> str | None:
+        """What to do about it, in a few words (None when there is nothing to add)."""
+        if self.status_code == 404 and self.request_id is None:
+            return "The gateway has no such route: check the base URL (PIXAZO_BASE_URL)"
+        return _STATUS_HINTS.get(self.status_code)
 
 
 class BadRequestError(APIStatusError):
@@ -210,6 +218,16 @@ class NotFoundError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     """429: too many requests; `retry_after` says how long the gateway asked to wait."""
+
+
+class QuotaExceededError(RateLimitError):
+    """403 "Out of call volume quota": the key's call quota is used up until it is replenished;
+    ``retry_after`` says when (parsed from the gateway's "replenished in hh:mm:ss")."""
+
+    def hint(self) -> str | None:
+        if self.retry_after is not None:
+            return f"Retry after the quota is replenished (in {self.retry_after:.0f}s)"
+        return "Retry after the quota is replenished"
 
 
 class ServerError(APIStatusError):

@@ -30,6 +30,7 @@ from ._exceptions import (
     InvalidArgumentError,
     JobFailedError,
     JobTimeoutError,
+    QuotaExceededError,
     transport_error,
 )
 from ._models import ImageResult, Job, JobStatus, Status
@@ -361,7 +362,10 @@ class FlowCore:
             except APIResponseError as exc:
                 raise _Transient(exc, None) from None
         error = self.wire.status_error(reply, request_id)
+        # Throttling (429, a used-up call quota) and gateway trouble pass; the job runs on.
         if reply.status_code in (408, 429) or reply.status_code >= 500:
+            raise _Transient(error, error.retry_after)
+        if isinstance(error, QuotaExceededError):
             raise _Transient(error, error.retry_after)
         raise error
 

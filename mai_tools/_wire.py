@@ -7,6 +7,7 @@ knows how the gateway spells things.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -20,7 +21,12 @@ from ._constants import (
     USER_AGENT,
     WEBHOOK_HEADER,
 )
-from ._exceptions import APIResponseError, APIStatusError, status_error_class
+from ._exceptions import (
+    APIResponseError,
+    APIStatusError,
+    QuotaExceededError,
+    status_error_class,
+)
 from ._models import EditRequest, GenerateRequest, Job, JobStatus
 from ._policies import parse_retry_after
 from ._urls import origin, same_origin, split_url, status_path
@@ -38,8 +44,28 @@ def submit_path(body: JobRequest) -> str:
     return EDIT_PATH if isinstance(body, EditRequest) else GENERATE_PATH
 
 
+_QUOTA = re.compile(r"out of call volume quota.*?replenished in (\d+):(\d{2}):(\d{2})", re.I | re.S)
+
+
+def quota_wait(message: str) -> float | None:
+    """Seconds until an API Management call quota is replenished ("... in hh:mm:ss.")."""
+    match = _QUOTA.search(message)
+    if match is None:
+        return None
+    hours, minutes, seconds = (int(g) for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def is_quota_error(code: int, message: str) -> bool:
+    return code == 403 and "out of call volume quota" in message.lower()
+
+
 def error_details(response: httpx.Response) -> tuple[str | None, str, Any]:
-    """(error, message, body) from an error response, tolerating any body."""
+    """(error, message, body) from an error response, tolerating any body.
+
+    Two shapes exist: Pixazo's own ``{"error", "message"}``, and the API Management gateway's
+    ``{"statusCode", "message"}`` in front of it (bad key, unknown route, rate limit, quota).
+    """
     content_type = response.headers.get("content-type", "")
     try:
         body = response.json()
@@ -125,12 +151,17 @@ class Wire:
                 f"the gateway redirected to {origin(location)[1] or location[:60]!r}; "
                 "redirects are not followed so the API key stays with base_url"
             )
-        return status_error_class(code)(
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        cls = status_error_class(code)
+        if is_quota_error(code, message):
+            cls = QuotaExceededError
+            retry_after = retry_after if retry_after is not None else quota_wait(message)
+        return cls(
             self.scrub(message),
             status_code=code,
             error=None if error is None else self.scrub(error),
             request_id=request_id,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after,
             body=body,
         )
 
@@ -160,7 +191,13 @@ class Wire:
         if request_id is None:
             # A submit answer: it names the new job, and a job just made is QUEUED.
             if not body.get("request_id"):
-                raise APIResponseError(f"{what} has no request_id")
+                said = " - ".join(
+                    self.scrub(str(body[k]))[:500] for k in ("error", "message") if body.get(k)
+                )
+                raise APIResponseError(
+                    f"{what} has no request_id"
+                    + (f"; the gateway said: {said}" if said else "; no job was created")
+                )
             body.setdefault("status", "QUEUED")
         else:
             answered = body.setdefault("request_id", request_id)

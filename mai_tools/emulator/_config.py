@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .._flow import split_url
+from .._urls import split_url
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
