@@ -40,7 +40,7 @@ from ._exceptions import (
     JobTimeoutError,
     PermissionDeniedError,
 )
-from ._images import agent_image_argument
+from ._images import AllowedDirs, agent_image_argument
 from ._models import (
     EditAspectRatioField,
     EditPrompt,
@@ -223,7 +223,7 @@ class _MAIImageTool(BaseTool):
     """Longest wait inside one tool call; after it the model is told to call get_image_job."""
     output_dir: Path | None = None
     """If set, images are downloaded here and their paths returned."""
-    allowed_dirs: tuple[Path, ...] = ()
+    allowed_dirs: AllowedDirs = ()
     """Directories edit_image may read local files from (none by default)."""
     client: MAIImageClient | None = Field(default=None, exclude=True, repr=False)
     """A sync client to use instead of building one."""
@@ -310,7 +310,7 @@ class _MAIImageTool(BaseTool):
             raise _model_error(exc) from exc
         return _content(result, saved, save_error), _artifact(result, saved, save_error)
 
-    def _image_argument(self, image: str) -> str | Path:
+    def _image_argument(self, image: str) -> str | bytes:
         try:
             return agent_image_argument(image, self.allowed_dirs)
         except InvalidArgumentError as exc:
@@ -477,7 +477,7 @@ class MAIImageToolkit(BaseToolkit):
     base_url: str | None = None
     wait_timeout: float = Field(default=120.0, gt=0)
     output_dir: Path | None = None
-    allowed_dirs: tuple[Path, ...] = ()
+    allowed_dirs: AllowedDirs = ()
     client: MAIImageClient | None = Field(default=None, exclude=True, repr=False)
     async_client: AsyncMAIImageClient | None = Field(default=None, exclude=True, repr=False)
 
