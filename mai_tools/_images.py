@@ -136,7 +136,11 @@ _OPEN_FLAGS: Final = (
     | getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in after the checks cannot hang the open
 )
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
+_DIR_FLAGS: Final = (
+    getattr(os, "O_PATH", os.O_RDONLY)  # Linux: a directory we may search but not list works
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 def _kind(mode: int) -> str:
@@ -352,14 +356,10 @@ def _open_below(root: Path, parts: Sequence[str], shown: str) -> int:
     A component that became a symlink after the path was resolved fails to open (``ELOOP`` or
     ``ENOTDIR``) instead of leading outside ``root``.
     """
-    dir_fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    dir_fd = os.open(root, _DIR_FLAGS)
     try:
         for part in parts[:-1]:
-            next_fd = os.open(
-                part,
-                os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                dir_fd=dir_fd,
-            )
+            next_fd = os.open(part, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dir_fd)
             os.close(dir_fd)
             dir_fd = next_fd
         # Refuse a FIFO or device before opening it: opening one can block or have effects.
