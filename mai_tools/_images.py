@@ -283,7 +283,7 @@ def allowed_directory(value: str | os.PathLike[str]) -> Path:
     to allow (a stray ``::`` in a path list, ``--allow-dir ""``).
 
     Raises:
-        ValueError: the entry is empty.
+        ValueError: the entry is empty, or names the home of an unknown user.
     """
     text = os.fspath(value)
     if not text.strip():
@@ -291,7 +291,12 @@ def allowed_directory(value: str | os.PathLike[str]) -> Path:
             "An allowed directory is empty; name the directory explicitly (an empty entry would "
             "otherwise mean the working directory)."
         )
-    return Path(os.path.abspath(Path(text).expanduser()))
+    try:
+        return Path(os.path.abspath(Path(text).expanduser()))
+    except RuntimeError:  # "~name" for a user this machine does not know
+        raise ValueError(
+            f"Allowed directory {text[:80]!r}: no such user's home directory."
+        ) from None
 
 
 def _require_dirs(value: object) -> object:

@@ -246,6 +246,10 @@ def test_empty_allow_entries_are_configuration_errors(
     for make in (MAIImageEditTool, MAIImageToolkit):
         with pytest.raises(ValidationError, match="empty"):
             make.model_validate({"allowed_dirs": [""]})  # as read from a config file
+        with pytest.raises(ValidationError, match="not a single path"):
+            make.model_validate({"allowed_dirs": "/srv/uploads"})  # one path, not a list
+    with pytest.raises(SettingsError, match="no such user"):
+        Settings(allowed_dirs=(Path("~no-such-user-here/x"),))
 
 
 def test_allowed_dirs_are_fixed_when_configured(
