@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
+
+from pydantic import BeforeValidator
 
 from ._constants import DEFAULT_MAX_INPUT_BYTES
 from ._exceptions import InvalidImageError
@@ -122,33 +126,96 @@ def _check_http_url(url: str) -> str:
     return url
 
 
-def read_image_file(path: Path, *, max_bytes: int) -> bytes:
-    """Read a local image file, refusing missing files, directories and oversized files."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise InvalidImageError(
-            f"No such image file: {str(path)!r}. Pass an existing file, an http(s) URL or a "
-            "data: URI."
-        ) from None
-    except OSError as exc:
-        raise InvalidImageError(f"Cannot read image file {str(path)!r}: {exc.strerror}") from None
-    except ValueError:  # e.g. an embedded NUL byte: not a usable path at all
-        raise InvalidImageError(
-            f"{str(path)[:80]!r} is not a valid file path, http(s) URL or data: URI."
-        ) from None
-    if not path.is_file():
-        raise InvalidImageError(f"{str(path)!r} is not a regular file.")
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)  # a terminal device never becomes our controlling tty
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in after the checks cannot hang the open
+)
+_O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS: Final = (
+    getattr(os, "O_PATH", os.O_RDONLY)  # Linux: a directory we may search but not list works
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
+def _check_regular(st: os.stat_result, shown: str, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidImageError(f"{shown!r} is {_kind(st.st_mode)}, not a regular file.")
     if st.st_size > max_bytes:
         raise InvalidImageError(
-            f"Image file {str(path)!r} is {_human(st.st_size)}, over the {_human(max_bytes)} "
+            f"Image file {shown!r} is {_human(st.st_size)}, over the {_human(max_bytes)} "
             "limit. Downscale or recompress it first."
         )
+
+
+def _read_fd(fd: int, shown: str, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes`` from an open file; a file that grew past it is refused."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= max_bytes:
+        chunk = os.read(fd, min(1024 * 1024, max_bytes + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > max_bytes:
+        raise InvalidImageError(
+            f"Image file {shown!r} is over the {_human(max_bytes)} limit. Downscale or "
+            "recompress it first."
+        )
+    return b"".join(chunks)
+
+
+def read_image_file(path: Path, *, max_bytes: int) -> bytes:
+    """Read a local image file a person named, refusing missing files, non-regular files
+    (directories, FIFOs, devices) and oversized files.
+
+    Symlinks and hard links are followed: the caller chose the path. The file is checked and
+    read through one open descriptor, so what was checked is what is read.
+    """
+    shown = str(path)
     try:
-        with path.open("rb") as fh:
-            return fh.read(max_bytes + 1)
+        before = path.stat()
+    except FileNotFoundError:
+        raise InvalidImageError(
+            f"No such image file: {shown!r}. Pass an existing file, an http(s) URL or a data: URI."
+        ) from None
     except OSError as exc:
-        raise InvalidImageError(f"Cannot read image file {str(path)!r}: {exc.strerror}") from None
+        raise InvalidImageError(f"Cannot read image file {shown!r}: {exc.strerror}") from None
+    except ValueError:  # e.g. an embedded NUL byte: not a usable path at all
+        raise InvalidImageError(
+            f"{shown[:80]!r} is not a valid file path, http(s) URL or data: URI."
+        ) from None
+    # Refuse a FIFO or device before opening it: opening one can block or have effects.
+    _check_regular(before, shown, max_bytes)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise InvalidImageError(f"Cannot read image file {shown!r}: {exc.strerror}") from None
+    try:
+        _check_regular(os.fstat(fd), shown, max_bytes)
+        return _read_fd(fd, shown, max_bytes)
+    except OSError as exc:
+        raise InvalidImageError(f"Cannot read image file {shown!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def image_to_url(image: ImageInput, *, max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> str:
@@ -201,37 +268,211 @@ def image_to_url(image: ImageInput, *, max_bytes: int = DEFAULT_MAX_INPUT_BYTES)
         raise InvalidImageError(f"{str(path)!r}: {exc}") from None
 
 
-def confined_path(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> Path:
-    """Resolve a local path an agent asked for, only if it lies inside an allowed directory.
+_CONFINED_HOW: Final = (
+    "Pass an http(s) URL or a data: URI instead, or have the application allow the "
+    "directory (LangChain: allowed_dirs=[...]; MCP server: MAI_MCP_ALLOWED_DIRS)."
+)
 
-    The path is resolved through symlinks and ``..`` before the check, so neither can escape.
-    Used by the LangChain tools and the MCP server, where a model, not a person, names files.
+
+def allowed_directory(value: str | os.PathLike[str]) -> Path:
+    """Check one configured allowed directory and make it absolute (``~`` expanded).
+
+    An empty entry is refused: ``Path("")`` means the working directory, which nobody meant
+    to allow (a stray ``::`` in a path list, ``--allow-dir ""``).
 
     Raises:
-        InvalidImageError: no directory is allowed, or the path lies outside all of them.
+        ValueError: the entry is empty, or names the home of an unknown user.
     """
-    how = (
-        "Pass an http(s) URL or a data: URI instead, or have the application allow the "
-        "directory (LangChain: allowed_dirs=[...]; MCP server: MAI_MCP_ALLOWED_DIRS)."
-    )
+    text = os.fspath(value)
+    if not text.strip():
+        raise ValueError(
+            "An allowed directory is empty; name the directory explicitly (an empty entry would "
+            "otherwise mean the working directory)."
+        )
+    try:
+        return Path(os.path.abspath(Path(text).expanduser()))
+    except RuntimeError:  # "~name" for a user this machine does not know
+        raise ValueError(
+            f"Allowed directory {text[:80]!r}: no such user's home directory."
+        ) from None
+
+
+def _require_dirs(value: object) -> object:
+    if isinstance(value, str | bytes | os.PathLike):
+        raise ValueError("allowed_dirs must be a list of directories, not a single path.")
+    if isinstance(value, Iterable):
+        return tuple(allowed_directory(v) for v in value)
+    return value  # pydantic reports the wrong type
+
+
+AllowedDirs = Annotated[tuple[Path, ...], BeforeValidator(_require_dirs)]
+"""A pydantic field type for allowed directories: no empty entry, each made absolute."""
+
+
+def _allowed_roots(allowed_dirs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     if not allowed_dirs:
-        raise InvalidImageError(f"Reading local files is not allowed here. {how}")
+        raise InvalidImageError(f"Reading local files is not allowed here. {_CONFINED_HOW}")
+    roots = []
+    for entry in allowed_dirs:
+        if not os.fspath(entry).strip():
+            raise InvalidImageError(
+                "The application's list of allowed directories has an empty entry, so no local "
+                "file is read (an empty entry never means the working directory). The "
+                "application must name each directory."
+            )
+        roots.append(Path(entry).expanduser().resolve(strict=False))
+    return roots
+
+
+def _confine(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> tuple[Path, Path]:
+    """The resolved target and the allowed root it lies in."""
+    roots = _allowed_roots(allowed_dirs)
     try:
         target = Path(text).expanduser().resolve(strict=False)
     except (OSError, ValueError, RuntimeError):
-        raise InvalidImageError(f"{text[:80]!r} is not a usable file path. {how}") from None
-    for allowed in allowed_dirs:
-        root = Path(allowed).expanduser().resolve(strict=False)
+        raise InvalidImageError(
+            f"{text[:80]!r} is not a usable file path. {_CONFINED_HOW}"
+        ) from None
+    for root in roots:
         if target == root or root in target.parents:
-            return target
-    raise InvalidImageError(f"{text[:80]!r} is outside the allowed directories. {how}")
+            return target, root
+    raise InvalidImageError(f"{text[:80]!r} is outside the allowed directories. {_CONFINED_HOW}")
 
 
-def agent_image_argument(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> str | Path:
-    """The ``image`` argument of an agent-facing tool: a URL, a data URI or a confined path.
+def confined_path(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> Path:
+    """Resolve a local path an agent asked for, only if it lies inside an allowed directory.
+
+    The path is resolved through symlinks and ``..`` before the check. This is only the first
+    check: read the file with :func:`read_confined_image`, which opens it without following
+    links and checks the opened file, so a link swapped in after this check cannot escape.
 
     Raises:
-        InvalidImageError: another URL scheme, or a path outside the allowed directories.
+        InvalidImageError: no directory is allowed, an allowed entry is empty, or the path
+            lies outside all of them.
+    """
+    return _confine(text, allowed_dirs)[0]
+
+
+def _open_below(root: Path, parts: Sequence[str], shown: str) -> int:
+    """Open ``root/parts...`` one component at a time, following no symlink below ``root``.
+
+    A component that became a symlink after the path was resolved fails to open (``ELOOP`` or
+    ``ENOTDIR``) instead of leading outside ``root``.
+    """
+    dir_fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        # Refuse a FIFO or device before opening it: opening one can block or have effects.
+        before = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISREG(before.st_mode):
+            raise InvalidImageError(f"{shown!r} is {_kind(before.st_mode)}, not a regular file.")
+        return os.open(parts[-1], _OPEN_FLAGS | _O_NOFOLLOW, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_confined(target: Path, root: Path, shown: str) -> int:
+    parts = target.relative_to(root).parts
+    if not parts:
+        raise InvalidImageError(f"{shown!r} is a directory, not a regular file.")
+    if _O_NOFOLLOW and os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd:
+        return _open_below(root, parts, shown)
+    # No openat() (Windows): open the resolved path, then check below that the opened file is
+    # still the one that path names.
+    fd = os.open(target, _OPEN_FLAGS | _O_NOFOLLOW)
+    try:
+        if not os.path.samestat(os.fstat(fd), os.stat(target, follow_symlinks=False)):
+            raise InvalidImageError(f"{shown!r} changed while it was being opened; try again.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _opened_inside(fd: int, root: Path) -> bool:
+    """Where the open file really is, by the kernel's account (Linux ``/proc``): inside ``root``?
+
+    A second, independent check: it also catches an allowed directory renamed and replaced
+    between resolving the path and opening it. True where ``/proc`` is not available.
+    """
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return True
+    where = Path(real)
+    return where == root or root in where.parents
+
+
+def read_confined_image(
+    text: str,
+    allowed_dirs: Sequence[str | os.PathLike[str]],
+    *,
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+) -> bytes:
+    """Read an image file an agent named, only from inside the allowed directories.
+
+    The file is opened first and the opened file is checked, then read from that same
+    descriptor: no symlink is followed below the allowed directory (so swapping one in after
+    the path check cannot lead outside), and the file must be a regular file with one link (a
+    hard link inside an allowed directory may be any file), within ``max_bytes``, and an image.
+    FIFOs and devices are refused without being opened. Messages never quote the file's bytes.
+
+    Raises:
+        InvalidImageError: anything refused, with the reason and how to fix it.
+    """
+    target, root = _confine(text, allowed_dirs)
+    shown = text[:200]
+    try:
+        fd = _open_confined(target, root, shown)
+    except FileNotFoundError:
+        raise InvalidImageError(
+            f"No such image file: {shown!r}. Pass an existing file, an http(s) URL or a data: URI."
+        ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", -1)):
+            raise InvalidImageError(
+                f"{shown!r} could not be opened inside the allowed directories (a part of the "
+                f"path is or became a symbolic link). {_CONFINED_HOW}"
+            ) from None
+        raise InvalidImageError(f"Cannot read image file {shown!r}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        _check_regular(st, shown, max_bytes)
+        if st.st_nlink > 1:
+            raise InvalidImageError(
+                f"{shown!r} has {st.st_nlink} hard links; a hard-linked file may be a file from "
+                "outside the allowed directories, so it is not read. Copy the image into the "
+                "directory instead."
+            )
+        if not _opened_inside(fd, root):
+            raise InvalidImageError(
+                f"{shown!r} is outside the allowed directories. {_CONFINED_HOW}"
+            )
+        data = _read_fd(fd, shown, max_bytes)
+    except OSError as exc:
+        raise InvalidImageError(f"Cannot read image file {shown!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if not data:
+        raise InvalidImageError(f"Image file {shown!r} is empty (0 bytes).")
+    if sniff_image_type(data) is None:  # said without quoting any byte of the file
+        raise InvalidImageError(
+            f"{shown!r} is not a PNG, JPEG, WEBP or GIF image. Convert it to PNG or JPEG first."
+        )
+    return data
+
+
+def agent_image_argument(text: str, allowed_dirs: Sequence[str | os.PathLike[str]]) -> str | bytes:
+    """The ``image`` argument of an agent-facing tool: a URL or data URI, or the bytes of a
+    local image read with :func:`read_confined_image`.
+
+    The file is read here, once: handing on a path would let it change before it is read.
+
+    Raises:
+        InvalidImageError: another URL scheme, or a path that is refused.
     """
     value = text.strip()
     if value[:8].lower().startswith(("http://", "https://", "data:")):
@@ -242,4 +483,4 @@ def agent_image_argument(text: str, allowed_dirs: Sequence[str | os.PathLike[str
             f"Unsupported image URL scheme {match.group(1).lower()!r}: pass an http(s) URL or "
             "a data: URI."
         )
-    return confined_path(value, allowed_dirs)
+    return read_confined_image(value, allowed_dirs)

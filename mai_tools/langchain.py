@@ -40,7 +40,7 @@ from ._agent import (
 from ._async_client import AsyncMAIImageClient
 from ._client import MAIImageClient
 from ._exceptions import MAIImageError
-from ._images import ImageInput, agent_image_argument
+from ._images import AllowedDirs, agent_image_argument
 from ._models import (
     EditAspectRatioField,
     EditPrompt,
@@ -169,7 +169,7 @@ class _MAIImageTool(BaseTool):
     """Longest wait inside one tool call; after it the model is told to call get_image_job."""
     output_dir: Path | None = None
     """If set, images are downloaded here and their paths returned."""
-    allowed_dirs: tuple[Path, ...] = ()
+    allowed_dirs: AllowedDirs = ()
     """Directories edit_image may read local files from (none by default)."""
     client: MAIImageClient | None = Field(default=None, exclude=True, repr=False)
     """A sync client to use instead of building one."""
@@ -236,7 +236,7 @@ class _MAIImageTool(BaseTool):
         async with client:
             return _answer(await arun(lambda: call(client), save_to=self.output_dir))
 
-    def _image_argument(self, image: str) -> ImageInput:
+    def _image_argument(self, image: str) -> str | bytes:
         """The edit source an agent named: a URL, a data URI, or a file in ``allowed_dirs``."""
         return agent_image_argument(image, self.allowed_dirs)
 
@@ -399,7 +399,7 @@ class MAIImageToolkit(BaseToolkit):
     base_url: str | None = None
     wait_timeout: float = Field(default=120.0, gt=0)
     output_dir: Path | None = None
-    allowed_dirs: tuple[Path, ...] = ()
+    allowed_dirs: AllowedDirs = ()
     client: MAIImageClient | None = Field(default=None, exclude=True, repr=False)
     async_client: AsyncMAIImageClient | None = Field(default=None, exclude=True, repr=False)
 

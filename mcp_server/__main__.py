@@ -10,7 +10,24 @@ from pathlib import Path
 
 import click
 
-from ._settings import LOG_LEVELS, Settings, SettingsError
+from ._settings import LOG_LEVELS, Settings, SettingsError, check_auth_token, read_token_file
+
+
+class _Refused(click.ClickException):
+    """A configuration the server will not start with (exit status 2, like a usage error)."""
+
+    exit_code = 2
+
+
+def _allow_dir(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Path, ...]:
+    if any(not v.strip() for v in values):
+        raise click.BadParameter(
+            "an empty directory name; name the directory (an empty one would mean the working "
+            "directory)."
+        )
+    return tuple(Path(v) for v in values)
 
 
 @contextlib.contextmanager
@@ -38,6 +55,38 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP interface.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--stateless", is_flag=True, help="Stateless HTTP (any replica can answer).")
+@click.option(
+    "--auth-token",
+    default=None,
+    help="Bearer token HTTP clients must send [env MAI_MCP_AUTH_TOKEN]. A flag shows in ps: "
+    "prefer the variable or --auth-token-file.",
+)
+@click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the bearer token from this file [env MAI_MCP_AUTH_TOKEN_FILE].",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Also accept this Host header (name, name:port or name:*); repeatable "
+    "[env MAI_MCP_ALLOWED_HOSTS, comma-separated].",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="Also accept this Origin header (https://name[:port]); repeatable "
+    "[env MAI_MCP_ALLOWED_ORIGINS, comma-separated].",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve HTTP on a non-loopback address without a token (only behind a proxy that "
+    "authenticates).",
+)
 @click.option("--emulator", is_flag=True, help="Use an in-process offline emulator (no key).")
 @click.option(
     "--max-wait",
@@ -61,7 +110,8 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
     "--allow-dir",
     "allow_dirs",
     multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
+    callback=_allow_dir,
     help="Directory edit_image may read local files from; repeatable [env MAI_MCP_ALLOWED_DIRS].",
 )
 @click.option(
@@ -75,6 +125,11 @@ def cli(
     host: str,
     port: int,
     stateless: bool,
+    auth_token: str | None,
+    auth_token_file: Path | None,
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
+    insecure_no_auth: bool,
     emulator: bool,
     max_wait: float | None,
     preview: str | None,
@@ -98,8 +153,30 @@ def cli(
         changes["allowed_dirs"] = settings.allowed_dirs + allow_dirs
     if log_level is not None:
         changes["log_level"] = log_level.upper()
-    changes["remember_durations"] = True  # a restarted server polls by what it learned before
-    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    try:
+        if auth_token is not None and auth_token_file is not None:
+            raise SettingsError("Give --auth-token or --auth-token-file, not both.")
+        if auth_token is not None:
+            changes["auth_token"] = check_auth_token(auth_token.strip(), "--auth-token")
+        elif auth_token_file is not None:
+            changes["auth_token"] = read_token_file(auth_token_file)
+        if allowed_hosts:
+            changes["allowed_hosts"] = settings.allowed_hosts + allowed_hosts
+        if allowed_origins:
+            changes["allowed_origins"] = settings.allowed_origins + allowed_origins
+        changes["remember_durations"] = True  # a restarted server polls by what it learned
+        settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    if transport == "streamable-http":
+        from ._http import refusal
+
+        if insecure_no_auth and settings.auth_token is not None:
+            raise click.UsageError("--insecure-no-auth contradicts the auth token that is set.")
+        problem = refusal(host, settings, insecure_no_auth=insecure_no_auth)
+        if problem is not None:
+            raise _Refused(problem)
 
     from ._server import create_server
 
@@ -107,8 +184,13 @@ def cli(
         server = create_server(effective)
         if transport == "stdio":
             server.run("stdio")
-        else:
-            server.run("streamable-http", host=host, port=port, stateless_http=stateless)
+            return
+        from ._http import http_app, serve, startup_notes
+
+        for note in startup_notes(host, port, effective, insecure_no_auth=insecure_no_auth):
+            print(f"mai-image-mcp: {note}", file=sys.stderr)
+        app = http_app(server, effective, host=host, port=port, stateless=stateless)
+        serve(app, host=host, port=port, log_level=effective.log_level)
 
 
 def main() -> None:

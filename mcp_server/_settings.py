@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from mai_tools._images import allowed_directory
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -16,6 +19,20 @@ ENV_PREVIEW = "MAI_MCP_PREVIEW"
 ENV_OUTPUT_DIR = "MAI_MCP_OUTPUT_DIR"
 ENV_ALLOWED_DIRS = "MAI_MCP_ALLOWED_DIRS"
 ENV_LOG_LEVEL = "MAI_MCP_LOG_LEVEL"
+ENV_AUTH_TOKEN = "MAI_MCP_AUTH_TOKEN"  # noqa: S105  # a variable name, not a secret
+ENV_AUTH_TOKEN_FILE = "MAI_MCP_AUTH_TOKEN_FILE"  # noqa: S105  # a variable name
+ENV_ALLOWED_HOSTS = "MAI_MCP_ALLOWED_HOSTS"
+ENV_ALLOWED_ORIGINS = "MAI_MCP_ALLOWED_ORIGINS"
+
+MIN_TOKEN_LENGTH = 16
+TOKEN_HOWTO = (
+    f"Set {ENV_AUTH_TOKEN} (or --auth-token-file FILE) to a long random secret, for example "
+    """the output of: python -c "import secrets; print(secrets.token_urlsafe(32))" """
+    "and have clients send the header 'Authorization: Bearer <token>'."
+)
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: safe in any header
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
 
 DEFAULT_MAX_WAIT = 45.0
 """Under the ~60 s tool timeout many MCP clients use."""
@@ -25,6 +42,66 @@ PREVIEW_SIZES: dict[str, int] = {"preview": 384, "thumbnail": 160}
 
 class SettingsError(ValueError):
     """A server setting has an invalid value."""
+
+
+def check_auth_token(token: str, source: str = ENV_AUTH_TOKEN) -> str:
+    """Return ``token`` if it is usable as a bearer token, else raise :class:`SettingsError`.
+
+    The message never quotes the token.
+    """
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise SettingsError(
+            f"{source} is too short ({len(token)} characters; at least {MIN_TOKEN_LENGTH}). "
+            + TOKEN_HOWTO
+        )
+    if not _TOKEN.fullmatch(token):
+        raise SettingsError(
+            f"{source} may hold only letters, digits and - . _ ~ + / (then '=' padding), so "
+            "that it fits an Authorization header. " + TOKEN_HOWTO
+        )
+    return token
+
+
+def read_token_file(path: str | os.PathLike[str], source: str = "--auth-token-file") -> str:
+    """The token in a file (surrounding whitespace, such as the final newline, dropped)."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(
+            f"Cannot read the auth token file {str(path)!r} ({source}): {reason}"
+        ) from None
+    token = text.strip()
+    if not token:
+        raise SettingsError(f"The auth token file {str(path)!r} ({source}) is empty. {TOKEN_HOWTO}")
+    return check_auth_token(token, f"The token in {str(path)!r}")
+
+
+def check_allowed_host(value: str) -> str:
+    """An ``--allowed-host`` value: ``name``, ``name:port`` or ``name:*`` (any port)."""
+    host = value.strip()
+    if not _HOST.fullmatch(host):
+        raise SettingsError(
+            f"Allowed host {value[:80]!r} is not a Host header value: give host or host:port "
+            "(host:* for any port), with no scheme or path, e.g. mcp.example.com or "
+            "192.168.1.5:8000."
+        )
+    return host
+
+
+def check_allowed_origin(value: str) -> str:
+    """An ``--allowed-origin`` value: ``http(s)://name[:port]`` (``:*`` for any port)."""
+    origin = value.strip().rstrip("/")
+    if not _ORIGIN.fullmatch(origin):
+        raise SettingsError(
+            f"Allowed origin {value[:80]!r} is not an origin: give scheme://host[:port] with no "
+            "path, e.g. https://app.example.com or http://localhost:*."
+        )
+    return origin
+
+
+def _split_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @dataclass(frozen=True)
@@ -42,6 +119,13 @@ class Settings:
             (``MAI_MCP_ALLOWED_DIRS``, separated by ``os.pathsep``); none by default.
         log_level: level of the server's own log on stderr (``MAI_MCP_LOG_LEVEL``). WARNING by
             default: at INFO every status poll is a log line.
+        auth_token: the bearer token every HTTP request must carry (``MAI_MCP_AUTH_TOKEN``, or
+            the file named by ``MAI_MCP_AUTH_TOKEN_FILE``); None means no authentication, which
+            the ``mai-image-mcp`` command allows only on a loopback address. Never in reprs.
+        allowed_hosts: Host header values accepted over HTTP besides the bound address and the
+            localhost forms (``MAI_MCP_ALLOWED_HOSTS``, comma-separated).
+        allowed_origins: Origin header values accepted over HTTP besides the localhost forms
+            (``MAI_MCP_ALLOWED_ORIGINS``, comma-separated).
         remember_durations: keep learned job durations in the user's cache between runs (as
             ``mai-image`` does), under ``durations_key`` (default: the base URL). Off for an
             embedded ``create_server()``; the ``mai-image-mcp`` command turns it on.
@@ -57,6 +141,9 @@ class Settings:
     log_level: LogLevel = "WARNING"
     remember_durations: bool = False
     durations_key: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.max_wait > 0):
@@ -65,6 +152,19 @@ class Settings:
             raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"{ENV_LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}.")
+        try:
+            dirs = tuple(allowed_directory(d) for d in self.allowed_dirs)
+        except ValueError as exc:
+            raise SettingsError(f"{ENV_ALLOWED_DIRS}: {exc}") from None
+        object.__setattr__(self, "allowed_dirs", dirs)  # frozen: normalised once, here
+        if self.auth_token is not None:
+            check_auth_token(self.auth_token)
+        object.__setattr__(
+            self, "allowed_hosts", tuple(check_allowed_host(h) for h in self.allowed_hosts)
+        )
+        object.__setattr__(
+            self, "allowed_origins", tuple(check_allowed_origin(o) for o in self.allowed_origins)
+        )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,9 +177,22 @@ class Settings:
         if preview not in ("preview", "thumbnail", "off"):
             raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
         output = env.get(ENV_OUTPUT_DIR, "").strip()
-        allowed = tuple(
-            Path(p).expanduser() for p in env.get(ENV_ALLOWED_DIRS, "").split(os.pathsep) if p
-        )
+        allowed_text = env.get(ENV_ALLOWED_DIRS, "")
+        allowed: tuple[str, ...] = ()
+        if allowed_text.strip():
+            allowed = tuple(allowed_text.split(os.pathsep))
+            if any(not p.strip() for p in allowed):
+                raise SettingsError(
+                    f"{ENV_ALLOWED_DIRS} has an empty entry (two {os.pathsep!r} in a row, or one "
+                    "at an end); an empty entry would mean the working directory. Name each "
+                    f"directory, separated by {os.pathsep!r}."
+                )
+        token = env.get(ENV_AUTH_TOKEN, "").strip() or None
+        token_file = env.get(ENV_AUTH_TOKEN_FILE, "").strip()
+        if token_file:
+            if token is not None:
+                raise SettingsError(f"Set {ENV_AUTH_TOKEN} or {ENV_AUTH_TOKEN_FILE}, not both.")
+            token = read_token_file(token_file, ENV_AUTH_TOKEN_FILE)
         log_level = env.get(ENV_LOG_LEVEL, "WARNING").strip().upper() or "WARNING"
         return cls(
             api_key=env.get("PIXAZO_API_KEY") or None,
@@ -87,6 +200,9 @@ class Settings:
             max_wait=max_wait,
             preview=preview,  # type: ignore[arg-type]  # checked just above
             output_dir=Path(output).expanduser() if output else None,
-            allowed_dirs=allowed,
+            allowed_dirs=tuple(Path(p) for p in allowed),
             log_level=log_level,  # type: ignore[arg-type]  # checked in __post_init__
+            auth_token=token,
+            allowed_hosts=tuple(_split_list(env.get(ENV_ALLOWED_HOSTS, ""))),
+            allowed_origins=tuple(_split_list(env.get(ENV_ALLOWED_ORIGINS, ""))),
         )

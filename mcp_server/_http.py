@@ -1,0 +1,233 @@
+"""Serving MCP over Streamable HTTP safely: a bearer token and Host/Origin checks.
+
+Every HTTP request to the server runs the operator's API key (and, with ``allowed_dirs``, reads
+their files), so the HTTP app is never open by accident:
+
+- :class:`BearerTokenMiddleware` wraps the app the SDK builds: with a token configured, a
+  request without ``Authorization: Bearer <token>`` gets 401 and reaches nothing else.
+- :func:`transport_security` keeps the SDK's DNS-rebinding protection on for every bind
+  address, allowing the bound ``host:port``, the localhost forms and what the operator adds.
+- :func:`refusal` is the start-up rule: a non-loopback bind needs a token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
+
+logger = logging.getLogger("mcp_server")
+
+REALM = "mai-image-mcp"
+_LOOPBACK_FORMS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` only listens on this machine (``localhost``, ``127.x.y.z``, ``::1``)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # another host name: it may resolve to any interface
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    name = host.strip().strip("[]")
+    try:
+        return ipaddress.ip_address(name).is_unspecified
+    except ValueError:
+        return False
+
+
+def _host_form(host: str) -> str:
+    """``host`` as it appears in a Host header (IPv6 literals in brackets)."""
+    name = host.strip()
+    if ":" in name and not name.startswith("["):
+        return f"[{name}]"
+    return name
+
+
+def default_hosts(host: str, port: int) -> list[str]:
+    """Host header values the server accepts on its own: ``host:port`` for the localhost
+    forms and the bound address (unless it is a wildcard such as ``0.0.0.0``, which no client
+    names: add the names clients use with ``--allowed-host``)."""
+    names = list(_LOOPBACK_FORMS)
+    bound = _host_form(host)
+    if not _is_wildcard(host) and bound.lower() not in names:
+        names.append(bound)
+    forms = [f"{name}:{port}" for name in names]
+    if port == 80:  # clients leave the default port out of the Host header
+        forms += names
+    return forms
+
+
+def transport_security(
+    host: str, port: int, settings: Settings | None = None
+) -> TransportSecuritySettings:
+    """DNS-rebinding protection for the HTTP app: on, whatever the bind address.
+
+    The SDK turns it on by itself only for a loopback bind; here it is always on. Accepted Host
+    headers: :func:`default_hosts` plus ``settings.allowed_hosts``; accepted Origin headers:
+    ``http://`` and each of the default hosts, plus ``settings.allowed_origins``. (A request
+    without an Origin header, as non-browser clients send, is accepted.)
+    """
+    hosts = default_hosts(host, port)
+    origins = [f"http://{h}" for h in hosts]
+    if settings is not None:
+        hosts += [h for h in settings.allowed_hosts if h not in hosts]
+        origins += [o for o in settings.allowed_origins if o not in origins]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+class BearerTokenMiddleware:
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``.
+
+    Anything else gets 401 with a ``WWW-Authenticate: Bearer`` header and never reaches the
+    wrapped app. The token is compared in constant time and appears in no repr or log.
+    Lifespan events pass through.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = token.encode("ascii")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(app={self.app!r})"
+
+    def _authorized(self, scope: Scope) -> bool | None:
+        """True: the right token; False: a wrong one; None: no bearer credentials at all."""
+        values = [v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
+        if len(values) != 1:
+            return None if not values else False
+        scheme, _, credentials = bytes(values[0]).strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not credentials.strip():
+            return None
+        return hmac.compare_digest(credentials.strip(), self._expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        verdict = self._authorized(scope)
+        if verdict is True:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        logger.info(
+            "refused an HTTP request from %s: %s",
+            f"{client[0]}:{client[1]}" if client else "an unknown client",
+            "wrong bearer token" if verdict is False else "no bearer token",
+        )
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _unauthorized(send, wrong=verdict is False)
+
+
+async def _unauthorized(send: Send, *, wrong: bool) -> None:
+    if wrong:
+        description = "The bearer token is not valid for this server."
+        challenge = (
+            f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
+        )
+        body = {"error": "invalid_token", "error_description": description}
+    else:
+        description = "This server needs 'Authorization: Bearer <token>'."
+        challenge = f'Bearer realm="{REALM}"'
+        body = {"error": "unauthorized", "error_description": description}
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"www-authenticate", challenge.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def http_app(
+    server: MCPServer,
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    stateless: bool = False,
+) -> ASGIApp:
+    """The ASGI app to serve: the SDK's Streamable HTTP app (at ``/mcp``) with DNS-rebinding
+    protection on, behind :class:`BearerTokenMiddleware` when ``settings.auth_token`` is set.
+
+    ``host`` and ``port`` are the address the server is bound to (they define the default
+    accepted Host headers). Run its lifespan (uvicorn does) before sending requests.
+    """
+    app = server.streamable_http_app(
+        stateless_http=stateless,
+        transport_security=transport_security(host, port, settings),
+        host=host,
+    )
+    if settings.auth_token is None:
+        return app
+    return BearerTokenMiddleware(app, settings.auth_token)
+
+
+def refusal(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | None:
+    """Why the server must not start on ``host`` (None if it may): a non-loopback address
+    without a token would let anyone who reaches the port run jobs on the operator's key."""
+    if settings.auth_token is not None or insecure_no_auth or is_loopback(host):
+        return None
+    return (
+        f"Refusing to serve MCP over HTTP on {host} without authentication: anyone who can "
+        "reach this port could run image jobs on your API key"
+        + (" and read the images in the allowed directories" if settings.allowed_dirs else "")
+        + f". {TOKEN_HOWTO} Or bind a loopback address (--host 127.0.0.1). To serve without "
+        "authentication anyway (behind a proxy that authenticates), pass --insecure-no-auth."
+    )
+
+
+def startup_notes(host: str, port: int, settings: Settings, *, insecure_no_auth: bool) -> list[str]:
+    """Lines for stderr when serving HTTP: the warnings an operator must see."""
+    notes: list[str] = []
+    if settings.auth_token is None:
+        if is_loopback(host):
+            notes.append(
+                f"note: no {ENV_AUTH_TOKEN}: any program on this machine can use this server "
+                "(and your API key)."
+            )
+        elif insecure_no_auth:
+            notes.append(
+                f"WARNING: --insecure-no-auth: serving on {host}:{port} WITHOUT "
+                "AUTHENTICATION. Anyone who can reach this port can run image jobs on your API "
+                "key"
+                + (" and read images from the allowed directories" if settings.allowed_dirs else "")
+                + f". {TOKEN_HOWTO}"
+            )
+    if _is_wildcard(host) and not settings.allowed_hosts:
+        notes.append(
+            f"note: bound to {host}: only requests with Host "
+            + ", ".join(default_hosts(host, port))
+            + " are accepted. Add the names clients use with --allowed-host NAME:PORT "
+            "(or MAI_MCP_ALLOWED_HOSTS)."
+        )
+    return notes
+
+
+def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
+    """Serve ``app`` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
