@@ -113,6 +113,9 @@ def cli(
 
 def main() -> None:
     """Console-script entry point."""
+    from mai_tools._mcp_entry import exit_if_foreign_mcp_server  # python -m mcp_server too
+
+    exit_if_foreign_mcp_server()
     cli(prog_name="mai-image-mcp")
 
 
