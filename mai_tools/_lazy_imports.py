@@ -77,11 +77,12 @@ def _import_httpx_without_cli() -> None:
     namespace = vars(httpx)
     if namespace.get("main") is not placeholder_main:
         return  # this httpx did not take the placeholder (a later one might not import its CLI)
-    if "__getattr__" in namespace:
-        namespace["main"] = _load_main()  # never replace a module __getattr__ of httpx's own
+    if "__getattr__" in namespace or "__dir__" in namespace:
+        namespace["main"] = _load_main()  # never replace module hooks of httpx's own
         return
     del namespace["main"]
     namespace["__getattr__"] = _httpx_getattr
+    namespace["__dir__"] = lambda: sorted({*namespace, "main"})  # dir() and completion list it
 
 
 _import_httpx_without_cli()

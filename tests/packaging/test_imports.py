@@ -99,6 +99,9 @@ def test_a_pytest_session_loading_the_entry_point_stays_light(tmp_path: Path) ->
 
 def test_import_mai_tools_skips_the_httpx_cli() -> None:
     assert _loaded("import mai_tools", (*HTTPX_CLI_STACK, "httpx._main")) == []
+    # Listing httpx's names shows main without loading it.
+    code = "import mai_tools, httpx\nassert 'main' in dir(httpx) and 'Client' in dir(httpx)"
+    assert _loaded(code, HTTPX_CLI_STACK) == []
 
 
 def test_httpx_main_is_still_the_real_cli() -> None:
