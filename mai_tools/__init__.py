@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _lazy_imports  # noqa: F401  # first: httpx is imported without its CLI
 from ._async_client import AsyncMAIImageClient
 from ._client import MAIImageClient
 from ._exceptions import (

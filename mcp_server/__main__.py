@@ -195,6 +195,9 @@ def cli(
 
 def main() -> None:
     """Console-script entry point."""
+    from mai_tools._mcp_identity import exit_if_foreign_mcp_server  # python -m mcp_server too
+
+    exit_if_foreign_mcp_server()
     cli(prog_name="mai-image-mcp")
 
 

@@ -22,6 +22,8 @@ MAX_LINES = 600
 # Lowest first. A module may import only from modules of a lower rank, or of the same rank
 # inside its own package (the internals of one adapter), and never in a cycle.
 LAYERS: list[tuple[str, ...]] = [
+    ("mai_tools._lazy_imports",),  # imported first: httpx without its CLI
+    ("mai_tools._mcp_identity",),  # is mcp_server ours? (file checks, imports nothing)
     ("mai_tools._version",),
     ("mai_tools._constants",),
     ("mai_tools._exceptions",),
@@ -42,6 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools.langchain", "mai_tools.cli"),
     ("mai_tools",),  # the public facade
     ("mcp_server",),
+    ("mai_tools._mcp_entry",),  # the mai-image-mcp console script: checks, then runs mcp_server
 ]
 # What the emulator may use of the client library: it must never depend on the client.
 EMULATOR_MAY_IMPORT = {

@@ -1,0 +1,164 @@
+"""The sdist and wheel users download: license, metadata, and a README whose links work on PyPI.
+
+Built once per session by hatchling from this checkout (see conftest.py), so these tests judge
+the real files, not pyproject.toml's intent.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import re
+import tarfile
+import zipfile
+from email.message import Message
+
+import pytest
+
+import mai_tools
+from tests.packaging.conftest import ROOT, Built
+
+REPO = "https://github.com/mai-tools/mai-tools"
+BLOB = f"{REPO}/blob/main/"
+
+
+def _wheel_metadata(built: Built) -> Message:
+    with zipfile.ZipFile(built.wheel) as wheel:
+        (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.parser.Parser().parsestr(wheel.read(name).decode())
+
+
+def _fenced_block_after(text: str, marker: str) -> str:
+    """The first ```-fenced block after ``marker`` (as .ci/run reads the README's)."""
+    after = text[text.index(marker) :]
+    match = re.search(r"^```[a-z]*\n(.*?)^```$", after, re.MULTILINE | re.DOTALL)
+    assert match is not None, f"no fenced block after {marker!r}"
+    return match.group(1)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading (enough for the headings these files use)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+# --------------------------------------------------------------------------- license
+
+
+def test_the_wheel_and_the_sdist_ship_the_license(built: Built) -> None:
+    license_text = (ROOT / "LICENSE").read_bytes()
+    assert b"MIT License" in license_text
+    assert b"Copyright (c) 2026 mai-tools contributors" in license_text
+    with zipfile.ZipFile(built.wheel) as wheel:
+        (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        assert wheel.read(name) == license_text
+    with tarfile.open(built.sdist) as sdist:
+        member = sdist.extractfile(f"{built.sdist.name.removesuffix('.tar.gz')}/LICENSE")
+        assert member is not None
+        assert member.read() == license_text
+    metadata = _wheel_metadata(built)
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+
+
+def test_the_sdist_ships_the_project_documents(built: Built) -> None:
+    top = built.sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(built.sdist) as sdist:
+        names = set(sdist.getnames())
+    for document in ("README.md", "CHANGELOG.md", "CONTRIBUTING.md", "LICENSE", "pyproject.toml"):
+        assert f"{top}/{document}" in names
+
+
+def test_the_wheel_holds_only_the_two_packages(built: Built) -> None:
+    with zipfile.ZipFile(built.wheel) as wheel:
+        tops = {name.split("/", 1)[0] for name in wheel.namelist()}
+    dist_info = f"mai_tools-{mai_tools.__version__}.dist-info"
+    assert tops == {"mai_tools", "mcp_server", dist_info}
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_project_urls_point_at_the_repository(built: Built) -> None:
+    urls = dict(
+        entry.split(", ", 1) for entry in _wheel_metadata(built).get_all("Project-URL") or []
+    )
+    assert urls == {
+        "Homepage": REPO,
+        "Repository": REPO,
+        "Issues": f"{REPO}/issues",
+        "Changelog": f"{BLOB}CHANGELOG.md",
+    }
+
+
+def test_the_user_agent_names_the_homepage(built: Built) -> None:
+    # The gateway operator sees this URL in every request: it must be the project's home.
+    with zipfile.ZipFile(built.wheel) as wheel:
+        sources = [wheel.read(n).decode() for n in wheel.namelist() if n.endswith(".py")]
+    found = {url for text in sources for url in re.findall(r"\(\+(https://[^)\s]+)\)", text)}
+    assert found == {REPO}
+
+
+def test_classifiers_name_the_pytest_plugin_and_tested_pythons(built: Built) -> None:
+    classifiers = set(_wheel_metadata(built).get_all("Classifier") or [])
+    assert "Framework :: Pytest" in classifiers
+    versions = {c.rsplit(" :: ", 1)[1] for c in classifiers if re.search(r":: 3\.\d+$", c)}
+    assert versions == {"3.11", "3.12", "3.13"}  # only the ones the suite has run on
+
+
+def test_entry_points_are_the_checked_launcher_and_the_plugin(built: Built) -> None:
+    with zipfile.ZipFile(built.wheel) as wheel:
+        (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = wheel.read(name).decode()
+    assert "mai-image-mcp = mai_tools._mcp_entry:main" in text
+    assert "mai-image = mai_tools.cli:main" in text
+    assert "mai_tools_emulator = mai_tools.emulator.pytest_plugin" in text
+
+
+# --------------------------------------------------------------------------- README on PyPI
+
+
+def test_readme_links_work_on_pypi(built: Built) -> None:
+    # PyPI renders the long description with no repository around it: a relative link breaks.
+    readme = _wheel_metadata(built).get_payload()
+    assert isinstance(readme, str)
+    assert readme.startswith("# mai-tools")
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert targets, "no links found: the pattern is wrong"
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#"))]
+    assert relative == []
+    for target in targets:
+        if not target.startswith(BLOB):
+            continue
+        path, _, fragment = target.removeprefix(BLOB).partition("#")
+        assert (ROOT / path).is_file(), f"{target}: no {path} in the repository"
+        if fragment:
+            headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), re.MULTILINE)
+            assert fragment in {_slug(h) for h in headings}, f"{target}: no such heading"
+
+
+def test_contributing_shows_the_readme_test_command_verbatim() -> None:
+    readme = _fenced_block_after((ROOT / "README.md").read_text(), "<!-- test-command -->")
+    contributing = _fenced_block_after((ROOT / "CONTRIBUTING.md").read_text(), "## Run the tests")
+    assert contributing == readme
+    assert readme.startswith("python3 -m venv .venv && ")
+
+
+# --------------------------------------------------------------------------- changelog
+
+
+def test_changelog_has_unreleased_first_then_the_current_version() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    headings = re.findall(r"^## \[([^\]]+)\]", text, re.MULTILINE)
+    assert headings[0] == "Unreleased"
+    assert headings[1] == mai_tools.__version__, "bump the version and the changelog together"
+    for heading in headings:  # Keep a Changelog: every heading has its link reference
+        assert re.search(rf"^\[{re.escape(heading)}\]: {REPO}/", text, re.MULTILINE), heading
+
+
+@pytest.mark.parametrize("document", ["README.md", "CONTRIBUTING.md", "CHANGELOG.md"])
+def test_documents_name_no_file_that_does_not_exist(document: str) -> None:
+    # Files of this repository named in backticks must exist: they move in refactors. (Folders
+    # are not checked: some, like benchmarks/out/, are made by running things.)
+    text = (ROOT / document).read_text()
+    pattern = r"`((?:mai_tools|mcp_server|tests|benchmarks|examples)/[\w./]*\.\w+)`"
+    missing = sorted({p for p in re.findall(pattern, text) if not (ROOT / p).is_file()})
+    assert missing == []
