@@ -10,6 +10,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from ._bodies import aread_capped
 from ._client import (
     _ClientBase,
     _is_remote,
@@ -85,7 +86,10 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
                     reply = _no_free_slot(wait)
                     continue
                 try:
-                    reply = await self._http.request(**_request_args(action))
+                    async with self._http.stream(**_request_args(action)) as response:
+                        reply = await aread_capped(
+                            response, response.aiter_bytes(), action.max_body
+                        )
                 except httpx.TransportError as exc:
                     reply = exc
                 finally:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 import httpx
 import pydantic
 
+from ._bodies import read_capped
 from ._config import ClientOptions, ssl_context
 from ._constants import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -286,7 +287,8 @@ class MAIImageClient(_ClientBase[httpx.Client]):
                     reply = _no_free_slot(wait)
                     continue
                 try:
-                    reply = self._http.request(**_request_args(action))
+                    with self._http.stream(**_request_args(action)) as response:
+                        reply = read_capped(response, response.iter_bytes(), action.max_body)
                 except httpx.TransportError as exc:
                     reply = exc
                 finally:

@@ -55,3 +55,12 @@ USER_AGENT: Final = f"mai-tools/{__version__} (+https://github.com/mai-tools/mai
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
 DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
 DOWNLOAD_HEADERS: Final = {"User-Agent": f"mai-tools/{__version__}", "Accept": "image/*"}
+
+# --------------------------------------------------------------------------- answers we read
+
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+"""Largest gateway answer (status, submit, error) read; a status is a few hundred bytes."""
+MAX_INLINE_ANSWER_BYTES: Final = 160 * 1024 * 1024
+"""Largest sync-mode submit answer read: up to four images inline as base64 data URIs."""
+TOO_LARGE_EXTENSION: Final = "mai_tools.too_large"
+"""Set (to the cap) on a response whose body was not read because it exceeded the cap."""

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ._config import ClientOptions, call_timeout
+from ._constants import MAX_ANSWER_BYTES, MAX_INLINE_ANSWER_BYTES
 from ._exceptions import (
     APIConnectionError,
     APIResponseError,
@@ -58,6 +59,8 @@ class HTTPRequest:
     headers: Mapping[str, str] = field(repr=False)
     json: Mapping[str, Any] | None = field(repr=False)
     timeout: httpx.Timeout
+    max_body: int = MAX_ANSWER_BYTES
+    """Read at most this many bytes of the answer; a longer one is not read (and flagged)."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +153,23 @@ class FlowCore:
         return value, self.clock.monotonic() + value
 
     def _request(
-        self, method: str, url: str, json: Mapping[str, Any] | None, deadline: float, **hdr: Any
+        self,
+        method: str,
+        url: str,
+        json: Mapping[str, Any] | None,
+        deadline: float,
+        *,
+        max_body: int = MAX_ANSWER_BYTES,
+        webhook_url: str | None = None,
     ) -> HTTPRequest:
-        return HTTPRequest(method, url, self.wire.headers(**hdr), json, self._within(deadline))
+        return HTTPRequest(
+            method,
+            url,
+            self.wire.headers(webhook_url),
+            json,
+            self._within(deadline),
+            max_body,
+        )
 
     def _within(self, deadline: float) -> httpx.Timeout:
         """The per-request timeout, capped by the time left until ``deadline``."""
@@ -291,11 +308,14 @@ class FlowCore:
         operation = operation_name(body)
         url = self.wire.submit_url(body)
         payload = body.model_dump(mode="json")
+        # Inline (sync mode) answers carry the images themselves.
+        cap = MAX_INLINE_ANSWER_BYTES if body.sync_mode else MAX_ANSWER_BYTES
         attempt = 0
         while True:
-            reply = _reply(
-                (yield self._request("POST", url, payload, deadline, webhook_url=webhook_url))
+            request = self._request(
+                "POST", url, payload, deadline, max_body=cap, webhook_url=webhook_url
             )
+            reply = _reply((yield request))
             failure: Exception
             retry_after: float | None = None
             if isinstance(reply, httpx.TransportError):
@@ -316,7 +336,7 @@ class FlowCore:
             elif not reply.is_success:
                 raise self.wire.status_error(reply, None)
             else:
-                return self._submitted(self.wire.parse_submit(reply))
+                return self._submitted(self._parse_submit(reply))
             attempt += 1
             delay = (
                 self._retry_delay(attempt, retry_after, deadline)
@@ -332,6 +352,18 @@ class FlowCore:
                 delay,
             )
             yield Sleep(delay)
+
+    def _parse_submit(self, reply: httpx.Response) -> Job | JobStatus:
+        try:
+            return self.wire.parse_submit(reply)
+        except APIResponseError as exc:
+            if exc.may_have_arrived:
+                exc.message += (
+                    " A job may have been created; the request was not re-sent to avoid a "
+                    "duplicate (charged) job."
+                )
+                exc.args = (exc.message,)
+            raise
 
     @staticmethod
     def _submitted(job: Job | JobStatus) -> Job | JobStatus:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from ._constants import (
     API_KEY_HEADER,
     EDIT_PATH,
     GENERATE_PATH,
+    TOO_LARGE_EXTENSION,
     USER_AGENT,
     WEBHOOK_HEADER,
 )
@@ -60,7 +62,41 @@ def is_quota_error(code: int, message: str) -> bool:
     return code == 403 and "out of call volume quota" in message.lower()
 
 
-def error_details(response: httpx.Response) -> tuple[str | None, str, Any]:
+def scrub_json(value: Any, scrub: Callable[[str], str], depth: int = 0) -> Any:
+    """``value`` with ``scrub`` applied to every string in it (keys included)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if depth > _MAX_DEPTH:
+        raise RecursionError("JSON nested too deeply")
+    if isinstance(value, dict):
+        return {scrub(str(k)): scrub_json(v, scrub, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_json(v, scrub, depth + 1) for v in value]
+    return value
+
+
+_MAX_DEPTH = 64
+"""Gateway answers nest three levels; anything past this is refused, never recursed into."""
+
+
+def read_json(response: httpx.Response, scrub: Callable[[str], str]) -> Any:
+    """The body as JSON with the API key scrubbed from every string.
+
+    Raises:
+        ValueError: not JSON, nested too deeply, or not read because it was too large.
+    """
+    cap = response.extensions.get(TOO_LARGE_EXTENSION)
+    if cap is not None:
+        raise ValueError(f"answer larger than {cap} bytes (not read)")
+    try:
+        return scrub_json(response.json(), scrub)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def error_details(
+    response: httpx.Response, scrub: Callable[[str], str] = str
+) -> tuple[str | None, str, Any]:
     """(error, message, body) from an error response, tolerating any body.
 
     Two shapes exist: Pixazo's own ``{"error", "message"}``, and the API Management gateway's
@@ -68,7 +104,7 @@ def error_details(response: httpx.Response) -> tuple[str | None, str, Any]:
     """
     content_type = response.headers.get("content-type", "")
     try:
-        body = response.json()
+        body = read_json(response, scrub)
     except (ValueError, UnicodeDecodeError):
         body = None
     if isinstance(body, dict):
@@ -143,7 +179,7 @@ class Wire:
         return self.base_url + status_path(request_id)
 
     def status_error(self, response: httpx.Response, request_id: str | None) -> APIStatusError:
-        error, message, body = error_details(response)
+        error, message, body = error_details(response, self.scrub)
         code = response.status_code
         if 300 <= code < 400:
             location = response.headers.get("location", "")
@@ -167,36 +203,46 @@ class Wire:
 
     def decode_json(self, response: httpx.Response, what: str, request_id: str | None) -> Any:
         try:
-            return response.json()
-        except (ValueError, UnicodeDecodeError):
+            return read_json(response, self.scrub)
+        except (ValueError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "no content type").split(";", 1)[0]
+            detail = str(exc) if response.extensions.get(TOO_LARGE_EXTENSION) else "not JSON"
             raise APIResponseError(
-                f"{what}: expected JSON, got {kind} ({len(response.content)} bytes, HTTP "
-                f"{response.status_code})",
+                f"{what}: expected JSON, got {kind} ({detail}, {len(response.content)} bytes "
+                f"read, HTTP {response.status_code})",
                 request_id=request_id,
             ) from None
 
     def job_status(self, response: httpx.Response, request_id: str | None, what: str) -> JobStatus:
         """The one way an answer becomes a :class:`JobStatus` (submit and status reads alike).
 
+        ``request_id`` is None for a submit answer. A 2xx submit answer that cannot be read
+        may stand for a job that was made: those errors have ``may_have_arrived`` set.
+
         Raises:
             APIResponseError: not JSON, not an object, no request id, or fields not understood.
         """
-        body = self.decode_json(response, what, request_id)
+        submit = request_id is None
+        try:
+            body = self.decode_json(response, what, request_id)
+        except APIResponseError as exc:
+            exc.may_have_arrived = submit
+            raise
         if not isinstance(body, dict):
             raise APIResponseError(
                 f"{what}: expected a JSON object, got a {type(body).__name__}",
                 request_id=request_id,
+                may_have_arrived=submit,
             )
-        if request_id is None:
+        if submit:
             # A submit answer: it names the new job, and a job just made is QUEUED.
             if not body.get("request_id"):
-                said = " - ".join(
-                    self.scrub(str(body[k]))[:500] for k in ("error", "message") if body.get(k)
-                )
+                said = " - ".join(str(body[k])[:500] for k in ("error", "message") if body.get(k))
                 raise APIResponseError(
                     f"{what} has no request_id"
-                    + (f"; the gateway said: {said}" if said else "; no job was created")
+                    + (f"; the gateway said: {said}" if said else " and no explanation"),
+                    # The gateway said why it made no job; without words, it may have made one.
+                    may_have_arrived=not said,
                 )
             body.setdefault("status", "QUEUED")
         else:
@@ -208,10 +254,16 @@ class Wire:
                 )
         try:
             return JobStatus.from_body(body)
-        except pydantic.ValidationError as exc:
+        except (RecursionError, pydantic.ValidationError) as exc:
+            problem = (
+                "nested too deeply"
+                if isinstance(exc, RecursionError)
+                else f"{exc.error_count()} invalid field(s)"
+            )
             raise APIResponseError(
-                f"{what} not understood: {exc.error_count()} invalid field(s)",
-                request_id=request_id,
+                f"{what} not understood: {problem}",
+                request_id=str(body.get("request_id"))[:256] if submit else request_id,
+                may_have_arrived=submit,
             ) from None
 
     def parse_submit(self, response: httpx.Response) -> Job | JobStatus:

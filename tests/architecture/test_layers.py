@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._duration_cache",),
     ("mai_tools._wire",),
     ("mai_tools._flow",),
+    ("mai_tools._bodies",),
     ("mai_tools._transport",),
     ("mai_tools._client",),
     ("mai_tools._async_client",),
