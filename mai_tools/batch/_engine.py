@@ -179,6 +179,7 @@ class BatchCounts:
     unknown: int
     invalid: int
     submitted_now: int
+    settled_now: int
     images_saved_now: int
     elapsed: float
 
@@ -387,6 +388,7 @@ class BatchRun:
         self._polling = 0
         self._images_requested = 0
         self._submitted_now = 0
+        self._settled_now = 0
         self._images_saved_now = 0
         self._stop_reason: str | None = None
         self._hold_reason: str | None = None
@@ -680,6 +682,7 @@ class BatchRun:
         if row.id in self._emitted:
             return
         self._emitted.add(row.id)
+        self._settled_now += 1
         self._outcomes.put_nowait(self._outcome(row))
         self._dirty = True
 
@@ -1087,6 +1090,7 @@ class BatchRun:
             unknown=unknown,
             invalid=tally["invalid"] + duplicates,
             submitted_now=self._submitted_now,
+            settled_now=self._settled_now,
             images_saved_now=self._images_saved_now,
             elapsed=end - self._started,
         )
