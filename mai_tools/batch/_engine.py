@@ -689,7 +689,14 @@ class BatchRun:
     def _outcome(self, row: Row) -> LineOutcome:
         status = _manifest_status(row)
         error = row.error
-        if row.state == "pending" and error is None:
+        if row.state == "submitting":
+            # Sent, but its answer could not be journaled: the next run reports it UNKNOWN.
+            status = LineStatus.UNKNOWN
+            error = (
+                "its POST was sent but the journal could not record the answer; it may be "
+                "charged: the next run reports it UNKNOWN (--resubmit-unknown sends it again)"
+            )
+        elif row.state == "pending" and error is None:
             error = f"not submitted: {self._hold_reason or self._stop_reason or 'run stopped'}"
         elif row.state == "submitted" and error is None:
             error = "still running when the run stopped; rerun to keep waiting"
@@ -1015,6 +1022,7 @@ class BatchRun:
                         self._images_dir,
                         http_client=self._http,
                         hints=self._hints,
+                        policy=self._retry,
                         on_retry=retrying,
                     )
             except DownloadError as exc:
