@@ -78,7 +78,7 @@ IMAGES_DIR: Final = "images"
 DEFAULT_CONCURRENCY: Final = 32
 DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
 """Without ``rps``, status reads are spread to average at most this many per second."""
-DEFAULT_DOWNLOADS_PER_HOST: Final = 4
+DEFAULT_DOWNLOADS_PER_HOST: Final = 8
 MAX_IMAGE_BYTES: Final = 20 * 1024 * 1024
 STOP_GRACE: Final = 10.0
 """After a stop, requests already in flight get this long to finish and be recorded."""
@@ -329,8 +329,10 @@ class BatchRun:
         download_client: httpx.AsyncClient | None = None,
         on_event: Callable[[BatchEvent], object] | None = None,
         retry_policy: RetryPolicy | None = None,
+        sync_intents: bool = False,
     ) -> None:
         self._client = client
+        self._sync_intents = sync_intents
         self._concurrency = _positive_int(concurrency, "concurrency")
         self._rps = None if rps is None else _positive_float(rps, "rps")
         self._max_images = (
@@ -786,7 +788,7 @@ class BatchRun:
             await self._acquire()
             # The intent is on disk before the POST: a crash after this point leaves the line
             # "submitting", which the next run reports as UNKNOWN instead of sending it again.
-            self._record(row, durable=True, state="submitting", error=None)
+            self._record(row, durable=self._sync_intents, state="submitting", error=None)
         except _Stop:
             self._images_requested -= row.num_images
             raise
