@@ -69,6 +69,9 @@ def main() -> None:
         unknown_final = summary["counts"].get("UNKNOWN", 0)
         lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
         unknown_seen |= {d["id"] for d in lines if d["status"] == "UNKNOWN"}
+        final_errors = sorted(
+            {str(d["error"])[:160] for d in lines if d["status"] != "UNKNOWN" and d["error"]}
+        )
         resent = None
         if unknown_final:
             resent = subprocess.run(
@@ -82,6 +85,7 @@ def main() -> None:
         "prompts": args.prompts,
         "kills": kills,
         "final_exit_code": final.returncode,
+        "final_errors_besides_unknown": final_errors,
         "unknown_reported": len(unknown_seen),
         "resubmit_unknown_exit_code": None if resent is None else resent.returncode,
         "completed_lines": sum(1 for d in lines if d["status"] == "COMPLETED"),
