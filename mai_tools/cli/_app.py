@@ -79,7 +79,10 @@ class CliState:
     session: Session = field(default_factory=Session)
 
 
-_LAZY_COMMANDS: Final = {"emulator": "mai_tools.emulator._cli:emulator_command"}
+_LAZY_COMMANDS: Final = {
+    "batch": "mai_tools.cli._batch:batch_command",
+    "emulator": "mai_tools.emulator._cli:emulator_command",
+}
 
 
 class _Group(click.Group):

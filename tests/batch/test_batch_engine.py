@@ -1,0 +1,410 @@
+"""The batch engine against the emulator: resume rules, faults, pacing, budget, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from mai_tools.batch import (
+    BatchDirectoryError,
+    BatchEvent,
+    BatchItem,
+    BatchRun,
+    LineStatus,
+    run_batch,
+)
+from mai_tools.emulator import RunningEmulator
+from tests.batch.conftest import FAST_RETRY, client, jobs_per_prompt, run_all
+from tests.support.fakes import KEY
+
+
+def prompts(n: int, tag: str = "p") -> list[str]:
+    return [f"{tag} prompt number {i}" for i in range(n)]
+
+
+def posts(emu: RunningEmulator) -> int:
+    """POSTs that reached the emulator (counted on arrival, also those it never answered)."""
+    return sum(1 for r in emu.control.stats().requests if r.method == "POST")
+
+
+def manifest(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+async def test_every_line_completes_is_saved_and_listed_in_the_manifest(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    items: list[object] = [*prompts(12), {"id": "two", "prompt": "two", "num_images": 2}]
+    outcomes, summary = await run_all(emu, items, tmp_path, concurrency=5)  # type: ignore[arg-type]
+    assert summary.clean
+    assert summary.saved == 13
+    assert summary.images_saved == 14
+    assert sorted(o.id for o in outcomes) == sorted([f"line-{i}" for i in range(1, 13)] + ["two"])
+    for outcome in outcomes:
+        assert outcome.status is LineStatus.COMPLETED
+        assert outcome.saved
+        for path in outcome.paths:
+            with Image.open(path) as image:
+                image.load()
+    lines = manifest(tmp_path)
+    assert [d["id"] for d in lines] == [*(f"line-{i}" for i in range(1, 13)), "two"]
+    assert all(d["status"] == "COMPLETED" and d["error"] is None for d in lines)
+    assert all((tmp_path / str(p)).is_file() for d in lines for p in d["paths"])  # type: ignore[attr-defined]
+    assert max(jobs_per_prompt(emu).values()) == 1
+
+
+async def test_a_rerun_of_a_finished_run_sends_nothing(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    await run_all(emu, prompts(8), tmp_path)
+    before = emu.control.stats()
+    outcomes, summary = await run_all(emu, prompts(8), tmp_path)
+    after = emu.control.stats()
+    assert summary.clean
+    assert summary.submitted_now == 0
+    assert all(o.resumed for o in outcomes)
+    assert after.submissions == before.submissions == 8
+    assert after.status_requests == before.status_requests
+
+
+async def test_invalid_lines_are_refused_unsent_and_the_rest_runs(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    items: list[object] = [
+        "a fine prompt",
+        "no",  # too short
+        {"prompt": "a banner", "aspect_ratio": "7:3"},
+        {"prompt": "an edit", "image": "missing.png"},
+        {"prompt": "an edit", "aspect_ratio": "21:9", "image": "https://example.com/a.png"},
+        {"prompt": "a typo", "aspect": "16:9"},
+        {"id": "x", "prompt": "first x"},
+        {"id": "x", "prompt": "second x"},
+        {"prompt": "too many", "num_images": 9},
+    ]
+    outcomes, summary = await run_all(emu, items, tmp_path, base_dir=tmp_path)  # type: ignore[arg-type]
+    by_line = {o.line: o for o in outcomes}
+    assert by_line[1].saved
+    assert by_line[7].saved
+    invalid = {n: by_line[n].error for n in (2, 3, 4, 5, 6, 8, 9)}
+    assert all(by_line[n].status is LineStatus.INVALID for n in invalid)
+    assert "at least 3 characters" in str(invalid[2])
+    assert "aspect_ratio" in str(invalid[3])
+    assert "aspect_ratio" in str(invalid[5])
+    assert "missing.png" in str(invalid[4])
+    assert "unknown field 'aspect'" in str(invalid[6])
+    assert "duplicate id 'x' (first used on line 7)" in str(invalid[8])
+    assert "num_images" in str(invalid[9])
+    assert emu.control.stats().submissions == 2  # only the two valid lines were sent
+    assert summary.counts == {"COMPLETED": 2, "INVALID": 7}
+    assert [d["status"] for d in manifest(tmp_path)].count("INVALID") == 7
+
+
+async def test_edit_lines_read_images_relative_to_the_base_dir(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "in" / "photo.png"
+    source.parent.mkdir()
+    Image.new("RGB", (8, 8), "red").save(source)
+    items = [{"prompt": "make it blue", "image": "photo.png"}]
+    outcomes, summary = await run_all(emu, items, tmp_path / "out", base_dir=source.parent)
+    assert summary.clean
+    (rid,) = emu.control.stats().outcomes
+    job = emu.control.job(rid)
+    assert job is not None
+    assert job.operation == "edit"
+    assert job.source is not None
+    assert outcomes[0].request_id == rid
+
+
+async def test_a_stopped_run_resumes_without_sending_any_line_twice(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    items = prompts(40)
+    submitted: list[str] = []
+
+    async with client(emu) as c:
+        run = BatchRun(c, items, tmp_path, concurrency=8, retry_policy=FAST_RETRY)
+
+        def stop_after_some(event: BatchEvent) -> None:
+            if event.kind == "submitted":
+                submitted.append(event.id or "")
+                if len(submitted) == 15:
+                    run.stop("test stop")
+
+        run._on_event = stop_after_some
+        async with run:
+            first = [o async for o in run]
+            summary = run.summary()
+    assert summary.stop_reason == "test stop"
+    assert len(first) == 40  # one outcome per line, also for the unfinished ones
+    assert summary.saved < 40
+    left = [o for o in first if not o.saved]
+    assert all(o.status in (LineStatus.QUEUED, LineStatus.PROCESSING) for o in left)
+    assert any(o.request_id is None and "not submitted" in str(o.error) for o in left)
+
+    _, summary = await run_all(emu, items, tmp_path, concurrency=8)
+    assert summary.clean
+    assert emu.control.stats().submissions == 40
+    assert set(jobs_per_prompt(emu).values()) == {1}
+
+
+async def test_a_post_whose_answer_was_lost_is_unknown_and_resent_only_when_asked(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    # Every answer is 1.5 s late and the client gives up after 0.3 s: the POSTs were sent,
+    # their answers never came (whether a job exists, the client cannot know).
+    emu.control.set_faults(slow_rate=1.0, slow_seconds=1.5)
+    outcomes, summary = await run_all(emu, prompts(3), tmp_path, client_options={"timeout": 0.3})
+    assert {o.status for o in outcomes} == {LineStatus.UNKNOWN}
+    assert all("may have received" in str(o.error) for o in outcomes)
+    assert summary.counts == {"UNKNOWN": 3}
+    assert summary.gateway_trouble
+    emu.control.set_faults(slow_rate=0.0)
+
+    outcomes, summary = await run_all(emu, prompts(3), tmp_path)
+    assert {o.status for o in outcomes} == {LineStatus.UNKNOWN}  # reported again, not sent
+    assert posts(emu) == 3
+
+    outcomes, summary = await run_all(emu, prompts(3), tmp_path, resubmit_unknown=True)
+    assert summary.clean
+    assert posts(emu) == 6
+
+
+async def test_a_429_pauses_the_whole_run_once(emu: RunningEmulator, tmp_path: Path) -> None:
+    emu.control.set_faults(rate_limit_first_submits=6, retry_after=0.5)
+    events: list[BatchEvent] = []
+    _, summary = await run_all(emu, prompts(6), tmp_path, concurrency=6, events=events)
+    assert summary.clean
+    stats = emu.control.stats()
+    assert stats.jobs_created == 6
+    assert len(stats.rate_limited) == 6
+    pauses = [e for e in events if e.kind == "paused"]
+    assert len(pauses) == 1, pauses  # six 429s at once: one pause, not six backoffs
+    first_429 = min(r.at for r in stats.rate_limited)
+    later = [
+        r.at
+        for r in stats.requests
+        if r.method == "POST" and r.at > max(x.at for x in stats.rate_limited)
+    ]
+    assert later
+    assert min(later) >= first_429 + 0.5 - 0.02
+
+
+async def test_status_read_faults_are_survived(emu: RunningEmulator, tmp_path: Path) -> None:
+    emu.control.set_faults(
+        error_500_rate=0.15,
+        error_502_rate=0.15,
+        drop_rate=0.1,
+        rate_limit_poll_rate=0.1,
+        retry_after=0.05,
+    )
+    _, summary = await run_all(emu, prompts(25), tmp_path, concurrency=10)
+    assert summary.clean
+    assert emu.control.stats().submissions == 25
+
+
+class _FlakyDownloads(httpx.AsyncBaseTransport):
+    """Fails the first attempt at each image with 503/429/a dropped connection, in turn."""
+
+    def __init__(self, permanent: bool = False) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: dict[str, int] = {}
+        self.permanent = permanent
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        count = self.seen[url] = self.seen.get(url, 0) + 1
+        if self.permanent:
+            return httpx.Response(404, request=request)
+        if count == 1:
+            kind = len(self.seen) % 3
+            if kind == 0:
+                return httpx.Response(503, headers={"Retry-After": "0.05"}, request=request)
+            if kind == 1:
+                return httpx.Response(429, headers={"Retry-After": "0"}, request=request)
+            raise httpx.ReadError("connection dropped", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_download_faults_are_retried(emu: RunningEmulator, tmp_path: Path) -> None:
+    transport = _FlakyDownloads()
+    async with httpx.AsyncClient(transport=transport) as downloads:
+        _, summary = await run_all(emu, prompts(9), tmp_path, download_client=downloads)
+    assert summary.clean
+    assert summary.images_saved == 9
+    assert sorted(set(transport.seen.values())) == [2]  # each image: one failure, one success
+
+
+async def test_completed_but_unsaved_lines_are_downloaded_again_without_a_new_job(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient(transport=_FlakyDownloads(permanent=True)) as downloads:
+        outcomes, summary = await run_all(emu, prompts(4), tmp_path, download_client=downloads)
+    assert summary.unsaved == 4
+    assert not summary.clean
+    assert all(o.status is LineStatus.COMPLETED and not o.saved for o in outcomes)
+    assert all("images not saved" in str(o.error) for o in outcomes)
+    polls = emu.control.stats().status_requests
+
+    _, summary = await run_all(emu, prompts(4), tmp_path)
+    assert summary.clean
+    assert summary.images_saved == 4
+    stats = emu.control.stats()
+    assert stats.submissions == 4
+    assert stats.status_requests == polls
+
+
+async def test_a_deleted_image_is_downloaded_again(emu: RunningEmulator, tmp_path: Path) -> None:
+    outcomes, _ = await run_all(emu, prompts(2), tmp_path)
+    outcomes[0].paths[0].unlink()
+    _, summary = await run_all(emu, prompts(2), tmp_path)
+    assert summary.clean
+    assert outcomes[0].paths[0].is_file()
+    assert emu.control.stats().submissions == 2
+
+
+async def test_max_images_counts_what_the_journal_holds(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    items = [{"prompt": f"pair number {i}", "num_images": 2} for i in range(6)]
+    outcomes, summary = await run_all(emu, items, tmp_path, max_images=7, concurrency=6)
+    assert summary.saved == 3
+    assert summary.not_submitted == 3
+    assert summary.budget_reached
+    held = [o for o in outcomes if not o.saved]
+    assert all("--max-images 7" in str(o.error) for o in held)
+
+    _, summary = await run_all(emu, items, tmp_path, max_images=7)
+    assert summary.submitted_now == 0
+    assert emu.control.stats().submissions == 3
+
+    _, summary = await run_all(emu, items, tmp_path, max_images=12)
+    assert summary.clean
+    assert emu.control.stats().submissions == 6
+
+
+async def test_no_balance_stops_submitting_but_waits_for_submitted_jobs(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    submitted: list[str] = []
+
+    def on_event(event: BatchEvent) -> None:
+        if event.kind == "submitted":
+            submitted.append(event.id or "")
+            if len(submitted) == 4:
+                emu.control.set_faults(insufficient_balance_keys=(KEY,))
+
+    outcomes, summary = await run_all(emu, prompts(30), tmp_path, concurrency=4, on_event=on_event)
+    assert summary.balance
+    assert summary.hold_reason
+    assert "402" in summary.hold_reason
+    saved = [o for o in outcomes if o.saved]
+    assert len(saved) == emu.control.stats().jobs_created >= 4  # every submitted job was saved
+    assert all(o.request_id is None for o in outcomes if not o.saved)
+
+
+async def test_a_forbidden_key_stops_the_run_and_nothing_is_lost(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    submitted: list[str] = []
+
+    def on_event(event: BatchEvent) -> None:
+        if event.kind == "submitted":
+            submitted.append(event.id or "")
+            if len(submitted) == 5:
+                emu.control.set_faults(forbidden_keys=(KEY,))
+
+    _, summary = await run_all(emu, prompts(30), tmp_path, concurrency=5, on_event=on_event)
+    assert summary.fatal
+    assert "403" in str(summary.stop_reason)
+    created = emu.control.stats().jobs_created
+    assert created >= 5
+    assert summary.saved < 30
+    emu.control.set_faults(forbidden_keys=())
+    _, summary = await run_all(emu, prompts(30), tmp_path, concurrency=5)
+    assert summary.clean
+    assert set(jobs_per_prompt(emu).values()) == {1}
+
+
+async def test_failed_and_error_jobs_are_reported_and_not_retried(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    items = ["a refused [fail] prompt", "a broken [error] prompt", "a fine prompt"]
+    outcomes, _summary = await run_all(emu, items, tmp_path)
+    assert [o.status for o in sorted(outcomes, key=lambda o: o.line or 0)] == [
+        LineStatus.FAILED,
+        LineStatus.ERROR,
+        LineStatus.COMPLETED,
+    ]
+    assert "content policy" in str(outcomes[0].error) or "content policy" in str(
+        [o.error for o in outcomes]
+    )
+    await run_all(emu, items, tmp_path)
+    assert emu.control.stats().submissions == 3
+
+
+async def test_another_inputs_directory_is_refused_unless_forced(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    await run_all(emu, prompts(2), tmp_path)
+    with pytest.raises(BatchDirectoryError, match="another input"):
+        await run_all(emu, prompts(3), tmp_path)
+    with pytest.raises(BatchDirectoryError, match="another input"):
+        await run_all(emu, prompts(2), tmp_path, shard=(1, 2))
+    _, summary = await run_all(emu, prompts(3), tmp_path, force=True)
+    assert summary.clean
+    assert emu.control.stats().submissions == 3
+
+
+async def test_a_directory_in_use_by_another_run_is_refused(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    async with client(emu) as c, BatchRun(c, prompts(1), tmp_path):
+        with pytest.raises(BatchDirectoryError, match="Another mai-image batch is running"):
+            BatchRun(c, prompts(1), tmp_path).open()
+
+
+async def test_concurrency_bounds_the_jobs_in_flight(emu: RunningEmulator, tmp_path: Path) -> None:
+    await run_all(emu, prompts(30), tmp_path, concurrency=4)
+    stats = emu.control.stats()
+    spans = []
+    for rid in stats.outcomes:
+        job = emu.control.job(rid)
+        assert job is not None
+        spans.append((job.created_mono, stats.first_seen_finished_at_monotonic[rid]))
+    for start, _ in spans:
+        in_flight = sum(1 for s, e in spans if s <= start < e)
+        assert in_flight <= 4
+
+
+async def test_rps_bounds_all_api_requests(emu: RunningEmulator, tmp_path: Path) -> None:
+    await run_all(emu, prompts(12), tmp_path, concurrency=12, rps=20)
+    times = sorted(r.at for r in emu.control.stats().requests if not r.path.startswith("/files/"))
+    assert len(times) >= 24
+    for i, start in enumerate(times):
+        window = [t for t in times[i:] if t < start + 1.0]
+        assert len(window) <= 20 + 20  # the rate, plus one second of burst
+
+
+async def test_status_reads_thin_out_for_many_jobs(emu: RunningEmulator, tmp_path: Path) -> None:
+    await run_all(emu, prompts(10), tmp_path / "dense", concurrency=10)
+    dense = emu.control.stats().status_requests
+    emu.control.reset()
+    await run_all(
+        emu, prompts(10, "s"), tmp_path / "sparse", concurrency=10, status_reads_per_second=5
+    )
+    sparse = emu.control.stats().status_requests
+    assert sparse < dense
+
+
+async def test_run_batch_yields_each_line(emu: RunningEmulator, tmp_path: Path) -> None:
+    async with client(emu) as c:
+        got = [o.id async for o in run_batch(c, [BatchItem("a", "a lighthouse")], tmp_path)]
+    assert got == ["a"]
