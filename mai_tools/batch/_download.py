@@ -20,7 +20,9 @@ from typing import Final
 
 import httpx
 
-from .. import DownloadError, ImageResult, RetryPolicy
+from .._exceptions import DownloadError
+from .._models import ImageResult
+from .._policies import RetryPolicy
 
 DOWNLOAD_ATTEMPTS: Final = 5
 DOWNLOAD_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=10.0, max_retry_after=60.0)

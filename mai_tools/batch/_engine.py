@@ -34,28 +34,23 @@ from urllib.parse import urlsplit
 import httpx
 import pydantic
 
-from .. import (
+from .._async_client import AsyncMAIImageClient
+from .._exceptions import (
     APIConnectionError,
     APIResponseError,
     APIStatusError,
-    AsyncMAIImageClient,
     AuthenticationError,
     BadRequestError,
     DownloadError,
-    EditAspectRatio,
-    GenerateAspectRatio,
-    ImageResult,
     InsufficientBalanceError,
     InvalidArgumentError,
-    Job,
     NotFoundError,
-    OutputFormat,
     PermissionDeniedError,
     RateLimitError,
-    RetryPolicy,
     ServerError,
-    Status,
 )
+from .._models import EditAspectRatio, GenerateAspectRatio, ImageResult, Job, OutputFormat, Status
+from .._policies import RetryPolicy
 from ._download import RetryAfterHints, save_with_retries
 from ._input import (
     BatchItem,
@@ -86,7 +81,6 @@ SUBMIT_CONNECT_ATTEMPTS: Final = 3
 """Tries of one line whose POST could not even connect (certainly not sent)."""
 UNREACHABLE_AFTER: Final = 20
 """Consecutive submissions that could not connect before the run stops submitting."""
-_MAY_HAVE_ARRIVED: Final = "may have received it"
 _DISK_FULL: Final = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
 _ENGINE_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=8.0)
 
@@ -833,7 +827,7 @@ class BatchRun:
             self._record(row, state="invalid", status="INVALID", error=f"gateway refused: {exc}")
             return
         except APIConnectionError as exc:
-            if _MAY_HAVE_ARRIVED in str(exc):
+            if exc.may_have_arrived:
                 self._gateway_trouble = True
                 self._record(row, state="unknown", status="UNKNOWN", error=_unknown(exc))
                 return

@@ -21,7 +21,9 @@ from typing import Final, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from .. import EditRequest, GenerateRequest, InvalidArgumentError, image_to_url
+from .._exceptions import InvalidArgumentError
+from .._images import image_to_url
+from .._models import EditRequest, GenerateRequest
 
 MAX_ID_LENGTH: Final = 200
 _ID_OK = re.compile(r"^[^\x00-\x1f\x7f]+$")

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
 
-from .. import InvalidArgumentError, __version__
+from .._exceptions import InvalidArgumentError
+from .._version import __version__
 
 JOURNAL_NAME: Final = "journal.sqlite3"
 LOCK_NAME: Final = ".lock"

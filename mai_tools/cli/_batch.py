@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from .. import AsyncMAIImageClient
+from .._async_client import AsyncMAIImageClient
 from ..batch import (
     DEFAULT_CONCURRENCY,
     BatchCounts,

@@ -42,7 +42,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._client",),
     ("mai_tools._async_client",),
     ("mai_tools._agent",),
-    ("mai_tools.langchain", "mai_tools.cli"),
+    ("mai_tools.langchain", "mai_tools.batch"),
+    ("mai_tools.cli",),
     ("mai_tools",),  # the public facade
     ("mcp_server",),
     ("mai_tools._mcp_entry",),  # the mai-image-mcp console script: checks, then runs mcp_server
