@@ -89,14 +89,28 @@ def resolve_base_url(base_url: object) -> str:
         raise ConfigurationError(f"base_url must be a string; got {type(base_url).__name__}.")
     value = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     value = value.strip().rstrip("/")
+    source = "the argument" if base_url else BASE_URL_ENV
     parts = split_url(value)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}; got {value[:100]!r} "
-            f"(from {'the argument' if base_url else BASE_URL_ENV})."
+            f"(from {source})."
         )
     if parts.query or parts.fragment:
         raise ConfigurationError("base_url must not contain a query string or fragment.")
+    if has_unsafe_chars(value):
+        raise ConfigurationError(
+            f"base_url (from {source}) contains spaces, tabs, control or non-ASCII characters; "
+            "write the host in ASCII (punycode) and percent-encode the path."
+        )
+    try:
+        parts.hostname.encode("idna")
+        httpx.Request("GET", value)  # what every request to it will build
+    except (UnicodeError, ValueError, httpx.InvalidURL):
+        raise ConfigurationError(
+            f"base_url (from {source}) has a malformed host name {parts.hostname[:80]!r} "
+            "(an empty or over-long label, e.g. two dots in a row)."
+        ) from None
     return value
 
 

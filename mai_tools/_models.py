@@ -102,6 +102,10 @@ NumImages = Annotated[
     Field(
         ge=1,
         le=MAX_IMAGES,
+        # Strict everywhere, the tool boundaries included: "2" and true are not an image count
+        # (true once became one paid image). 2.0 is: JSON has one number type, as JSON Schema's
+        # "integer" says, so clients that write numbers as floats still work.
+        strict=True,
         description="How many images to make from this one request (1-4). Default 1.",
     ),
     BeforeValidator(_whole_number),

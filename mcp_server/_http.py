@@ -26,6 +26,8 @@ from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
 logger = logging.getLogger("mcp_server")
 
 REALM = "mai-image-mcp"
+MAX_REQUEST_BODY_BYTES = 32 * 1024 * 1024
+"""Largest JSON-RPC request body: fits a 20 MiB source image as a base64 data URI."""
 _LOOPBACK_FORMS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -177,6 +179,9 @@ def http_app(
     """
     app = server.streamable_http_app(
         stateless_http=stateless,
+        # edit_image takes a source image of up to 20 MiB as a data URI (base64: 4/3 of it)
+        # inside the JSON-RPC body: the SDK's default limit refused 3.3 MiB ones.
+        max_request_body_size=MAX_REQUEST_BODY_BYTES,
         transport_security=transport_security(host, port, settings),
         host=host,
     )

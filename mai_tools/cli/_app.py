@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import click
 
 from .. import _duration_cache
 from .._client import MAIImageClient
-from .._constants import API_KEY_ENV
+from .._constants import API_KEY_ENV, DEFAULT_MAX_INPUT_BYTES
 from .._exceptions import InvalidImageError, MissingAPIKeyError
 from .._models import (
     EDIT_ASPECT_RATIOS,
@@ -279,9 +280,15 @@ def _emulator_note(state: CliState, quiet: bool) -> None:
 def _read_image(image: str) -> str | bytes:
     if image != "-":
         return image
-    data = sys.stdin.buffer.read()
+    # Never more than the largest image the gateway takes (+1 byte to tell it was more).
+    data = sys.stdin.buffer.read(DEFAULT_MAX_INPUT_BYTES + 1)
     if not data:
         raise InvalidImageError("IMAGE is '-' but standard input is empty.")
+    if len(data) > DEFAULT_MAX_INPUT_BYTES:
+        raise InvalidImageError(
+            f"Standard input holds more than {DEFAULT_MAX_INPUT_BYTES // (1024 * 1024)} MiB, "
+            "the largest image an edit takes; downscale or recompress it first."
+        )
     return data
 
 
@@ -434,8 +441,14 @@ def wait(
     _emulator_note(state, quiet or as_json)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # A service manager's stop (SIGTERM) is a Ctrl-C: the same resume hint, no .part left.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point (``mai-image``)."""
+    signal.signal(signal.SIGTERM, _terminated)
     cli.main(prog_name="mai-image")
 
 

@@ -60,6 +60,7 @@ def test_edit_from_stdin(emu: RunningEmulator, tmp_path: Path) -> None:
     [
         ("notimage", "not"),
         ("empty-stdin", "standard input is empty"),
+        ("huge-stdin", "more than 20 MiB"),
         ("ftp", "Unsupported image URL scheme"),
     ],
 )
@@ -70,11 +71,13 @@ def test_bad_images_are_exit_2_before_anything_is_sent(
         path = tmp_path / "notes.png"
         path.write_text("these are not pixels")
         args = ["edit", str(path), "a cat"]
-    elif setup == "empty-stdin":
+    elif setup in ("empty-stdin", "huge-stdin"):
         args = ["edit", "-", "a cat"]
     else:
         args = ["edit", "ftp://example.com/a.png", "a cat"]
-    got = invoke(*args, input=b"")
+    # A stream larger than any image is read only up to the limit, never whole.
+    stream = b"\x89PNG\r\n\x1a\n" + b"\0" * (21 * 1024 * 1024) if setup == "huge-stdin" else b""
+    got = invoke(*args, input=stream)
     assert got.code == ExitCode.USAGE
     (line,) = got.error_lines
     assert message in line

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from mai_tools.emulator import DEFAULT_EMULATOR_KEY, RunningEmulator
@@ -44,8 +45,9 @@ def test_readme_first_command_works_offline_with_no_key(tmp_path: Path) -> None:
     assert re.search(rf"^{RID_PREFIX}\S+: COMPLETED \(", proc.stderr, re.M)
 
 
-def test_sigint_while_waiting_prints_the_resume_command(
-    slow_server: RunningEmulator, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_or_sigterm_while_waiting_prints_the_resume_command(
+    slow_server: RunningEmulator, tmp_path: Path, stop: signal.Signals
 ) -> None:
     slow_server.control.reset()
     env = _clean_env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=slow_server.base_url)
@@ -61,11 +63,12 @@ def test_sigint_while_waiting_prints_the_resume_command(
         deadline = time.monotonic() + 20
         while slow_server.control.stats().status_requests == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
+    assert not list(tmp_path.rglob("*.part"))
     check_hygiene(out, err)
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     (job,) = slow_server.control.stats().outcomes  # the one job the process submitted

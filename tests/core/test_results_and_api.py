@@ -488,6 +488,12 @@ def test_sync_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> No
         ({"max_download_bytes": 0}, "max_download_bytes"),
         ({"max_input_image_bytes": 0}, "max_input_image_bytes"),
         ({"base_url": 5}, "base_url must be a string"),
+        ({"base_url": "http://gateway..pixazo.ai"}, "malformed host"),
+        ({"base_url": "https://xn--/v1"}, "malformed host"),
+        ({"base_url": "http://gate\tway.pixazo.ai"}, "tabs"),
+        ({"base_url": "https://exa mple.com"}, "spaces"),
+        ({"base_url": "http://gatewäy.pixazo.ai"}, "non-ASCII"),
+        ({"base_url": "http://[::1"}, "http\\(s\\) URL"),
     ],
 )
 @pytest.mark.parametrize("cls", [MAIImageClient, AsyncMAIImageClient])

@@ -441,3 +441,13 @@ def test_sync_mode_content_has_no_base64(tmp_path: Path) -> None:
     text = answer_text(Done(result))
     assert "base64" not in text
     assert "kept in the tool artifact" in text
+
+
+@pytest.mark.parametrize("count", ["2", True, 2.5, "two"])
+def test_the_tools_are_as_strict_as_the_core_about_the_image_count(
+    mai_emulator: RunningEmulator, count: object
+) -> None:
+    message = _call(MAIImageGenerateTool(), {"prompt": "a strict robot", "num_images": count})
+    assert message.status == "error"
+    assert "num_images" in str(message.content)
+    assert mai_emulator.control.stats().submissions == 0
