@@ -264,8 +264,8 @@ class JobFailedError(MAIImageError):
 
     Attributes:
         request_id: the job's id.
-        status: FAILED (the model refused or failed; usually charged) or ERROR (a system error;
-            not charged).
+        status: FAILED (the model refused or failed; whether that is charged is not documented:
+            assume it may be) or ERROR (a system error; documented as not charged).
         error: the gateway's error text.
         job: the last status read.
     """

@@ -54,10 +54,10 @@ Exit codes:
   1    internal error (a bug: please report it)
   2    bad input: usage, prompt, image, unknown request id
   3    configuration: no or wrong API key (401), no balance (402),
-       no permission (403), bad base URL
-  4    the job ended FAILED or ERROR
+       no permission (403), bad base URL or route
+  4    the job ended FAILED or ERROR (ERROR is documented as not charged)
   5    timed out waiting; the job may still finish: mai-image wait ID
-  6    gateway or connection error
+  6    gateway or connection error, rate limit or used-up quota (retry later)
   7    the job finished but saving its images failed
   130  interrupted (Ctrl-C); the command to resume is printed
 """
