@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.emulators import EmulatorPool
+
 CANARY_PREFIX = "sk-canary-"
 
 
@@ -54,3 +56,14 @@ def _private_cache_dir(
     """No test reads or writes the real user cache (``mai-image`` keeps job durations there);
     subprocesses inherit the variable."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[EmulatorPool]:
+    """``emulators(**config)``: a reset emulator for that configuration, shared by the session
+    (see :mod:`tests.support.emulators`)."""
+    pool = EmulatorPool()
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +12,17 @@ import pytest
 from mai_tools import AsyncMAIImageClient, PollPolicy, RetryPolicy
 from mai_tools.batch import BatchEvent, BatchRun, BatchSummary, InvalidLine, LineOutcome
 from mai_tools.batch._input import BatchItem
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import RunningEmulator
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
 FAST_POLL = PollPolicy(first_delay=0.05, min_interval=0.05, cold_max_interval=0.2)
 FAST_RETRY = RetryPolicy(initial_backoff=0.02, max_backoff=0.1, jitter=0.0)
 
 
-@pytest.fixture(scope="session")
-def batch_server() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(api_keys=(KEY,), min_duration=0.1, max_duration=0.3, long_side=32)
-    with run_emulator(config) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(batch_server: RunningEmulator) -> RunningEmulator:
-    batch_server.control.reset()
-    return batch_server
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(api_keys=(KEY,), min_duration=0.1, max_duration=0.3, long_side=32)
 
 
 def client(emu: RunningEmulator, **kwargs: Any) -> AsyncMAIImageClient:

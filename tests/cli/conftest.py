@@ -7,33 +7,32 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import RunningEmulator
 from tests.cli.cli_support import FORBIDDEN_KEY, KEY, POOR_KEY, FakeSetup, fake_setup
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import BASE, PNG_1PX, RID, Gateway
 
 CDN_URL = f"https://cdn.example.com/v1/{RID}/output.png"  # what the fake's COMPLETED points at
 
 
-@pytest.fixture(scope="session")
-def cli_server() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(
-        api_keys=(KEY, POOR_KEY, FORBIDDEN_KEY), min_duration=0.2, max_duration=0.4
-    )
-    with run_emulator(config) as emu:
-        yield emu
+CLI_CONFIG = {"api_keys": (KEY, POOR_KEY, FORBIDDEN_KEY), "min_duration": 0.2, "max_duration": 0.4}
+SLOW_CONFIG = {"api_keys": (KEY,), "min_duration": 60, "max_duration": 60}
 
 
-@pytest.fixture(scope="session")
-def slow_server() -> Iterator[RunningEmulator]:
+@pytest.fixture
+def cli_server(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(**CLI_CONFIG)
+
+
+@pytest.fixture
+def slow_server(emulators: EmulatorPool) -> RunningEmulator:
     """Jobs that take a minute: for timeouts and interruptions."""
-    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=60, max_duration=60)) as emu:
-        yield emu
+    return emulators(**SLOW_CONFIG)
 
 
 @pytest.fixture
 def emu(cli_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
     """The session emulator, reset, with PIXAZO_API_KEY/PIXAZO_BASE_URL pointing at it."""
-    cli_server.control.reset()
     monkeypatch.setenv("PIXAZO_API_KEY", KEY)
     monkeypatch.setenv("PIXAZO_BASE_URL", cli_server.base_url)
     return cli_server
@@ -41,7 +40,6 @@ def emu(cli_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Running
 
 @pytest.fixture
 def slow(slow_server: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
-    slow_server.control.reset()
     monkeypatch.setenv("PIXAZO_API_KEY", KEY)
     monkeypatch.setenv("PIXAZO_BASE_URL", slow_server.base_url)
     return slow_server

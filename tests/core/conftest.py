@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mai_tools import FakeClock
@@ -14,10 +16,12 @@ def gateway() -> Gateway:
 
 
 @pytest.fixture(params=["sync", "async"])
-def harness(request: pytest.FixtureRequest, gateway: Gateway) -> Harness:
+def harness(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[Harness]:
     clock = FakeClock(1000.0)
     gateway.clock = clock
-    return Harness(mode=request.param, gateway=gateway, clock=clock)
+    harness = Harness(mode=request.param, gateway=gateway, clock=clock)
+    yield harness
+    harness.close()
 
 
 @pytest.fixture(autouse=True)

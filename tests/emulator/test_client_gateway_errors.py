@@ -7,8 +7,6 @@ API Management answers bad keys, unknown routes, rate limits and quotas as
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from mai_tools import (
@@ -21,22 +19,15 @@ from mai_tools import (
     RetryPolicy,
 )
 from mai_tools._agent import FailureKind, failure_of
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import RunningEmulator
+from tests.support.emulators import EmulatorPool
 
 KEY = "sk-canary-gateway-errors"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(api_keys=(KEY,), min_duration=0.3, max_duration=0.3)
-    with run_emulator(config) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(server: RunningEmulator) -> RunningEmulator:
-    server.control.reset()
-    return server
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(api_keys=(KEY,), min_duration=0.3, max_duration=0.3)
 
 
 def test_a_wrong_key_is_an_authentication_error_in_the_gateways_words(emu: RunningEmulator) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,16 @@ from mai_tools import (
     Status,
 )
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
 FAST_POLL = PollPolicy(first_delay=0.05, min_interval=0.05, cold_max_interval=0.2, min_samples=3)
 FAST_RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.1, jitter=0.0)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(
-        api_keys=(KEY, "sk-canary-poor"), min_duration=0.2, max_duration=0.4, seed=11
-    )
-    with run_emulator(config) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(server: RunningEmulator) -> RunningEmulator:
-    server.control.reset()
-    return server
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(api_keys=(KEY, "sk-canary-poor"), min_duration=0.2, max_duration=0.4, seed=11)
 
 
 class Runner:

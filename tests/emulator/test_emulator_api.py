@@ -22,23 +22,17 @@ from starlette.routing import Route
 from mai_tools import EDIT_ASPECT_RATIOS, GENERATE_ASPECT_RATIOS
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, create_app, run_emulator
 from mai_tools.emulator._render import render, size_for
+from tests.support.emulators import EmulatorPool
 
 GEN = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
 EDIT = "/microsoft-mai-image-2-5-edit/v1/microsoft-mai-image-2-5-edit-request"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(
+@pytest.fixture
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    server = emulators(
         min_duration=0.3, max_duration=0.4, seed=3, api_keys=("emu-a", "emu-b", "poor", "banned")
     )
-    with run_emulator(config) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(server: RunningEmulator) -> RunningEmulator:
-    server.control.reset()
     server.control.set_faults(insufficient_balance_keys=("poor",), forbidden_keys=("banned",))
     return server
 

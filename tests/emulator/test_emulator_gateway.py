@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import RunningEmulator
 from mai_tools.emulator._state import uuid7
+from tests.support.emulators import EmulatorPool
 
 GEN = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
 QUOTA = re.compile(
@@ -20,17 +20,9 @@ QUOTA = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(min_duration=0, max_duration=0, seed=2, api_keys=("key-a", "key-b"))
-    with run_emulator(config) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(server: RunningEmulator) -> RunningEmulator:
-    server.control.reset()
-    return server
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(min_duration=0, max_duration=0, seed=2, api_keys=("key-a", "key-b"))
 
 
 def _client(emu: RunningEmulator, key: str = "key-a") -> httpx.Client:

@@ -27,6 +27,7 @@ from mai_tools.emulator import (
     run_emulator,
 )
 from mai_tools.emulator._state import IMAGE_CACHE_BYTES
+from tests.support.emulators import EmulatorPool
 
 GEN = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
 EDIT = "/microsoft-mai-image-2-5-edit/v1/microsoft-mai-image-2-5-edit-request"
@@ -91,16 +92,9 @@ async def _asgi_post(
     return start["status"], read
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningEmulator]:
-    with run_emulator(EmulatorConfig(min_duration=0.05, max_duration=0.1, seed=1)) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(server: RunningEmulator) -> RunningEmulator:
-    server.control.reset()
-    return server
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(min_duration=0.05, max_duration=0.1, seed=1)
 
 
 # --------------------------------------------------------------------------- request bodies

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,22 +12,16 @@ import pytest
 
 from mai_tools.emulator import EmulatorConfig, Faults, RunningEmulator, run_emulator
 from mai_tools.emulator._app import is_loopback_host
+from tests.support.emulators import EmulatorPool
 
 from .conftest import Receiver
 
 GEN = "/microsoft-mai-image-2-5/v1/microsoft-mai-image-2-5-request"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningEmulator]:
-    with run_emulator(EmulatorConfig(min_duration=0.1, max_duration=0.2, seed=5)) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(server: RunningEmulator) -> RunningEmulator:
-    server.control.reset()
-    return server
+def emu(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(min_duration=0.1, max_duration=0.2, seed=5)
 
 
 def _submit(emu: RunningEmulator, hook: str, prompt: str = "a call back") -> str:

@@ -8,13 +8,16 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import httpx
 
 from mai_tools import (
     AsyncMAIImageClient,
     FakeClock,
+    ImageResult,
+    Job,
+    JobStatus,
     MAIImageClient,
     RetryPolicy,
 )
@@ -107,12 +110,19 @@ class Gateway:
         return data
 
 
+_Waits = Literal["generate", "edit", "wait"]
+_Submits = Literal["submit_generate", "submit_edit"]
+
 FAST_RETRY = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, jitter=0.0)
 
 
 @dataclass
 class Harness:
-    """Runs client calls through the sync or the async client (same scenario, same fakes)."""
+    """Runs client calls through the sync or the async client (same scenario, same fakes).
+
+    In async mode every call of one test runs on the same event loop (the client's connection
+    pool belongs to it); :meth:`close` ends the clients and the loop.
+    """
 
     mode: str
     gateway: Gateway
@@ -120,6 +130,7 @@ class Harness:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     _sync: MAIImageClient | None = None
     _async: AsyncMAIImageClient | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def kwargs(self) -> dict[str, Any]:
         base: dict[str, Any] = {
@@ -149,14 +160,39 @@ class Harness:
             )
         return self._async
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    @overload
+    def call(
+        self, method: Literal["generate", "edit", "wait"], *args: Any, **kw: Any
+    ) -> ImageResult: ...
+    @overload
+    def call(
+        self, method: Literal["submit_generate", "submit_edit"], *args: Any, **kw: Any
+    ) -> Job: ...
+    @overload
+    def call(self, method: Literal["get_status"], *args: Any, **kw: Any) -> JobStatus: ...
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(*args, **kwargs)`` on this harness's client, sync or async."""
         if self.mode == "sync":
             return getattr(self.sync_client, method)(*args, **kwargs)
 
         async def run() -> Any:
             return await getattr(self.async_client, method)(*args, **kwargs)
 
-        return asyncio.run(run())
+        return self.loop.run_until_complete(run())
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+        if self._async is not None:
+            self.loop.run_until_complete(self._async.aclose())
+        if self._loop is not None:
+            self._loop.close()
 
 
 class FullDisk:
