@@ -72,8 +72,9 @@ def bytes_to_data_uri(data: bytes, *, max_bytes: int = DEFAULT_MAX_INPUT_BYTES) 
     mime = sniff_image_type(data)
     if mime is None:
         raise InvalidImageError(
-            "The data is not a PNG, JPEG, WEBP or GIF image (its first bytes are "
-            f"{data[:8]!r}). Convert it to PNG or JPEG first."
+            # Never quote the bytes: for an agent that would send file content to the model.
+            f"The data ({_human(len(data))}) is not a PNG, JPEG, WEBP or GIF image. Convert it "
+            "to PNG or JPEG first."
         )
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 

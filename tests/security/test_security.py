@@ -100,3 +100,14 @@ def test_saved_file_names_never_come_from_the_server(tmp_path: Path) -> None:
     (path,) = result.save(tmp_path)
     assert path.parent == tmp_path
     assert path.name == "etc_cron.d_evil_1.png"
+
+
+def test_refusing_a_non_image_never_quotes_its_bytes(tmp_path: Path) -> None:
+    secret = b"password=hunter2 and more private notes"
+    path = tmp_path / "notes.png"
+    path.write_bytes(secret)
+    for source in (secret, path, "data:image/png;base64," + base64.b64encode(secret).decode()):
+        with pytest.raises(InvalidImageError) as info:
+            image_to_url(source)
+        assert "hunter2" not in str(info.value)
+        assert "password" not in str(info.value)
