@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -117,7 +116,6 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         if _is_remote(image):
             return _with_image(body, self._image_url(image))
         # A path (or bytes to encode) means file I/O and base64 work: not on the event loop.
-        image = os.fspath(image) if isinstance(image, os.PathLike) else image
         return _with_image(body, await asyncio.to_thread(self._image_url, image))
 
     async def generate(

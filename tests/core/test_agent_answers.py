@@ -324,3 +324,28 @@ async def test_mcp_and_langchain_give_the_same_argument_error_text() -> None:
     assert message.status == "error"
     assert message.content.startswith("Invalid arguments, nothing was sent")
     assert "prompt" in message.content
+
+
+async def test_the_async_edit_reads_its_file_off_the_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    from tests.support.fakes import PNG_1PX
+
+    path = tmp_path / "source.png"
+    path.write_bytes(PNG_1PX)
+    readers: list[threading.Thread] = []
+
+    class Source:
+        """A path that notes which thread opens it."""
+
+        def __fspath__(self) -> str:
+            readers.append(threading.current_thread())
+            return str(path)
+
+    config = EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0)
+    with run_emulator(config) as emu:
+        async with mai_tools.AsyncMAIImageClient(KEY, base_url=emu.base_url) as client:
+            result = await client.edit("make it blue", Source())
+    assert result.image_urls
+    assert readers
+    assert threading.main_thread() not in readers  # the loop runs on the main thread here
