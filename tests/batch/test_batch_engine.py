@@ -158,7 +158,9 @@ async def test_a_post_whose_answer_was_lost_is_unknown_and_resent_only_when_aske
     # Every answer is 1.5 s late and the client gives up after 0.3 s: the POSTs were sent,
     # their answers never came (whether a job exists, the client cannot know).
     emu.control.set_faults(slow_rate=1.0, slow_seconds=1.5)
-    outcomes, summary = await run_all(emu, prompts(3), tmp_path, client_options={"request_timeout": 0.3})
+    outcomes, summary = await run_all(
+        emu, prompts(3), tmp_path, client_options={"request_timeout": 0.3}
+    )
     assert {o.status for o in outcomes} == {LineStatus.UNKNOWN}
     assert all("may have received" in str(o.error) for o in outcomes)
     assert summary.counts == {"UNKNOWN": 3}
