@@ -13,18 +13,13 @@ from ._engine import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DOWNLOADS_PER_HOST,
     DEFAULT_STATUS_READS_PER_SECOND,
-    IMAGES_DIR,
-    MANIFEST_NAME,
-    BatchCounts,
-    BatchEvent,
     BatchRun,
-    BatchSummary,
-    LineOutcome,
-    LineStatus,
     run_batch,
 )
 from ._input import BatchItem, InvalidLine, parse_lines, parse_shard, read_input
 from ._journal import JOURNAL_NAME, BatchDirectoryError, JournalError
+from ._outcomes import MANIFEST_NAME, BatchCounts, BatchEvent, BatchSummary, LineOutcome, LineStatus
+from ._save import IMAGES_DIR
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
