@@ -51,7 +51,7 @@ class TaskParams(RequestParams):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    task_id: str = Field(alias="taskId", min_length=1, max_length=256)
+    task_id: str = Field(alias="taskId")  # checked as a request id, with a clear error
 
 
 def _iso(moment: datetime) -> str:
