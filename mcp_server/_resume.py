@@ -72,7 +72,10 @@ class MemoryEventStore(EventStore):
         max_events: int = MAX_EVENTS,
         max_bytes: int = MAX_EVENT_BYTES,
         max_age: float = MAX_EVENT_AGE,
+        grace: float = RESUME_GRACE,
     ) -> None:
+        self.grace = grace
+        """Seconds a disconnected client has to reconnect before its call stops waiting."""
         self._events: OrderedDict[str, _Event] = OrderedDict()
         self._bytes = 0
         self._max_events = max_events
@@ -80,7 +83,11 @@ class MemoryEventStore(EventStore):
         self._max_age = max_age
         self._resumed: OrderedDict[tuple[str | None, str], float] = OrderedDict()
 
-    def __len__(self) -> int:
+    # No __len__: the SDK tests the store for truth (``if self._event_store:``), and an
+    # empty store must still count as one.
+    @property
+    def count(self) -> int:
+        """How many events are stored."""
         return len(self._events)
 
     async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
@@ -182,7 +189,7 @@ def client_gone(request: Any, request_id: object, store: MemoryEventStore | None
     """True if the HTTP client of this tool call disconnected and will not get its answer.
 
     ``request`` is the call's Starlette request (None off HTTP: never gone). With an event
-    store, a client that reconnects within :data:`RESUME_GRACE` seconds is not gone.
+    store, a client that reconnects within its ``grace`` (:data:`RESUME_GRACE`) is not gone.
     """
     scope = getattr(request, "scope", None)
     connection = scope.get(_STATE_KEY) if isinstance(scope, dict) else None
@@ -194,4 +201,4 @@ def client_gone(request: Any, request_id: object, store: MemoryEventStore | None
     session = headers.get("mcp-session-id") if headers is not None else None
     if store.resumed_after(session, str(request_id), connection.disconnected_at):
         return False
-    return time.monotonic() - connection.disconnected_at > RESUME_GRACE
+    return time.monotonic() - connection.disconnected_at > store.grace
