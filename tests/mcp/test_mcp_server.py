@@ -454,6 +454,9 @@ async def test_langchain_mcp_adapter_interop(emu: RunningEmulator) -> None:
     assert isinstance(blocks, list)
     text = next(b for b in blocks if isinstance(b, dict) and b.get("type") == "text")
     assert str(text["text"]).startswith(f"{emu.base_url}/files/")
+    # No image links by default: nothing the model provider would fetch in full size.
+    assert not [b for b in blocks if isinstance(b, dict) and b.get("url")]
+    assert [b for b in blocks if isinstance(b, dict) and b.get("type") == "image"]  # previews
 
 
 def _inspector() -> str | None:
