@@ -304,7 +304,27 @@ class ImageJobResult(BaseModel):
     done: bool = Field(description=f"False if the job is still running: call {RESUME_TOOL}.")
     next_step: str | None = Field(
         default=None,
-        description=f"What to do next while the job runs (call {RESUME_TOOL}); null when done.",
+        description=f"What to do next (while the job runs: call {RESUME_TOOL}); null when the "
+        "images are ready.",
+    )
+
+
+def structured_failure(failed: Failed) -> ImageJobResult | None:
+    """The structured answer of a failure that concerns a job (None when no job is known):
+    its id, its status and the next step, so a client that shows only structured data still
+    tells the model what to do."""
+    if failed.request_id is None or failed.kind is FailureKind.UNKNOWN_JOB:
+        return None
+    ended = failed.kind in (FailureKind.JOB_FAILED, FailureKind.JOB_ERROR)
+    status = failed.error.status.value if isinstance(failed.error, JobFailedError) else "UNKNOWN"
+    if failed.kind is FailureKind.JOB_FAILED:
+        step = "The job failed: rephrase the prompt, then start a new job."
+    elif failed.kind is FailureKind.JOB_ERROR:
+        step = "The job ended with a system error (documented as not charged): a new job may work."
+    else:
+        step = next_step(failed.request_id)
+    return ImageJobResult(
+        request_id=failed.request_id, status=status, image_urls=[], done=ended, next_step=step
     )
 
 

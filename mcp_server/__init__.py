@@ -1,4 +1,5 @@
-"""An MCP server for MAI Image 2.5: ``generate_image``, ``edit_image``, ``get_image_job``.
+"""An MCP server for MAI Image 2.5: ``generate_image``, ``edit_image``, ``get_image_job``,
+``list_recent_jobs``; MCP Tasks for clients that opt in.
 
 Run it with ``mai-image-mcp`` (stdio) or ``mai-image-mcp --transport streamable-http``; add
 ``--emulator`` to try it with no key. Configuration: see :class:`Settings`.

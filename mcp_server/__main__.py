@@ -101,6 +101,11 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
     help="Inline previews [env MAI_MCP_PREVIEW, default preview].",
 )
 @click.option(
+    "--resource-links/--no-resource-links",
+    default=None,
+    help="Add a resource_link per image to results [env MAI_MCP_RESOURCE_LINKS, default off].",
+)
+@click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -133,6 +138,7 @@ def cli(
     emulator: bool,
     max_wait: float | None,
     preview: str | None,
+    resource_links: bool | None,
     output_dir: Path | None,
     allow_dirs: tuple[Path, ...],
     log_level: str | None,
@@ -147,6 +153,8 @@ def cli(
         changes["max_wait"] = max_wait
     if preview is not None:
         changes["preview"] = preview
+    if resource_links is not None:
+        changes["resource_links"] = resource_links
     if output_dir is not None:
         changes["output_dir"] = output_dir
     if allow_dirs:
@@ -178,18 +186,22 @@ def cli(
         if problem is not None:
             raise _Refused(problem)
 
+    from ._resume import MemoryEventStore
     from ._server import create_server
 
     with _maybe_emulator(emulator, settings) as effective:
-        server = create_server(effective)
         if transport == "stdio":
-            server.run("stdio")
+            create_server(effective).run("stdio")
             return
         from ._http import http_app, serve, startup_notes
 
+        events = None if stateless else MemoryEventStore()
+        server = create_server(effective, event_store=events)
         for note in startup_notes(host, port, effective, insecure_no_auth=insecure_no_auth):
             print(f"mai-image-mcp: {note}", file=sys.stderr)
-        app = http_app(server, effective, host=host, port=port, stateless=stateless)
+        app = http_app(
+            server, effective, host=host, port=port, stateless=stateless, event_store=events
+        )
         serve(app, host=host, port=port, log_level=effective.log_level)
 
 

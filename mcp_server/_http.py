@@ -21,6 +21,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
 
 logger = logging.getLogger("mcp_server")
@@ -170,21 +171,27 @@ def http_app(
     host: str = "127.0.0.1",
     port: int = 8000,
     stateless: bool = False,
+    event_store: MemoryEventStore | None = None,
 ) -> ASGIApp:
     """The ASGI app to serve: the SDK's Streamable HTTP app (at ``/mcp``) with DNS-rebinding
     protection on, behind :class:`BearerTokenMiddleware` when ``settings.auth_token`` is set.
 
     ``host`` and ``port`` are the address the server is bound to (they define the default
-    accepted Host headers). Run its lifespan (uvicorn does) before sending requests.
+    accepted Host headers). ``event_store`` (the one given to ``create_server``) makes the
+    session-era answers resumable; stateless HTTP has no streams to resume and ignores it.
+    Every request is watched (:class:`~mcp_server._resume.ConnectionWatch`), so a call whose
+    client disconnected stops polling. Run its lifespan (uvicorn does) before sending requests.
     """
-    app = server.streamable_http_app(
+    app: ASGIApp = server.streamable_http_app(
         stateless_http=stateless,
         # edit_image takes a source image of up to 20 MiB as a data URI (base64: 4/3 of it)
         # inside the JSON-RPC body: the SDK's default limit refused 3.3 MiB ones.
         max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        event_store=None if stateless else event_store,
         transport_security=transport_security(host, port, settings),
         host=host,
     )
+    app = ConnectionWatch(app)
     if settings.auth_token is None:
         return app
     return BearerTokenMiddleware(app, settings.auth_token)

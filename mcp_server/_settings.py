@@ -23,6 +23,7 @@ ENV_AUTH_TOKEN = "MAI_MCP_AUTH_TOKEN"  # noqa: S105  # a variable name, not a se
 ENV_AUTH_TOKEN_FILE = "MAI_MCP_AUTH_TOKEN_FILE"  # noqa: S105  # a variable name
 ENV_ALLOWED_HOSTS = "MAI_MCP_ALLOWED_HOSTS"
 ENV_ALLOWED_ORIGINS = "MAI_MCP_ALLOWED_ORIGINS"
+ENV_RESOURCE_LINKS = "MAI_MCP_RESOURCE_LINKS"
 
 MIN_TOKEN_LENGTH = 16
 TOKEN_HOWTO = (
@@ -100,6 +101,10 @@ def check_allowed_origin(value: str) -> str:
     return origin
 
 
+_BOOLEANS = {"": False, "0": False, "false": False, "no": False, "off": False}
+_BOOLEANS.update({"1": True, "true": True, "yes": True, "on": True})
+
+
 def _split_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -126,6 +131,9 @@ class Settings:
             localhost forms (``MAI_MCP_ALLOWED_HOSTS``, comma-separated).
         allowed_origins: Origin header values accepted over HTTP besides the localhost forms
             (``MAI_MCP_ALLOWED_ORIGINS``, comma-separated).
+        resource_links: add a ``resource_link`` per image to results (``MAI_MCP_RESOURCE_LINKS``).
+            Off by default: some clients (LangChain's MCP adapters) turn an image link into an
+            image block, and the model provider then fetches the full-size image.
         remember_durations: keep learned job durations in the user's cache between runs (as
             ``mai-image`` does), under ``durations_key`` (default: the base URL). Off for an
             embedded ``create_server()``; the ``mai-image-mcp`` command turns it on.
@@ -144,6 +152,7 @@ class Settings:
     auth_token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    resource_links: bool = False
 
     def __post_init__(self) -> None:
         if not (self.max_wait > 0):
@@ -194,6 +203,9 @@ class Settings:
                 raise SettingsError(f"Set {ENV_AUTH_TOKEN} or {ENV_AUTH_TOKEN_FILE}, not both.")
             token = read_token_file(token_file, ENV_AUTH_TOKEN_FILE)
         log_level = env.get(ENV_LOG_LEVEL, "WARNING").strip().upper() or "WARNING"
+        links = env.get(ENV_RESOURCE_LINKS, "").strip().lower()
+        if links not in _BOOLEANS:
+            raise SettingsError(f"{ENV_RESOURCE_LINKS} must be 1/true/yes/on or 0/false/no/off.")
         return cls(
             api_key=env.get("PIXAZO_API_KEY") or None,
             base_url=env.get("PIXAZO_BASE_URL") or None,
@@ -205,4 +217,5 @@ class Settings:
             auth_token=token,
             allowed_hosts=tuple(_split_list(env.get(ENV_ALLOWED_HOSTS, ""))),
             allowed_origins=tuple(_split_list(env.get(ENV_ALLOWED_ORIGINS, ""))),
+            resource_links=_BOOLEANS[links],
         )

@@ -27,6 +27,7 @@ from mai_tools import GenerateRequest
 from mai_tools._duration_cache import cache_file
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mcp_server import Settings, create_server
+from mcp_server._arguments import ARGUMENTS
 from tests.support.fakes import KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def _text(result: CallToolResult) -> str:
 async def test_tools_schemas_and_annotations(emu: RunningEmulator) -> None:
     async with Client(create_server(_settings(emu))) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_image", "edit_image", "get_image_job"}
+    assert set(tools) == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
     core = GenerateRequest.model_json_schema()["properties"]
     gen = tools["generate_image"].input_schema["properties"]
     for field in ("prompt", "num_images", "aspect_ratio", "output_format"):
@@ -70,13 +71,29 @@ async def test_tools_schemas_and_annotations(emu: RunningEmulator) -> None:
     edit = tools["edit_image"].input_schema["properties"]
     assert "21:9" not in edit["aspect_ratio"]["enum"]
     assert "image" in tools["edit_image"].input_schema["required"]
-    for tool in tools.values():
+    for name, tool in tools.items():
         assert "ctx" not in tool.input_schema["properties"]
         assert tool.output_schema is not None
         assert tool.annotations is not None
-        assert tool.annotations.read_only_hint is False
-        assert tool.annotations.idempotent_hint is False
         assert tool.annotations.open_world_hint is True
+        assert tool.annotations.destructive_hint is False
+        reads = name in ("get_image_job", "list_recent_jobs")
+        assert tool.annotations.read_only_hint is reads, name
+        assert tool.annotations.idempotent_hint is reads, name
+        # Short, no docstring indentation, and it says when to use which tool.
+        assert tool.description is not None
+        assert "\n" not in tool.description
+        assert "  " not in tool.description
+        assert len(tool.description) < 400
+    for name in ("generate_image", "edit_image"):
+        assert "get_image_job" in (tools[name].description or "")
+    for name in ("generate_image", "edit_image", "get_image_job"):
+        assert tools[name].output_schema == tools["generate_image"].output_schema
+    # The server checks arguments with its own models: they must be the tools' schemas.
+    for name, model in ARGUMENTS.items():
+        schema = model.model_json_schema()
+        assert schema["properties"] == tools[name].input_schema["properties"], name
+        assert schema.get("required", []) == tools[name].input_schema.get("required", []), name
 
 
 async def test_generate_result_shape_and_progress(emu: RunningEmulator) -> None:
@@ -95,9 +112,8 @@ async def test_generate_result_shape_and_progress(emu: RunningEmulator) -> None:
     lines = _text(result).splitlines()
     assert lines[0].startswith(f"{emu.base_url}/files/")
     assert lines[2].startswith("request_id: ")
-    links = [c for c in result.content if isinstance(c, ResourceLink)]
-    assert [str(link.uri) for link in links] == lines[:2]
-    assert all(link.mime_type == "image/png" for link in links)
+    # No image links by default: LangChain's adapters would send the full images to the model.
+    assert not [c for c in result.content if isinstance(c, ResourceLink)]
     previews = [c for c in result.content if isinstance(c, ImageContent)]
     assert len(previews) == 2
     for preview in previews:
@@ -109,11 +125,23 @@ async def test_generate_result_shape_and_progress(emu: RunningEmulator) -> None:
     assert structured["status"] == "COMPLETED"
     assert structured["done"] is True
     assert structured["image_urls"] == lines[:2]
+    assert structured["request_id"] == lines[2].removeprefix("request_id: ")
+    assert "next_step" in structured
     messages = [m for _, m in seen if m]
     assert any("QUEUED" in m for m in messages)
     assert any("COMPLETED" in m for m in messages)
     values = [v for v, _ in seen]
     assert values == sorted(values)
+
+
+async def test_resource_links_when_asked(emu: RunningEmulator) -> None:
+    settings = _settings(emu, resource_links=True, preview="off")
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "linked", "num_images": 2})
+    lines = _text(result).splitlines()
+    links = [c for c in result.content if isinstance(c, ResourceLink)]
+    assert [str(link.uri) for link in links] == lines[:2]
+    assert all(link.mime_type == "image/png" for link in links)
 
 
 async def test_preview_modes(emu: RunningEmulator, tmp_path: Path) -> None:
@@ -160,7 +188,7 @@ async def test_errors_are_is_error_results(emu: RunningEmulator) -> None:
 async def test_no_key_still_lists_and_explains(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIXAZO_API_KEY", raising=False)
     async with Client(create_server(Settings())) as client:
-        assert len((await client.list_tools()).tools) == 3
+        assert len((await client.list_tools()).tools) == 4
         result = await client.call_tool("generate_image", {"prompt": "a cat"})
     assert result.is_error
     assert "PIXAZO_API_KEY" in _text(result)
@@ -269,7 +297,7 @@ async def test_tools_list_answers_with_fifty_calls_in_flight() -> None:
             tools = await client.list_tools()
             latency = time.monotonic() - start
             group.cancel_scope.cancel()
-    assert len(tools.tools) == 3
+    assert len(tools.tools) == 4
     assert latency < 1.0  # the event loop is never blocked by waiting jobs
 
 
@@ -288,7 +316,7 @@ async def test_stdio_subprocess(emu: RunningEmulator, tmp_path: Path) -> None:
     )
     with (tmp_path / "stderr.log").open("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
-            assert len((await client.list_tools()).tools) == 3
+            assert len((await client.list_tools()).tools) == 4
             result = await client.call_tool("generate_image", {"prompt": "over stdio"})
         errlog.seek(0)
         stderr = errlog.read()
@@ -395,7 +423,7 @@ def http_server(emu: RunningEmulator) -> Iterator[str]:
 
 async def test_streamable_http_subprocess(http_server: str, emu: RunningEmulator) -> None:
     async with Client(http_server) as client:
-        assert len((await client.list_tools()).tools) == 3
+        assert len((await client.list_tools()).tools) == 4
         result = await client.call_tool("generate_image", {"prompt": "over http"})
     assert not result.is_error
     assert emu.control.stats().jobs_created == 1
@@ -426,6 +454,9 @@ async def test_langchain_mcp_adapter_interop(emu: RunningEmulator) -> None:
     assert isinstance(blocks, list)
     text = next(b for b in blocks if isinstance(b, dict) and b.get("type") == "text")
     assert str(text["text"]).startswith(f"{emu.base_url}/files/")
+    # No image links by default: nothing the model provider would fetch in full size.
+    assert not [b for b in blocks if isinstance(b, dict) and b.get("url")]
+    assert [b for b in blocks if isinstance(b, dict) and b.get("type") == "image"]  # previews
 
 
 def _inspector() -> str | None:
@@ -463,7 +494,7 @@ def test_mcp_inspector_cli_lists_calls_and_strict(emu: RunningEmulator) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     names = {t["name"] for t in json.loads(listed.stdout)["tools"]}
-    assert names == {"generate_image", "edit_image", "get_image_job"}
+    assert names == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
     strict = subprocess.run(
         [*base, *env_args, "--strict", "--method", "tools/list"],
         cwd=ROOT,

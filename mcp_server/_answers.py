@@ -1,0 +1,135 @@
+"""Outcomes to tool results: the one shape every path answers with (calls and tasks alike).
+
+Every answer carries the shared text (``mai_tools._agent.answer_text``) and, whenever a job
+exists, ``structuredContent`` valid against the tools' output schema (``ImageJobResult``:
+``request_id`` and ``next_step`` included, errors too), so a client that shows the model only
+the structured part still says how to go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import anyio
+from mcp.types import CallToolResult, ResourceLink, TextContent
+
+from mai_tools import AsyncMAIImageClient, _duration_cache
+from mai_tools._agent import (
+    Done,
+    Failed,
+    Outcome,
+    answer_text,
+    structured,
+    structured_failure,
+)
+
+from ._previews import previews
+from ._settings import PREVIEW_SIZES, Settings
+
+MIN_PREVIEW_TIME = 1.0
+"""Previews get at least this long, even when the job used up the call's wait."""
+MAX_PREVIEW_TIME = 10.0
+"""And at most this long."""
+
+
+class Clients:
+    """One AsyncMAIImageClient per event loop (a server normally has exactly one)."""
+
+    def __init__(self, settings: Settings, client: AsyncMAIImageClient | None) -> None:
+        self.settings = settings
+        self._given = client
+        self._clients: dict[int, AsyncMAIImageClient] = {}
+
+    def get(self) -> AsyncMAIImageClient:
+        if self._given is not None:
+            return self._given
+        loop = id(asyncio.get_running_loop())
+        client = self._clients.get(loop)
+        if client is None:
+            client = AsyncMAIImageClient(
+                self.settings.api_key,
+                base_url=self.settings.base_url,
+                wait_timeout=self.settings.max_wait,
+            )
+            if self.settings.remember_durations:
+                _duration_cache.restore(client.durations, self._durations_key(client))
+            self._clients[loop] = client
+        return client
+
+    def _durations_key(self, client: AsyncMAIImageClient) -> str:
+        return self.settings.durations_key or client.base_url
+
+    async def remember(self, client: AsyncMAIImageClient) -> None:
+        """Save what ``client`` has learned about job durations (if the settings say so)."""
+        if self.settings.remember_durations and client is not self._given:
+            # File I/O off the event loop: other calls keep being served meanwhile.
+            await anyio.to_thread.run_sync(
+                _duration_cache.store, client.durations, self._durations_key(client)
+            )
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def preview_budget(settings: Settings, started: float | None) -> float:
+    """Seconds previews may take: what is left of the call's wait (within fixed bounds)."""
+    if started is None:
+        left = settings.max_wait
+    else:
+        left = settings.max_wait - (time.monotonic() - started)
+    return min(max(left, MIN_PREVIEW_TIME), MAX_PREVIEW_TIME)
+
+
+async def answer(
+    outcome: Outcome,
+    settings: Settings,
+    *,
+    started: float | None = None,
+    note: str | None = None,
+) -> CallToolResult:
+    """The tool result for ``outcome``: text (+ ``note``), structured answer, links, previews.
+
+    Args:
+        started: ``time.monotonic()`` when the call began (previews fit in what is left).
+        note: a line added after the answer (for example that an earlier job was continued).
+    """
+    if isinstance(outcome, Failed):
+        text = outcome.message if note is None else f"{outcome.message}\n{note}"
+        data = structured_failure(outcome)
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)],
+            structured_content=None if data is None else data.model_dump(mode="json"),
+            is_error=True,
+        )
+    text = answer_text(outcome, inline_shown="see the previews")
+    content: list[Any] = [
+        TextContent(type="text", text=text if note is None else f"{text}\n{note}")
+    ]
+    if isinstance(outcome, Done):
+        result = outcome.result
+        if settings.resource_links and not result.has_data_uris:
+            for index, url in enumerate(result.image_urls):
+                content.append(
+                    ResourceLink(
+                        type="resource_link",
+                        uri=url,
+                        name=f"{result.request_id}-{index + 1}",
+                        mime_type=result.media_type,
+                    )
+                )
+        if settings.preview != "off":
+            content.extend(
+                await previews(
+                    result.image_urls,
+                    side=PREVIEW_SIZES[settings.preview],
+                    budget=preview_budget(settings, started),
+                    request_id=result.request_id,
+                )
+            )
+    return CallToolResult(
+        content=content, structured_content=structured(outcome).model_dump(mode="json")
+    )
