@@ -55,3 +55,18 @@ USER_AGENT: Final = f"mai-tools/{__version__} (+https://github.com/mai-tools/mai
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
 DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
 DOWNLOAD_HEADERS: Final = {"User-Agent": f"mai-tools/{__version__}", "Accept": "image/*"}
+
+# --------------------------------------------------------------------------- webhook receiver
+
+WEBHOOK_PATH: Final = "/mai-tools/webhooks"
+"""Where a WebhookReceiver takes callbacks: ``<base>/mai-tools/webhooks/<token>``."""
+MAX_CALLBACK_BYTES: Final = 256 * 1024
+"""Largest callback body read; a status body with four image URLs is under 2 KiB."""
+WEBHOOK_MAX_WAITING: Final = 100_000
+"""Jobs one receiver waits for at once; beyond it a submit goes without push (polling)."""
+WEBHOOK_MAX_PARKED: Final = 10_000
+"""Tokens kept for jobs submitted without waiting, or whose wait ran out of time."""
+WEBHOOK_PARKED_TTL: Final = 3600.0
+"""Seconds a parked token is kept for a later ``wait``."""
+WEBHOOK_RECENT: Final = 10_000
+"""Tokens of ended waits remembered, so late duplicates get 200 (ignored), not 404."""
