@@ -267,7 +267,7 @@ class PollPolicy:
         left = min(max((high - elapsed) / width, 0.0), 1.0)  # share of the window to come
         k = math.floor(n * (1 - left ** (1 / taper)) + 1e-9) + 1
         while k <= n:
-            target = high - width * (1 - k / n) ** taper
+            target: float = high - width * (1.0 - k / n) ** taper
             if target - elapsed >= self.min_interval or k == n:
                 return target
             k += 1

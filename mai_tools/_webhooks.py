@@ -138,7 +138,8 @@ def _check_path(path: object) -> str:
     return path.rstrip("/") or ""
 
 
-def _check_public_url(public_url: object) -> str | None:
+def check_public_url(public_url: object) -> str | None:
+    """``public_url`` without a trailing slash, if it is an http(s) URL a gateway can call."""
     if public_url is None:
         return None
     if not isinstance(public_url, str):
@@ -211,7 +212,7 @@ class WebhookReceiver:
         port: int = 0,
         path: str = WEBHOOK_PATH,
     ) -> None:
-        self._public = _check_public_url(public_url)
+        self._public = check_public_url(public_url)
         self.path = _check_path(path)
         if not isinstance(host, str) or not host.strip() or has_unsafe_chars(host):
             raise ConfigurationError(f"host must be a host name or address; got {host!r:.60}.")

@@ -23,6 +23,7 @@ from mai_tools import (
     ImageResult,
     JobStatus,
     MAIImageError,
+    WebhookReceiver,
     __version__,
     _duration_cache,
 )
@@ -64,9 +65,15 @@ INSTRUCTIONS = (
 class _Clients:
     """One AsyncMAIImageClient per event loop (a server normally has exactly one)."""
 
-    def __init__(self, settings: Settings, client: AsyncMAIImageClient | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: AsyncMAIImageClient | None,
+        webhooks: WebhookReceiver | None = None,
+    ) -> None:
         self.settings = settings
         self._given = client
+        self._webhooks = webhooks
         self._clients: dict[int, AsyncMAIImageClient] = {}
 
     def get(self) -> AsyncMAIImageClient:
@@ -79,6 +86,7 @@ class _Clients:
                 self.settings.api_key,
                 base_url=self.settings.base_url,
                 wait_timeout=self.settings.max_wait,
+                webhooks=self._webhooks,
             )
             if self.settings.remember_durations:
                 _duration_cache.restore(client.durations, self._durations_key(client))
@@ -200,7 +208,10 @@ async def _run_job(
 
 
 def create_server(
-    settings: Settings | None = None, *, client: AsyncMAIImageClient | None = None
+    settings: Settings | None = None,
+    *,
+    client: AsyncMAIImageClient | None = None,
+    webhooks: WebhookReceiver | None = None,
 ) -> MCPServer:
     """Build the MCP server.
 
@@ -208,9 +219,11 @@ def create_server(
         settings: configuration; default ``Settings.from_env()``.
         client: an AsyncMAIImageClient to use (tests); by default one is made per event loop
             from the settings, on first use, so the server starts and lists tools with no key.
+        webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
+            (``mai-image-mcp --webhook-public-url``).
     """
     settings = settings or Settings.from_env()
-    clients = _Clients(settings, client)
+    clients = _Clients(settings, client, webhooks)
 
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> AsyncIterator[dict[str, Any]]:
