@@ -458,6 +458,7 @@ class FlowCore:
         gap: float | None = None
         polls = 0
         last_read: float | None = None
+        read_gap: float | None = None  # between the last two reads (push waits)
         while True:
             now = self.clock.monotonic()
             if polls == 0 and not plan.submitted_here:
@@ -465,7 +466,7 @@ class FlowCore:
             elif plan.push:
                 delay = self.poll_policy.push_delay(
                     elapsed=now - plan.origin,
-                    last_gap=None if last_read is None else now - last_read,
+                    last_gap=read_gap,
                     window=window,
                     lossy=self.callbacks.lossy(),
                 )
@@ -500,7 +501,8 @@ class FlowCore:
                 ) from exc.last_error
             polls += 1
             last = status
-            last_read = self.clock.monotonic()
+            previous, last_read = last_read, self.clock.monotonic()
+            read_gap = last_read - (plan.origin if previous is None else previous)
             elapsed = last_read - plan.origin
             if status.status is not reported:
                 reported = status.status
