@@ -186,9 +186,7 @@ class EmulatorApp:
         # Decoding an edit source can take a few hundred MB for a big (allowed) image: one at
         # a time keeps the peak at one image's worth.
         self._decoding = anyio.CapacityLimiter(1)
-        # Callbacks in flight at once: more would queue in httpcore's pool, whose bookkeeping
-        # turns quadratic (1,000 callbacks due together stalled the whole emulator for ~20 s).
-        self._sending = anyio.CapacityLimiter(32)
+        self._sending = anyio.CapacityLimiter(32)  # more queue quadratically in httpcore
 
     # ------------------------------------------------------------------ helpers
 
