@@ -56,6 +56,7 @@ from ._models import (
 )
 from ._policies import Clock, DurationStats, FakeClock, PollPolicy, RetryPolicy, SystemClock
 from ._version import __version__
+from ._webhooks import WebhookReceiver
 
 if TYPE_CHECKING:
     from .langchain import (
@@ -135,6 +136,7 @@ __all__ = [
     "ServerError",
     "Status",
     "SystemClock",
+    "WebhookReceiver",
     "__version__",
     "image_to_url",
     "sniff_image_type",

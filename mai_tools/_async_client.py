@@ -21,7 +21,7 @@ from ._client import (
 from ._config import ClientOptions, ssl_context
 from ._constants import KEEPALIVE_EXPIRY
 from ._download import Saver
-from ._flow import Flow, HTTPRequest, Notify, OnStatus, Sleep
+from ._flow import Flow, HTTPRequest, Notify, OnStatus, Sleep, WaitForSignal
 from ._images import ImageInput
 from ._models import (
     EditAspectRatio,
@@ -34,6 +34,7 @@ from ._models import (
     OutputFormat,
 )
 from ._transport import SpreadTransport
+from ._webhooks import Ticket
 
 T = TypeVar("T")
 
@@ -68,8 +69,10 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             verify=ssl_context(),
         )
 
-    async def _run(self, flow: Flow[T], on_status: OnStatus | None = None) -> T:
-        reply: httpx.Response | httpx.TransportError | None = None
+    async def _run(
+        self, flow: Flow[T], on_status: OnStatus | None = None, ticket: Ticket | None = None
+    ) -> T:
+        reply: httpx.Response | httpx.TransportError | bool | None = None
         while True:
             try:
                 action = flow.send(reply)
@@ -93,8 +96,11 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
                     reply = exc
                 finally:
                     self._limiter.release()
-            elif isinstance(action, Sleep):
+            elif isinstance(action, Sleep) or (isinstance(action, WaitForSignal) and not ticket):
                 await self._core.clock.asleep(action.seconds)
+            elif isinstance(action, WaitForSignal) and ticket is not None:
+                ticket.bind(action.request_id)
+                reply = await ticket.await_signal(action.seconds)
             elif isinstance(action, Notify) and on_status is not None:
                 outcome: Any = on_status(action.status, action.elapsed)
                 if inspect.isawaitable(outcome):
@@ -139,8 +145,9 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             output_format=output_format,
             sync_mode=sync_mode,
         )
-        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
-        return self._result(await self._run(flow, on_status))
+        flow, ticket = self._submit_flow(body, webhook_url, timeout)
+        with self._pushing(ticket):
+            return self._result(await self._run(flow, on_status, ticket))
 
     async def edit(
         self,
@@ -159,8 +166,9 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         body = await self._edit_body(
             prompt, image, num_images, aspect_ratio, output_format, sync_mode
         )
-        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
-        return self._result(await self._run(flow, on_status))
+        flow, ticket = self._submit_flow(body, webhook_url, timeout)
+        with self._pushing(ticket):
+            return self._result(await self._run(flow, on_status, ticket))
 
     async def submit_generate(
         self,
@@ -181,7 +189,13 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             output_format=output_format,
             sync_mode=sync_mode,
         )
-        return await self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
+        flow, ticket = self._submit_only(body, webhook_url)
+        try:
+            job = await self._run(flow)
+        except BaseException:
+            self._drop(ticket)
+            raise
+        return self._submitted(job, ticket)
 
     async def submit_edit(
         self,
@@ -198,7 +212,13 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         body = await self._edit_body(
             prompt, image, num_images, aspect_ratio, output_format, sync_mode
         )
-        return await self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
+        flow, ticket = self._submit_only(body, webhook_url)
+        try:
+            job = await self._run(flow)
+        except BaseException:
+            self._drop(ticket)
+            raise
+        return self._submitted(job, ticket)
 
     async def get_status(self, request_id: str) -> JobStatus:
         """Async :meth:`MAIImageClient.get_status`."""
@@ -212,8 +232,9 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         on_status: OnStatus | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.wait`."""
-        flow = self._flow_wait(job_or_request_id, timeout)
-        return self._result(await self._run(flow, on_status))
+        flow, ticket = self._wait_flow(job_or_request_id, timeout)
+        with self._pushing(ticket):
+            return self._result(await self._run(flow, on_status, ticket))
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the http_client was supplied by the caller)."""

@@ -10,8 +10,10 @@ report) and its connection pool.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -30,8 +32,8 @@ from ._constants import (
     KEEPALIVE_EXPIRY,
 )
 from ._download import Saver
-from ._exceptions import InvalidArgumentError
-from ._flow import Flow, FlowCore, HTTPRequest, Notify, OnStatus, Sleep, job_ref
+from ._exceptions import ConfigurationError, InvalidArgumentError, JobTimeoutError
+from ._flow import Flow, FlowCore, HTTPRequest, Notify, OnStatus, Sleep, WaitForSignal, job_ref
 from ._images import ImageInput, image_to_url
 from ._models import (
     EditAspectRatio,
@@ -44,6 +46,7 @@ from ._models import (
     OutputFormat,
 )
 from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
+from ._webhooks import Ticket, WebhookReceiver
 
 T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -111,6 +114,11 @@ class _ClientBase(Generic[HttpT]):
         durations: learned job durations to start from and add to (a
             :class:`DurationStats`); pass one instance to several clients to share what they
             learn, or restore one saved with :meth:`DurationStats.to_dict`.
+        webhooks: a :class:`~mai_tools.WebhookReceiver`: push waiting. Every submit then
+            carries ``X-Webhook-URL: <receiver url>/<token>`` (a fresh token per job), and
+            waits sleep until the job's callback or a sparse fallback read, then read the
+            status once. A per-call ``webhook_url=`` is refused on such a client (the
+            gateway takes one URL per job, and the receiver needs it).
         timeout: deprecated name of ``request_timeout``.
 
     Raises:
@@ -137,8 +145,14 @@ class _ClientBase(Generic[HttpT]):
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         durations: DurationStats | None = None,
+        webhooks: WebhookReceiver | None = None,
         timeout: float | httpx.Timeout | None = None,
     ) -> None:
+        if webhooks is not None and not isinstance(webhooks, WebhookReceiver):
+            raise ConfigurationError(
+                f"webhooks must be a mai_tools.WebhookReceiver; got {type(webhooks).__name__}."
+            )
+        self._webhooks = webhooks
         if http_client is not None and not isinstance(http_client, self._http_type):
             raise TypeError(
                 f"http_client must be an {self._http_type.__module__}."
@@ -210,8 +224,80 @@ class _ClientBase(Generic[HttpT]):
         """The job durations this client has learned (and polls by), per operation."""
         return self._core.durations
 
+    @property
+    def webhooks(self) -> WebhookReceiver | None:
+        """The receiver this client waits on for callbacks (push waiting), if any."""
+        return self._webhooks
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # ------------------------------------------------------------------ push waiting
+
+    def _ticket(self, webhook_url: str | None) -> Ticket | None:
+        """A callback token for one submit (None without a receiver, or a full one)."""
+        if self._webhooks is None:
+            return None
+        if webhook_url is not None:
+            raise InvalidArgumentError(
+                "webhook_url= cannot be combined with a client made with webhooks=: the "
+                "gateway takes one X-Webhook-URL per job, and this client's receiver needs it "
+                "to wake the wait. Drop webhook_url=, or use a client without webhooks=."
+            )
+        return self._webhooks.issue()
+
+    @contextlib.contextmanager
+    def _pushing(self, ticket: Ticket | None) -> Iterator[Ticket | None]:
+        """Release ``ticket`` when the call ends: parked if the job still runs, else dropped."""
+        if ticket is None or self._webhooks is None:
+            yield ticket
+            return
+        try:
+            yield ticket
+        except JobTimeoutError as exc:
+            ticket.bind(exc.request_id)
+            self._webhooks.release(ticket, keep=True)  # a later wait() may still be pushed
+            raise
+        except BaseException:
+            self._webhooks.release(ticket)
+            raise
+        self._webhooks.release(ticket)
+
+    def _submit_flow(
+        self, body: GenerateRequest | EditRequest, webhook_url: str | None, timeout: float | None
+    ) -> tuple[Flow[ImageResult], Ticket | None]:
+        ticket = self._ticket(webhook_url)
+        url = ticket.url if ticket is not None else webhook_url
+        flow = self._core.run_flow(body, webhook_url=url, timeout=timeout, push=ticket is not None)
+        return flow, ticket
+
+    def _submit_only(
+        self, body: GenerateRequest | EditRequest, webhook_url: str | None
+    ) -> tuple[Flow[Job], Ticket | None]:
+        ticket = self._ticket(webhook_url)
+        url = ticket.url if ticket is not None else webhook_url
+        return self._core.submit_only_flow(body, webhook_url=url), ticket
+
+    def _drop(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self._webhooks is not None:
+            self._webhooks.release(ticket)
+
+    def _submitted(self, job: Job, ticket: Ticket | None) -> Job:
+        """Park the token of a job submitted without waiting, for a later :meth:`wait`."""
+        if ticket is not None and self._webhooks is not None:
+            ticket.bind(job.request_id)
+            self._webhooks.release(ticket, keep=True)
+        return job
+
+    def _wait_flow(
+        self, job_or_request_id: Job | JobStatus | str, timeout: float | None
+    ) -> tuple[Flow[ImageResult], Ticket | None]:
+        request_id, polling_url = job_ref(job_or_request_id)
+        ticket = self._webhooks.claim(request_id) if self._webhooks is not None else None
+        flow = self._core.resume_flow(
+            request_id, polling_url, timeout=timeout, push=ticket is not None
+        )
+        return flow, ticket
 
     def _edit_fields(
         self,
@@ -233,12 +319,6 @@ class _ClientBase(Generic[HttpT]):
 
     def _image_url(self, image: ImageInput) -> str:
         return image_to_url(image, max_bytes=self._core.options.max_input_image_bytes)
-
-    def _flow_wait(
-        self, job_or_request_id: Job | JobStatus | str, timeout: float | None
-    ) -> Flow[ImageResult]:
-        request_id, polling_url = job_ref(job_or_request_id)
-        return self._core.resume_flow(request_id, polling_url, timeout=timeout)
 
 
 class MAIImageClient(_ClientBase[httpx.Client]):
@@ -273,8 +353,10 @@ class MAIImageClient(_ClientBase[httpx.Client]):
 
     # ------------------------------------------------------------------ driver
 
-    def _run(self, flow: Flow[T], on_status: OnStatus | None = None) -> T:
-        reply: httpx.Response | httpx.TransportError | None = None
+    def _run(
+        self, flow: Flow[T], on_status: OnStatus | None = None, ticket: Ticket | None = None
+    ) -> T:
+        reply: httpx.Response | httpx.TransportError | bool | None = None
         while True:
             try:
                 action = flow.send(reply)
@@ -293,8 +375,11 @@ class MAIImageClient(_ClientBase[httpx.Client]):
                     reply = exc
                 finally:
                     self._limiter.release()
-            elif isinstance(action, Sleep):
+            elif isinstance(action, Sleep) or (isinstance(action, WaitForSignal) and not ticket):
                 self._core.clock.sleep(action.seconds)
+            elif isinstance(action, WaitForSignal) and ticket is not None:
+                ticket.bind(action.request_id)
+                reply = ticket.wait(action.seconds)
             elif isinstance(action, Notify) and on_status is not None:
                 on_status(action.status, action.elapsed)
 
@@ -354,8 +439,9 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             output_format=output_format,
             sync_mode=sync_mode,
         )
-        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
-        return self._result(self._run(flow, on_status))
+        flow, ticket = self._submit_flow(body, webhook_url, timeout)
+        with self._pushing(ticket):
+            return self._result(self._run(flow, on_status, ticket))
 
     def edit(
         self,
@@ -381,8 +467,9 @@ class MAIImageClient(_ClientBase[httpx.Client]):
                 unsupported URL scheme (nothing was sent).
         """
         body = self._edit_body(prompt, image, num_images, aspect_ratio, output_format, sync_mode)
-        flow = self._core.run_flow(body, webhook_url=webhook_url, timeout=timeout)
-        return self._result(self._run(flow, on_status))
+        flow, ticket = self._submit_flow(body, webhook_url, timeout)
+        with self._pushing(ticket):
+            return self._result(self._run(flow, on_status, ticket))
 
     def submit_generate(
         self,
@@ -403,7 +490,13 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             output_format=output_format,
             sync_mode=sync_mode,
         )
-        return self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
+        flow, ticket = self._submit_only(body, webhook_url)
+        try:
+            job = self._run(flow)
+        except BaseException:
+            self._drop(ticket)
+            raise
+        return self._submitted(job, ticket)
 
     def submit_edit(
         self,
@@ -418,7 +511,13 @@ class MAIImageClient(_ClientBase[httpx.Client]):
     ) -> Job:
         """Submit an edit without waiting; returns the :class:`Job`."""
         body = self._edit_body(prompt, image, num_images, aspect_ratio, output_format, sync_mode)
-        return self._run(self._core.submit_only_flow(body, webhook_url=webhook_url))
+        flow, ticket = self._submit_only(body, webhook_url)
+        try:
+            job = self._run(flow)
+        except BaseException:
+            self._drop(ticket)
+            raise
+        return self._submitted(job, ticket)
 
     def get_status(self, request_id: str) -> JobStatus:
         """Read a job's status once (retried on transient failures up to ``max_retries``)."""
@@ -436,7 +535,9 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         Raises:
             JobFailedError, JobTimeoutError, APIStatusError: as for :meth:`generate`.
         """
-        return self._result(self._run(self._flow_wait(job_or_request_id, timeout), on_status))
+        flow, ticket = self._wait_flow(job_or_request_id, timeout)
+        with self._pushing(ticket):
+            return self._result(self._run(flow, on_status, ticket))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -64,3 +64,18 @@ MAX_INLINE_ANSWER_BYTES: Final = 160 * 1024 * 1024
 """Largest sync-mode submit answer read: up to four images inline as base64 data URIs."""
 TOO_LARGE_EXTENSION: Final = "mai_tools.too_large"
 """Set (to the cap) on a response whose body was not read because it exceeded the cap."""
+
+# --------------------------------------------------------------------------- webhook receiver
+
+WEBHOOK_PATH: Final = "/mai-tools/webhooks"
+"""Where a WebhookReceiver takes callbacks: ``<base>/mai-tools/webhooks/<token>``."""
+MAX_CALLBACK_BYTES: Final = 256 * 1024
+"""Largest callback body read; a status body with four image URLs is under 2 KiB."""
+WEBHOOK_MAX_WAITING: Final = 100_000
+"""Jobs one receiver waits for at once; beyond it a submit goes without push (polling)."""
+WEBHOOK_MAX_PARKED: Final = 10_000
+"""Tokens kept for jobs submitted without waiting, or whose wait ran out of time."""
+WEBHOOK_PARKED_TTL: Final = 3600.0
+"""Seconds a parked token is kept for a later ``wait``."""
+WEBHOOK_RECENT: Final = 10_000
+"""Tokens of ended waits remembered, so late duplicates get 200 (ignored), not 404."""

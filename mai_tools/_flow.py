@@ -1,10 +1,11 @@
 """The submit -> wait -> result logic, written once as sans-I/O generators.
 
 A flow is a generator that yields actions (:class:`HTTPRequest`, :class:`Sleep`,
-:class:`Notify`) and receives what the driver got back: an ``httpx.Response`` or the
-``httpx.TransportError`` raised while sending, for a request; ``None`` otherwise. The sync and
-the async clients each run a flow with a ~20-line driver, so every decision (retries,
-deadlines, polling schedule) lives here and is shared. How the gateway spells things
+:class:`WaitForSignal`, :class:`Notify`) and receives what the driver got back: an
+``httpx.Response`` or the ``httpx.TransportError`` raised while sending, for a request; for a
+:class:`WaitForSignal`, True if the job's callback cut the wait short; ``None`` otherwise.
+The sync and the async clients each run a flow with a ~20-line driver, so every decision
+(retries, deadlines, polling schedule) lives here and is shared. How the gateway spells things
 (headers, bodies, answers, errors) is :mod:`mai_tools._wire`'s.
 
 Entry points, one per public operation: :meth:`FlowCore.run_flow` (generate / edit),
@@ -35,7 +36,14 @@ from ._exceptions import (
     transport_error,
 )
 from ._models import ImageResult, Job, JobStatus, Status
-from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy, SystemClock
+from ._policies import (
+    CallbackStats,
+    Clock,
+    DurationStats,
+    PollPolicy,
+    RetryPolicy,
+    SystemClock,
+)
 from ._urls import check_request_id, check_webhook_url, operation_of
 from ._wire import JobRequest, Wire, operation_name
 
@@ -71,6 +79,19 @@ class Sleep:
 
 
 @dataclass(frozen=True)
+class WaitForSignal:
+    """Sleep up to this many seconds, or less if the job's webhook callback arrives first.
+
+    Reply True when the callback ended the sleep (the flow then reads the status once: a
+    callback is a hint, never the result), anything else when the time ran out. A driver
+    with no webhook receiver for the job just sleeps.
+    """
+
+    request_id: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Notify:
     """Report a status change to the caller's ``on_status``."""
 
@@ -78,8 +99,8 @@ class Notify:
     elapsed: float
 
 
-Action = HTTPRequest | Sleep | Notify
-Reply = httpx.Response | httpx.TransportError | None
+Action = HTTPRequest | Sleep | WaitForSignal | Notify
+Reply = httpx.Response | httpx.TransportError | bool | None
 Flow = Generator[Action, Reply, T]
 
 # Failures where the request certainly never reached the gateway: safe to retry a POST.
@@ -115,10 +136,12 @@ class _Wait:
     """The learned duration window, for a job this client just submitted."""
     submitted_here: bool
     initial: JobStatus | None = None
+    push: bool = False
+    """A callback will come (the submit carried our receiver's URL): sleep until it does."""
 
 
 def _reply(reply: Reply) -> httpx.Response | httpx.TransportError:
-    if reply is None:  # pragma: no cover - drivers always answer a request
+    if reply is None or isinstance(reply, bool):  # pragma: no cover - a driver bug
         raise RuntimeError("driver returned no reply to a request")
     return reply
 
@@ -143,6 +166,8 @@ class FlowCore:
         self.durations = (
             durations if durations is not None else DurationStats(history=self.poll_policy.history)
         )
+        self.callbacks = CallbackStats()
+        """Whether recent push waits got their callback (the fallback schedule follows it)."""
         self._rng = random.Random()
 
     # ------------------------------------------------------------------ helpers
@@ -201,9 +226,18 @@ class FlowCore:
     # ------------------------------------------------------------------ entry points
 
     def run_flow(
-        self, body: JobRequest, *, webhook_url: str | None, timeout: float | None
+        self,
+        body: JobRequest,
+        *,
+        webhook_url: str | None,
+        timeout: float | None,
+        push: bool = False,
     ) -> Flow[ImageResult]:
-        """Submit, then wait: the whole of ``generate`` / ``edit``."""
+        """Submit, then wait: the whole of ``generate`` / ``edit``.
+
+        With ``push``, ``webhook_url`` is the driver's receiver URL for this job, and the wait
+        sleeps until its callback (:class:`WaitForSignal`), reading the status sparsely.
+        """
         webhook = check_webhook_url(webhook_url)
         timeout_value, deadline = self.deadline_for(timeout)
         call_started = self.clock.monotonic()
@@ -237,6 +271,7 @@ class FlowCore:
                     window=self.durations.window(operation, self.poll_policy),
                     submitted_here=True,
                     initial=initial,
+                    push=push,
                 )
             )
         )
@@ -276,9 +311,18 @@ class FlowCore:
                 yield Sleep(delay)
 
     def resume_flow(
-        self, request_id: str, polling_url: str | None, *, timeout: float | None
+        self,
+        request_id: str,
+        polling_url: str | None,
+        *,
+        timeout: float | None,
+        push: bool = False,
     ) -> Flow[ImageResult]:
-        """Wait for a job by id (``wait``): poll at once, then as for a job of unknown age."""
+        """Wait for a job by id (``wait``): poll at once, then as for a job of unknown age.
+
+        ``push``: the job was submitted with this client's receiver URL (``submit_*``, or a
+        wait that ran out of time); after the first read, wait for its callback.
+        """
         check_request_id(request_id)
         timeout_value, deadline = self.deadline_for(timeout)
         return (
@@ -291,6 +335,7 @@ class FlowCore:
                     origin=self.clock.monotonic(),
                     window=None,
                     submitted_here=False,
+                    push=push,
                 )
             )
         )
@@ -425,7 +470,13 @@ class FlowCore:
                 yield Sleep(delay)
 
     def _wait(self, plan: _Wait) -> Flow[ImageResult]:
-        """Poll until the job is terminal or the deadline passes."""
+        """Poll until the job is terminal or the deadline passes.
+
+        With ``plan.push`` the sleeps are :class:`WaitForSignal`: the job's callback ends one
+        early and the flow reads the status once. The callback is never the result: a forged
+        or replayed one costs one read and ends nothing. Reads woken by callbacks stay at
+        least ``min_interval`` apart, however many arrive.
+        """
         request_id = plan.request_id
         operation = operation_of(request_id)
         window = plan.window if operation is not None else None
@@ -438,10 +489,19 @@ class FlowCore:
             yield Notify(plan.initial, self.clock.monotonic() - plan.origin)
         gap: float | None = None
         polls = 0
+        last_read: float | None = None
+        read_gap: float | None = None  # between the last two reads (push waits)
         while True:
             now = self.clock.monotonic()
             if polls == 0 and not plan.submitted_here:
                 delay = 0.0  # a resumed wait: the job may be long done
+            elif plan.push:
+                delay = self.poll_policy.push_delay(
+                    elapsed=now - plan.origin,
+                    last_gap=read_gap,
+                    window=window,
+                    lossy=self.callbacks.lossy(),
+                )
             else:
                 delay = self.poll_policy.next_delay(
                     elapsed=now - plan.origin, last_gap=gap, window=window
@@ -449,8 +509,17 @@ class FlowCore:
             final = now + delay >= plan.deadline
             if final:
                 delay = max(plan.deadline - now, 0.0)
-            if delay > 0:
+            woke = False
+            if delay > 0 and plan.push:
+                woke = (yield WaitForSignal(request_id, delay)) is True
+            elif delay > 0:
                 yield Sleep(delay)
+            if woke:
+                final = False
+                rest = 0.0 if last_read is None else last_read + self.poll_policy.min_interval
+                rest = min(rest, plan.deadline) - self.clock.monotonic()
+                if rest > 0:
+                    yield Sleep(rest)
             gap = delay if polls else max(delay, self.poll_policy.first_delay)
             try:
                 status = yield from self._poll(request_id, status_url, plan.deadline)
@@ -464,11 +533,15 @@ class FlowCore:
                 ) from exc.last_error
             polls += 1
             last = status
-            elapsed = self.clock.monotonic() - plan.origin
+            previous, last_read = last_read, self.clock.monotonic()
+            read_gap = last_read - (plan.origin if previous is None else previous)
+            elapsed = last_read - plan.origin
             if status.status is not reported:
                 reported = status.status
                 yield Notify(status, elapsed)
             logger.debug("poll %d of %s: %s after %.2fs", polls, request_id, status.status, elapsed)
+            if plan.push and status.status.is_terminal:
+                self._callback_outcome(request_id, arrived=woke)
             if status.status is Status.COMPLETED:
                 self._learn(operation, status, elapsed if plan.submitted_here else None)
                 result = ImageResult.from_status(status)
@@ -487,6 +560,15 @@ class FlowCore:
                     last_status=status,
                     timeout=plan.timeout,
                 )
+
+    def _callback_outcome(self, request_id: str, *, arrived: bool) -> None:
+        self.callbacks.record(arrived)
+        if not arrived:
+            logger.info(
+                "no callback for %s before a fallback read found it finished; fallback reads "
+                "are denser while callbacks get lost (is the receiver reachable?)",
+                request_id,
+            )
 
     def _learn(self, operation: str | None, status: JobStatus, observed: float | None) -> None:
         if operation is None:

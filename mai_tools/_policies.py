@@ -139,9 +139,17 @@ class PollPolicy:
     submission and then back off geometrically (``cold_growth``) up to ``cold_max_interval``.
     Once at least ``min_samples`` jobs of that operation have completed, the typical range
     [q_low, q_high] of their durations is known: one early poll catches fast failures, then
-    the poller sleeps until q_low and polls every ``(q_high - q_low) / window_polls`` seconds
-    (bounded by ``min_interval`` and ``max_dense_interval``) through the window, and backs off
-    by ``tail_growth`` up to ``max_interval`` for jobs slower than any seen.
+    the poller sleeps until the window and reads ``window_polls`` times through it, on a grid
+    that gets denser toward the window's end (``window_taper``): a read late in the window is
+    paid only by the few jobs still running, one early in it by nearly all of them, so the
+    same latency costs fewer reads. Gaps stay within [``min_interval``,
+    ``max_dense_interval``] inside the window; past it the gap grows by ``tail_growth`` up to
+    ``max_interval`` for jobs slower than any seen.
+
+    With push waiting (a :class:`~mai_tools.WebhookReceiver`), :meth:`push_delay` gives the
+    fallback reads instead: one ``push_margin`` after the window ends, then backing off up to
+    ``push_max_interval``; while recent callbacks got lost, every ``push_lossy_interval``
+    through the window.
 
     Attributes:
         first_delay: seconds from submission to the first poll.
@@ -149,12 +157,20 @@ class PollPolicy:
         max_interval: longest gap between two polls.
         cold_growth: growth factor of the gap while nothing is learned.
         cold_max_interval: longest gap while nothing is learned.
-        window_polls: polls spread over the learned typical-duration window.
+        window_polls: reads spread over the learned typical-duration window.
+        window_taper: how the reads crowd toward the window's end: read k of n is at
+            ``q_high - width * (1 - k/n) ** window_taper``; 1 spaces them evenly.
         max_dense_interval: longest gap inside the learned window.
         tail_growth: growth factor of the gap once past the learned window.
         low_quantile, high_quantile: which quantiles of learned durations bound the window.
         min_samples: completed jobs needed before the learned schedule is used.
         history: how many recent durations are kept per operation.
+        push_margin: with push waiting, the first fallback read comes this long after the
+            learned window ends (or after ``push_cold_delay`` with nothing learned).
+        push_cold_delay: with push waiting and nothing learned, the first fallback read.
+        push_lossy_interval: with push waiting while callbacks are being lost, the gap
+            between fallback reads through the window (how late a lost callback is found).
+        push_max_interval: longest gap between fallback reads with push waiting.
     """
 
     first_delay: float = 0.5
@@ -162,13 +178,18 @@ class PollPolicy:
     max_interval: float = 5.0
     cold_growth: float = 1.5
     cold_max_interval: float = 2.0
-    window_polls: float = 7.0
+    window_polls: float = 8.0
+    window_taper: float = 1.2
     max_dense_interval: float = 2.0
     tail_growth: float = 1.5
     low_quantile: float = 0.05
     high_quantile: float = 0.95
     min_samples: int = 5
     history: int = 100
+    push_margin: float = 1.0
+    push_cold_delay: float = 5.0
+    push_lossy_interval: float = 2.0
+    push_max_interval: float = 15.0
 
     @classmethod
     def fixed(cls, interval: float) -> PollPolicy:
@@ -183,6 +204,10 @@ class PollPolicy:
             max_dense_interval=interval,
             tail_growth=1.0,
             min_samples=2**31,
+            push_margin=interval,
+            push_cold_delay=interval,
+            push_lossy_interval=interval,
+            push_max_interval=interval,
         )
 
     @classmethod
@@ -219,13 +244,107 @@ class PollPolicy:
         low, high = window
         dense = (high - low) / max(self.window_polls, 1.0)
         dense = min(max(dense, self.min_interval), self.max_dense_interval, self.max_interval)
-        if elapsed < low - dense / 2:
-            # Before the window: sleep to its start (in steps of at most max_interval).
-            return max(low - elapsed, self.min_interval)
         if elapsed < high:
-            return dense
+            target = self._window_read(elapsed, low, high)
+            delay = max(target - elapsed, self.min_interval)
+            if elapsed >= low:
+                delay = min(delay, self.max_dense_interval)
+            return delay
         # Slower than usual: back off from the dense gap.
         return max(last_gap * self.tail_growth, dense)
+
+    def _window_read(self, elapsed: float, low: float, high: float) -> float:
+        """The first read of the window's grid at least ``min_interval`` after ``elapsed``.
+
+        Read k of n is at ``high - width * (1 - k/n) ** taper``: gaps shrink toward ``high``.
+        The grid depends only on the window, so a late read (a retry) does not shift it.
+        """
+        width = high - low
+        n = max(round(self.window_polls), 1)
+        taper = max(self.window_taper, 1e-3)
+        if width <= 0:
+            return high
+        left = min(max((high - elapsed) / width, 0.0), 1.0)  # share of the window to come
+        k = math.floor(n * (1 - left ** (1 / taper)) + 1e-9) + 1
+        while k <= n:
+            target: float = high - width * (1.0 - k / n) ** taper
+            if target - elapsed >= self.min_interval or k == n:
+                return target
+            k += 1
+        return high  # pragma: no cover - the loop returns at k == n
+
+    def push_delay(
+        self,
+        *,
+        elapsed: float,
+        last_gap: float | None,
+        window: tuple[float, float] | None,
+        lossy: bool,
+    ) -> float:
+        """Seconds until the next fallback read while a job's callback is awaited.
+
+        The callback normally ends the wait long before; these reads only bound what a lost
+        callback costs. Sparse while callbacks arrive (``lossy`` False): one read
+        ``push_margin`` after the learned window, then backing off. While recent callbacks
+        got lost: a read every ``push_lossy_interval`` through the window, so a lost callback
+        is noticed within about that long.
+
+        Args:
+            elapsed: seconds since the job was submitted (or the wait began).
+            last_gap: seconds since the previous read, or None before the first.
+            window: learned (q_low, q_high) duration window, or None.
+            lossy: whether recent push waits had to find their job done without a callback.
+        """
+        if lossy:
+            if window is None:
+                return self.next_delay(elapsed=elapsed, last_gap=last_gap, window=None)
+            low, high = window
+            step = max(self.push_lossy_interval, self.min_interval)
+            if elapsed < high:
+                k = math.floor(max(elapsed - low, 0.0) / step + 1e-9) + 1
+                target = low + k * step
+                return min(max(target - elapsed, self.min_interval), self.push_max_interval)
+            base, end = step, high
+        elif window is None:
+            base, end = self.push_margin, self.push_cold_delay - self.push_margin
+        else:
+            base, end = self.push_margin, window[1]
+        first = end + base
+        if elapsed < first - 1e-9:
+            return max(first - elapsed, self.min_interval)
+        # Past the first fallback read: back off geometrically from ``base``.
+        previous = min(last_gap if last_gap is not None else base, elapsed - end)
+        gap = max(previous, base) * self.tail_growth
+        return min(max(gap, self.min_interval), self.push_max_interval)
+
+
+@dataclass
+class CallbackStats:
+    """Whether recent push waits got their callback; :meth:`PollPolicy.push_delay` follows it.
+
+    A push wait that found its job finished by a fallback read, with no callback, counts as
+    a lost callback. While any of the last ``history`` waits lost one, fallback reads are
+    dense; once ``history`` waits in a row got theirs, sparse again. Thread-safe.
+    """
+
+    history: int = 20
+    _outcomes: deque[bool] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, arrived: bool) -> None:
+        with self._lock:
+            self._outcomes.append(arrived)
+            while len(self._outcomes) > self.history:
+                self._outcomes.popleft()
+
+    def lossy(self) -> bool:
+        with self._lock:
+            return not all(self._outcomes)
+
+    def lost(self) -> int:
+        """Lost callbacks among the recent waits."""
+        with self._lock:
+            return sum(1 for arrived in self._outcomes if not arrived)
 
 
 @dataclass
@@ -304,6 +423,7 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 __all__ = [
+    "CallbackStats",
     "Clock",
     "DurationStats",
     "FakeClock",

@@ -7,10 +7,14 @@ import dataclasses
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ._settings import LOG_LEVELS, Settings, SettingsError, check_auth_token, read_token_file
+
+if TYPE_CHECKING:
+    from mai_tools import WebhookReceiver
 
 
 class _Refused(click.ClickException):
@@ -120,6 +124,14 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
     help="Directory edit_image may read local files from; repeatable [env MAI_MCP_ALLOWED_DIRS].",
 )
 @click.option(
+    "--webhook-public-url",
+    metavar="URL",
+    default=None,
+    help="Push waiting (HTTP only): the URL the gateway reaches this server at (each replica "
+    "its own); callbacks arrive at URL/mai-tools/webhooks/<token> on this app "
+    "[env MAI_MCP_WEBHOOK_PUBLIC_URL].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default=None,
@@ -141,6 +153,7 @@ def cli(
     resource_links: bool | None,
     output_dir: Path | None,
     allow_dirs: tuple[Path, ...],
+    webhook_public_url: str | None,
     log_level: str | None,
 ) -> None:
     """MCP server for Microsoft MAI Image 2.5 (generate_image, edit_image, get_image_job)."""
@@ -172,11 +185,18 @@ def cli(
             changes["allowed_hosts"] = settings.allowed_hosts + allowed_hosts
         if allowed_origins:
             changes["allowed_origins"] = settings.allowed_origins + allowed_origins
+        if webhook_public_url is not None:
+            changes["webhook_public_url"] = webhook_public_url
         changes["remember_durations"] = True  # a restarted server polls by what it learned
         settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
 
+    if settings.webhook_public_url is not None and transport != "streamable-http":
+        raise click.UsageError(
+            "--webhook-public-url (MAI_MCP_WEBHOOK_PUBLIC_URL) needs --transport "
+            "streamable-http: the gateway's callbacks arrive on the server's HTTP app."
+        )
     if transport == "streamable-http":
         from ._http import refusal
 
@@ -196,13 +216,30 @@ def cli(
         from ._http import http_app, serve, startup_notes
 
         events = None if stateless else MemoryEventStore()
-        server = create_server(effective, event_store=events)
+        receiver = _receiver(effective)
+        server = create_server(effective, event_store=events, webhooks=receiver)
         for note in startup_notes(host, port, effective, insecure_no_auth=insecure_no_auth):
             print(f"mai-image-mcp: {note}", file=sys.stderr)
         app = http_app(
             server, effective, host=host, port=port, stateless=stateless, event_store=events
         )
+        if receiver is not None:
+            # Callbacks bypass the bearer token and Host checks: the gateway sends neither,
+            # and a callback only wakes a wait, which then reads the status with the key.
+            app = receiver.wrap(app)
+            print(
+                f"mai-image-mcp: push waiting on: the gateway calls back at {receiver.url}/<token>",
+                file=sys.stderr,
+            )
         serve(app, host=host, port=port, log_level=effective.log_level)
+
+
+def _receiver(settings: Settings) -> WebhookReceiver | None:
+    if settings.webhook_public_url is None:
+        return None
+    from mai_tools import WebhookReceiver
+
+    return WebhookReceiver(settings.webhook_public_url)
 
 
 def main() -> None:

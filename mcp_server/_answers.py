@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 from mcp.types import CallToolResult, ResourceLink, TextContent
 
-from mai_tools import AsyncMAIImageClient, _duration_cache
+from mai_tools import AsyncMAIImageClient, WebhookReceiver, _duration_cache
 from mai_tools._agent import (
     Done,
     Failed,
@@ -37,9 +37,15 @@ MAX_PREVIEW_TIME = 10.0
 class Clients:
     """One AsyncMAIImageClient per event loop (a server normally has exactly one)."""
 
-    def __init__(self, settings: Settings, client: AsyncMAIImageClient | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: AsyncMAIImageClient | None,
+        webhooks: WebhookReceiver | None = None,
+    ) -> None:
         self.settings = settings
         self._given = client
+        self._webhooks = webhooks
         self._clients: dict[int, AsyncMAIImageClient] = {}
 
     def get(self) -> AsyncMAIImageClient:
@@ -52,6 +58,7 @@ class Clients:
                 self.settings.api_key,
                 base_url=self.settings.base_url,
                 wait_timeout=self.settings.max_wait,
+                webhooks=self._webhooks,
             )
             if self.settings.remember_durations:
                 _duration_cache.restore(client.durations, self._durations_key(client))

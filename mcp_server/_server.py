@@ -16,7 +16,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mai_tools import AsyncMAIImageClient, __version__
+from mai_tools import AsyncMAIImageClient, WebhookReceiver, __version__
 from mai_tools._agent import ImageJobResult
 from mai_tools._models import (
     EditAspectRatioField,
@@ -95,6 +95,7 @@ def create_server(
     *,
     client: AsyncMAIImageClient | None = None,
     event_store: MemoryEventStore | None = None,
+    webhooks: WebhookReceiver | None = None,
 ) -> MCPServer:
     """Build the MCP server.
 
@@ -104,9 +105,11 @@ def create_server(
             from the settings, on first use, so the server starts and lists tools with no key.
         event_store: the HTTP app's event store (``_http.http_app`` passes its own), so a
             waiting call knows whether a disconnected client may still resume.
+        webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
+            (``mai-image-mcp --webhook-public-url``).
     """
     settings = settings or Settings.from_env()
-    clients = Clients(settings, client)
+    clients = Clients(settings, client, webhooks)
     service = Service(clients, JobBook(), event_store)
 
     @asynccontextmanager

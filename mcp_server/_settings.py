@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
+from mai_tools._webhooks import check_public_url
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -24,6 +26,7 @@ ENV_AUTH_TOKEN_FILE = "MAI_MCP_AUTH_TOKEN_FILE"  # noqa: S105  # a variable name
 ENV_ALLOWED_HOSTS = "MAI_MCP_ALLOWED_HOSTS"
 ENV_ALLOWED_ORIGINS = "MAI_MCP_ALLOWED_ORIGINS"
 ENV_RESOURCE_LINKS = "MAI_MCP_RESOURCE_LINKS"
+ENV_WEBHOOK_PUBLIC_URL = "MAI_MCP_WEBHOOK_PUBLIC_URL"
 
 MIN_TOKEN_LENGTH = 16
 TOKEN_HOWTO = (
@@ -137,6 +140,9 @@ class Settings:
         remember_durations: keep learned job durations in the user's cache between runs (as
             ``mai-image`` does), under ``durations_key`` (default: the base URL). Off for an
             embedded ``create_server()``; the ``mai-image-mcp`` command turns it on.
+        webhook_public_url: push waiting over HTTP (``MAI_MCP_WEBHOOK_PUBLIC_URL``): the URL
+            the gateway reaches this server at (this replica's own, behind a load balancer);
+            callbacks arrive at ``<url>/mai-tools/webhooks/<token>`` on the server's app.
     """
 
     api_key: str | None = field(default=None, repr=False)
@@ -153,6 +159,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     resource_links: bool = False
+    webhook_public_url: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_wait > 0):
@@ -174,6 +181,11 @@ class Settings:
         object.__setattr__(
             self, "allowed_origins", tuple(check_allowed_origin(o) for o in self.allowed_origins)
         )
+        try:
+            url = check_public_url(self.webhook_public_url)
+        except ConfigurationError as exc:
+            raise SettingsError(f"{ENV_WEBHOOK_PUBLIC_URL}: {exc}") from None
+        object.__setattr__(self, "webhook_public_url", url)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -218,4 +230,5 @@ class Settings:
             allowed_hosts=tuple(_split_list(env.get(ENV_ALLOWED_HOSTS, ""))),
             allowed_origins=tuple(_split_list(env.get(ENV_ALLOWED_ORIGINS, ""))),
             resource_links=_BOOLEANS[links],
+            webhook_public_url=env.get(ENV_WEBHOOK_PUBLIC_URL, "").strip() or None,
         )

@@ -22,7 +22,7 @@ import click
 from .. import _duration_cache
 from .._client import MAIImageClient
 from .._constants import API_KEY_ENV, DEFAULT_MAX_INPUT_BYTES
-from .._exceptions import InvalidImageError, MissingAPIKeyError
+from .._exceptions import ConfigurationError, InvalidImageError, MissingAPIKeyError
 from .._models import (
     EDIT_ASPECT_RATIOS,
     GENERATE_ASPECT_RATIOS,
@@ -33,6 +33,7 @@ from .._models import (
     OutputFormat,
 )
 from .._version import __version__
+from .._webhooks import WebhookReceiver
 from ._errors import ExitCode, Phase, Session, classify
 from ._output import Reporter, print_result, print_status
 
@@ -174,6 +175,66 @@ def _wait_options(func: F) -> F:
     return func
 
 
+def _host_port(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; port 0 takes a free one)."""
+    if value is None:
+        return None
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(
+            f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:9000 (or [::1]:9000; port 0 takes a "
+            "free port)."
+        )
+    return host, int(port)
+
+
+def _push_options(func: F) -> F:
+    options = [
+        click.option(
+            "--webhook-listen",
+            metavar="HOST:PORT",
+            callback=_host_port,
+            default=None,
+            help="Push waiting: take the gateway's callback on HOST:PORT instead of polling "
+            "(a few fallback reads remain).",
+        ),
+        click.option(
+            "--webhook-public-url",
+            metavar="URL",
+            default=None,
+            help="The URL the gateway reaches --webhook-listen at (a tunnel, a load balancer).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@contextlib.contextmanager
+def _receiver(
+    listen: tuple[str, int] | None, public_url: str | None
+) -> Iterator[WebhookReceiver | None]:
+    """The command's webhook receiver, serving while the command runs (or None)."""
+    if listen is None:
+        if public_url is not None:
+            raise click.UsageError(
+                "--webhook-public-url needs --webhook-listen HOST:PORT (where the tunnel or "
+                "load balancer forwards the callbacks to)."
+            )
+        yield None
+        return
+    host, port = listen
+    try:
+        receiver = WebhookReceiver(public_url, host=host, port=port)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
+    with receiver:
+        yield receiver
+
+
 def _image_options(ratios: tuple[str, ...]) -> Callable[[F], F]:
     def wrap(func: F) -> F:
         options = [
@@ -218,10 +279,16 @@ def _image_options(ratios: tuple[str, ...]) -> Callable[[F], F]:
 
 @contextlib.contextmanager
 def _open_client(
-    state: CliState, *, emulator: bool, base_url: str | None, api_key: str | None
+    state: CliState,
+    *,
+    emulator: bool,
+    base_url: str | None,
+    api_key: str | None,
+    webhooks: WebhookReceiver | None = None,
 ) -> Iterator[MAIImageClient]:
     """The client for this command: on the in-process emulator, or on the configured gateway."""
     session = state.session
+    extra: dict[str, Any] = {} if webhooks is None else {"webhooks": webhooks}
     if emulator:
         if base_url is not None or api_key is not None:
             raise click.UsageError("--emulator cannot be combined with --base-url or --api-key.")
@@ -232,7 +299,7 @@ def _open_client(
             session.secret = emu.api_key
             # Its port changes every run: remember its job durations under one name.
             with (
-                state.client_factory(api_key=emu.api_key, base_url=emu.base_url) as client,
+                state.client_factory(api_key=emu.api_key, base_url=emu.base_url, **extra) as client,
                 _remembered_durations(client, "emulator"),
             ):
                 yield client
@@ -242,7 +309,7 @@ def _open_client(
         raise MissingAPIKeyError(_NO_KEY)
     session.secret = key.strip()
     with (
-        state.client_factory(api_key=key, base_url=base_url) as client,
+        state.client_factory(api_key=key, base_url=base_url, **extra) as client,
         _remembered_durations(client, client.base_url),
     ):
         yield client
@@ -315,6 +382,7 @@ def cli() -> None:
 @click.argument("prompt")
 @_image_options(GENERATE_ASPECT_RATIOS)
 @_wait_options
+@_push_options
 @_connection_options
 @click.pass_obj
 def generate(
@@ -328,13 +396,20 @@ def generate(
     no_save: bool,
     timeout: float | None,
     quiet: bool,
+    webhook_listen: tuple[str, int] | None,
+    webhook_public_url: str | None,
     emulator: bool,
     base_url: str | None,
     api_key: str | None,
     as_json: bool,
 ) -> None:
     """Generate images from PROMPT, wait for them and save them."""
-    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+    with (
+        _receiver(webhook_listen, webhook_public_url) as webhooks,
+        _open_client(
+            state, emulator=emulator, base_url=base_url, api_key=api_key, webhooks=webhooks
+        ) as client,
+    ):
         with Reporter(state.session, label="generate", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
             result = client.generate(
@@ -355,6 +430,7 @@ def generate(
 @click.argument("prompt")
 @_image_options(EDIT_ASPECT_RATIOS)
 @_wait_options
+@_push_options
 @_connection_options
 @click.pass_obj
 def edit(
@@ -369,6 +445,8 @@ def edit(
     no_save: bool,
     timeout: float | None,
     quiet: bool,
+    webhook_listen: tuple[str, int] | None,
+    webhook_public_url: str | None,
     emulator: bool,
     base_url: str | None,
     api_key: str | None,
@@ -379,7 +457,12 @@ def edit(
     IMAGE is a file path, an http(s) URL, a data: URI, or - to read the image from stdin.
     """
     source = _read_image(image)
-    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+    with (
+        _receiver(webhook_listen, webhook_public_url) as webhooks,
+        _open_client(
+            state, emulator=emulator, base_url=base_url, api_key=api_key, webhooks=webhooks
+        ) as client,
+    ):
         with Reporter(state.session, label="edit", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
             result = client.edit(
@@ -416,6 +499,7 @@ def status(
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("request_id")
 @_wait_options
+@_push_options
 @_connection_options
 @click.pass_obj
 def wait(
@@ -425,14 +509,32 @@ def wait(
     no_save: bool,
     timeout: float | None,
     quiet: bool,
+    webhook_listen: tuple[str, int] | None,
+    webhook_public_url: str | None,
     emulator: bool,
     base_url: str | None,
     api_key: str | None,
     as_json: bool,
 ) -> None:
-    """Wait for job REQUEST_ID (submitted earlier, anywhere) to finish, then save its images."""
+    """Wait for job REQUEST_ID (submitted earlier, anywhere) to finish, then save its images.
+
+    With --webhook-listen, the wait is pushed only for a job submitted with this receiver's
+    URL (by this process); a job submitted by another command sends its callback to that
+    command's receiver, so this wait reads its status as usual.
+    """
     request_id = request_id.strip()
-    with _open_client(state, emulator=emulator, base_url=base_url, api_key=api_key) as client:
+    with (
+        _receiver(webhook_listen, webhook_public_url) as webhooks,
+        _open_client(
+            state, emulator=emulator, base_url=base_url, api_key=api_key, webhooks=webhooks
+        ) as client,
+    ):
+        if webhooks is not None and not quiet:
+            click.echo(
+                f"note: {request_id} was submitted by another command: its callback goes to "
+                "that command's receiver, so this wait reads the status as usual.",
+                err=True,
+            )
         state.session.request_id = request_id
         state.session.phase = Phase.WAITING
         with Reporter(state.session, label="wait", quiet=quiet) as reporter:

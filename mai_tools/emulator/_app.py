@@ -186,6 +186,7 @@ class EmulatorApp:
         # Decoding an edit source can take a few hundred MB for a big (allowed) image: one at
         # a time keeps the peak at one image's worth.
         self._decoding = anyio.CapacityLimiter(1)
+        self._sending = anyio.CapacityLimiter(32)  # more queue quadratically in httpcore
 
     # ------------------------------------------------------------------ helpers
 
@@ -540,7 +541,8 @@ class EmulatorApp:
                     return
                 delivery = {**record, "attempt": attempt}
                 try:
-                    response = await self._webhook_client.post(url, json=body)
+                    async with self._sending:
+                        response = await self._webhook_client.post(url, json=body)
                     delivery.update(outcome="sent", status_code=response.status_code)
                 except httpx.HTTPError as exc:
                     delivery.update(outcome="failed", error=type(exc).__name__)

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._flow",),
     ("mai_tools._bodies",),
     ("mai_tools._transport",),
+    ("mai_tools._webhooks",),  # push waiting: the callback receiver the drivers wait on
     ("mai_tools._client",),
     ("mai_tools._async_client",),
     ("mai_tools._agent",),

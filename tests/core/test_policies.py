@@ -59,22 +59,39 @@ def test_cold_schedule_starts_soon_and_backs_off() -> None:
     assert max(gaps) <= policy.cold_max_interval + 1e-9
 
 
-def test_learned_schedule_is_dense_inside_the_window() -> None:
-    policy = PollPolicy()
-    window = (4.5, 8.5)
+def _schedule(policy: PollPolicy, window: tuple[float, float], until: float) -> list[float]:
     t, gap, times = 0.0, None, []
-    while t < 12:
+    while t < until:
         delay = policy.next_delay(elapsed=t, last_gap=gap, window=window)
         t += delay
         gap = delay
         times.append(t)
+    return times
+
+
+def test_learned_schedule_is_dense_inside_the_window_and_densest_at_its_end() -> None:
+    policy = PollPolicy()
+    times = _schedule(policy, (4.5, 8.5), 12)
     assert times[0] == pytest.approx(policy.first_delay)
-    assert times[1] == pytest.approx(4.5)  # one sleep straight to the window
-    inside = [b - a for a, b in itertools.pairwise(times) if 4.5 <= a < 8.5]
-    assert all(g == pytest.approx(4 / policy.window_polls) for g in inside)
-    after = [b - a for a, b in itertools.pairwise(times) if a >= 8.5]
+    # One sleep into the window: no read at its very start, which nearly every job would pay
+    # for and few would need.
+    assert 4.5 < times[1] <= 4.5 + policy.max_dense_interval
+    inside = [b - a for a, b in itertools.pairwise(times[1:]) if b <= 8.5 + 1e-9]
+    assert len(inside) >= policy.window_polls / 2
+    # Reads crowd toward the end of the window, where each one is paid by fewer jobs.
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(inside))
+    assert inside[0] > 1.5 * inside[-1]
+    assert all(policy.min_interval - 1e-9 <= g <= policy.max_dense_interval for g in inside)
+    assert any(t == pytest.approx(8.5) for t in times)  # the window's end is read
+    after = [b - a for a, b in itertools.pairwise(times) if a >= 8.5 - 1e-9]
     assert after == sorted(after)
     assert max(after) <= policy.max_interval
+
+
+def test_an_untapered_window_is_read_evenly() -> None:
+    policy = PollPolicy(window_taper=1.0, window_polls=8)
+    times = _schedule(policy, (4.5, 8.5), 8.5)
+    assert times[1:] == pytest.approx([4.5 + 0.5 * k for k in range(1, 9)])
 
 
 def test_fast_jobs_are_polled_when_they_usually_finish() -> None:
