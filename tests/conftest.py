@@ -54,3 +54,11 @@ def _private_cache_dir(
     """No test reads or writes the real user cache (``mai-image`` keeps job durations there);
     subprocesses inherit the variable."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(autouse=True)
+def _private_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads the real ``~/.pixazo/api-key`` (a client without a key looks there)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
