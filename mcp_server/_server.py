@@ -191,7 +191,9 @@ async def _run_job(
     async with anyio.create_task_group() as group:
         group.start_soon(heartbeat)
         try:
-            outcome = await arun(lambda: job(api, on_status), save_to=settings.output_dir)
+            outcome = await arun(
+                lambda: job(api, on_status), save_to=settings.output_dir, budget=settings.max_wait
+            )
         finally:
             group.cancel_scope.cancel()
     if isinstance(outcome, Done):
