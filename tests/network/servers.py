@@ -56,10 +56,13 @@ def _serve(handler: Handler) -> Iterator[int]:
 
         async def stop() -> None:
             server.close()
-            # Stalled handlers never end on their own: cancel them before waiting.
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            # Let handlers of just-accepted connections start (so their finally closes the
+            # connection), then cancel the stalled ones, which never end on their own.
+            await asyncio.sleep(0.01)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
@@ -206,12 +209,14 @@ class ForwardProxy:
             headers.pop("proxy-connection", None)
             head = [f"{method} {origin_form or '/'} {version}"]
             head += [f"{name}: {value}" for name, value in headers.items()]
-            upstream.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-            await upstream.drain()
-            while chunk := await upstream_reader.read(65536):
-                writer.write(chunk)
-                await writer.drain()
-            upstream.close()
+            try:
+                upstream.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+                await upstream.drain()
+                while chunk := await upstream_reader.read(65536):
+                    writer.write(chunk)
+                    await writer.drain()
+            finally:
+                upstream.close()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
