@@ -51,7 +51,9 @@ def check_download_url(url: str) -> str:
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError(f"Refusing to download from a non-http(s) URL: {url[:60]!r}")
     try:
-        host = httpx.URL(url).raw_host.decode("ascii")
+        parsed = httpx.URL(url)
+        parsed.host  # noqa: B018 - decoding the IDNA host is what raises for a bad one
+        host = parsed.raw_host.decode("ascii")
     except (httpx.InvalidURL, ValueError) as exc:  # ValueError: UnicodeError, idna.IDNAError
         raise DownloadError(f"{url[:100]!r} is not a valid URL ({exc}); not downloaded.") from None
     if not _valid_host(host):
