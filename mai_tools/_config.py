@@ -124,17 +124,19 @@ def read_api_key_file(path: Path) -> str | None:
         raise ConfigurationError(
             f"Cannot read the API key file {API_KEY_FILE_SHOWN}: {exc.strerror or exc}."
         ) from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())  # the file that was opened, not whatever the path is now
+    try:
+        info = os.fstat(fd)  # the file that was opened, not whatever the path is now
         if not stat.S_ISREG(info.st_mode):
             raise ConfigurationError(f"The API key file {API_KEY_FILE_SHOWN} is not a file.")
         if os.name == "posix" and info.st_mode & 0o077:
             raise ConfigurationError(
-                f"The API key file {API_KEY_FILE_SHOWN} is readable by other users "
+                f"The API key file {API_KEY_FILE_SHOWN} can be read or changed by other users "
                 f"(mode {stat.S_IMODE(info.st_mode):03o}); it was not used. Run "
                 f"`chmod 600 {API_KEY_FILE_SHOWN}`."
             )
-        raw = fh.read(4096)
+        raw = os.read(fd, 4096)
+    finally:
+        os.close(fd)
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
