@@ -256,7 +256,11 @@ def _within(deadline: Deadline, url: str, work: Callable[[], T]) -> T:
 
     worker = threading.Thread(target=target, name="mai-tools-save", daemon=True)
     worker.start()
-    worker.join(max(deadline.left(), 0.0))
+    try:
+        worker.join(max(deadline.left(), 0.0))
+    except BaseException:  # Ctrl-C while waiting: the worker must not rename anything later
+        deadline.abandoned.set()
+        raise
     with deadline.lock:
         if worker.is_alive():
             deadline.abandoned.set()
