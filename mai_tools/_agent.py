@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,8 +157,9 @@ def failure_of(exc: BaseException) -> Failed:
         return Failed(
             FailureKind.OPERATOR,
             "The image tools have no API key: the operator must set PIXAZO_API_KEY where they "
-            "run (for an MCP server: in the client's server configuration), or run them on the "
-            "offline emulator (mai-image-mcp --emulator). Retrying will not help.",
+            "run (for an MCP server: in the client's server configuration) or write the key "
+            "into ~/.pixazo/api-key (mode 600), or run them on the offline emulator "
+            "(mai-image-mcp --emulator). Retrying will not help.",
             exc,
         )
     if isinstance(exc, ConfigurationError):
@@ -233,54 +235,86 @@ def failure_of(exc: BaseException) -> Failed:
 
 
 def save_or_report(
-    result: ImageResult, directory: str | os.PathLike[str] | None
+    result: ImageResult,
+    directory: str | os.PathLike[str] | None,
+    *,
+    timeout: float | None = None,
 ) -> tuple[list[Path], str | None]:
-    """Save ``result`` into ``directory`` (if given): (paths, why not saved).
+    """Save ``result`` into ``directory`` (if given) within ``timeout`` seconds: (paths, why
+    not saved).
 
-    The job is finished (and charged) whatever happens on disk, so a failed save is reported
-    next to the URLs instead of failing the call, which would invite a second, paid job.
+    The job is finished (and charged) whatever happens on disk, so a failed or late save is
+    reported next to the URLs instead of failing the call, which would invite a second, paid
+    job.
     """
     if directory is None:
         return [], None
+    if timeout is not None and timeout <= 0:
+        return [], _NO_TIME_LEFT
     try:
-        return result.save(directory), None
+        return result.save(directory, timeout=timeout), None
     except DownloadError as exc:
         return [], str(exc)
 
 
 async def asave_or_report(
-    result: ImageResult, directory: str | os.PathLike[str] | None
+    result: ImageResult,
+    directory: str | os.PathLike[str] | None,
+    *,
+    timeout: float | None = None,
 ) -> tuple[list[Path], str | None]:
     """Async twin of :func:`save_or_report`."""
     if directory is None:
         return [], None
+    if timeout is not None and timeout <= 0:
+        return [], _NO_TIME_LEFT
     try:
-        return await result.asave(directory), None
+        return await result.asave(directory, timeout=timeout), None
     except DownloadError as exc:
         return [], str(exc)
 
 
+_NO_TIME_LEFT = "the wait used up the call's time; no time was left to download them"
+
+
+def _time_left(budget: float | None, started: float) -> float | None:
+    return None if budget is None else budget - (time.monotonic() - started)
+
+
 def run(
-    call: Callable[[], ImageResult], *, save_to: str | os.PathLike[str] | None = None
+    call: Callable[[], ImageResult],
+    *,
+    save_to: str | os.PathLike[str] | None = None,
+    budget: float | None = None,
 ) -> Outcome:
     """Run a client call and save its images: the call's :data:`Outcome`, never an exception
-    from mai_tools (anything else is a bug and propagates)."""
+    from mai_tools (anything else is a bug and propagates).
+
+    ``budget`` (seconds) bounds the call and the save together: saving gets what the wait
+    left of it, and a save that cannot finish in that time is reported as not saved.
+    """
+    started = time.monotonic()
     try:
         result = call()
     except MAIImageError as exc:
         return outcome_of(exc)
-    return Done(result, *save_or_report(result, save_to))
+    return Done(result, *save_or_report(result, save_to, timeout=_time_left(budget, started)))
 
 
 async def arun(
-    call: Callable[[], Awaitable[ImageResult]], *, save_to: str | os.PathLike[str] | None = None
+    call: Callable[[], Awaitable[ImageResult]],
+    *,
+    save_to: str | os.PathLike[str] | None = None,
+    budget: float | None = None,
 ) -> Outcome:
     """Async twin of :func:`run`."""
+    started = time.monotonic()
     try:
         result = await call()
     except MAIImageError as exc:
         return outcome_of(exc)
-    return Done(result, *(await asave_or_report(result, save_to)))
+    left = _time_left(budget, started)
+    return Done(result, *(await asave_or_report(result, save_to, timeout=left)))
 
 
 # --------------------------------------------------------------------------- rendering

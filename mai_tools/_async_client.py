@@ -33,7 +33,7 @@ from ._models import (
     JobStatus,
     OutputFormat,
 )
-from ._transport import SpreadTransport
+from ._transport import spread_client
 from ._webhooks import Ticket
 
 T = TypeVar("T")
@@ -58,14 +58,11 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         self._limiter = asyncio.Semaphore(slots)
 
     def _new_http(self, options: ClientOptions) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+        # Small pools per proxy route; the environment's proxies are honoured as by httpx.
+        return spread_client(
             timeout=options.request_timeout,
-            transport=SpreadTransport(
-                max_connections=options.max_concurrent_requests,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-                verify=ssl_context(),
-            ),
-            follow_redirects=False,
+            max_connections=options.max_concurrent_requests,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
             verify=ssl_context(),
         )
 
@@ -107,7 +104,12 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
                     await outcome
 
     def _result(self, result: ImageResult) -> ImageResult:
-        return result.with_saver(Saver(ahttp=self._http, max_bytes=self.max_download_bytes))
+        saver = Saver(
+            ahttp=self._http,
+            max_bytes=self.max_download_bytes,
+            retry_policy=self._core.retry_policy,
+        )
+        return result.with_saver(saver)
 
     async def _edit_body(
         self,

@@ -46,6 +46,7 @@ from ._models import (
     OutputFormat,
 )
 from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
+from ._transport import proxy_settings_checked
 from ._webhooks import Ticket, WebhookReceiver
 
 T = TypeVar("T")
@@ -186,7 +187,11 @@ class _ClientBase(Generic[HttpT]):
             durations=durations,
         )
         self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else self._new_http(options)
+        if http_client is None:
+            # Both clients honour HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; a bad one is the operator's.
+            with proxy_settings_checked():
+                http_client = self._new_http(options)
+        self._http = http_client
         self._init_limiter(options.max_concurrent_requests)
 
     def _new_http(self, options: ClientOptions) -> HttpT:
@@ -384,7 +389,12 @@ class MAIImageClient(_ClientBase[httpx.Client]):
                 on_status(action.status, action.elapsed)
 
     def _result(self, result: ImageResult) -> ImageResult:
-        return result.with_saver(Saver(http=self._http, max_bytes=self.max_download_bytes))
+        saver = Saver(
+            http=self._http,
+            max_bytes=self.max_download_bytes,
+            retry_policy=self._core.retry_policy,
+        )
+        return result.with_saver(saver)
 
     def _edit_body(
         self,

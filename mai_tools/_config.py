@@ -11,13 +11,17 @@ import functools
 import math
 import os
 import ssl
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeGuard
 
 import httpx
 
 from ._constants import (
     API_KEY_ENV,
+    API_KEY_FILE,
+    API_KEY_FILE_SHOWN,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -114,14 +118,68 @@ def resolve_base_url(base_url: object) -> str:
     return value
 
 
+def api_key_file() -> Path:
+    """The vendor's key file, under the home directory as it is now (``$HOME`` followed)."""
+    return Path.home() / API_KEY_FILE
+
+
+def read_api_key_file(path: Path) -> str | None:
+    """The key in ``path``, or None if there is no such file or it is empty.
+
+    Like ssh with a private key, a file that other users may read is refused: the key has
+    leaked to them, or will. The key itself is never part of a message.
+    """
+    try:
+        # Non-blocking: a FIFO planted at the path must not hang the constructor.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (FileNotFoundError, NotADirectoryError):  # no file (or ~/.pixazo is a file)
+        return None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot read the API key file {API_KEY_FILE_SHOWN}: {exc.strerror or exc}."
+        ) from None
+    try:
+        info = os.fstat(fd)  # the file that was opened, not whatever the path is now
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigurationError(f"The API key file {API_KEY_FILE_SHOWN} is not a file.")
+        if os.name == "posix" and info.st_mode & 0o077:
+            raise ConfigurationError(
+                f"The API key file {API_KEY_FILE_SHOWN} can be read or changed by other users "
+                f"(mode {stat.S_IMODE(info.st_mode):03o}); it was not used. Run "
+                f"`chmod 600 {API_KEY_FILE_SHOWN}`."
+            )
+        raw = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"The API key file {API_KEY_FILE_SHOWN} is not text; write the key from the Pixazo "
+            "dashboard into it."
+        ) from None
+    return text or None
+
+
 def resolve_api_key(api_key: object) -> Secret:
+    """The key: the argument, else ``$PIXAZO_API_KEY``, else ``~/.pixazo/api-key``.
+
+    Raises:
+        MissingAPIKeyError: none of the three gives a key.
+        ConfigurationError: the key is malformed, or the key file is unsafe or unreadable.
+    """
     if api_key is not None and not isinstance(api_key, str):
         # Never echo the value: it may be a key in the wrong type.
         raise ConfigurationError(f"api_key must be a string; got {type(api_key).__name__}.")
-    value = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    value, source = api_key, "api_key"
+    if value is None:
+        value, source = os.environ.get(API_KEY_ENV), API_KEY_ENV
+    if api_key is None and (value is None or not value.strip()):
+        value, source = read_api_key_file(api_key_file()), API_KEY_FILE_SHOWN
     if value is None or not value.strip():
         raise MissingAPIKeyError(
-            f"No API key: pass api_key=... or set the {API_KEY_ENV} environment variable. "
+            f"No API key: pass api_key=..., set the {API_KEY_ENV} environment variable, or "
+            f"write the key into {API_KEY_FILE_SHOWN} (mode 600). "
             "To try mai-tools without a key, run against the offline emulator: "
             "`mai-image generate '...' --emulator`, or in Python "
             "`with mai_tools.emulator.run_emulator() as emu: MAIImageClient(emu.api_key, "
@@ -130,8 +188,8 @@ def resolve_api_key(api_key: object) -> Secret:
     value = value.strip()
     if has_unsafe_chars(value):
         raise ConfigurationError(
-            f"The API key (from {'api_key' if api_key is not None else API_KEY_ENV}) contains "
-            "spaces, control or non-ASCII characters; copy it again from the Pixazo dashboard."
+            f"The API key (from {source}) contains spaces, control or non-ASCII characters; "
+            "copy it again from the Pixazo dashboard."
         )
     return Secret(value)
 

@@ -27,6 +27,10 @@ WEBHOOK_HEADER: Final = "X-Webhook-URL"
 
 API_KEY_ENV: Final = "PIXAZO_API_KEY"
 BASE_URL_ENV: Final = "PIXAZO_BASE_URL"
+API_KEY_FILE: Final = ".pixazo/api-key"
+"""Where Pixazo's own agent skill keeps the key, relative to the home directory (mode 600);
+read when neither an argument nor ``PIXAZO_API_KEY`` gives one."""
+API_KEY_FILE_SHOWN: Final = f"~/{API_KEY_FILE}"
 
 # --------------------------------------------------------------------------- request limits
 
@@ -79,3 +83,10 @@ WEBHOOK_PARKED_TTL: Final = 3600.0
 """Seconds a parked token is kept for a later ``wait``."""
 WEBHOOK_RECENT: Final = 10_000
 """Tokens of ended waits remembered, so late duplicates get 200 (ignored), not 404."""
+
+DEFAULT_SAVE_TIMEOUT: Final = 300.0
+"""Default bound, in seconds, on a whole save() (every image of a result, retries included)."""
+DOWNLOAD_MAX_ATTEMPTS: Final = 5
+"""Tries per image: the CDN answers 429 (rate limit), 5xx or drops connections under load."""
+DOWNLOADS_PER_HOST: Final = 4
+"""Images downloaded at once from one host by one async client (a result has at most 4)."""

@@ -1,8 +1,16 @@
-"""Saving result images: streamed, size-capped, type-checked, atomic.
+"""Saving result images: streamed, size-capped, type-checked, atomic, within a deadline.
 
 File names come from the request id and the position of the image only, never from a URL,
 a header or the prompt, so a hostile server cannot choose where a file lands. The API key is
-never sent with a download (images live on a CDN, another origin).
+never sent with a download (images live on a CDN, another origin). How one image is fetched
+(retries, per-host limits, the deadline) is :mod:`mai_tools._fetch`.
+
+A save is bounded as a whole (``timeout=``, default ``DEFAULT_SAVE_TIMEOUT``). The async path
+downloads the images of a result concurrently (a few per host). The sync path downloads them
+one after the other in a worker thread and waits for it at most until the deadline: a thread
+blocked in a read cannot be interrupted, so this is the only way the caller gets its answer
+on time whatever the host does; the abandoned worker stops at its next chunk and renames
+nothing. One connection per save is also what a throttling CDN prefers.
 """
 
 from __future__ import annotations
@@ -12,20 +20,31 @@ import contextlib
 import os
 import re
 import secrets
+import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
-from ._config import ssl_context
-from ._constants import DEFAULT_MAX_DOWNLOAD_BYTES, DOWNLOAD_HEADERS, DOWNLOAD_TIMEOUT
+from ._config import call_timeout
+from ._constants import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_SAVE_TIMEOUT
 from ._exceptions import DownloadError, InvalidImageError
+from ._fetch import (
+    Deadline,
+    afetch,
+    async_client,
+    check_download_url,
+    fetch,
+    first_error,
+    sync_client,
+)
 from ._images import decode_data_uri, extension_for, sniff_image_type
+from ._policies import RetryPolicy
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_HEADERS = DOWNLOAD_HEADERS
+T = TypeVar("T")
 
 
 def safe_stem(request_id: str) -> str:
@@ -37,20 +56,6 @@ def safe_stem(request_id: str) -> str:
 def target_path(directory: Path, request_id: str, index: int, mime: str) -> Path:
     ext = extension_for(mime) or "img"
     return directory / f"{safe_stem(request_id)}_{index + 1}.{ext}"
-
-
-def _check_download_url(url: str) -> None:
-    if not url.lower().startswith(("http://", "https://")):
-        raise DownloadError(f"Refusing to download from a non-http(s) URL: {url[:60]!r}")
-
-
-def _check_response(url: str, response: httpx.Response) -> None:
-    """Refuse an error status or a declared non-image body before reading it."""
-    if response.status_code != 200:
-        raise DownloadError(f"{url[:100]} answered HTTP {response.status_code}.")
-    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind and not kind.startswith("image/") and kind != "application/octet-stream":
-        raise DownloadError(f"{url[:100]} is {kind!r}, not an image; not saved.")
 
 
 def _disk_error(directory: Path, exc: OSError) -> DownloadError:
@@ -99,6 +104,16 @@ class _Sink:
         try:
             self.fh.write(chunk)
         except OSError as exc:  # disk full, file size limit, I/O error
+            raise _disk_error(self.directory, exc) from None
+
+    def reset(self) -> None:
+        """Start over (a retried download)."""
+        self.size = 0
+        self.head = b""
+        try:
+            self.fh.seek(0)
+            self.fh.truncate()
+        except OSError as exc:
             raise _disk_error(self.directory, exc) from None
 
     def commit(self, request_id: str, index: int) -> Path:
@@ -152,22 +167,108 @@ def _save_data_uri(directory: Path, request_id: str, index: int, uri: str, max_b
         sink.discard()
 
 
-@contextlib.contextmanager
-def _sync_client(client: httpx.Client | None) -> Iterator[httpx.Client]:
-    if client is not None and not client.is_closed:
-        yield client
-        return
-    with httpx.Client(timeout=DOWNLOAD_TIMEOUT, verify=ssl_context()) as fresh:
-        yield fresh
+class _Buffer:
+    """An image read into memory (previews), size-capped."""
+
+    def __init__(self, url: str, max_bytes: int) -> None:
+        self.url = url
+        self.max_bytes = max_bytes
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise DownloadError(f"{self.url[:100]} is larger than {self.max_bytes} bytes.")
+        self.chunks.append(chunk)
+
+    def reset(self) -> None:
+        self.chunks, self.size = [], 0
 
 
-@contextlib.asynccontextmanager
-async def _async_client(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
-    if client is not None and not client.is_closed:
-        yield client
-        return
-    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, verify=ssl_context()) as fresh:
-        yield fresh
+def _split(
+    request_id: str, urls: list[str], folder: Path, max_bytes: int
+) -> tuple[dict[int, Path], list[tuple[int, str]]]:
+    """Save the inline images now; check every URL before anything is downloaded."""
+    saved: dict[int, Path] = {}
+    remote: list[tuple[int, str]] = []
+    for index, url in enumerate(urls):
+        if url.startswith("data:"):
+            saved[index] = _save_data_uri(folder, request_id, index, url, max_bytes)
+        else:
+            remote.append((index, check_download_url(url)))
+    return saved, remote
+
+
+def _commit(sink: _Sink, request_id: str, index: int, deadline: Deadline) -> Path:
+    # Under the deadline's lock: once a sync save has been given up on, nothing is renamed.
+    with deadline.lock:
+        deadline.check(sink.url)
+        return sink.commit(request_id, index)
+
+
+def _download_to_file(
+    client: httpx.Client,
+    folder: Path,
+    request_id: str,
+    index: int,
+    url: str,
+    max_bytes: int,
+    deadline: Deadline,
+    policy: RetryPolicy,
+) -> Path:
+    sink = _Sink(folder, url, max_bytes)
+    try:
+        fetch(client, url, sink, deadline, policy)
+        return _commit(sink, request_id, index, deadline)
+    finally:
+        sink.discard()
+
+
+async def _adownload_to_file(
+    client: httpx.AsyncClient,
+    folder: Path,
+    request_id: str,
+    index: int,
+    url: str,
+    max_bytes: int,
+    deadline: Deadline,
+    policy: RetryPolicy,
+) -> Path:
+    sink = _Sink(folder, url, max_bytes)
+    try:
+        await afetch(client, url, sink, deadline, policy)
+        return _commit(sink, request_id, index, deadline)
+    finally:
+        sink.discard()
+
+
+def _within(deadline: Deadline, url: str, work: Callable[[], T]) -> T:
+    """Run ``work`` in a worker thread; its result, or DownloadError once the deadline passes."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the caller, which re-raises it
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="mai-tools-save", daemon=True)
+    worker.start()
+    try:
+        worker.join(max(deadline.left(), 0.0))
+    except BaseException:  # Ctrl-C while waiting: the worker must not rename anything later
+        deadline.abandoned.set()
+        raise
+    with deadline.lock:
+        if worker.is_alive():
+            deadline.abandoned.set()
+            raise deadline.expired(url)
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def save_images(
@@ -177,30 +278,27 @@ def save_images(
     *,
     http_client: httpx.Client | None = None,
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    timeout: float | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> list[Path]:
     """Download (or decode) each image into ``directory``; see :meth:`ImageResult.save`."""
+    deadline = Deadline(call_timeout(timeout, DEFAULT_SAVE_TIMEOUT))
+    policy = retry_policy or RetryPolicy()
     folder = _prepare(directory)
-    saved: list[Path] = []
-    with _sync_client(http_client) as client:
-        for index, url in enumerate(urls):
-            if url.startswith("data:"):
-                saved.append(_save_data_uri(folder, request_id, index, url, max_bytes))
-                continue
-            _check_download_url(url)
-            sink = _Sink(folder, url, max_bytes)
-            try:
-                with client.stream(
-                    "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
-                ) as response:
-                    _check_response(url, response)
-                    for chunk in response.iter_bytes():
-                        sink.write(chunk)
-                saved.append(sink.commit(request_id, index))
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"Downloading {url[:100]} failed: {exc}") from exc
-            finally:
-                sink.discard()
-    return saved
+    saved, remote = _split(request_id, urls, folder, max_bytes)
+
+    def download_all() -> dict[int, Path]:
+        paths: dict[int, Path] = {}
+        with sync_client(http_client) as client:
+            for index, url in remote:
+                paths[index] = _download_to_file(
+                    client, folder, request_id, index, url, max_bytes, deadline, policy
+                )
+        return paths
+
+    if remote:
+        saved.update(_within(deadline, remote[0][1], download_all))
+    return [saved[index] for index in sorted(saved)]
 
 
 async def asave_images(
@@ -210,30 +308,35 @@ async def asave_images(
     *,
     http_client: httpx.AsyncClient | None = None,
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    timeout: float | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> list[Path]:
-    """Async twin of :func:`save_images`."""
+    """Async twin of :func:`save_images`; the images download concurrently."""
+    deadline = Deadline(call_timeout(timeout, DEFAULT_SAVE_TIMEOUT))
+    policy = retry_policy or RetryPolicy()
     folder = _prepare(directory)
-    saved: list[Path] = []
-    async with _async_client(http_client) as client:
-        for index, url in enumerate(urls):
-            if url.startswith("data:"):
-                saved.append(_save_data_uri(folder, request_id, index, url, max_bytes))
-                continue
-            _check_download_url(url)
-            sink = _Sink(folder, url, max_bytes)
-            try:
-                async with client.stream(
-                    "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
-                ) as response:
-                    _check_response(url, response)
-                    async for chunk in response.aiter_bytes():
-                        sink.write(chunk)
-                saved.append(sink.commit(request_id, index))
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"Downloading {url[:100]} failed: {exc}") from exc
-            finally:
-                sink.discard()
-    return saved
+    saved, remote = _split(request_id, urls, folder, max_bytes)
+    if not remote:
+        return [saved[index] for index in sorted(saved)]
+    tasks: dict[int, asyncio.Task[Path]] = {}
+    try:
+        async with (
+            asyncio.timeout(deadline.left()),
+            async_client(http_client) as client,
+            asyncio.TaskGroup() as group,
+        ):
+            for index, url in remote:
+                tasks[index] = group.create_task(
+                    _adownload_to_file(
+                        client, folder, request_id, index, url, max_bytes, deadline, policy
+                    )
+                )
+    except TimeoutError:
+        raise deadline.expired(remote[0][1]) from None
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    saved.update((index, task.result()) for index, task in tasks.items())
+    return [saved[index] for index in sorted(saved)]
 
 
 async def afetch_image(
@@ -241,13 +344,18 @@ async def afetch_image(
     *,
     http_client: httpx.AsyncClient | None = None,
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    timeout: float | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> bytes:
     """Read one result image into memory (no key sent), size-capped and checked to be an image.
 
-    ``data:`` URIs are decoded. Used for previews, where nothing is written to disk.
+    ``data:`` URIs are decoded. Used for previews, where nothing is written to disk. Rate
+    limits, 5xx and dropped connections are retried within ``timeout`` (seconds, default
+    ``DEFAULT_SAVE_TIMEOUT``).
 
     Raises:
-        DownloadError: the download failed, was too large, or was not an image.
+        DownloadError: the download failed, was too large, took too long, was not an image,
+            or the URL is malformed.
     """
     if url.startswith("data:"):
         try:
@@ -255,25 +363,14 @@ async def afetch_image(
         except InvalidImageError as exc:
             raise DownloadError(str(exc)) from None
     else:
-        _check_download_url(url)
-        chunks: list[bytes] = []
-        size = 0
+        deadline = Deadline(call_timeout(timeout, DEFAULT_SAVE_TIMEOUT))
+        buffer = _Buffer(check_download_url(url), max_bytes)
         try:
-            async with (
-                _async_client(http_client) as client,
-                client.stream(
-                    "GET", url, headers=_HEADERS, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
-                ) as response,
-            ):
-                _check_response(url, response)
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise DownloadError(f"{url[:100]} is larger than {max_bytes} bytes.")
-                    chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"Downloading {url[:100]} failed: {exc}") from exc
-        data = b"".join(chunks)
+            async with asyncio.timeout(deadline.left()), async_client(http_client) as client:
+                await afetch(client, url, buffer, deadline, retry_policy or RetryPolicy())
+        except TimeoutError:
+            raise deadline.expired(url) from None
+        data = b"".join(buffer.chunks)
     if sniff_image_type(data[:16]) is None:
         raise DownloadError(f"{url[:60]} did not return PNG/JPEG/WEBP/GIF data.")
     return data
@@ -295,9 +392,10 @@ class Saver:
         ahttp: the async client's ``httpx.AsyncClient`` (for :meth:`asave`); used only from
             the event loop that was running when the Saver was made.
         max_bytes: the largest image written.
+        retry_policy: the backoff between tries of a download (the client's own policy).
     """
 
-    __slots__ = ("_ahttp", "_http", "_loop", "max_bytes")
+    __slots__ = ("_ahttp", "_http", "_loop", "max_bytes", "retry_policy")
 
     def __init__(
         self,
@@ -305,9 +403,11 @@ class Saver:
         http: httpx.Client | None = None,
         ahttp: httpx.AsyncClient | None = None,
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._http = http
         self._ahttp = ahttp
+        self.retry_policy = retry_policy
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         if ahttp is not None:
             self._loop = weakref.ref(asyncio.get_running_loop())
@@ -332,6 +432,7 @@ class Saver:
         *,
         http_client: httpx.Client | None = None,
         max_bytes: int | None = None,
+        timeout: float | None = None,
     ) -> list[Path]:
         return save_images(
             request_id,
@@ -339,6 +440,8 @@ class Saver:
             directory,
             http_client=http_client or self._http,
             max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+            timeout=timeout,
+            retry_policy=self.retry_policy,
         )
 
     async def asave(
@@ -349,6 +452,7 @@ class Saver:
         *,
         http_client: httpx.AsyncClient | None = None,
         max_bytes: int | None = None,
+        timeout: float | None = None,
     ) -> list[Path]:
         return await asave_images(
             request_id,
@@ -356,6 +460,8 @@ class Saver:
             directory,
             http_client=http_client or self._async_http(),
             max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+            timeout=timeout,
+            retry_policy=self.retry_policy,
         )
 
     # Not data: equal to any other Saver (or none), and gone on pickle / deep copy.

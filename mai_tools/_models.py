@@ -337,6 +337,7 @@ class ImageResult(BaseModel):
         *,
         http_client: httpx.Client | None = None,
         max_bytes: int | None = None,
+        timeout: float | None = None,
     ) -> list[Path]:
         """Download every image into ``directory`` and return the file paths.
 
@@ -344,9 +345,13 @@ class ImageResult(BaseModel):
         streamed to a temporary file and renamed into place, refused when they are not an
         image or exceed ``max_bytes`` (default: the client's ``max_download_bytes``).
         ``data:`` URIs (sync mode) are decoded. The API key is never sent with a download.
+        Rate limits (429, ``Retry-After`` honoured), 5xx answers and dropped connections are
+        retried with backoff; ``timeout`` (seconds, default 300) bounds the whole save.
 
         Raises:
-            DownloadError: a download failed, was too large, or was not an image.
+            DownloadError: a download failed, was too large, was not an image, did not finish
+                within ``timeout``, or its URL is malformed.
+            InvalidArgumentError: ``timeout`` is not a positive number.
         """
         return (self._saver or Saver()).save(
             self.request_id,
@@ -354,6 +359,7 @@ class ImageResult(BaseModel):
             directory,
             http_client=http_client,
             max_bytes=max_bytes,
+            timeout=timeout,
         )
 
     async def asave(
@@ -362,14 +368,16 @@ class ImageResult(BaseModel):
         *,
         http_client: httpx.AsyncClient | None = None,
         max_bytes: int | None = None,
+        timeout: float | None = None,
     ) -> list[Path]:
-        """Async twin of :meth:`save`."""
+        """Async twin of :meth:`save`; the images download concurrently (a few per host)."""
         return await (self._saver or Saver()).asave(
             self.request_id,
             self.image_urls,
             directory,
             http_client=http_client,
             max_bytes=max_bytes,
+            timeout=timeout,
         )
 
     def __repr_args__(self) -> Any:

@@ -229,7 +229,11 @@ class Service:
                 if request is not None:
                     group.start_soon(watch, scope)
                 try:
-                    outcome = await arun(lambda: job(on_status), save_to=settings.output_dir)
+                    outcome = await arun(
+                        lambda: job(on_status),
+                        save_to=settings.output_dir,
+                        budget=settings.max_wait,
+                    )
                 finally:
                     group.cancel_scope.cancel()
         if outcome is None:  # the client went away: the job goes on, remembered

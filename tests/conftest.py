@@ -67,3 +67,11 @@ def emulators() -> Iterator[EmulatorPool]:
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture(autouse=True)
+def _private_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads the real ``~/.pixazo/api-key`` (a client without a key looks there)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +20,8 @@ import click
 
 from .. import _duration_cache
 from .._client import MAIImageClient
-from .._constants import API_KEY_ENV, DEFAULT_MAX_INPUT_BYTES
+from .._config import resolve_api_key
+from .._constants import API_KEY_ENV, API_KEY_FILE_SHOWN, DEFAULT_MAX_INPUT_BYTES
 from .._exceptions import ConfigurationError, InvalidImageError, MissingAPIKeyError
 from .._models import (
     EDIT_ASPECT_RATIOS,
@@ -45,8 +45,9 @@ ClientFactory = Callable[..., MAIImageClient]
 DEFAULT_OUT = Path("mai-images")
 
 _NO_KEY = (
-    f"no API key. Set {API_KEY_ENV} to your Pixazo subscription key, or add --emulator to run "
-    "against the built-in offline emulator (no key, no network)."
+    f"no API key. Set {API_KEY_ENV} to your Pixazo subscription key (or write it into "
+    f"{API_KEY_FILE_SHOWN} with mode 600, or pass --api-key), or add --emulator to run against "
+    "the built-in offline emulator (no key, no network)."
 )
 
 EPILOG = """\b
@@ -304,10 +305,11 @@ def _open_client(
             ):
                 yield client
         return
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    if key is None or not key.strip():
-        raise MissingAPIKeyError(_NO_KEY)
-    session.secret = key.strip()
+    try:  # the library's lookup: --api-key, then $PIXAZO_API_KEY, then the key file
+        key = resolve_api_key(api_key).get()
+    except MissingAPIKeyError:
+        raise MissingAPIKeyError(_NO_KEY) from None
+    session.secret = key
     with (
         state.client_factory(api_key=key, base_url=base_url, **extra) as client,
         _remembered_durations(client, client.base_url),

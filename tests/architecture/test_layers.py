@@ -30,10 +30,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._urls",),
     ("mai_tools._config",),
     ("mai_tools._images",),
+    ("mai_tools._policies",),  # pure: imports nothing of mai_tools (downloads use its backoff)
+    ("mai_tools._fetch",),
     ("mai_tools._download",),
     ("mai_tools._models",),
     ("mai_tools.emulator",),  # a separate server: constants, URL helpers, models (see below)
-    ("mai_tools._policies",),
     ("mai_tools._duration_cache",),
     ("mai_tools._wire",),
     ("mai_tools._flow",),
