@@ -8,13 +8,10 @@ a batch downloads thousands, so a transient failure is retried with backoff, hon
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import math
 import os
 import random
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -22,27 +19,11 @@ import httpx
 
 from .._exceptions import DownloadError
 from .._models import ImageResult
-from .._policies import RetryPolicy
+from .._policies import RetryPolicy, parse_retry_after
 
 DOWNLOAD_ATTEMPTS: Final = 5
 DOWNLOAD_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=10.0, max_retry_after=60.0)
 _TRANSIENT_STATUS = re.compile(r"answered HTTP (?:408|429|5\d\d)\b")
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 class RetryAfterHints:
@@ -54,7 +35,7 @@ class RetryAfterHints:
 
     async def __call__(self, response: httpx.Response) -> None:
         if response.status_code in (429, 503):
-            seconds = _retry_after_seconds(response.headers.get("retry-after"))
+            seconds = parse_retry_after(response.headers.get("retry-after"))
             if seconds is not None:
                 self._hints[str(response.request.url)] = seconds
 
