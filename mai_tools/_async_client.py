@@ -15,7 +15,6 @@ from ._client import (
     _is_remote,
     _no_free_slot,
     _request_args,
-    _validated,
     _with_image,
 )
 from ._config import ClientOptions, ssl_context
@@ -27,7 +26,6 @@ from ._models import (
     EditAspectRatio,
     EditRequest,
     GenerateAspectRatio,
-    GenerateRequest,
     ImageResult,
     Job,
     JobStatus,
@@ -139,14 +137,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         on_status: OnStatus | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.generate`."""
-        body = _validated(
-            GenerateRequest,
-            prompt=prompt,
-            num_images=num_images,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
-            sync_mode=sync_mode,
-        )
+        body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
         flow, ticket = self._submit_flow(body, webhook_url, timeout)
         with self._pushing(ticket):
             return self._result(await self._run(flow, on_status, ticket))
@@ -183,14 +174,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         webhook_url: str | None = None,
     ) -> Job:
         """Async :meth:`MAIImageClient.submit_generate`."""
-        body = _validated(
-            GenerateRequest,
-            prompt=prompt,
-            num_images=num_images,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
-            sync_mode=sync_mode,
-        )
+        body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
         flow, ticket = self._submit_only(body, webhook_url)
         try:
             job = await self._run(flow)

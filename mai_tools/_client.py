@@ -304,6 +304,23 @@ class _ClientBase(Generic[HttpT]):
         )
         return flow, ticket
 
+    def _generate_body(
+        self,
+        prompt: str,
+        num_images: int,
+        aspect_ratio: str,
+        output_format: str,
+        sync_mode: bool,
+    ) -> GenerateRequest:
+        return _validated(
+            GenerateRequest,
+            prompt=prompt,
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
+        )
+
     def _edit_fields(
         self,
         prompt: str,
@@ -441,14 +458,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             APIStatusError: the gateway refused the request.
             APIConnectionError: the gateway could not be reached.
         """
-        body = _validated(
-            GenerateRequest,
-            prompt=prompt,
-            num_images=num_images,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
-            sync_mode=sync_mode,
-        )
+        body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
         flow, ticket = self._submit_flow(body, webhook_url, timeout)
         with self._pushing(ticket):
             return self._result(self._run(flow, on_status, ticket))
@@ -492,14 +502,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         webhook_url: str | None = None,
     ) -> Job:
         """Submit a generation without waiting; returns the :class:`Job`."""
-        body = _validated(
-            GenerateRequest,
-            prompt=prompt,
-            num_images=num_images,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
-            sync_mode=sync_mode,
-        )
+        body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
         flow, ticket = self._submit_only(body, webhook_url)
         try:
             job = self._run(flow)
