@@ -169,6 +169,19 @@ from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
     help="Seconds a job is kept after it ends (then its id answers 404).",
 )
 @click.option(
+    "--long-side",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(16, 4096),
+    help="Long side of the images made, in pixels (smaller is cheaper to render).",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    metavar="URL",
+    help="Origin put in polling_url/media_url (default: the Host the client used).",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -209,6 +222,8 @@ def emulator_command(
     allow_remote_webhooks: bool,
     max_jobs: int,
     job_ttl: float,
+    long_side: int,
+    public_url: str | None,
     log_level: str,
 ) -> None:
     """Run the offline MAI Image 2.5 gateway emulator.
@@ -234,6 +249,8 @@ def emulator_command(
         allow_remote_webhooks=allow_remote_webhooks,
         max_jobs=max_jobs,
         job_ttl=job_ttl,
+        long_side=long_side,
+        public_url=public_url,
         faults=Faults(
             rate_limit_first_submits=rate_limit_first,
             rate_limit_poll_rate=rate_limit_polls,

@@ -66,6 +66,8 @@ def spawn_emulator(
     api_key: str = DEFAULT_EMULATOR_KEY,
     seed: int | None = None,
     faults: Faults | None = None,
+    long_side: int | None = None,
+    public_url: str | None = None,
     startup_timeout: float = 60.0,
 ) -> Iterator[RemoteEmulator]:
     """Run ``python -m mai_tools.emulator`` on a free loopback port; stop it on exit."""
@@ -89,6 +91,10 @@ def spawn_emulator(
     ]
     if seed is not None:
         command += ["--seed", str(seed)]
+    if long_side is not None:
+        command += ["--long-side", str(long_side)]
+    if public_url is not None:
+        command += ["--public-url", public_url]
     proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
         command,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

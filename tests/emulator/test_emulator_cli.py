@@ -57,11 +57,14 @@ def test_every_fault_has_a_start_option(monkeypatch: pytest.MonkeyPatch) -> None
         "--webhook-only-to", "http://127.0.0.1:9000/hooks/",
         "--webhook-only-to", "http://localhost:9001/",
         "--allow-remote-webhooks", "--max-jobs", "50", "--job-ttl", "120",
+        "--long-side", "64", "--public-url", "http://media.test:8080",
     )  # fmt: skip
     assert emulator.config.api_keys == ("k1", "k2")
     assert (emulator.config.min_duration, emulator.config.max_duration) == (0.5, 0.7)
     assert emulator.config.allow_remote_webhooks is True
     assert (emulator.config.max_jobs, emulator.config.job_ttl) == (50, 120)
+    assert emulator.config.long_side == 64
+    assert emulator.config.public_url == "http://media.test:8080"
     assert emulator.faults == Faults(
         rate_limit_first_submits=2,
         rate_limit_poll_rate=0.1,
@@ -91,3 +94,18 @@ def test_every_fault_has_a_start_option(monkeypatch: pytest.MonkeyPatch) -> None
     )
     settable = set(Faults.model_fields) - {"fail_marker", "error_marker"}
     assert {k for k, v in emulator.faults if v != getattr(Faults(), k)} == settable
+
+
+def test_spawn_emulator_passes_the_public_url() -> None:
+    """Benchmarks run the emulator in its own process behind a media front of their own."""
+    from mai_tools import MAIImageClient
+    from mai_tools.emulator import spawn_emulator
+
+    with (
+        spawn_emulator(
+            min_duration=0, max_duration=0, long_side=32, public_url="http://127.0.0.1:9"
+        ) as remote,
+        MAIImageClient(api_key=remote.api_key, base_url=remote.base_url) as client,
+    ):
+        result = client.generate("a small one")
+    assert result.image_urls[0].startswith("http://127.0.0.1:9/")
