@@ -318,25 +318,39 @@ async def asave_images(
     saved, remote = _split(request_id, urls, folder, max_bytes)
     if not remote:
         return [saved[index] for index in sorted(saved)]
-    tasks: dict[int, asyncio.Task[Path]] = {}
-    try:
-        async with (
-            asyncio.timeout(deadline.left()),
-            async_client(http_client) as client,
-            asyncio.TaskGroup() as group,
-        ):
-            for index, url in remote:
-                tasks[index] = group.create_task(
-                    _adownload_to_file(
-                        client, folder, request_id, index, url, max_bytes, deadline, policy
-                    )
+    # Not asyncio.TaskGroup: on Python 3.11 and 3.12 a failing child makes it cancel the
+    # parent task, and under anyio (an MCP server, any Starlette app) that cancellation
+    # escapes the caller's task group as a bare CancelledError instead of our DownloadError.
+    async with async_client(http_client) as client:
+        tasks = {
+            index: asyncio.ensure_future(
+                _adownload_to_file(
+                    client, folder, request_id, index, url, max_bytes, deadline, policy
                 )
-    except TimeoutError:
-        raise deadline.expired(remote[0][1]) from None
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
+            )
+            for index, url in remote
+        }
+        try:
+            async with asyncio.timeout(deadline.left()):
+                await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        except TimeoutError:
+            raise deadline.expired(remote[0][1]) from None
+        finally:
+            await _cancel_and_reap(list(tasks.values()))
+    failures = [e for t in tasks.values() if not t.cancelled() and (e := t.exception())]
+    if failures:
+        raise first_error(BaseExceptionGroup("saving failed", failures)) from None
     saved.update((index, task.result()) for index, task in tasks.items())
     return [saved[index] for index in sorted(saved)]
+
+
+async def _cancel_and_reap(tasks: list[asyncio.Future[Path]]) -> None:
+    """Cancel the downloads still running and wait for them to end (their files cleaned up)."""
+    running = [t for t in tasks if not t.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running)
 
 
 async def afetch_image(

@@ -88,7 +88,7 @@ class Deadline:
 
     def expired(self, url: str) -> DownloadError:
         return DownloadError(
-            f"Downloading {short(url)} did not finish within the {self.seconds:g}s save "
+            f"Downloading {short(url)} did not finish within the {self.seconds:.1f} s save "
             "timeout; not saved."
         )
 
@@ -161,7 +161,7 @@ def _pause(failure: _Transient, attempt: int, deadline: Deadline, policy: RetryP
     delay = policy.backoff(attempt, wait)
     if delay >= deadline.left():
         raise DownloadError(
-            f"{failure}; no time left to retry within the {deadline.seconds:g}s save timeout; "
+            f"{failure}; no time left to retry within the {deadline.seconds:.1f} s save timeout; "
             "not saved."
         )
     return delay

@@ -122,6 +122,44 @@ async def test_the_mcp_server_gives_the_save_what_is_left_of_max_wait(
     assert result.structured_content["image_urls"][0].startswith(media.origin)
 
 
+@pytest.mark.parametrize("behaviour", ["404", "429"])
+async def test_a_failed_save_in_the_mcp_server_is_not_saved_never_a_crash(
+    behaviour: str, gateway: RunningEmulator, media: HostileHost, tmp_path: Path
+) -> None:
+    """A download that fails (rather than times out) inside anyio's task groups: on Python
+    3.11/3.12 asyncio.TaskGroup turned it into a bare CancelledError that crashed the call."""
+    media.mode, media.failures, media.retry_after = behaviour, 100, "0.3"
+    settings = Settings(
+        api_key=KEY, base_url=gateway.base_url, max_wait=3.0, output_dir=tmp_path, preview="off"
+    )
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool(
+            "generate_image", {"prompt": "a refusing cdn", "num_images": 2}
+        )
+    assert not result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["done"] is True
+    assert f"answered HTTP {behaviour}" in result.structured_content["save_error"]
+    assert "not saved to disk" in str(result.content[0])
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.part"))
+
+
+async def test_asave_inside_an_anyio_task_group_raises_download_error(
+    gateway: RunningEmulator, media: HostileHost, tmp_path: Path
+) -> None:
+    import anyio
+
+    from mai_tools import DownloadError
+
+    media.mode, media.failures = "404", 100
+    result = ImageResult(request_id="r", image_urls=[media.url("a.png"), media.url("b.png")])
+    async with anyio.create_task_group() as group:
+        group.start_soon(anyio.sleep_forever)  # like the MCP server's heartbeat
+        with pytest.raises(DownloadError, match="404"):
+            await result.asave(tmp_path, timeout=5)
+        group.cancel_scope.cancel()
+
+
 def _slow_result() -> ImageResult:
     time.sleep(0.3)
     return ImageResult(request_id="r", image_urls=["https://cdn.example/never-fetched.png"])

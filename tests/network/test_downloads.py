@@ -95,7 +95,7 @@ def test_a_retry_after_beyond_the_deadline_ends_the_save_at_once(
     media.mode, media.failures, media.retry_after = "429", 1, "30"
     elapsed, error = _timed(lambda: _save(mode, [media.url()], tmp_path, timeout=5))
     assert isinstance(error, DownloadError)
-    assert "no time left to retry within the 5s save timeout" in str(error)
+    assert "no time left to retry within the 5.0 s save timeout" in str(error)
     assert elapsed < 5
     assert list(tmp_path.iterdir()) == []
 
@@ -146,7 +146,7 @@ def test_a_stalled_or_dripping_host_is_cut_off_by_the_deadline(
     media.mode = behaviour
     elapsed, error = _timed(lambda: _save(mode, [media.url()], tmp_path, timeout=1.0))
     assert isinstance(error, DownloadError)
-    assert "within the 1s save timeout" in str(error)
+    assert "within the 1.0 s save timeout" in str(error)
     assert elapsed < 1.0 + MARGIN
     # A sync save given up on renames nothing later, and its part file goes away.
     time.sleep(1.2)
@@ -156,7 +156,7 @@ def test_a_stalled_or_dripping_host_is_cut_off_by_the_deadline(
 async def test_a_dripping_preview_is_cut_off_by_the_deadline(media: HostileHost) -> None:
     media.mode = "drip"
     started = time.monotonic()
-    with pytest.raises(DownloadError, match=r"within the 0\.8s save timeout"):
+    with pytest.raises(DownloadError, match=r"within the 0\.8 s save timeout"):
         await afetch_image(media.url(), timeout=0.8)
     assert time.monotonic() - started < 0.8 + MARGIN
 
