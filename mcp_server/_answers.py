@@ -28,10 +28,9 @@ from mai_tools._agent import (
 from ._previews import previews
 from ._settings import PREVIEW_SIZES, Settings
 
-MIN_PREVIEW_TIME = 1.0
-"""Previews get at least this long, even when the job used up the call's wait."""
 MAX_PREVIEW_TIME = 10.0
-"""And at most this long."""
+"""Previews get what is left of the call's wait, and at most this long (none if nothing is
+left: a call ends within ``max_wait``, previews included)."""
 
 
 class Clients:
@@ -88,7 +87,7 @@ def preview_budget(settings: Settings, started: float | None) -> float:
         left = settings.max_wait
     else:
         left = settings.max_wait - (time.monotonic() - started)
-    return min(max(left, MIN_PREVIEW_TIME), MAX_PREVIEW_TIME)
+    return min(max(left, 0.0), MAX_PREVIEW_TIME)
 
 
 async def answer(
@@ -135,6 +134,7 @@ async def answer(
                     side=PREVIEW_SIZES[settings.preview],
                     budget=preview_budget(settings, started),
                     request_id=result.request_id,
+                    saved=outcome.saved,
                 )
             )
     return CallToolResult(

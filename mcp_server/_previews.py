@@ -4,7 +4,8 @@ A preview is a courtesy: the job is done and its URLs are in the answer whatever
 So every image is fetched concurrently, the whole set gets one deadline (a preview still on its
 way then is dropped, not waited for), an image that declares more than
 :data:`MAX_PREVIEW_PIXELS` is never decoded (a 420 KB PNG can declare 12000x12000 pixels and
-take half a gigabyte to decode), and no failure here ever reaches the caller.
+take half a gigabyte to decode), and no failure here ever reaches the caller. Images the call
+already saved are read from disk instead of being fetched a second time from the CDN.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import logging
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import httpx
@@ -65,8 +67,19 @@ def thumbnail(data: bytes, side: int) -> bytes:
         return out.getvalue()
 
 
-async def _one(url: str, side: int, http: httpx.AsyncClient) -> bytes:
-    raw = await afetch_image(url, http_client=http, max_bytes=MAX_PREVIEW_DOWNLOAD)
+def _read_saved(path: Path) -> bytes:
+    with path.open("rb") as file:
+        raw = file.read(MAX_PREVIEW_DOWNLOAD + 1)
+    if len(raw) > MAX_PREVIEW_DOWNLOAD:
+        raise PreviewRefused(f"{path.name} is over {MAX_PREVIEW_DOWNLOAD // 2**20} MiB")
+    return raw
+
+
+async def _one(url: str, saved: Path | None, side: int, http: httpx.AsyncClient) -> bytes:
+    if saved is not None:
+        raw = await anyio.to_thread.run_sync(_read_saved, saved, abandon_on_cancel=True)
+    else:
+        raw = await afetch_image(url, http_client=http, max_bytes=MAX_PREVIEW_DOWNLOAD)
     _check_declared_size(raw)  # header only: cheap, and before any decoding
     # A thumbnail still in progress when the budget ends is abandoned (its thread finishes
     # on its own; the pixel cap bounds how long that can take).
@@ -74,14 +87,28 @@ async def _one(url: str, side: int, http: httpx.AsyncClient) -> bytes:
 
 
 async def previews(
-    urls: Sequence[str], *, side: int, budget: float, request_id: str
+    urls: Sequence[str],
+    *,
+    side: int,
+    budget: float,
+    request_id: str,
+    saved: Sequence[Path] = (),
 ) -> list[ImageContent]:
-    """Previews of ``urls`` (in order; missing ones skipped), all made within ``budget`` s."""
+    """Previews of ``urls`` (in order; missing ones skipped), all made within ``budget`` s.
+
+    ``saved``: the files the call saved, one per URL in order; read instead of downloading.
+    No time left (``budget <= 0``) means no previews.
+    """
     done: dict[int, bytes] = {}
+    if budget <= 0 or not urls:
+        if urls:
+            logger.info("no previews for %s: the call's time was used up", request_id)
+        return []
+    local: list[Path | None] = list(saved) if len(saved) == len(urls) else [None] * len(urls)
 
     async def fetch(index: int, url: str, http: httpx.AsyncClient) -> None:
         try:
-            done[index] = await _one(url, side, http)
+            done[index] = await _one(url, local[index], side, http)
         except Exception as exc:  # a preview never fails a finished job, whatever broke
             logger.info("no preview %d for %s: %s", index + 1, request_id, exc)
 

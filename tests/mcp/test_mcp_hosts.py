@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,7 +34,7 @@ from mai_tools import ImageResult
 from mai_tools._agent import Done
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mcp_server import Settings, create_server
-from mcp_server._answers import answer
+from mcp_server._answers import answer, preview_budget
 from mcp_server._http import http_app
 from mcp_server._jobs import MAX_ORPHANS, JobBook, argument_key
 from mcp_server._previews import PreviewRefused, _check_declared_size, previews, thumbnail
@@ -313,6 +314,34 @@ async def test_previews_are_fetched_together_and_late_ones_dropped() -> None:
             [f"{origin}/hang", f"{origin}/slow/9"], side=160, budget=1.5, request_id=RID
         )
     assert len(late) == 1  # the hanging one is dropped when the budget ends, not waited for
+
+
+async def test_previews_of_saved_images_are_read_from_disk_not_fetched_again(
+    tmp_path: Path,
+) -> None:
+    saved = tmp_path / f"{RID}_1.png"
+    PILImage.new("RGB", (64, 48), (10, 200, 30)).save(saved)
+    # The URL would hang: only the saved file can have made the preview.
+    with _serve(_MediaHost().app()) as origin:
+        made = await previews([f"{origin}/hang"], side=32, budget=5, request_id=RID, saved=[saved])
+    assert len(made) == 1
+    with PILImage.open(io.BytesIO(base64.b64decode(made[0].data))) as thumb:
+        assert max(thumb.size) == 32
+
+
+async def test_no_time_left_means_no_previews_and_no_fetch() -> None:
+    host = _MediaHost()
+    with _serve(host.app()) as origin:
+        made = await previews([f"{origin}/slow/1"], side=32, budget=0, request_id=RID)
+    assert made == []
+    assert host.peak == 0  # nothing was even asked for
+
+
+def test_previews_get_only_what_is_left_of_max_wait() -> None:
+    settings = Settings(api_key=KEY, max_wait=2.0)
+    assert preview_budget(settings, started=time.monotonic() - 10) == 0  # no floor past it
+    assert 0 < preview_budget(settings, started=time.monotonic() - 1.5) <= 0.5
+    assert preview_budget(Settings(api_key=KEY, max_wait=600), started=None) == 10.0
 
 
 # --------------------------------------------------------------------------- HTTP (2025 era)
