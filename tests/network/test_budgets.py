@@ -122,6 +122,11 @@ async def test_the_mcp_server_gives_the_save_what_is_left_of_max_wait(
     assert result.structured_content["image_urls"][0].startswith(media.origin)
 
 
+def _check_nothing_written(out: Path) -> None:
+    assert not list(out.glob("*.png"))
+    assert not list(out.glob("*.part"))
+
+
 @pytest.mark.parametrize("behaviour", ["404", "429"])
 async def test_a_failed_save_in_the_mcp_server_is_not_saved_never_a_crash(
     behaviour: str, gateway: RunningEmulator, media: HostileHost, tmp_path: Path
@@ -141,7 +146,7 @@ async def test_a_failed_save_in_the_mcp_server_is_not_saved_never_a_crash(
     assert result.structured_content["done"] is True
     assert f"answered HTTP {behaviour}" in result.structured_content["save_error"]
     assert "not saved to disk" in str(result.content[0])
-    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.part"))
+    _check_nothing_written(tmp_path)
 
 
 async def test_asave_inside_an_anyio_task_group_raises_download_error(
