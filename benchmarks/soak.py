@@ -274,6 +274,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def hostile_front(upstream: str, port: int, seed: int) -> Iterator[str]:
     command = [sys.executable, __file__, "--front", upstream, "--port", str(port)]
@@ -281,15 +293,7 @@ def hostile_front(upstream: str, port: int, seed: int) -> Iterator[str]:
     proc = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/_front/stats", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the hostile front did not start") from None
-                time.sleep(0.1)
+        _wait_until_up(f"{url}/_front/stats", proc, "the hostile front")
         yield url
     finally:
         proc.terminate()
@@ -484,15 +488,7 @@ def mcp_http_server(
     proc = subprocess.Popen(command, env=env)
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{origin}/mcp", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the MCP server did not start") from None
-                time.sleep(0.1)
+        _wait_until_up(f"{origin}/mcp", proc, "the MCP server")
         yield f"{origin}/mcp", proc
     finally:
         proc.terminate()
