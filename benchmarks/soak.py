@@ -628,6 +628,9 @@ def check(
             ],
             "past_budget": [f"{c.adapter} {c.outcome} {c.elapsed:.2f}s" for c in past][:10],
             "lost_not_told": [c.text[:300] for c in lost_calls if c not in lost_told][:5],
+            "refused": sorted(
+                {f"{c.adapter}: {c.text[:200]}" for c in calls if c.outcome == "refused"}
+            )[:8],
         },
         "front": {"media": front["media"], "status": front["status"]},
     }
