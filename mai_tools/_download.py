@@ -345,12 +345,18 @@ async def asave_images(
 
 
 async def _cancel_and_reap(tasks: list[asyncio.Future[Path]]) -> None:
-    """Cancel the downloads still running and wait for them to end (their files cleaned up)."""
+    """Cancel the downloads still running and wait for them to end (their files cleaned up).
+
+    Every failure is marked as seen: when the deadline wins, the caller raises its own error.
+    """
     running = [t for t in tasks if not t.done()]
     for task in running:
         task.cancel()
     if running:
         await asyncio.wait(running)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()
 
 
 async def afetch_image(

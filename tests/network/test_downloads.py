@@ -248,3 +248,28 @@ def test_a_saver_carries_the_clients_retry_policy() -> None:
         saver = client._result(ImageResult(request_id="r", image_urls=[]))._saver
     assert isinstance(saver, Saver)
     assert saver.retry_policy is QUICK
+
+
+async def test_downloads_given_up_on_leave_no_unseen_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the deadline wins, a download that had already failed is still marked as seen
+    (asyncio would log "Task exception was never retrieved" for it)."""
+    import gc
+
+    from mai_tools._download import _cancel_and_reap
+
+    async def fails() -> Path:
+        raise DownloadError("an image that could not be fetched")
+
+    async def hangs() -> Path:
+        await asyncio.sleep(3600)
+        return Path()
+
+    tasks = [asyncio.ensure_future(fails()), asyncio.ensure_future(hangs())]
+    await asyncio.sleep(0.01)
+    await _cancel_and_reap(tasks)
+    assert tasks[1].cancelled()
+    del tasks
+    gc.collect()
+    assert "never retrieved" not in caplog.text
