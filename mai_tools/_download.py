@@ -22,7 +22,7 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -344,7 +344,7 @@ async def asave_images(
     return [saved[index] for index in sorted(saved)]
 
 
-async def _cancel_and_reap(tasks: list[asyncio.Future[Path]]) -> None:
+async def _cancel_and_reap(tasks: Sequence[asyncio.Future[Path]]) -> None:
     """Cancel the downloads still running and wait for them to end (their files cleaned up).
 
     Every failure is marked as seen: when the deadline wins, the caller raises its own error.
