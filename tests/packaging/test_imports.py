@@ -55,11 +55,17 @@ def _python(code: str, *, cwd: Path | None = None) -> subprocess.CompletedProces
     )
 
 
+def _passes(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (its own asserts) in a fresh interpreter; it must exit 0."""
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def _loaded(code: str, names: tuple[str, ...]) -> list[str]:
     """Run ``code`` in a fresh interpreter; return which of ``names`` it left in sys.modules."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps([n for n in {names} if n in sys.modules]))"
-    proc = _python(probe)
-    assert proc.returncode == 0, proc.stderr
+    proc = _passes(probe)
     loaded: list[str] = json.loads(proc.stdout.splitlines()[-1])
     return loaded
 
@@ -86,8 +92,7 @@ def test_the_emulator_package_names_all_resolve() -> None:
         "assert set(e.__all__) <= set(dir(e))\n"
         "try:\n    e.no_such_name\nexcept AttributeError as exc:\n    print(exc)\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    proc = _passes(code)
     assert "'mai_tools.emulator' has no attribute 'no_such_name'" in proc.stdout
 
 
@@ -134,8 +139,7 @@ def test_import_mai_tools_builds_no_pydantic_model() -> None:
         "mai_tools.JobStatus.from_body({'request_id': 'r', 'status': 'COMPLETED'})\n"
         "assert mai_tools.JobStatus.__pydantic_complete__\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    _passes(code)
 
 
 @pytest.mark.parametrize(
@@ -151,8 +155,7 @@ def test_a_deferred_name_loads_its_module_on_first_use(name: str, module: str) -
     code = (
         f"from mai_tools import {name}\nimport sys\nassert {name} is sys.modules[{module!r}].{name}"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    _passes(code)
     assert "mai_tools.langchain" not in _loaded(
         f"from mai_tools import {name}", ("mai_tools.langchain",)
     )
@@ -169,8 +172,7 @@ def test_every_public_name_resolves_and_is_listed() -> None:
         "assert set(m.__all__) <= set(ns), set(m.__all__) - set(ns)\n"
         "try:\n    m.no_such_name\nexcept AttributeError as exc:\n    print(exc)\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    proc = _passes(code)
     assert "module 'mai_tools' has no attribute 'no_such_name'" in proc.stdout
 
 
@@ -206,8 +208,7 @@ def test_the_finder_is_gone_once_httpx_is_imported_and_leaves_no_trace() -> None
         "assert type(httpx.__loader__).__module__ != 'mai_tools._lazy_imports'\n"
         "assert httpx.Client and httpx.__file__.endswith('__init__.py')\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    _passes(code)
 
 
 def test_httpx_main_is_still_the_real_cli() -> None:
@@ -223,8 +224,7 @@ def test_httpx_main_is_still_the_real_cli() -> None:
         "import httpx._main\n"
         "assert callable(httpx._main.print_help)\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    _passes(code)
 
 
 @pytest.mark.parametrize("first", ["import mai_tools, httpx", "import httpx, mai_tools"])
@@ -257,8 +257,7 @@ def test_httpx_imported_first_is_left_alone() -> None:
         "assert '__getattr__' not in vars(httpx)\n"
         "assert not [f for f in sys.meta_path if type(f).__module__ == 'mai_tools._lazy_imports']\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    _passes(code)
 
 
 def test_the_httpx_cli_imported_by_hand_after_mai_tools_is_the_real_one() -> None:
@@ -270,5 +269,4 @@ def test_the_httpx_cli_imported_by_hand_after_mai_tools_is_the_real_one() -> Non
         "assert isinstance(httpx.main, click.Command), type(httpx.main)\n"
         "assert httpx.main is httpx._main.main\n"
     )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
+    _passes(code)
