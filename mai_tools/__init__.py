@@ -4,15 +4,18 @@ The core is :class:`MAIImageClient` / :class:`AsyncMAIImageClient`: submit a job
 with adaptive polling, get an :class:`ImageResult` with the image URLs. The LangChain tools
 (``MAIImageGenerateTool``, ...) are imported lazily, on first use; ``mai_tools.emulator`` is an
 offline gateway for demos and tests. Importing ``mai_tools`` never imports ``mcp``.
+
+The clients, their policies and clocks and the webhook receiver load on first use too (``from
+mai_tools import MAIImageClient`` works as always): a process that imports the package only for
+its models or exceptions, or for the emulator's pytest plugin (every pytest run), does not pay
+for httpx, asyncio and the client stack.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _lazy_imports  # noqa: F401  # first: httpx is imported without its CLI
-from ._async_client import AsyncMAIImageClient
-from ._client import MAIImageClient
+from . import _lazy_imports  # noqa: F401  # first: httpx will be imported without its CLI
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -37,7 +40,6 @@ from ._exceptions import (
     RateLimitError,
     ServerError,
 )
-from ._flow import OnStatus
 from ._images import ImageInput, image_to_url, sniff_image_type
 from ._models import (
     EDIT_ASPECT_RATIOS,
@@ -54,11 +56,14 @@ from ._models import (
     OutputFormat,
     Status,
 )
-from ._policies import Clock, DurationStats, FakeClock, PollPolicy, RetryPolicy, SystemClock
 from ._version import __version__
-from ._webhooks import WebhookReceiver
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncMAIImageClient
+    from ._client import MAIImageClient
+    from ._flow import OnStatus
+    from ._policies import Clock, DurationStats, FakeClock, PollPolicy, RetryPolicy, SystemClock
+    from ._webhooks import WebhookReceiver
     from .langchain import (
         MAIImageEditTool,
         MAIImageGenerateTool,
@@ -67,6 +72,16 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "AsyncMAIImageClient": "mai_tools._async_client",
+    "MAIImageClient": "mai_tools._client",
+    "OnStatus": "mai_tools._flow",
+    "Clock": "mai_tools._policies",
+    "DurationStats": "mai_tools._policies",
+    "FakeClock": "mai_tools._policies",
+    "PollPolicy": "mai_tools._policies",
+    "RetryPolicy": "mai_tools._policies",
+    "SystemClock": "mai_tools._policies",
+    "WebhookReceiver": "mai_tools._webhooks",
     "MAIImageEditTool": "mai_tools.langchain",
     "MAIImageGenerateTool": "mai_tools.langchain",
     "MAIImageJobTool": "mai_tools.langchain",
@@ -75,7 +90,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # LangChain is heavy to import; load the tools only when someone asks for them.
+    # httpx, the client stack and LangChain are heavy to import: load them when asked for.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mai_tools' has no attribute {name!r}")
@@ -84,6 +99,10 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -6,11 +6,12 @@ its defaults from here, so a limit or a name is never spelled twice.
 
 from __future__ import annotations
 
-from typing import Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 # --------------------------------------------------------------------------- the gateway
 
@@ -42,8 +43,9 @@ DEFAULT_MAX_INPUT_BYTES: Final = 20 * 1024 * 1024
 
 # --------------------------------------------------------------------------- client defaults
 
-DEFAULT_REQUEST_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
-"""Bound on one HTTP request to the gateway (not on a whole call)."""
+if TYPE_CHECKING:
+    DEFAULT_REQUEST_TIMEOUT: httpx.Timeout
+    """Bound on one HTTP request to the gateway (not on a whole call): 60 s, connect 10 s."""
 DEFAULT_MAX_RETRIES: Final = 3
 DEFAULT_WAIT_TIMEOUT: Final = 300.0
 """Default bound, in seconds, on a whole generate/edit/wait call."""
@@ -57,7 +59,9 @@ USER_AGENT: Final = f"mai-tools/{__version__} (+https://github.com/mai-tools/mai
 # --------------------------------------------------------------------------- downloads
 
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 64 * 1024 * 1024
-DOWNLOAD_TIMEOUT: Final = httpx.Timeout(60.0, connect=10.0)
+if TYPE_CHECKING:
+    DOWNLOAD_TIMEOUT: httpx.Timeout
+    """Bound on one download request: 60 s, connect 10 s."""
 DOWNLOAD_HEADERS: Final = {"User-Agent": f"mai-tools/{__version__}", "Accept": "image/*"}
 
 # --------------------------------------------------------------------------- answers we read
@@ -90,3 +94,20 @@ DOWNLOAD_MAX_ATTEMPTS: Final = 5
 """Tries per image: the CDN answers 429 (rate limit), 5xx or drops connections under load."""
 DOWNLOADS_PER_HOST: Final = 4
 """Images downloaded at once from one host by one async client (a result has at most 4)."""
+
+
+# --------------------------------------------------------------------------- httpx values
+
+_HTTPX_TIMEOUTS: Final = {"DEFAULT_REQUEST_TIMEOUT": (60.0, 10.0), "DOWNLOAD_TIMEOUT": (60.0, 10.0)}
+
+
+def __getattr__(name: str) -> Any:
+    # The httpx.Timeout constants are built on first read: importing httpx costs ~50 ms, and
+    # this module is imported by everything, the light ``import mai_tools`` included.
+    if name not in _HTTPX_TIMEOUTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import httpx
+
+    total, connect = _HTTPX_TIMEOUTS[name]
+    value = globals()[name] = httpx.Timeout(total, connect=connect)
+    return value

@@ -39,11 +39,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import pydantic
-from pydantic_core import ErrorDetails
-
 if TYPE_CHECKING:
+    import httpx
+    import pydantic
+    from pydantic_core import ErrorDetails
+
     from ._models import JobStatus, Status
 
 __all__ = [
@@ -322,6 +322,8 @@ def transport_error(
     exc: httpx.TransportError, *, what: str, request_id: str | None = None
 ) -> APIConnectionError:
     """Wrap an httpx transport error without leaking request headers."""
+    import httpx  # loaded already: a transport error came from it
+
     cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
     detail = type(exc).__name__
     text = str(exc)

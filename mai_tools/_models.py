@@ -14,9 +14,8 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
-import httpx
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,7 +27,11 @@ from pydantic import (
 )
 
 from ._constants import MAX_IMAGES, PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
-from ._download import Saver
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._download import Saver
 
 logger = logging.getLogger("mai_tools")
 
@@ -147,7 +150,7 @@ SyncMode = Annotated[
 
 class _RequestModel(BaseModel):
     # Strict: the gateway takes JSON types as they are ("sync_mode": 0 is not false).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class GenerateRequest(_RequestModel):
@@ -236,7 +239,7 @@ def parse_status(raw: object) -> Status:
 
 
 class _ResponseModel(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class Job(_ResponseModel):
@@ -311,7 +314,7 @@ class ImageResult(BaseModel):
     data URIs so a result never floods a log or an agent's context with base64.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     request_id: str
     status: Status = Status.COMPLETED
@@ -330,6 +333,13 @@ class ImageResult(BaseModel):
         """This result, saving through ``saver`` (what a client attaches to its results)."""
         self._saver = saver
         return self
+
+    def _saving(self) -> Saver:
+        if self._saver is not None:
+            return self._saver
+        from ._download import Saver  # the client stack loads on first use, not with the models
+
+        return Saver()
 
     def save(
         self,
@@ -353,7 +363,7 @@ class ImageResult(BaseModel):
                 within ``timeout``, or its URL is malformed.
             InvalidArgumentError: ``timeout`` is not a positive number.
         """
-        return (self._saver or Saver()).save(
+        return self._saving().save(
             self.request_id,
             self.image_urls,
             directory,
@@ -371,7 +381,7 @@ class ImageResult(BaseModel):
         timeout: float | None = None,
     ) -> list[Path]:
         """Async twin of :meth:`save`; the images download concurrently (a few per host)."""
-        return await (self._saver or Saver()).asave(
+        return await self._saving().asave(
             self.request_id,
             self.image_urls,
             directory,

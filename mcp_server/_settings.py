@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mai_tools._constants import API_KEY_ENV, BASE_URL_ENV
 from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
 from mai_tools._webhooks import check_public_url
@@ -219,8 +220,8 @@ class Settings:
         if links not in _BOOLEANS:
             raise SettingsError(f"{ENV_RESOURCE_LINKS} must be 1/true/yes/on or 0/false/no/off.")
         return cls(
-            api_key=env.get("PIXAZO_API_KEY") or None,
-            base_url=env.get("PIXAZO_BASE_URL") or None,
+            api_key=env.get(API_KEY_ENV) or None,
+            base_url=env.get(BASE_URL_ENV) or None,
             max_wait=max_wait,
             preview=preview,  # type: ignore[arg-type]  # checked just above
             output_dir=Path(output).expanduser() if output else None,

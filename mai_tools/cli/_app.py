@@ -20,7 +20,7 @@ import click
 
 from .. import _duration_cache
 from .._client import MAIImageClient
-from .._config import resolve_api_key
+from .._config import Secret, resolve_api_key
 from .._constants import API_KEY_ENV, API_KEY_FILE_SHOWN, DEFAULT_MAX_INPUT_BYTES
 from .._exceptions import ConfigurationError, InvalidImageError, MissingAPIKeyError
 from .._models import (
@@ -297,7 +297,7 @@ def _open_client(
 
         with run_emulator() as emu:
             session.emulator = True
-            session.secret = emu.api_key
+            session.secret = Secret(emu.api_key)
             # Its port changes every run: remember its job durations under one name.
             with (
                 state.client_factory(api_key=emu.api_key, base_url=emu.base_url, **extra) as client,
@@ -306,10 +306,10 @@ def _open_client(
                 yield client
         return
     try:  # the library's lookup: --api-key, then $PIXAZO_API_KEY, then the key file
-        key = resolve_api_key(api_key).get()
+        session.secret = resolve_api_key(api_key)
     except MissingAPIKeyError:
         raise MissingAPIKeyError(_NO_KEY) from None
-    session.secret = key
+    key = session.secret.get()
     with (
         state.client_factory(api_key=key, base_url=base_url, **extra) as client,
         _remembered_durations(client, client.base_url),

@@ -13,11 +13,14 @@ import shlex
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .._async_client import AsyncMAIImageClient
+from .._config import Secret, resolve_api_key
+from .._constants import API_KEY_ENV
+from .._exceptions import ConfigurationError
 from ..batch import (
     DEFAULT_CONCURRENCY,
     BatchCounts,
@@ -35,8 +38,6 @@ from ._errors import ExitCode
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
-
-_KEY_ENV: Final = "PIXAZO_API_KEY"
 
 BATCH_EPILOG = """\b
 Exit codes (the most urgent when several apply, in this order):
@@ -333,7 +334,7 @@ async def _run(
     "--api-key",
     metavar="KEY",
     default=None,
-    help=f"Pixazo key. Prefer ${_KEY_ENV}: arguments are visible in process lists.",
+    help=f"Pixazo key. Prefer ${API_KEY_ENV}: arguments are visible in process lists.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
@@ -374,11 +375,13 @@ def batch_command(state: CliState, /, **params: Any) -> None:
 
             emu = stack.enter_context(run_emulator())
             session.emulator = True
-            session.secret = emu.api_key
+            session.secret = Secret(emu.api_key)
             client_args.update(api_key=emu.api_key, base_url=emu.base_url)
         else:
-            key = params["api_key"] if params["api_key"] is not None else os.environ.get(_KEY_ENV)
-            session.secret = key.strip() if key else None
+            try:  # the client's own lookup (--api-key, $PIXAZO_API_KEY, the key file)
+                session.secret = resolve_api_key(params["api_key"])
+            except ConfigurationError:
+                session.secret = None  # the client refuses the key itself, in its own words
             client_args.update(api_key=params["api_key"], base_url=params["base_url"])
         try:
             summary, interrupted = asyncio.run(_run(client_args, lines, base, options, progress))

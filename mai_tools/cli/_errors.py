@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from .._agent import FailureKind, failure_of
+from .._config import Secret
 from .._exceptions import (
     DownloadError,
     InvalidArgumentError,
@@ -53,12 +54,11 @@ class Session:
     phase: Phase = Phase.SETUP
     request_id: str | None = None
     emulator: bool = False
-    secret: str | None = None
+    secret: Secret | None = None
 
     def scrub(self, text: str) -> str:
-        if self.secret and len(self.secret) >= 4:
-            return text.replace(self.secret, "***")
-        return text
+        """``text`` without the API key in use (the library's own :meth:`Secret.scrub`)."""
+        return text if self.secret is None else self.secret.scrub(text)
 
 
 @dataclass(frozen=True)

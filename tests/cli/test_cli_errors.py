@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from mai_tools import MAIImageClient
+from mai_tools._config import Secret
 from mai_tools.cli import CliState, ExitCode
+from mai_tools.cli._errors import Session
 from mai_tools.emulator import RunningEmulator
 from tests.cli.cli_support import (
     FORBIDDEN_KEY,
@@ -173,6 +175,13 @@ def test_internal_error_is_exit_1_without_traceback_or_key(monkeypatch: pytest.M
     assert got.code == ExitCode.INTERNAL
     line = _one_error_line(got)
     assert "internal error (RuntimeError: unexpected ***)" in line
+
+
+def test_the_session_scrubs_the_key_with_the_library_secret() -> None:
+    session = Session(secret=Secret(KEY))
+    assert session.scrub(f"refused {KEY}, twice: {KEY}") == "refused ***, twice: ***"
+    assert KEY not in repr(session)  # the session holds the Secret, whose repr hides the key
+    assert Session().scrub(f"no key known: {KEY}") == f"no key known: {KEY}"
 
 
 def test_ctrl_c_while_waiting_prints_the_resume_command(

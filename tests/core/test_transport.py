@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from mai_tools import AsyncMAIImageClient
 from mai_tools._transport import SpreadTransport
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import RunningEmulator
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
 ADMIN = {"Ocp-Apim-Subscription-Key": KEY}  # the emulator's admin endpoints take its key
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0)) as emu:
-        yield emu
+@pytest.fixture
+def emulator(emulators: EmulatorPool) -> RunningEmulator:
+    return emulators(api_keys=(KEY,), min_duration=0, max_duration=0)
 
 
 @pytest.fixture
