@@ -22,7 +22,6 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
 
 import anyio
-import httpx
 import pydantic
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +33,7 @@ from .._constants import EDIT_PATH, GENERATE_PATH
 from .._images import sniff_image_type
 from .._models import EditRequest, GenerateRequest
 from .._urls import split_url
+from ._callbacks import CallbackError, CallbackSender
 from ._config import EmulatorConfig, Faults
 from ._openapi import openapi_document
 from ._render import MEDIA_TYPES, SourceTooLargeError, prepare_source, render
@@ -43,6 +43,7 @@ logger = logging.getLogger("mai_tools.emulator")
 
 KEY_HEADER = "ocp-apim-subscription-key"
 _MAX_ADMIN_BODY = 1024 * 1024
+_SENDERS = 32  # callbacks in flight at once, each on a kept-alive connection
 
 # Azure API Management's own messages, word for word (shared/notes/real-world.md).
 MISSING_KEY: Final = (
@@ -181,12 +182,12 @@ class EmulatorApp:
 
     def __init__(self, emulator: Emulator) -> None:
         self.emu = emulator
-        self._webhook_client: httpx.AsyncClient | None = None
+        self._callbacks = CallbackSender(timeout=10, max_idle=_SENDERS)
         self._tasks: set[asyncio.Task[None]] = set()
         # Decoding an edit source can take a few hundred MB for a big (allowed) image: one at
         # a time keeps the peak at one image's worth.
         self._decoding = anyio.CapacityLimiter(1)
-        self._sending = anyio.CapacityLimiter(32)  # more queue quadratically in httpcore
+        self._sending = anyio.CapacityLimiter(_SENDERS)  # callbacks in flight
 
     # ------------------------------------------------------------------ helpers
 
@@ -529,24 +530,18 @@ class EmulatorApp:
             if self.emu.roll(faults.webhook_delay_rate):
                 await anyio.sleep(faults.webhook_delay_seconds)
             copies = 2 if self.emu.roll(faults.webhook_duplicate_rate) else 1
-            body = self._status_body(job, job.outcome, origin)
-            if self._webhook_client is None:
-                # No proxies from the environment (the callback must go where it says), and
-                # no redirects (a receiver cannot send us on to another host).
-                self._webhook_client = httpx.AsyncClient(
-                    timeout=10, trust_env=False, follow_redirects=False
-                )
+            body = json.dumps(self._status_body(job, job.outcome, origin)).encode()
             for attempt in range(1, copies + 1):
                 if not self.emu.current(job):
                     return
                 delivery = {**record, "attempt": attempt}
                 try:
                     async with self._sending:
-                        response = await self._webhook_client.post(url, json=body)
-                    delivery.update(outcome="sent", status_code=response.status_code)
-                except httpx.HTTPError as exc:
-                    delivery.update(outcome="failed", error=type(exc).__name__)
-                    logger.warning("webhook for %s failed: %s", job.request_id, type(exc).__name__)
+                        status_code = await self._callbacks.post_json(url, body)
+                    delivery.update(outcome="sent", status_code=status_code)
+                except CallbackError as exc:
+                    delivery.update(outcome="failed", error=str(exc))
+                    logger.warning("webhook for %s failed: %s", job.request_id, exc)
                 delivery["at"] = time.time()
                 self.emu.record_webhook(delivery, job)
 
@@ -557,8 +552,7 @@ class EmulatorApp:
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self._webhook_client is not None:
-            await self._webhook_client.aclose()
+        await self._callbacks.aclose()
 
 
 def create_app(config: EmulatorConfig | Emulator | None = None) -> Starlette:

@@ -82,9 +82,14 @@ def test_learned_schedule_is_dense_inside_the_window_and_densest_at_its_end() ->
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(inside))
     assert inside[0] > 1.5 * inside[-1]
     assert all(policy.min_interval - 1e-9 <= g <= policy.max_dense_interval for g in inside)
-    assert any(t == pytest.approx(8.5) for t in times)  # the window's end is read
+    # The window's end is read (at most min_interval late: reads never come closer).
+    assert any(8.5 - 1e-9 <= t <= 8.5 + policy.min_interval for t in times)
     after = [b - a for a, b in itertools.pairwise(times) if a >= 8.5 - 1e-9]
     assert after == sorted(after)
+    # Just past the window the reads keep its mean gap for tail_hold gaps, then back off.
+    dense = 4.0 / policy.window_polls
+    assert after[: int(policy.tail_hold)] == pytest.approx([dense] * int(policy.tail_hold))
+    assert after[-1] > 2 * dense
     assert max(after) <= policy.max_interval
 
 
@@ -108,7 +113,9 @@ def test_fixed_policy() -> None:
 
 def test_duration_stats_quantiles() -> None:
     stats = DurationStats(history=10)
-    policy = PollPolicy(min_samples=3, low_quantile=0.0, high_quantile=1.0)
+    policy = PollPolicy(
+        min_samples=3, low_quantile=0.0, high_quantile=1.0, widen_low=0, widen_high=0
+    )
     assert stats.window("generate", policy) is None
     for value in [5, 1, 3, float("nan"), -1]:
         stats.record("generate", value)
@@ -117,6 +124,31 @@ def test_duration_stats_quantiles() -> None:
     for value in range(100, 110):
         stats.record("generate", value)
     assert stats.window("generate", policy) == (100, 109)  # only recent history counts
+
+
+def test_a_window_learned_from_few_jobs_is_widened_less_as_more_are_known() -> None:
+    policy = PollPolicy()
+    rng = random.Random(3)
+    few, many = DurationStats(), DurationStats()
+    few.update({"generate": [rng.uniform(4.5, 8.5) for _ in range(20)]})
+    many.update({"generate": [rng.uniform(4.5, 8.5) for _ in range(100)]})
+    for stats, n in ((few, 20), (many, 100)):
+        raw = PollPolicy(widen_low=0, widen_high=0)
+        low0, high0 = stats.window("generate", raw) or (0.0, 0.0)
+        low, high = stats.window("generate", policy) or (0.0, 0.0)
+        step = (high0 - low0) / n
+        assert low == pytest.approx(low0 - policy.widen_low * step)
+        assert high == pytest.approx(high0 + policy.widen_high * step)
+    # The correction shrinks with the number of samples: from 20 samples of a uniform
+    # 4.5-8.5 s the window reaches about the true 5%-95% range; from 100, a few percent more.
+    low20, high20 = few.window("generate", policy) or (0.0, 0.0)
+    assert low20 < 4.8
+    assert high20 > 8.2
+    assert (high20 - low20) / 4.0 > 0.9
+    # A window never starts below zero.
+    tiny = DurationStats()
+    tiny.update({"generate": [0.1, 0.1, 0.1, 0.1, 3.0]})
+    assert (tiny.window("generate", policy) or (-1.0, 0.0))[0] == 0.0
 
 
 def test_a_window_that_stops_matching_follows_the_recent_jobs() -> None:
