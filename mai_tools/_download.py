@@ -6,7 +6,7 @@ never sent with a download (images live on a CDN, another origin). How one image
 (retries, per-host limits, the deadline) is :mod:`mai_tools._fetch`.
 
 A save is bounded as a whole (``timeout=``, default ``DEFAULT_SAVE_TIMEOUT``). The async path
-downloads the images of a result concurrently (a few per host). The sync path downloads them
+downloads the images of a result concurrently (bounded per host). The sync path downloads them
 one after the other in a worker thread and waits for it at most until the deadline: a thread
 blocked in a read cannot be interrupted, so this is the only way the caller gets its answer
 on time whatever the host does; the abandoned worker stops at its next chunk and renames

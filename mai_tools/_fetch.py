@@ -239,7 +239,7 @@ async def afetch(
 
 
 # Per async client, per host: how many downloads may run at once. A batch saving hundreds of
-# results through one client then asks the CDN for a few images at a time, not hundreds.
+# results through one client then asks the CDN for a bounded number at a time, not hundreds.
 _HOST_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )

@@ -380,7 +380,7 @@ class ImageResult(BaseModel):
         max_bytes: int | None = None,
         timeout: float | None = None,
     ) -> list[Path]:
-        """Async twin of :meth:`save`; the images download concurrently (a few per host)."""
+        """Async twin of :meth:`save`; the images download concurrently."""
         return await self._saving().asave(
             self.request_id,
             self.image_urls,

@@ -134,6 +134,8 @@ class HostileHost:
                 writer.write(_response(500, b"oops"))
             await writer.drain()
             return
+        if path.startswith("/stall/"):  # whatever the mode: this path never answers
+            await asyncio.sleep(3600)
         if mode == "404":
             writer.write(_response(404, b"no"))
         elif mode == "stall":

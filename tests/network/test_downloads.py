@@ -22,6 +22,7 @@ from mai_tools import (
     MAIImageClient,
     RetryPolicy,
 )
+from mai_tools._constants import DOWNLOADS_PER_HOST
 from mai_tools._download import Saver, afetch_image, asave_images, save_images
 from mai_tools.emulator import RunningEmulator
 from tests.network.servers import HostileHost
@@ -170,19 +171,40 @@ def test_the_save_timeout_must_be_a_positive_number(mode: str, tmp_path: Path) -
 # --------------------------------------------------------------------------- concurrency
 
 
-async def test_async_saves_download_a_few_images_per_host_at_once(
+async def test_async_saves_download_a_bounded_number_of_images_per_host_at_once(
     media: HostileHost, tmp_path: Path
 ) -> None:
     media.hold = 0.2
-    urls = [media.url(f"{n}.png") for n in range(6)]
+    saves = 5
+    urls = [media.url(f"{n}.png") for n in range(4)]
     async with httpx.AsyncClient() as http:
-        first, second = await asyncio.gather(
-            asave_images("a", urls, tmp_path, http_client=http),
-            asave_images("b", urls[:3], tmp_path, http_client=http),
+        results = await asyncio.gather(
+            *(asave_images(f"r{i}", urls, tmp_path, http_client=http) for i in range(saves))
         )
-    assert len(first) == 6
-    assert len(second) == 3
-    assert media.most_at_once == 4  # one client, one host: four at a time across both saves
+    assert [len(r) for r in results] == [4] * saves
+    # one client, one host: 20 images, never more than the cap at once across all saves
+    assert media.most_at_once == DOWNLOADS_PER_HOST < saves * len(urls)
+
+
+async def test_a_shared_client_is_not_starved_by_a_few_stalled_downloads(
+    media: HostileHost, tmp_path: Path
+) -> None:
+    """An MCP server saves every caller's images through one client: a few stalled downloads
+    (a share of a throttled CDN's connections) must leave slots for the other callers."""
+    async with httpx.AsyncClient() as http:
+
+        async def stalled(i: int) -> None:
+            with pytest.raises(DownloadError):
+                await asave_images(
+                    f"s{i}", [media.url(f"stall/{i}.png")], tmp_path, http_client=http, timeout=3
+                )
+
+        hung = [asyncio.ensure_future(stalled(i)) for i in range(4)]
+        await asyncio.sleep(0.2)  # the stalled downloads hold their connections first
+        urls = [media.url(f"{n}.png") for n in range(4)]
+        saved = await asave_images("g", urls, tmp_path, http_client=http, timeout=2)
+        await asyncio.gather(*hung)
+    assert len(saved) == 4
 
 
 def test_sync_saves_download_one_image_at_a_time(media: HostileHost, tmp_path: Path) -> None:
