@@ -465,6 +465,12 @@ async def _watch_loop(lags: list[float]) -> None:
         lags.append(time.monotonic() - start - 0.05)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a running process has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The high-water mark of a running process's resident memory (Linux), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -497,7 +503,7 @@ def mcp_http_server(
 
 async def soak(
     args: argparse.Namespace, base_url: str, work: Path
-) -> tuple[list[Call], list[float], float]:
+) -> tuple[list[Call], list[float], dict[str, float]]:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -548,9 +554,9 @@ async def soak(
                     random.Random(rng.random()),
                 ),
             )
-        mcp_rss = _peak_rss_mb(proc.pid)
+        mcp = {"peak_rss_mb": _peak_rss_mb(proc.pid), "cpu_s": _cpu_seconds(proc.pid)}
     watcher.cancel()
-    return [call for group in results for call in group], lags, mcp_rss
+    return [call for group in results for call in group], lags, mcp
 
 
 async def pick_up(calls: list[Call], base_url: str) -> tuple[int, int]:
@@ -655,6 +661,7 @@ def _report(summary: dict[str, Any], args: argparse.Namespace, wall: float) -> s
         ("'still running' answers picked up later by id", picked, "all"),
         ("peak RSS: client process (async client + LangChain)", f"{s['peak_rss_mb']} MB", ""),
         ("peak RSS: MCP server process", f"{s['mcp_server_peak_rss_mb']} MB", ""),
+        ("CPU: client process / MCP server", f"{s['client_cpu_s']} / {s['mcp_server_cpu_s']}", ""),
         ("event-loop lag p99 / max", f"{s['loop_lag_p99_s']} / {s['loop_lag_max_s']} s", ""),
         ("wall", f"{wall:.1f} s", ""),
     ]  # fmt: skip
@@ -713,7 +720,8 @@ def main() -> None:
         hostile_front(emu.base_url, port, args.seed) as front_url,
         tempfile.TemporaryDirectory(prefix="mai-soak-") as tmp,
     ):
-        calls, lags, mcp_rss = asyncio.run(soak(args, front_url, Path(tmp)))
+        calls, lags, mcp = asyncio.run(soak(args, front_url, Path(tmp)))
+        cpu = {"client_cpu_s": _cpu_seconds(os.getpid()), "mcp_server_cpu_s": mcp["cpu_s"]}
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         front = httpx.get(f"{front_url}/_front/stats", timeout=10).json()
         outcomes = emu.stats().outcomes
@@ -721,7 +729,7 @@ def main() -> None:
         picked, running = asyncio.run(pick_up(calls, front_url))
     wall = time.monotonic() - started
     summary.update(picked_up=picked, running=running, peak_rss_mb=round(rss, 1))
-    summary.update(mcp_server_peak_rss_mb=mcp_rss)
+    summary.update(mcp_server_peak_rss_mb=mcp["peak_rss_mb"], **cpu)
     summary.update(loop_lag_p99_s=round(_pct(lags, 0.99), 3), loop_lag_max_s=round(max(lags), 3))
     summary["run"] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -11,6 +11,7 @@ already saved are read from disk instead of being fetched a second time from the
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import warnings
@@ -22,6 +23,8 @@ import httpx
 from mcp.types import ImageContent
 from PIL import Image
 
+from mai_tools._config import ssl_context
+from mai_tools._constants import DOWNLOAD_TIMEOUT
 from mai_tools._download import afetch_image
 
 logger = logging.getLogger("mcp_server")
@@ -75,7 +78,7 @@ def _read_saved(path: Path) -> bytes:
     return raw
 
 
-async def _one(url: str, saved: Path | None, side: int, http: httpx.AsyncClient) -> bytes:
+async def _one(url: str, saved: Path | None, side: int, http: httpx.AsyncClient | None) -> bytes:
     if saved is not None:
         raw = await anyio.to_thread.run_sync(_read_saved, saved, abandon_on_cancel=True)
     else:
@@ -106,13 +109,24 @@ async def previews(
         return []
     local: list[Path | None] = list(saved) if len(saved) == len(urls) else [None] * len(urls)
 
-    async def fetch(index: int, url: str, http: httpx.AsyncClient) -> None:
+    async def fetch(index: int, url: str, http: httpx.AsyncClient | None) -> None:
         try:
             done[index] = await _one(url, local[index], side, http)
         except Exception as exc:  # a preview never fails a finished job, whatever broke
             logger.info("no preview %d for %s: %s", index + 1, request_id, exc)
 
-    async with httpx.AsyncClient() as http:
+    # One client per call, and only when something must be fetched; with the process's one
+    # TLS context (building a fresh one loads the CA bundle: it was a third of the server's
+    # CPU under load).
+    fetching = any(path is None for path in local)
+    async with contextlib.AsyncExitStack() as stack:
+        http = (
+            await stack.enter_async_context(
+                httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, verify=ssl_context())
+            )
+            if fetching
+            else None
+        )
         with anyio.move_on_after(budget) as scope:
             async with anyio.create_task_group() as group:
                 for index, url in enumerate(urls):

@@ -317,12 +317,17 @@ async def test_previews_are_fetched_together_and_late_ones_dropped() -> None:
 
 
 async def test_previews_of_saved_images_are_read_from_disk_not_fetched_again(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saved = tmp_path / f"{RID}_1.png"
     PILImage.new("RGB", (64, 48), (10, 200, 30)).save(saved)
+
+    def no_client(*args: object, **kwargs: object) -> None:
+        raise AssertionError("no HTTP client is needed when every image is on disk")
+
     # The URL would hang: only the saved file can have made the preview.
     with _serve(_MediaHost().app()) as origin:
+        monkeypatch.setattr("mcp_server._previews.httpx.AsyncClient", no_client)
         made = await previews([f"{origin}/hang"], side=32, budget=5, request_id=RID, saved=[saved])
     assert len(made) == 1
     with PILImage.open(io.BytesIO(base64.b64decode(made[0].data))) as thumb:
