@@ -386,6 +386,28 @@ async def test_learned_durations_survive_a_restart_when_asked(emu: RunningEmulat
     assert len(saved["generate"]) == 7  # the six it started from, and this job
 
 
+async def test_learned_durations_are_saved_now_and_then_and_when_the_server_stops(
+    emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy server finishes many jobs a second: one file write per job was wasted work."""
+    from mai_tools import _duration_cache
+
+    writes: list[int] = []
+    real_store = _duration_cache.store
+
+    def counting_store(durations: Any, key: str) -> None:
+        writes.append(durations.count("generate"))
+        real_store(durations, key)
+
+    monkeypatch.setattr(_duration_cache, "store", counting_store)
+    async with Client(create_server(_settings(emu, remember_durations=True))) as client:
+        for n in range(4):
+            assert not (await client.call_tool("generate_image", {"prompt": f"job {n}"})).is_error
+        assert len(writes) == 1  # the first job's, then none within STORE_EVERY
+    assert len(writes) == 2  # and the last one when the server stopped, with all four jobs
+    assert writes[-1] == writes[0] + 3
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
