@@ -147,7 +147,12 @@ class BatchRun:
         self._waiter = Waiter(
             state, client, job_timeout=wait_limit, reads_per_second=reads_per_second
         )
-        self._downloads = Downloads(state, per_host=per_host, http_client=download_client)
+        self._downloads = Downloads(
+            state,
+            per_host=per_host,
+            http_client=download_client,
+            max_bytes=client.max_download_bytes,
+        )
         self._rows: dict[str, Row] = {}
         self._items: dict[str, BatchItem] = {}
         self._order: list[str | LineOutcome] = []  # ids, or outcomes of unjournaled duplicates

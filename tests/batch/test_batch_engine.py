@@ -19,6 +19,7 @@ from mai_tools.batch import (
 )
 from mai_tools.emulator import RunningEmulator
 from tests.batch.conftest import FAST_RETRY, client, jobs_per_prompt, run_all
+from tests.network.servers import HostileHost, hostile_host
 from tests.support.fakes import KEY
 
 
@@ -242,6 +243,69 @@ async def test_download_faults_are_retried(emu: RunningEmulator, tmp_path: Path)
     assert summary.clean
     assert summary.images_saved == 9
     assert sorted(set(transport.seen.values())) == [2]  # each image: one failure, one success
+
+
+async def test_a_rate_limiting_cdn_is_survived(emu: RunningEmulator, tmp_path: Path) -> None:
+    # The emulator's CDN answers 429 (Cloudflare's "error code: 1015", with Retry-After) to the
+    # first 6 downloads and to a third of the rest, as r2.dev does under a burst.
+    emu.control.set_faults(cdn_rate_limit_first=6, cdn_rate_limit_rate=0.3, retry_after=0.05)
+    _, summary = await run_all(emu, prompts(12), tmp_path)
+    assert summary.clean
+    assert summary.images_saved == 12
+    stats = emu.control.stats()
+    assert stats.downloads >= 12 + 6
+    assert len(stats.rate_limited) == stats.downloads - 12  # every 429 was followed by a retry
+    assert stats.submissions == 12  # a download retry never resubmits
+
+
+class _ToHost(httpx.AsyncBaseTransport):
+    """Sends every download to ``host`` instead of the emulator's media URL (real sockets)."""
+
+    def __init__(self, host: HostileHost) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.origin = httpx.URL(host.origin)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(host=self.origin.host, port=self.origin.port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"mode": "429", "failures": 2, "retry_after": "0"},
+        {"mode": "500", "failures": 2},
+        {"mode": "drop", "failures": 2},
+    ],
+    ids=["429-then-ok", "5xx-then-ok", "dropped-connections"],
+)
+async def test_a_hostile_media_host_is_survived(
+    emu: RunningEmulator, tmp_path: Path, settings: dict[str, object]
+) -> None:
+    with hostile_host(**settings) as host:
+        async with httpx.AsyncClient(transport=_ToHost(host)) as downloads:
+            _, summary = await run_all(emu, prompts(5), tmp_path, download_client=downloads)
+    assert summary.clean
+    assert summary.images_saved == 5
+    assert sorted(set(host.hits.values())) == [3]  # each image: two failures, then saved
+    assert emu.control.stats().submissions == 5
+
+
+@pytest.mark.parametrize("per_host", [2, 6])
+async def test_downloads_per_host_caps_the_downloads_at_once(
+    emu: RunningEmulator, tmp_path: Path, per_host: int
+) -> None:
+    with hostile_host(hold=0.1) as host:
+        async with httpx.AsyncClient(transport=_ToHost(host)) as downloads:
+            _, summary = await run_all(
+                emu, prompts(16), tmp_path, download_client=downloads, downloads_per_host=per_host
+            )
+    assert summary.clean
+    assert sum(host.hits.values()) == 16
+    assert 1 <= host.most_at_once <= per_host
 
 
 async def test_completed_but_unsaved_lines_are_downloaded_again_without_a_new_job(

@@ -23,6 +23,7 @@ from mai_tools import (
     RetryPolicy,
 )
 from mai_tools._download import Saver, afetch_image, asave_images, save_images
+from mai_tools._fetch import limit_per_host
 from mai_tools.emulator import RunningEmulator
 from tests.network.servers import HostileHost
 from tests.support.fakes import KEY, PNG_1PX
@@ -183,6 +184,18 @@ async def test_async_saves_download_a_few_images_per_host_at_once(
     assert len(first) == 6
     assert len(second) == 3
     assert media.most_at_once == 4  # one client, one host: four at a time across both saves
+
+
+@pytest.mark.parametrize("per_host", [2, 6])
+async def test_a_client_can_be_given_another_per_host_limit(
+    media: HostileHost, tmp_path: Path, per_host: int
+) -> None:
+    media.hold = 0.2
+    urls = [media.url(f"{n}.png") for n in range(9)]
+    async with httpx.AsyncClient() as http:
+        limit_per_host(http, per_host)  # what a batch run does with its downloads_per_host
+        assert len(await asave_images("c", urls, tmp_path, http_client=http)) == 9
+    assert media.most_at_once == per_host
 
 
 def test_sync_saves_download_one_image_at_a_time(media: HostileHost, tmp_path: Path) -> None:
