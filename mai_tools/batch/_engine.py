@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import time
 from collections import deque
@@ -27,9 +26,18 @@ from typing import Any, Final, Self
 import httpx
 
 from .._async_client import AsyncMAIImageClient
+from .._config import require_positive, require_whole
 from .._exceptions import InvalidArgumentError
 from .._policies import RetryPolicy
-from ._input import BatchItem, InputLine, fingerprint, mark_duplicates, normalize, select_shard
+from ._input import (
+    BatchItem,
+    InputLine,
+    check_shard,
+    fingerprint,
+    mark_duplicates,
+    normalize,
+    select_shard,
+)
 from ._journal import Journal, Row
 from ._outcomes import (
     MANIFEST_NAME,
@@ -55,20 +63,12 @@ STOP_GRACE: Final = 10.0
 _ENGINE_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=8.0)
 
 
-def _positive_int(value: object, name: str, *, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be a whole number, at least {minimum}.")
-    return value
+def _whole(value: object, name: str, *, minimum: int = 1) -> int:
+    return require_whole(value, name, minimum=minimum, error=InvalidArgumentError)
 
 
-def _positive_float(value: object, name: str) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not (value > 0 and math.isfinite(value))
-    ):
-        raise InvalidArgumentError(f"{name} must be a positive number.")
-    return float(value)
+def _positive(value: object, name: str) -> float:
+    return require_positive(value, name, error=InvalidArgumentError)
 
 
 class BatchRun:
@@ -97,7 +97,7 @@ class BatchRun:
         concurrency: int = DEFAULT_CONCURRENCY,
         rps: float | None = None,
         max_images: int | None = None,
-        shard: tuple[int, int] | None = None,
+        shard: tuple[int, int] | str | None = None,
         resubmit_unknown: bool = False,
         force: bool = False,
         base_dir: str | os.PathLike[str] | None = None,
@@ -110,33 +110,28 @@ class BatchRun:
         sync_intents: bool = False,
     ) -> None:
         self._client = client
-        self._concurrency = _positive_int(concurrency, "concurrency")
-        rate = None if rps is None else _positive_float(rps, "rps")
+        self._concurrency = _whole(concurrency, "concurrency")
+        rate = None if rps is None else _positive(rps, "rps")
         self._max_images = (
-            None if max_images is None else _positive_int(max_images, "max_images", minimum=0)
+            None if max_images is None else _whole(max_images, "max_images", minimum=0)
         )
-        if shard is not None:
-            k, n = shard
-            if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
-                raise InvalidArgumentError("shard must be (K, N) with 1 <= K <= N.")
+        parts = check_shard(shard)
         self._resubmit_unknown = resubmit_unknown
         self._force = force
         self._dir = Path(out_dir).expanduser().absolute()
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         wait_limit = (
-            client.wait_timeout
-            if job_timeout is None
-            else _positive_float(job_timeout, "job_timeout")
+            client.wait_timeout if job_timeout is None else _positive(job_timeout, "job_timeout")
         )
         reads = status_reads_per_second
         if reads is None:
             reads = 0.8 * rate if rate is not None else DEFAULT_STATUS_READS_PER_SECOND
-        reads_per_second = _positive_float(reads, "status_reads_per_second")
-        per_host = _positive_int(downloads_per_host, "downloads_per_host")
+        reads_per_second = _positive(reads, "status_reads_per_second")
+        per_host = _whole(downloads_per_host, "downloads_per_host")
 
         every = mark_duplicates(normalize(items))
-        self._fingerprint = fingerprint(every, shard)
-        self._lines = select_shard(every, shard)
+        self._fingerprint = fingerprint(every, parts)
+        self._lines = select_shard(every, parts)
 
         self._state = state = RunState(
             self._dir, pacer=Pacer(rate), retry=retry_policy or _ENGINE_RETRY, on_event=on_event
