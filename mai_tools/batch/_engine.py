@@ -45,7 +45,7 @@ from ._outcomes import (
     BatchEvent,
     BatchSummary,
     LineOutcome,
-    write_manifest,
+    ManifestWriter,
 )
 from ._pacing import Pacer
 from ._plan import plan
@@ -59,6 +59,8 @@ DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
 """Without ``rps``, status reads are spread to average at most this many per second."""
 DEFAULT_DOWNLOADS_PER_HOST: Final = 8
 STOP_GRACE: Final = 10.0
+MANIFEST_INTERVAL: Final = 2.0
+"""The manifest is rewritten at most this often while a run goes (and once at its end)."""
 """After a stop, requests already in flight get this long to finish and be recorded."""
 _ENGINE_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=8.0)
 
@@ -154,6 +156,7 @@ class BatchRun:
         self._waits: deque[Row] = deque()
         self._unsaved: list[Row] = []
         self._initial: list[LineOutcome] = []
+        self._manifest = ManifestWriter(self._dir / MANIFEST_NAME)
         self._manifest_error: str | None = None
         self._started = time.monotonic()
         self._finished: float | None = None
@@ -387,7 +390,8 @@ class BatchRun:
 
     def _write_manifest_now(self) -> None:
         try:
-            write_manifest(self.manifest_path, self._manifest_lines())
+            ticket = self._manifest.ticket()
+            self._manifest.write(self._manifest_lines(), ticket)
             self._manifest_error = None
         except OSError as exc:
             self._manifest_error = f"cannot write {str(self.manifest_path)!r}: {exc}"
@@ -395,16 +399,17 @@ class BatchRun:
 
     async def _manifest_loop(self) -> None:
         # Rewriting 10,000 lines costs ~30 ms: every few seconds, not on every change.
-        interval = max(2.0, len(self._order) / 2000)
+        interval = max(MANIFEST_INTERVAL, len(self._order) / 2000)
         state = self._state
         while True:
             await asyncio.sleep(interval)
             if not state.dirty:
                 continue
             state.dirty = False
+            ticket = self._manifest.ticket()
             lines = self._manifest_lines()
             try:
-                await asyncio.to_thread(write_manifest, self.manifest_path, lines)
+                await asyncio.to_thread(self._manifest.write, lines, ticket)
             except OSError as exc:
                 state.emit("warning", f"cannot write the manifest: {exc}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,8 @@ from mai_tools.batch import (
     BatchItem,
     BatchRun,
     LineStatus,
+    _engine,
+    _outcomes,
     run_batch,
 )
 from mai_tools.emulator import RunningEmulator
@@ -469,6 +473,40 @@ async def test_a_shard_as_k_slash_n_text_is_the_same_shard(
     _, summary = await run_all(emu, prompts(7), tmp_path, shard=(2, 3))  # same journal
     assert summary.clean
     assert emu.control.stats().submissions == 2
+
+
+async def test_the_manifest_is_written_one_snapshot_at_a_time_the_newest_last(
+    emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The periodic rewrite runs in a worker thread that outlives its cancelled task, so a run
+    # that ends during one used to write the final manifest at the same time (the same
+    # temporary file: a failed rename, exit 7, or two snapshots mixed in one file).
+    monkeypatch.setattr(_engine, "MANIFEST_INTERVAL", 0.01)
+    real = _outcomes.write_manifest
+    lock = threading.Lock()
+    writing = [0, 0]  # now, at most
+
+    def slow_write(path: Path, lines: list[dict[str, object]]) -> None:
+        with lock:
+            writing[0] += 1
+            writing[1] = max(writing)
+        try:
+            time.sleep(0.05)  # a periodic write is in flight most of the time
+            real(path, lines)
+        finally:
+            with lock:
+                writing[0] -= 1
+
+    monkeypatch.setattr(_outcomes, "write_manifest", slow_write)
+    for n in range(3):
+        out = tmp_path / str(n)
+        _, summary = await run_all(emu, prompts(6, f"run {n}"), out)
+        assert summary.manifest_error is None
+        assert summary.clean
+        lines = manifest(out)
+        assert [d["status"] for d in lines] == ["COMPLETED"] * 6  # the final snapshot
+        assert all(d["paths"] for d in lines)
+    assert writing[1] == 1
 
 
 async def test_a_directory_in_use_by_another_run_is_refused(
