@@ -35,8 +35,9 @@ class Downloads:
     """Downloads the images of completed lines into ``out_dir/images``.
 
     At most ``per_host`` lines download from one host at once, and at most ``per_host``
-    images (the download client's per-host limit). A line waits for its turn *before* its
-    save starts, so the save's deadline covers its own downloads, not the queue ahead of it.
+    images (the download client's per-host limit, which a caller's ``download_client`` keeps
+    after the run). A line waits for its turn *before* its save starts, so the save's deadline
+    covers its own downloads, not the queue ahead of it.
     """
 
     def __init__(
