@@ -22,9 +22,10 @@ from mai_tools.batch import (
     _outcomes,
     run_batch,
 )
-from mai_tools.emulator import RunningEmulator
+from mai_tools.emulator import Faults, RunningEmulator
 from tests.batch.conftest import FAST_RETRY, client, jobs_per_prompt, run_all
 from tests.network.servers import HostileHost, hostile_host
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
 
@@ -159,11 +160,19 @@ async def test_a_stopped_run_resumes_without_sending_any_line_twice(
 
 
 async def test_a_post_whose_answer_was_lost_is_unknown_and_resent_only_when_asked(
-    emu: RunningEmulator, tmp_path: Path
+    emulators: EmulatorPool, tmp_path: Path
 ) -> None:
     # Every answer is 1.5 s late and the client gives up after 0.3 s: the POSTs were sent,
-    # their answers never came (whether a job exists, the client cannot know).
-    emu.control.set_faults(slow_rate=1.0, slow_seconds=1.5)
+    # their answers never came (whether a job exists, the client cannot know). An emulator of
+    # its own: the abandoned POSTs are still being answered after this test ends, and a shared
+    # one would count them in the next test (its reset cannot stop requests in progress).
+    emu = emulators(
+        api_keys=(KEY,),
+        min_duration=0.1,
+        max_duration=0.3,
+        long_side=32,
+        faults=Faults(slow_rate=1.0, slow_seconds=1.5),
+    )
     outcomes, summary = await run_all(
         emu, prompts(3), tmp_path, client_options={"request_timeout": 0.3}
     )
