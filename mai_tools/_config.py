@@ -69,11 +69,32 @@ def is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def require_whole(value: object, name: str, *, minimum: int) -> int:
-    """``value`` if it is an int (not a bool) of at least ``minimum``, else ConfigurationError."""
+def require_whole(
+    value: object,
+    name: str,
+    *,
+    minimum: int,
+    error: type[ValueError] = ConfigurationError,
+) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else ``error``
+    (ConfigurationError for client options; InvalidArgumentError for a call's arguments)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(f"{name} must be a whole number, at least {minimum}.")
+        raise error(f"{name} must be a whole number, at least {minimum}.")
     return value
+
+
+def require_positive(
+    value: object,
+    name: str,
+    *,
+    unit: str | None = None,
+    error: type[ValueError] = ConfigurationError,
+) -> float:
+    """``value`` as a float if it is a positive, finite number (not a bool), else ``error``."""
+    if not (is_number(value) and value > 0 and math.isfinite(value)):
+        of = f" of {unit}" if unit else ""
+        raise error(f"{name} must be a positive number{of}.")
+    return float(value)
 
 
 def http_timeout(timeout: object) -> httpx.Timeout:
@@ -239,8 +260,7 @@ class ClientOptions:
         origin = resolve_base_url(base_url)
         per_request = http_timeout(request_timeout)
         retries = require_whole(max_retries, "max_retries", minimum=0)
-        if not (is_number(wait_timeout) and wait_timeout > 0 and math.isfinite(wait_timeout)):
-            raise ConfigurationError("wait_timeout must be a positive number of seconds.")
+        wait_limit = require_positive(wait_timeout, "wait_timeout", unit="seconds")
         if not is_number(max_input_image_bytes) or max_input_image_bytes < 1:
             raise ConfigurationError("max_input_image_bytes must be a positive number of bytes.")
         return cls(
@@ -248,7 +268,7 @@ class ClientOptions:
             base_url=origin,
             request_timeout=per_request,
             max_retries=retries,
-            wait_timeout=float(wait_timeout),
+            wait_timeout=wait_limit,
             max_input_image_bytes=int(max_input_image_bytes),
             max_download_bytes=require_whole(max_download_bytes, "max_download_bytes", minimum=1),
             max_concurrent_requests=concurrency,

@@ -243,6 +243,15 @@ async def afetch(
 _HOST_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
+_HOST_LIMITS: weakref.WeakKeyDictionary[httpx.AsyncClient, int] = weakref.WeakKeyDictionary()
+
+
+def limit_per_host(client: httpx.AsyncClient, downloads: int) -> None:
+    """Let ``client`` run at most ``downloads`` image downloads at once per host (instead of
+    ``DOWNLOADS_PER_HOST``). Set it before the client downloads: slots already taken are not
+    counted against the new limit."""
+    _HOST_LIMITS[client] = downloads
+    _HOST_SLOTS.pop(client, None)
 
 
 def host_slot(client: httpx.AsyncClient, url: str) -> asyncio.Semaphore:
@@ -250,7 +259,7 @@ def host_slot(client: httpx.AsyncClient, url: str) -> asyncio.Semaphore:
     host = httpx.URL(url).netloc.decode("ascii").lower()
     slot = hosts.get(host)
     if slot is None:
-        slot = hosts[host] = asyncio.Semaphore(DOWNLOADS_PER_HOST)
+        slot = hosts[host] = asyncio.Semaphore(_HOST_LIMITS.get(client, DOWNLOADS_PER_HOST))
     return slot
 
 

@@ -571,17 +571,8 @@ class FlowCore:
             )
 
     def _learn(self, operation: str | None, status: JobStatus, observed: float | None) -> None:
-        if operation is None:
-            return
-        duration: float | None = None
-        if status.created_at is not None and status.completed_at is not None:
-            server = (status.completed_at - status.created_at).total_seconds()
-            if server >= 0 and (observed is None or server <= observed + 1.0):
-                duration = server
-        if duration is None:
-            duration = observed
-        if duration is not None:
-            self.durations.record(operation, duration)
+        if operation is not None:
+            self.durations.learn(operation, server=status.server_seconds, observed=observed)
 
 
 def job_ref(job_or_request_id: Job | JobStatus | str) -> tuple[str, str | None]:

@@ -297,6 +297,13 @@ class JobStatus(_ResponseModel):
     def image_urls(self) -> list[str]:
         return list(self.output.media_url) if self.output else []
 
+    @property
+    def server_seconds(self) -> float | None:
+        """How long the gateway says the job took (``completed_at - created_at``), if known."""
+        if self.created_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.created_at).total_seconds()
+
 
 def short_url(url: str) -> str:
     """``url``, or for a ``data:`` URI its header and length: never a flood of base64."""

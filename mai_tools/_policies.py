@@ -385,6 +385,17 @@ class DurationStats:
             bucket = self._samples.setdefault(operation, deque(maxlen=self.history))
             bucket.append(seconds)
 
+    def learn(self, operation: str, *, server: float | None, observed: float | None) -> None:
+        """Record one finished job's duration: the gateway's own (``completed_at`` minus
+        ``created_at``) when it is sane, else the ``observed`` time from submission to the read
+        that found it finished. A gateway figure longer than what was observed (plus 1 s of
+        clock skew) is wrong, and so is a negative one."""
+        duration = observed
+        if server is not None and server >= 0 and (observed is None or server <= observed + 1.0):
+            duration = server
+        if duration is not None:
+            self.record(operation, duration)
+
     def to_dict(self) -> dict[str, list[float]]:
         """The recent durations, oldest first, per operation (JSON-ready)."""
         with self._lock:

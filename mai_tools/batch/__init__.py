@@ -8,7 +8,6 @@ command line. See the README's "Bulk runs" section.
 
 from __future__ import annotations
 
-from ._download import is_transient, save_with_retries
 from ._engine import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DOWNLOADS_PER_HOST,
@@ -38,10 +37,8 @@ __all__ = [
     "JournalError",
     "LineOutcome",
     "LineStatus",
-    "is_transient",
     "parse_lines",
     "parse_shard",
     "read_input",
     "run_batch",
-    "save_with_retries",
 ]

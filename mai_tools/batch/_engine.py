@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import time
 from collections import deque
@@ -27,9 +26,18 @@ from typing import Any, Final, Self
 import httpx
 
 from .._async_client import AsyncMAIImageClient
+from .._config import require_positive, require_whole
 from .._exceptions import InvalidArgumentError
 from .._policies import RetryPolicy
-from ._input import BatchItem, InputLine, fingerprint, mark_duplicates, normalize, select_shard
+from ._input import (
+    BatchItem,
+    InputLine,
+    check_shard,
+    fingerprint,
+    mark_duplicates,
+    normalize,
+    select_shard,
+)
 from ._journal import Journal, Row
 from ._outcomes import (
     MANIFEST_NAME,
@@ -37,7 +45,7 @@ from ._outcomes import (
     BatchEvent,
     BatchSummary,
     LineOutcome,
-    write_manifest,
+    ManifestWriter,
 )
 from ._pacing import Pacer
 from ._plan import plan
@@ -51,24 +59,18 @@ DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
 """Without ``rps``, status reads are spread to average at most this many per second."""
 DEFAULT_DOWNLOADS_PER_HOST: Final = 8
 STOP_GRACE: Final = 10.0
+MANIFEST_INTERVAL: Final = 2.0
+"""The manifest is rewritten at most this often while a run goes (and once at its end)."""
 """After a stop, requests already in flight get this long to finish and be recorded."""
 _ENGINE_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=8.0)
 
 
-def _positive_int(value: object, name: str, *, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be a whole number, at least {minimum}.")
-    return value
+def _whole(value: object, name: str, *, minimum: int = 1) -> int:
+    return require_whole(value, name, minimum=minimum, error=InvalidArgumentError)
 
 
-def _positive_float(value: object, name: str) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not (value > 0 and math.isfinite(value))
-    ):
-        raise InvalidArgumentError(f"{name} must be a positive number.")
-    return float(value)
+def _positive(value: object, name: str) -> float:
+    return require_positive(value, name, error=InvalidArgumentError)
 
 
 class BatchRun:
@@ -97,7 +99,7 @@ class BatchRun:
         concurrency: int = DEFAULT_CONCURRENCY,
         rps: float | None = None,
         max_images: int | None = None,
-        shard: tuple[int, int] | None = None,
+        shard: tuple[int, int] | str | None = None,
         resubmit_unknown: bool = False,
         force: bool = False,
         base_dir: str | os.PathLike[str] | None = None,
@@ -110,33 +112,28 @@ class BatchRun:
         sync_intents: bool = False,
     ) -> None:
         self._client = client
-        self._concurrency = _positive_int(concurrency, "concurrency")
-        rate = None if rps is None else _positive_float(rps, "rps")
+        self._concurrency = _whole(concurrency, "concurrency")
+        rate = None if rps is None else _positive(rps, "rps")
         self._max_images = (
-            None if max_images is None else _positive_int(max_images, "max_images", minimum=0)
+            None if max_images is None else _whole(max_images, "max_images", minimum=0)
         )
-        if shard is not None:
-            k, n = shard
-            if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
-                raise InvalidArgumentError("shard must be (K, N) with 1 <= K <= N.")
+        parts = check_shard(shard)
         self._resubmit_unknown = resubmit_unknown
         self._force = force
         self._dir = Path(out_dir).expanduser().absolute()
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         wait_limit = (
-            client.wait_timeout
-            if job_timeout is None
-            else _positive_float(job_timeout, "job_timeout")
+            client.wait_timeout if job_timeout is None else _positive(job_timeout, "job_timeout")
         )
         reads = status_reads_per_second
         if reads is None:
             reads = 0.8 * rate if rate is not None else DEFAULT_STATUS_READS_PER_SECOND
-        reads_per_second = _positive_float(reads, "status_reads_per_second")
-        per_host = _positive_int(downloads_per_host, "downloads_per_host")
+        reads_per_second = _positive(reads, "status_reads_per_second")
+        per_host = _whole(downloads_per_host, "downloads_per_host")
 
         every = mark_duplicates(normalize(items))
-        self._fingerprint = fingerprint(every, shard)
-        self._lines = select_shard(every, shard)
+        self._fingerprint = fingerprint(every, parts)
+        self._lines = select_shard(every, parts)
 
         self._state = state = RunState(
             self._dir, pacer=Pacer(rate), retry=retry_policy or _ENGINE_RETRY, on_event=on_event
@@ -147,13 +144,19 @@ class BatchRun:
         self._waiter = Waiter(
             state, client, job_timeout=wait_limit, reads_per_second=reads_per_second
         )
-        self._downloads = Downloads(state, per_host=per_host, http_client=download_client)
+        self._downloads = Downloads(
+            state,
+            per_host=per_host,
+            http_client=download_client,
+            max_bytes=client.max_download_bytes,
+        )
         self._rows: dict[str, Row] = {}
         self._items: dict[str, BatchItem] = {}
         self._order: list[str | LineOutcome] = []  # ids, or outcomes of unjournaled duplicates
         self._waits: deque[Row] = deque()
         self._unsaved: list[Row] = []
         self._initial: list[LineOutcome] = []
+        self._manifest = ManifestWriter(self._dir / MANIFEST_NAME)
         self._manifest_error: str | None = None
         self._started = time.monotonic()
         self._finished: float | None = None
@@ -387,7 +390,8 @@ class BatchRun:
 
     def _write_manifest_now(self) -> None:
         try:
-            write_manifest(self.manifest_path, self._manifest_lines())
+            ticket = self._manifest.ticket()
+            self._manifest.write(self._manifest_lines(), ticket)
             self._manifest_error = None
         except OSError as exc:
             self._manifest_error = f"cannot write {str(self.manifest_path)!r}: {exc}"
@@ -395,16 +399,17 @@ class BatchRun:
 
     async def _manifest_loop(self) -> None:
         # Rewriting 10,000 lines costs ~30 ms: every few seconds, not on every change.
-        interval = max(2.0, len(self._order) / 2000)
+        interval = max(MANIFEST_INTERVAL, len(self._order) / 2000)
         state = self._state
         while True:
             await asyncio.sleep(interval)
             if not state.dirty:
                 continue
             state.dirty = False
+            ticket = self._manifest.ticket()
             lines = self._manifest_lines()
             try:
-                await asyncio.to_thread(write_manifest, self.manifest_path, lines)
+                await asyncio.to_thread(self._manifest.write, lines, ticket)
             except OSError as exc:
                 state.emit("warning", f"cannot write the manifest: {exc}")
 

@@ -259,6 +259,26 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def check_shard(shard: object) -> tuple[int, int] | None:
+    """``shard`` as ``(K, N)``: None, a pair of whole numbers, or the ``"K/N"`` text.
+
+    Raises:
+        InvalidArgumentError: anything else, or not 1 <= K <= N.
+    """
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        return parse_shard(shard)
+    if isinstance(shard, tuple | list) and len(shard) == 2:
+        k, n = shard
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (k, n)) and 1 <= k <= n:
+            return int(k), int(n)
+    raise InvalidArgumentError(
+        f"shard must be (K, N) with 1 <= K <= N, e.g. (1, 4) or '1/4' (got {shard!r:.40}); run "
+        "N processes with K = 1..N, each with its own out_dir."
+    )
+
+
 def select_shard(lines: list[InputLine], shard: tuple[int, int] | None) -> list[InputLine]:
     """Every N-th line starting with the K-th (counting non-blank lines from 1)."""
     if shard is None:

@@ -11,6 +11,7 @@ import contextlib
 import enum
 import json
 import os
+import threading
 from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,42 @@ def write_manifest(path: Path, lines: list[dict[str, Any]]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+class ManifestWriter:
+    """Writes one run's manifest from any thread: one write at a time, never an older snapshot
+    over a newer one.
+
+    The periodic rewrite runs in a worker thread, which cancelling its task does not stop; the
+    final rewrite must neither run at the same time (both would write the same temporary file:
+    one rename then fails, and the manifest may mix the two) nor be overwritten by the older
+    snapshot afterwards. Take a :meth:`ticket` when the lines are collected, then
+    :meth:`write` them with it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._tickets = 0
+        self._written = 0
+
+    def ticket(self) -> int:
+        with self._lock:
+            self._tickets += 1
+            return self._tickets
+
+    def write(self, lines: list[dict[str, Any]], ticket: int) -> bool:
+        """Write ``lines`` (collected under ``ticket``); False if a newer snapshot is on disk.
+
+        Raises:
+            OSError: writing failed (the old manifest, if any, is left whole).
+        """
+        with self._lock:
+            if ticket <= self._written:
+                return False
+            write_manifest(self.path, lines)
+            self._written = ticket
+            return True
 
 
 def line_outcome(

@@ -1,8 +1,10 @@
 """Saving one line's images: a few downloads at a time per host, over one pooled HTTP client.
 
-The retries themselves are :func:`._download.save_with_retries`; this step owns the run's
-download client (with the hook that hears ``Retry-After``), the per-host limits, and what a
-failure means for the run (a full disk stops submitting: more images would not fit either).
+The download itself is the core's (:func:`mai_tools._download.asave_images`): streamed,
+size-capped, atomic, and retried on 429 (``Retry-After`` honoured), 5xx and dropped
+connections within the save's deadline. This step owns the run's download client, the
+per-host limit, and what a failure means for the run (a full disk stops submitting: more
+images would not fit either).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import httpx
 
 from .._config import ssl_context
 from .._constants import DOWNLOAD_TIMEOUT
+from .._download import asave_images
 from .._exceptions import DownloadError
-from .._models import ImageResult
-from ._download import RetryAfterHints, save_with_retries
+from .._fetch import limit_per_host
 from ._journal import Row
 from ._state import RunState, Stopped
 
@@ -30,7 +32,13 @@ _DISK_FULL: Final = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQ
 
 
 class Downloads:
-    """Downloads the images of completed lines into ``out_dir/images``."""
+    """Downloads the images of completed lines into ``out_dir/images``.
+
+    At most ``per_host`` lines download from one host at once, and at most ``per_host``
+    images (the download client's per-host limit, which a caller's ``download_client`` keeps
+    after the run). A line waits for its turn *before* its save starts, so the save's deadline
+    covers its own downloads, not the queue ahead of it.
+    """
 
     def __init__(
         self,
@@ -38,13 +46,14 @@ class Downloads:
         *,
         per_host: int,
         http_client: httpx.AsyncClient | None,
+        max_bytes: int,
     ) -> None:
         self._state = state
         self._images_dir = state.out_dir / IMAGES_DIR
         self._per_host = per_host
+        self._max_bytes = max_bytes
         self._user_client = http_client
         self._http: httpx.AsyncClient | None = None
-        self._hints = RetryAfterHints()
         self._host_limits: dict[str, asyncio.Semaphore] = {}
 
     @contextlib.asynccontextmanager
@@ -56,13 +65,11 @@ class Downloads:
             verify=ssl_context(),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
-        http.event_hooks.setdefault("response", []).append(self._hints)
+        limit_per_host(http, self._per_host)
         self._http = http
         try:
             yield
         finally:
-            with contextlib.suppress(ValueError):
-                http.event_hooks["response"].remove(self._hints)
             if owned:
                 await http.aclose()
 
@@ -75,21 +82,16 @@ class Downloads:
         host = urlsplit(row.image_urls[0]).netloc if row.image_urls else ""
         limit = self._host_limits.setdefault(host, asyncio.Semaphore(self._per_host))
         assert row.request_id is not None
-        result = ImageResult(request_id=row.request_id, image_urls=list(row.image_urls))
-
-        def retrying(exc: DownloadError, delay: float) -> None:
-            state.emit("retrying", f"{row.id}: download failed ({exc}); retrying in {delay:.1f}s")
-
         try:
             try:
                 async with limit:
-                    paths = await save_with_retries(
-                        result,
+                    paths = await asave_images(
+                        row.request_id,
+                        list(row.image_urls),
                         self._images_dir,
                         http_client=self._http,
-                        hints=self._hints,
-                        policy=state.retry,
-                        on_retry=retrying,
+                        max_bytes=self._max_bytes,
+                        retry_policy=state.retry,
                     )
             except DownloadError as exc:
                 text = str(exc)

@@ -150,13 +150,7 @@ class Waiter:
             self._polling -= 1
 
     def _learn(self, operation: str, status: JobStatus, started: float | None) -> None:
-        """Feed the client's learned durations, so later jobs poll by them."""
-        if started is None:
-            return
-        observed = time.monotonic() - started
-        duration = observed
-        if status.created_at is not None and status.completed_at is not None:
-            server = (status.completed_at - status.created_at).total_seconds()
-            if 0 <= server <= observed + 1.0:
-                duration = server
-        self._client.durations.record(operation, duration)
+        """Feed the client's learned durations (as the client's own wait does), so later jobs
+        poll by them; a job resumed from an earlier run counts by the gateway's figure only."""
+        observed = time.monotonic() - started if started is not None else None
+        self._client.durations.learn(operation, server=status.server_seconds, observed=observed)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from mai_tools import InvalidArgumentError
 from mai_tools.batch import (
     BatchDirectoryError,
     BatchEvent,
     BatchItem,
     BatchRun,
     LineStatus,
+    _engine,
+    _outcomes,
     run_batch,
 )
-from mai_tools.emulator import RunningEmulator
+from mai_tools.emulator import Faults, RunningEmulator
 from tests.batch.conftest import FAST_RETRY, client, jobs_per_prompt, run_all
+from tests.network.servers import HostileHost, hostile_host
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
 
@@ -153,11 +160,19 @@ async def test_a_stopped_run_resumes_without_sending_any_line_twice(
 
 
 async def test_a_post_whose_answer_was_lost_is_unknown_and_resent_only_when_asked(
-    emu: RunningEmulator, tmp_path: Path
+    emulators: EmulatorPool, tmp_path: Path
 ) -> None:
     # Every answer is 1.5 s late and the client gives up after 0.3 s: the POSTs were sent,
-    # their answers never came (whether a job exists, the client cannot know).
-    emu.control.set_faults(slow_rate=1.0, slow_seconds=1.5)
+    # their answers never came (whether a job exists, the client cannot know). An emulator of
+    # its own: the abandoned POSTs are still being answered after this test ends, and a shared
+    # one would count them in the next test (its reset cannot stop requests in progress).
+    emu = emulators(
+        api_keys=(KEY,),
+        min_duration=0.1,
+        max_duration=0.3,
+        long_side=32,
+        faults=Faults(slow_rate=1.0, slow_seconds=1.5),
+    )
     outcomes, summary = await run_all(
         emu, prompts(3), tmp_path, client_options={"request_timeout": 0.3}
     )
@@ -242,6 +257,70 @@ async def test_download_faults_are_retried(emu: RunningEmulator, tmp_path: Path)
     assert summary.clean
     assert summary.images_saved == 9
     assert sorted(set(transport.seen.values())) == [2]  # each image: one failure, one success
+
+
+async def test_a_rate_limiting_cdn_is_survived(emu: RunningEmulator, tmp_path: Path) -> None:
+    # The emulator's CDN answers 429 (Cloudflare's "error code: 1015", with Retry-After) to the
+    # first downloads of a burst, as r2.dev does: 4, fewer than the 5 tries of one download,
+    # so the run is clean even if they all fall on one image.
+    emu.control.set_faults(cdn_rate_limit_first=4, retry_after=0.05)
+    _, summary = await run_all(emu, prompts(12), tmp_path)
+    assert summary.clean
+    assert summary.images_saved == 12
+    stats = emu.control.stats()
+    assert len(stats.rate_limited) == 4
+    assert stats.downloads == 12 + 4  # every 429 was followed by one more try
+    assert stats.submissions == 12  # a download retry never resubmits
+
+
+class _ToHost(httpx.AsyncBaseTransport):
+    """Sends every download to ``host`` instead of the emulator's media URL (real sockets)."""
+
+    def __init__(self, host: HostileHost) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.origin = httpx.URL(host.origin)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(host=self.origin.host, port=self.origin.port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"mode": "429", "failures": 2, "retry_after": "0"},
+        {"mode": "500", "failures": 2},
+        {"mode": "drop", "failures": 2},
+    ],
+    ids=["429-then-ok", "5xx-then-ok", "dropped-connections"],
+)
+async def test_a_hostile_media_host_is_survived(
+    emu: RunningEmulator, tmp_path: Path, settings: dict[str, object]
+) -> None:
+    with hostile_host(**settings) as host:
+        async with httpx.AsyncClient(transport=_ToHost(host)) as downloads:
+            _, summary = await run_all(emu, prompts(5), tmp_path, download_client=downloads)
+    assert summary.clean
+    assert summary.images_saved == 5
+    assert sorted(set(host.hits.values())) == [3]  # each image: two failures, then saved
+    assert emu.control.stats().submissions == 5
+
+
+@pytest.mark.parametrize("per_host", [2, 6])
+async def test_downloads_per_host_caps_the_downloads_at_once(
+    emu: RunningEmulator, tmp_path: Path, per_host: int
+) -> None:
+    with hostile_host(hold=0.1) as host:
+        async with httpx.AsyncClient(transport=_ToHost(host)) as downloads:
+            _, summary = await run_all(
+                emu, prompts(16), tmp_path, download_client=downloads, downloads_per_host=per_host
+            )
+    assert summary.clean
+    assert sum(host.hits.values()) == 16
+    assert 1 <= host.most_at_once <= per_host
 
 
 async def test_completed_but_unsaved_lines_are_downloaded_again_without_a_new_job(
@@ -363,6 +442,80 @@ async def test_another_inputs_directory_is_refused_unless_forced(
     _, summary = await run_all(emu, prompts(3), tmp_path, force=True)
     assert summary.clean
     assert emu.control.stats().submissions == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be a whole number, at least 1"),
+        ({"concurrency": True}, "concurrency must be a whole number"),
+        ({"concurrency": 2.5}, "concurrency must be a whole number"),
+        ({"max_images": -1}, "max_images must be a whole number, at least 0"),
+        ({"downloads_per_host": 0}, "downloads_per_host must be a whole number"),
+        ({"rps": 0}, "rps must be a positive number"),
+        ({"rps": float("nan")}, "rps must be a positive number"),
+        ({"job_timeout": float("inf")}, "job_timeout must be a positive number"),
+        ({"status_reads_per_second": -1}, "status_reads_per_second must be a positive"),
+        ({"shard": (0, 2)}, r"shard must be \(K, N\) with 1 <= K <= N"),
+        ({"shard": (3, 2)}, r"shard must be \(K, N\)"),
+        ({"shard": (1, True)}, r"shard must be \(K, N\)"),
+        ({"shard": (1, 2, 3)}, r"shard must be \(K, N\)"),
+        ({"shard": 2}, r"shard must be \(K, N\)"),
+        ({"shard": "0/2"}, "--shard must be K/N with 1 <= K <= N"),
+        ({"shard": "half"}, "--shard must be K/N"),
+    ],
+)
+async def test_bad_options_are_refused_with_their_name(
+    emu: RunningEmulator, tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    async with client(emu) as c:
+        with pytest.raises(InvalidArgumentError, match=message):
+            BatchRun(c, prompts(2), tmp_path, **options)  # type: ignore[arg-type]
+    assert emu.control.stats().requests == []
+
+
+async def test_a_shard_as_k_slash_n_text_is_the_same_shard(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    outcomes, _ = await run_all(emu, prompts(7), tmp_path, shard="2/3")
+    assert sorted(o.id for o in outcomes) == ["line-2", "line-5"]
+    _, summary = await run_all(emu, prompts(7), tmp_path, shard=(2, 3))  # same journal
+    assert summary.clean
+    assert emu.control.stats().submissions == 2
+
+
+async def test_the_manifest_is_written_one_snapshot_at_a_time_the_newest_last(
+    emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The periodic rewrite runs in a worker thread that outlives its cancelled task, so a run
+    # that ends during one used to write the final manifest at the same time (the same
+    # temporary file: a failed rename, exit 7, or two snapshots mixed in one file).
+    monkeypatch.setattr(_engine, "MANIFEST_INTERVAL", 0.01)
+    real = _outcomes.write_manifest
+    lock = threading.Lock()
+    writing = [0, 0]  # now, at most
+
+    def slow_write(path: Path, lines: list[dict[str, object]]) -> None:
+        with lock:
+            writing[0] += 1
+            writing[1] = max(writing)
+        try:
+            time.sleep(0.05)  # a periodic write is in flight most of the time
+            real(path, lines)
+        finally:
+            with lock:
+                writing[0] -= 1
+
+    monkeypatch.setattr(_outcomes, "write_manifest", slow_write)
+    for n in range(3):
+        out = tmp_path / str(n)
+        _, summary = await run_all(emu, prompts(6, f"run {n}"), out)
+        assert summary.manifest_error is None
+        assert summary.clean
+        lines = manifest(out)
+        assert [d["status"] for d in lines] == ["COMPLETED"] * 6  # the final snapshot
+        assert all(d["paths"] for d in lines)
+    assert writing[1] == 1
 
 
 async def test_a_directory_in_use_by_another_run_is_refused(

@@ -177,6 +177,26 @@ def test_duration_stats_round_trip_and_sanitise() -> None:
     assert copy.to_dict() == stats.to_dict()
 
 
+@pytest.mark.parametrize(
+    ("server", "observed", "learned"),
+    [
+        (5.0, 5.4, [5.0]),  # the gateway's own figure, when it is sane
+        (6.2, 5.4, [6.2]),  # up to 1 s of clock skew beyond what was observed
+        (7.0, 5.4, [5.4]),  # longer than observed: wrong, the observed time counts
+        (-1.0, 5.4, [5.4]),  # negative: wrong
+        (None, 5.4, [5.4]),  # the gateway gave no times
+        (5.0, None, [5.0]),  # a job found finished by a resumed wait: only the gateway knows
+        (None, None, []),
+    ],
+)
+def test_a_finished_job_is_learned_by_the_gateway_time_when_sane(
+    server: float | None, observed: float | None, learned: list[float]
+) -> None:
+    stats = DurationStats()
+    stats.learn("generate", server=server, observed=observed)
+    assert stats.to_dict().get("generate", []) == learned
+
+
 def test_clients_can_share_and_restore_learned_durations() -> None:
     shared = DurationStats()
     shared.update({"generate": [6.0] * 5})

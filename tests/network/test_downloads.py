@@ -24,6 +24,7 @@ from mai_tools import (
 )
 from mai_tools._constants import DOWNLOADS_PER_HOST
 from mai_tools._download import Saver, afetch_image, asave_images, save_images
+from mai_tools._fetch import limit_per_host
 from mai_tools.emulator import RunningEmulator
 from tests.network.servers import HostileHost
 from tests.support.fakes import KEY, PNG_1PX
@@ -205,6 +206,18 @@ async def test_a_shared_client_is_not_starved_by_a_few_stalled_downloads(
         saved = await asave_images("g", urls, tmp_path, http_client=http, timeout=2)
         await asyncio.gather(*hung)
     assert len(saved) == 4
+
+
+@pytest.mark.parametrize("per_host", [2, 6])
+async def test_a_client_can_be_given_another_per_host_limit(
+    media: HostileHost, tmp_path: Path, per_host: int
+) -> None:
+    media.hold = 0.2
+    urls = [media.url(f"{n}.png") for n in range(9)]
+    async with httpx.AsyncClient() as http:
+        limit_per_host(http, per_host)  # what a batch run does with its downloads_per_host
+        assert len(await asave_images("c", urls, tmp_path, http_client=http)) == 9
+    assert media.most_at_once == per_host
 
 
 def test_sync_saves_download_one_image_at_a_time(media: HostileHost, tmp_path: Path) -> None:
