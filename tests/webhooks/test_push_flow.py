@@ -208,8 +208,9 @@ def test_fallback_gaps_stay_bounded(
     assert delay >= policy.min_interval - 1e-9
     if lossy or elapsed >= low + width + policy.push_margin:
         assert delay <= max(policy.push_max_interval, policy.max_interval)
-    else:  # the one long sleep: to the window's end plus the margin
-        assert delay <= low + width + policy.push_margin - elapsed + 1e-9
+    else:  # the one long sleep: to the window's end plus the margin (never under the floor)
+        to_window_end = low + width + policy.push_margin - elapsed
+        assert delay <= max(to_window_end, policy.min_interval) + 1e-9
 
 
 def test_callback_stats_forget_old_losses() -> None:
