@@ -588,6 +588,17 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else 0
 
 
+# Our own advice for something to redo later; the gateway's quoted words ("Try again in 0.5
+# seconds", about one status read) are not advice to the caller.
+RETRY_ADVICE = ("try again in a minute", "retry later", "slow down", "start a new job")
+RESUME_HINTS = ("wait(", "get_image_job", "mai-image wait")
+
+
+def _advises_retry_or_lacks_resume(text: str) -> bool:
+    lowered = text.lower()
+    return any(a in lowered for a in RETRY_ADVICE) or not any(h in text for h in RESUME_HINTS)
+
+
 def check(
     calls: list[Call], front: dict[str, Any], outcomes: dict[str, str], tolerance: float
 ) -> dict[str, Any]:
@@ -604,7 +615,7 @@ def check(
             if call.prompt in lost and call.outcome == "refused" and call.request_id is None:
                 continue  # the client never learnt the id; checked below
             finished_as_failure.append(call)
-        if call.outcome == "running" and "try again" in call.text.lower():
+        if call.outcome == "running" and _advises_retry_or_lacks_resume(call.text):
             running_as_retry.append(call)
     lost_calls = [c for c in calls if c.prompt in lost]
     lost_told = [c for c in lost_calls if "may have" in c.text.lower() or c.request_id]
@@ -633,6 +644,7 @@ def check(
                 :5
             ],
             "past_budget": [f"{c.adapter} {c.outcome} {c.elapsed:.2f}s" for c in past][:10],
+            "running_as_retry": [f"{c.adapter}: {c.text[:400]}" for c in running_as_retry][:5],
             "lost_not_told": [c.text[:300] for c in lost_calls if c not in lost_told][:5],
             "refused": sorted(
                 {f"{c.adapter}: {c.text[:200]}" for c in calls if c.outcome == "refused"}
@@ -654,7 +666,7 @@ def _report(summary: dict[str, Any], args: argparse.Namespace, wall: float) -> s
         ("largest overshoot of a budget", f"{s['max_overshoot_s']} s", ""),
         ("call time p50 / p95 / max", times, ""),
         ("finished jobs reported as failures", s["finished_reported_as_failure"], "0"),
-        ("running jobs reported as 'try again'", s["running_reported_as_retry"], "0"),
+        ("running jobs told to retry (or not how to resume)", s["running_reported_as_retry"], "0"),
         ("errors escaping the exception tree", s["escaped"], "0"),
         ("submits whose answer was dropped (job created)", s["lost_submit_answers"], ""),
         ("... answered 'may have been created'", s["lost_submit_answers_told_may_exist"], "all"),

@@ -178,16 +178,21 @@ class APIStatusError(APIError):
         self.body = body
 
     def __str__(self) -> str:
+        text = self.summary()
+        if self.request_id:
+            text = f"{text} (request_id={self.request_id})"
+        hint = self.hint()
+        return f"{text.rstrip('.')}. {hint}" if hint else text
+
+    def summary(self) -> str:
+        """What the gateway answered (status, error, message), without our advice."""
         parts = [f"HTTP {self.status_code}"]
         if self.error:
             parts.append(self.error)
         text = ": ".join(parts)
         if self.message and self.message != self.error:
             text = f"{text} - {self.message}"
-        if self.request_id:
-            text = f"{text} (request_id={self.request_id})"
-        hint = self.hint()
-        return f"{text.rstrip('.')}. {hint}" if hint else text
+        return text
 
     def hint(self) -> str | None:
         """What to do about it, in a few words (None when there is nothing to add)."""

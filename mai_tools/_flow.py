@@ -29,6 +29,7 @@ from ._constants import MAX_ANSWER_BYTES, MAX_INLINE_ANSWER_BYTES
 from ._exceptions import (
     APIConnectionError,
     APIResponseError,
+    APIStatusError,
     InvalidArgumentError,
     JobFailedError,
     JobTimeoutError,
@@ -138,6 +139,10 @@ class _Wait:
     initial: JobStatus | None = None
     push: bool = False
     """A callback will come (the submit carried our receiver's URL): sleep until it does."""
+
+
+def _without_advice(error: BaseException) -> str:
+    return error.summary() if isinstance(error, APIStatusError) else str(error)
 
 
 def _reply(reply: Reply) -> httpx.Response | httpx.TransportError:
@@ -529,7 +534,8 @@ class FlowCore:
                     polling_url=plan.polling_url,
                     last_status=last,
                     timeout=plan.timeout,
-                    reason=f"The last status read failed: {exc.last_error}",
+                    # What the gateway answered, not its advice ("retry later"): the job runs on.
+                    reason=f"The last status read failed: {_without_advice(exc.last_error)}",
                 ) from exc.last_error
             polls += 1
             last = status

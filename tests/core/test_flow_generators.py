@@ -231,6 +231,10 @@ def test_throttled_status_reads_end_the_wait_as_running_not_as_try_again() -> No
     assert run.error.last_status is not None
     assert run.error.last_status.status.value == "QUEUED"
     assert len([r for r in run.requests if r.method == "POST"]) == 1
+    text = str(run.error)
+    assert f"resume with wait('{RID}')" in text
+    assert "HTTP 429" in text  # what the gateway answered...
+    assert "retry later" not in text.lower()  # ...but not the advice given for a 429 alone
 
 
 def test_a_resumed_wait_polls_at_once_and_reports_the_first_status() -> None:
