@@ -93,3 +93,52 @@ async def test_the_client_uses_it_and_leaves_nothing_in_flight(emulator: Running
         assert all(r.image_urls for r in results)
         assert transport.in_flight == [0, 0, 0]
         assert 1 <= len(transport.connections()) <= 6
+
+
+class _HeldPool(httpx.AsyncBaseTransport):
+    """A pool whose exchanges wait for ``release``; records whether each answer was closed."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.finished = 0
+        self.closed = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.started.set()
+        await self.release.wait()
+        self.finished += 1
+        pool = self
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield b"{}"
+
+            async def aclose(self) -> None:
+                pool.closed += 1
+
+        return httpx.Response(200, stream=Body())
+
+
+async def test_an_exchange_whose_caller_is_cancelled_finishes_and_is_closed() -> None:
+    """httpcore cut off mid-exchange by a plain asyncio cancellation can leave its connection
+    ACTIVE for good; so a started exchange runs to its end and its answer is closed."""
+    transport = SpreadTransport(max_connections=2, keepalive_expiry=60)
+    held = _HeldPool()
+    transport.pools = [held]  # type: ignore[list-item]
+    transport.capacity, transport.in_flight = [2], [0]
+    caller = asyncio.ensure_future(
+        transport.handle_async_request(httpx.Request("GET", "http://gateway.test/v2/x"))
+    )
+    await held.started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert held.finished == 0
+    assert transport.in_flight == [1]  # the slot stays taken while the exchange runs on
+    held.release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert held.finished == 1
+    assert held.closed == 1  # the answer nobody read was closed (its connection freed)
+    assert transport.in_flight == [0]
