@@ -528,31 +528,23 @@ async def soak(
             httpx2.AsyncClient(headers=headers, timeout=args.budget + 60) as http,
             Client(streamable_http_client(url, http_client=http)) as mcp_client,
         ):
+            adapters: dict[str, Callable[[Call, bool], Awaitable[None]]] = {
+                "client": lambda c, e: _client_call(c, base_url, out["client"], source, e),
+                "langchain": lambda c, e: _langchain_call(c, base_url, out["langchain"], source, e),
+                "mcp": lambda c, e: _mcp_call(c, mcp_client, source, e),
+            }
             results = await asyncio.gather(
-                _run_adapter(
-                    "client",
-                    args.calls,
-                    args.concurrency,
-                    lambda c, e: _client_call(c, base_url, out["client"], source, e),
-                    args.budget,
-                    random.Random(rng.random()),
-                ),
-                _run_adapter(
-                    "langchain",
-                    args.calls,
-                    args.concurrency,
-                    lambda c, e: _langchain_call(c, base_url, out["langchain"], source, e),
-                    args.budget,
-                    random.Random(rng.random()),
-                ),
-                _run_adapter(
-                    "mcp",
-                    args.calls,
-                    args.concurrency,
-                    lambda c, e: _mcp_call(c, mcp_client, source, e),
-                    args.budget,
-                    random.Random(rng.random()),
-                ),
+                *(
+                    _run_adapter(
+                        name,
+                        args.calls,
+                        args.concurrency,
+                        one,
+                        args.budget,
+                        random.Random(rng.random()),
+                    )
+                    for name, one in adapters.items()
+                )
             )
         mcp = {"peak_rss_mb": _peak_rss_mb(proc.pid), "cpu_s": _cpu_seconds(proc.pid)}
     watcher.cancel()
