@@ -90,6 +90,18 @@ class _ReleasingStream(httpx.AsyncByteStream):
 _ORPHANS: set[asyncio.Future[Any]] = set()  # exchanges finishing after their caller left
 
 
+def _adopt(task: asyncio.Future[Any]) -> None:
+    """Keep ``task`` alive until it ends; its failure (nobody awaits it) is seen, not logged."""
+
+    def done(finished: asyncio.Future[Any]) -> None:
+        _ORPHANS.discard(finished)
+        if not finished.cancelled():
+            finished.exception()
+
+    _ORPHANS.add(task)
+    task.add_done_callback(done)
+
+
 async def _unless_cancelled(work: Awaitable[T]) -> T:
     """Await ``work`` shielded: when the caller is cancelled, ``work`` still runs to its end.
 
@@ -102,8 +114,7 @@ async def _unless_cancelled(work: Awaitable[T]) -> T:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        _ORPHANS.add(task)
-        task.add_done_callback(_ORPHANS.discard)
+        _adopt(task)
         raise
 
 
@@ -181,9 +192,7 @@ class SpreadTransport(httpx.AsyncBaseTransport):
             finally:
                 self.in_flight[index] -= 1
 
-        closing = asyncio.ensure_future(close())
-        _ORPHANS.add(closing)
-        closing.add_done_callback(_ORPHANS.discard)
+        _adopt(asyncio.ensure_future(close()))
 
     def connections(self) -> list[httpcore.AsyncConnectionInterface]:
         """Every connection the pools hold now (for tests and benchmarks)."""

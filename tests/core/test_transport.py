@@ -98,7 +98,8 @@ async def test_the_client_uses_it_and_leaves_nothing_in_flight(emulator: Running
 class _HeldPool(httpx.AsyncBaseTransport):
     """A pool whose exchanges wait for ``release``; records whether each answer was closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, close_fails: bool = False) -> None:
+        self.close_fails = close_fails
         self.release = asyncio.Event()
         self.started = asyncio.Event()
         self.finished = 0
@@ -116,6 +117,8 @@ class _HeldPool(httpx.AsyncBaseTransport):
 
             async def aclose(self) -> None:
                 pool.closed += 1
+                if pool.close_fails:
+                    raise httpx.ReadError("the connection went away while closing")
 
         return httpx.Response(200, stream=Body())
 
@@ -142,3 +145,28 @@ async def test_an_exchange_whose_caller_is_cancelled_finishes_and_is_closed() ->
     assert held.finished == 1
     assert held.closed == 1  # the answer nobody read was closed (its connection freed)
     assert transport.in_flight == [0]
+
+
+async def test_a_failing_close_after_the_caller_left_is_not_logged_as_unseen(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gc
+
+    transport = SpreadTransport(max_connections=2, keepalive_expiry=60)
+    held = _HeldPool(close_fails=True)
+    transport.pools = [held]  # type: ignore[list-item]
+    transport.capacity, transport.in_flight = [2], [0]
+    caller = asyncio.ensure_future(
+        transport.handle_async_request(httpx.Request("GET", "http://gateway.test/v2/x"))
+    )
+    await held.started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    held.release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    gc.collect()
+    assert held.closed == 1
+    assert transport.in_flight == [0]
+    assert "never retrieved" not in caplog.text
