@@ -14,12 +14,9 @@ spread transport per proxy route itself, exactly as httpx does for its default t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
 
 import httpcore
 import httpx
@@ -29,8 +26,6 @@ import httpx
 from httpx._utils import get_environment_proxies
 
 from ._exceptions import ConfigurationError
-
-T = TypeVar("T")
 
 CONNECTIONS_PER_POOL = 2
 _PROXY_VARS = "HTTP_PROXY, HTTPS_PROXY or ALL_PROXY"
@@ -80,42 +75,11 @@ class _ReleasingStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         try:
-            await _unless_cancelled(self._stream.aclose())
+            await self._stream.aclose()
         finally:
             if self._open:
                 self._open = False
                 self._in_flight[self._index] -= 1
-
-
-_ORPHANS: set[asyncio.Future[Any]] = set()  # exchanges finishing after their caller left
-
-
-def _adopt(task: asyncio.Future[Any]) -> None:
-    """Keep ``task`` alive until it ends; its failure (nobody awaits it) is seen, not logged."""
-
-    def done(finished: asyncio.Future[Any]) -> None:
-        _ORPHANS.discard(finished)
-        if not finished.cancelled():
-            finished.exception()
-
-    _ORPHANS.add(task)
-    task.add_done_callback(done)
-
-
-async def _unless_cancelled(work: Awaitable[T]) -> T:
-    """Await ``work`` shielded: when the caller is cancelled, ``work`` still runs to its end.
-
-    httpcore cut off mid-request by a plain asyncio cancellation (its shields are anyio's)
-    can leave a connection ACTIVE for good: never reused, a slot of its pool lost, its socket
-    open until the client closes; a long-lived client (an MCP server whose callers hang up)
-    would run out of connections. A status read or a close takes milliseconds to finish.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        _adopt(task)
-        raise
 
 
 class SpreadTransport(httpx.AsyncBaseTransport):
@@ -162,14 +126,8 @@ class SpreadTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         index = self._pick()
         self.in_flight[index] += 1
-        exchange = asyncio.ensure_future(self.pools[index].handle_async_request(request))
         try:
-            response = await asyncio.shield(exchange)
-        except asyncio.CancelledError:
-            # The caller left: the exchange ends on its own, then its answer is closed.
-            _ORPHANS.add(exchange)
-            exchange.add_done_callback(functools.partial(self._orphaned, index))
-            raise
+            response = await self.pools[index].handle_async_request(request)
         except BaseException:
             self.in_flight[index] -= 1
             raise
@@ -178,21 +136,6 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         else:  # pragma: no cover - httpx's async transport always streams asynchronously
             self.in_flight[index] -= 1
         return response
-
-    def _orphaned(self, index: int, exchange: asyncio.Future[httpx.Response]) -> None:
-        _ORPHANS.discard(exchange)
-        if exchange.cancelled() or exchange.exception() is not None:
-            self.in_flight[index] -= 1
-            return
-        response = exchange.result()
-
-        async def close() -> None:
-            try:
-                await response.aclose()
-            finally:
-                self.in_flight[index] -= 1
-
-        _adopt(asyncio.ensure_future(close()))
 
     def connections(self) -> list[httpcore.AsyncConnectionInterface]:
         """Every connection the pools hold now (for tests and benchmarks)."""
