@@ -213,18 +213,14 @@ class _MAIImageTool(BaseTool):
     def _finish(self, call: Callable[[MAIImageClient], ImageResult]) -> tuple[str, ImageJobResult]:
         given = self.client
         if given is not None:
-            return _answer(
-                run(lambda: call(given), save_to=self.output_dir, budget=self.wait_timeout)
-            )
+            return _answer(run(given, call, save_to=self.output_dir, budget=self.wait_timeout))
         try:
             client = MAIImageClient(**self._client_kwargs())
         except MAIImageError as exc:
             return _answer(outcome_of(exc))
         # A short-lived client per call leaves no pool behind.
         with client:
-            return _answer(
-                run(lambda: call(client), save_to=self.output_dir, budget=self.wait_timeout)
-            )
+            return _answer(run(client, call, save_to=self.output_dir, budget=self.wait_timeout))
 
     async def _afinish(
         self, call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]]
@@ -232,7 +228,7 @@ class _MAIImageTool(BaseTool):
         given = self.async_client
         if given is not None:
             return _answer(
-                await arun(lambda: call(given), save_to=self.output_dir, budget=self.wait_timeout)
+                await arun(given, call, save_to=self.output_dir, budget=self.wait_timeout)
             )
         try:
             # One per call: an httpx.AsyncClient must never outlive or cross event loops.
@@ -241,7 +237,7 @@ class _MAIImageTool(BaseTool):
             return _answer(outcome_of(exc))
         async with client:
             return _answer(
-                await arun(lambda: call(client), save_to=self.output_dir, budget=self.wait_timeout)
+                await arun(client, call, save_to=self.output_dir, budget=self.wait_timeout)
             )
 
     def _image_argument(self, image: str) -> str | bytes:

@@ -33,7 +33,7 @@ from mai_tools._agent import (
 )
 from mai_tools._exceptions import JobFailedError
 from mai_tools._images import agent_image_argument
-from mai_tools._urls import operation_of
+from mai_tools._models import operation_of
 
 from ._answers import Clients, answer
 from ._arguments import EditArguments, GenerateArguments
@@ -230,7 +230,8 @@ class Service:
                     group.start_soon(watch, scope)
                 try:
                     outcome = await arun(
-                        lambda: job(on_status),
+                        api,
+                        lambda _client: job(on_status),
                         save_to=settings.output_dir,
                         budget=settings.max_wait,
                     )
@@ -332,7 +333,7 @@ class Service:
         created = created or status.created_at or datetime.now(UTC)
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            saved = await asave_or_report(result, self.settings.output_dir)
+            saved = await asave_or_report(self.clients.get(), result, self.settings.output_dir)
             return await answer(Done(result, *saved), self.settings)
         if status.status.is_failure:
             return await answer(failure_of(JobFailedError(status)), self.settings)

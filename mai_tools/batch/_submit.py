@@ -10,9 +10,10 @@ its images back to the budget; a connection never made is tried again a few time
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 import pydantic
 
@@ -29,7 +30,8 @@ from .._exceptions import (
     RateLimitError,
     ServerError,
 )
-from .._models import EditAspectRatio, GenerateAspectRatio, Job, OutputFormat
+from .._images import image_to_url
+from .._models import EditRequest, GenerateRequest, Job
 from ._input import BatchItem, image_source
 from ._journal import Row
 from ._state import RunState, Stopped
@@ -55,6 +57,7 @@ class Submitter:
         self._client = client
         self._base_dir = base_dir
         self._sync_intents = sync_intents
+        self._max_input = client.options.max_input_image_bytes
         self._connect_failures: dict[str, int] = {}
         self._consecutive_unreachable = 0
 
@@ -122,19 +125,18 @@ class Submitter:
         state.emit("submitted", f"{row.id}: submitted as {job.request_id}", row.id)
 
     async def _post(self, item: BatchItem) -> Job:
+        fields = {
+            "prompt": item.prompt,
+            "num_images": item.num_images,
+            "aspect_ratio": item.aspect_ratio,
+            "output_format": item.output_format,
+        }
         if item.image is None:
-            return await self._client.submit_generate(
-                item.prompt,
-                num_images=item.num_images,
-                aspect_ratio=cast(GenerateAspectRatio, item.aspect_ratio),
-                output_format=cast(OutputFormat, item.output_format),
-            )
-        return await self._client.submit_edit(
-            item.prompt,
-            image_source(item.image, self._base_dir),
-            num_images=item.num_images,
-            aspect_ratio=cast(EditAspectRatio, item.aspect_ratio),
-            output_format=cast(OutputFormat, item.output_format),
+            return await self._client.submit(GenerateRequest.model_validate(fields))
+        source = image_source(item.image, self._base_dir)
+        url = await asyncio.to_thread(image_to_url, source, max_bytes=self._max_input)
+        return await self._client.submit(
+            EditRequest.model_validate({**fields, "image_urls": [url]})
         )
 
     async def _not_sent(self, row: Row, exc: APIConnectionError) -> None:

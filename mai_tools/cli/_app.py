@@ -328,11 +328,16 @@ def _remembered_durations(client: MAIImageClient, gateway: str) -> Iterator[None
 
 
 def _save(
-    state: CliState, result: ImageResult, out: Path, no_save: bool, as_json: bool
+    state: CliState,
+    client: MAIImageClient,
+    result: ImageResult,
+    out: Path,
+    no_save: bool,
+    as_json: bool,
 ) -> list[Path]:
     state.session.phase = Phase.SAVING
     state.session.request_id = result.request_id
-    saved = [] if no_save else result.save(out)
+    saved = [] if no_save else client.save(result, out)
     print_result(result, saved, as_json=as_json)
     return saved
 
@@ -423,7 +428,7 @@ def generate(
                 timeout=timeout,
                 on_status=reporter,
             )
-        _save(state, result, out, no_save, as_json)
+        _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 
@@ -477,7 +482,7 @@ def edit(
                 timeout=timeout,
                 on_status=reporter,
             )
-        _save(state, result, out, no_save, as_json)
+        _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 
@@ -541,7 +546,7 @@ def wait(
         state.session.phase = Phase.WAITING
         with Reporter(state.session, label="wait", quiet=quiet) as reporter:
             result = client.wait(request_id, timeout=timeout, on_status=reporter)
-        _save(state, result, out, no_save, as_json)
+        _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 

@@ -67,13 +67,13 @@ class Runner:
     def save(self, method: str, directory: Path, *args: Any, **kwargs: Any) -> list[Path]:
         if self.mode == "sync":
             with MAIImageClient(self.key, **self.kwargs) as client:
-                paths: list[Path] = getattr(client, method)(*args, **kwargs).save(directory)
+                paths: list[Path] = client.save(getattr(client, method)(*args, **kwargs), directory)
                 return paths
 
         async def run() -> list[Path]:
             async with AsyncMAIImageClient(self.key, **self.kwargs) as client:
                 result = await getattr(client, method)(*args, **kwargs)
-                saved: list[Path] = await result.asave(directory)
+                saved: list[Path] = await client.save(result, directory)
                 return saved
 
         return asyncio.run(run())

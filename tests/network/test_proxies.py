@@ -38,13 +38,13 @@ def _went_through(proxy: ForwardProxy) -> set[str]:
 
 def _sync_job(emu: RunningEmulator, out: Path) -> list[Path]:
     with MAIImageClient(KEY, base_url=emu.base_url, retry_policy=FAST_RETRY) as client:
-        return client.generate("a cat behind a proxy").save(out)
+        return client.save(client.generate("a cat behind a proxy"), out)
 
 
 async def _async_job(emu: RunningEmulator, out: Path) -> list[Path]:
     async with AsyncMAIImageClient(KEY, base_url=emu.base_url, retry_policy=FAST_RETRY) as client:
         result = await client.generate("a cat behind a proxy")
-        return await result.asave(out)
+        return await client.save(result, out)
 
 
 def _job(mode: str, emu: RunningEmulator, out: Path) -> list[Path]:
@@ -109,11 +109,17 @@ def test_fresh_download_clients_use_the_proxy(
     with MAIImageClient(KEY, base_url=emu.base_url) as client:
         urls = client.generate("saved later, elsewhere").image_urls
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    result = ImageResult(request_id="r1", image_urls=urls)  # no client attached: a fresh one
-    if mode == "sync":
-        result.save(tmp_path)
+    result = ImageResult(request_id="r1", image_urls=urls)
+    if mode == "sync":  # a client made after the proxy was set
+        with MAIImageClient(KEY, base_url=emu.base_url) as client:
+            client.save(result, tmp_path)
     else:
-        asyncio.run(result.asave(tmp_path))
+
+        async def save() -> None:
+            async with AsyncMAIImageClient(KEY, base_url=emu.base_url) as client:
+                await client.save(result, tmp_path)
+
+        asyncio.run(save())
     assert _went_through(proxy) == {"file"}
 
 
