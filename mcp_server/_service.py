@@ -8,6 +8,7 @@ answers; an identical call continues a job whose answer was never delivered (``_
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -32,8 +33,8 @@ from mai_tools._agent import (
     outcome_of,
 )
 from mai_tools._exceptions import JobFailedError
-from mai_tools._images import agent_image_argument
-from mai_tools._models import operation_of
+from mai_tools._models import JobRequest, operation_of
+from mai_tools._tools import TOOL_SPECS, job_request
 
 from ._answers import Clients, answer
 from ._arguments import EditArguments, GenerateArguments
@@ -113,7 +114,7 @@ class Service:
                 return api.wait(
                     call.request_id, timeout=self.settings.max_wait, on_status=on_status
                 )
-            return self._submit_and_wait(api, args, on_status)
+            return self._submit_and_wait(api, tool, args, on_status)
 
         async def first_seen(request_id: str) -> None:
             if call.request_id is None:
@@ -153,28 +154,29 @@ class Service:
         outcome, _ = await self._wait(ctx, job, first_seen, call)
         return await answer(outcome, self.settings, started=started)
 
-    async def _submit_and_wait(
-        self, api: AsyncMAIImageClient, args: GenerateArguments | EditArguments, on_status: OnStatus
-    ) -> ImageResult:
-        wait = self.settings.max_wait
-        if isinstance(args, EditArguments):
-            return await api.edit(
-                args.prompt,
-                agent_image_argument(args.image, self.settings.allowed_dirs),
-                num_images=args.num_images,
-                aspect_ratio=args.aspect_ratio,
-                output_format=args.output_format,
-                timeout=wait,
-                on_status=on_status,
-            )
-        return await api.generate(
-            args.prompt,
-            num_images=args.num_images,
-            aspect_ratio=args.aspect_ratio,
-            output_format=args.output_format,
-            timeout=wait,
-            on_status=on_status,
+    async def _request(
+        self, api: AsyncMAIImageClient, tool: str, args: GenerateArguments | EditArguments
+    ) -> JobRequest:
+        """The tool's request (a local image is read off the event loop, inside the allowed
+        directories only)."""
+        build = functools.partial(
+            job_request,
+            TOOL_SPECS[tool],
+            args,
+            allowed_dirs=self.settings.allowed_dirs,
+            max_image_bytes=api.options.max_input_image_bytes,
         )
+        return await anyio.to_thread.run_sync(build)
+
+    async def _submit_and_wait(
+        self,
+        api: AsyncMAIImageClient,
+        tool: str,
+        args: GenerateArguments | EditArguments,
+        on_status: OnStatus,
+    ) -> ImageResult:
+        request = await self._request(api, tool, args)
+        return await api.run(request, timeout=self.settings.max_wait, on_status=on_status)
 
     async def _wait(
         self,
@@ -271,7 +273,7 @@ class Service:
             logger.info("task for %s: continuing undelivered job %s", tool, request_id)
             return self._task_state(api, request_id, created, "continuing an earlier job")
         try:
-            submitted = await self._submit(api, args)
+            submitted = await self._submit(api, tool, args)
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         self.book.record(submitted.request_id, tool=tool, prompt=args.prompt)
@@ -279,22 +281,9 @@ class Service:
         return self._task_state(api, submitted.request_id, created, submitted.status.value)
 
     async def _submit(
-        self, api: AsyncMAIImageClient, args: GenerateArguments | EditArguments
+        self, api: AsyncMAIImageClient, tool: str, args: GenerateArguments | EditArguments
     ) -> Job:
-        if isinstance(args, EditArguments):
-            return await api.submit_edit(
-                args.prompt,
-                agent_image_argument(args.image, self.settings.allowed_dirs),
-                num_images=args.num_images,
-                aspect_ratio=args.aspect_ratio,
-                output_format=args.output_format,
-            )
-        return await api.submit_generate(
-            args.prompt,
-            num_images=args.num_images,
-            aspect_ratio=args.aspect_ratio,
-            output_format=args.output_format,
-        )
+        return await api.submit(await self._request(api, tool, args))
 
     def _task_state(
         self, api: AsyncMAIImageClient, request_id: str, created: datetime, message: str

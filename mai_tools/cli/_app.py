@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -27,10 +27,7 @@ from .._models import (
     EDIT_ASPECT_RATIOS,
     GENERATE_ASPECT_RATIOS,
     OUTPUT_FORMATS,
-    EditAspectRatio,
-    GenerateAspectRatio,
     ImageResult,
-    OutputFormat,
 )
 from .._version import __version__
 from .._webhooks import WebhookReceiver
@@ -237,6 +234,10 @@ def _receiver(
 
 
 def _image_options(ratios: tuple[str, ...]) -> Callable[[F], F]:
+    """The request's fields as options: each option's name is its field's name, and the
+    command passes them on as they are (``tests/architecture/test_field_agreement.py`` checks
+    that they cover the request models)."""
+
     def wrap(func: F) -> F:
         options = [
             click.option(
@@ -395,10 +396,6 @@ def cli() -> None:
 def generate(
     state: CliState,
     prompt: str,
-    num_images: int,
-    aspect_ratio: str,
-    output_format: str,
-    sync_mode: bool,
     out: Path,
     no_save: bool,
     timeout: float | None,
@@ -409,6 +406,7 @@ def generate(
     base_url: str | None,
     api_key: str | None,
     as_json: bool,
+    **fields: Any,
 ) -> None:
     """Generate images from PROMPT, wait for them and save them."""
     with (
@@ -419,15 +417,8 @@ def generate(
     ):
         with Reporter(state.session, label="generate", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            result = client.generate(
-                prompt,
-                num_images=num_images,
-                aspect_ratio=cast(GenerateAspectRatio, aspect_ratio),
-                output_format=cast(OutputFormat, output_format),
-                sync_mode=sync_mode,
-                timeout=timeout,
-                on_status=reporter,
-            )
+            # The request fields are the options of _image_options (a test checks they agree).
+            result = client.generate(prompt, **fields, timeout=timeout, on_status=reporter)
         _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
@@ -444,10 +435,6 @@ def edit(
     state: CliState,
     image: str,
     prompt: str,
-    num_images: int,
-    aspect_ratio: str,
-    output_format: str,
-    sync_mode: bool,
     out: Path,
     no_save: bool,
     timeout: float | None,
@@ -458,6 +445,7 @@ def edit(
     base_url: str | None,
     api_key: str | None,
     as_json: bool,
+    **fields: Any,
 ) -> None:
     """Edit IMAGE following PROMPT, wait and save the result.
 
@@ -472,16 +460,7 @@ def edit(
     ):
         with Reporter(state.session, label="edit", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            result = client.edit(
-                prompt,
-                source,
-                num_images=num_images,
-                aspect_ratio=cast(EditAspectRatio, aspect_ratio),
-                output_format=cast(OutputFormat, output_format),
-                sync_mode=sync_mode,
-                timeout=timeout,
-                on_status=reporter,
-            )
+            result = client.edit(prompt, source, **fields, timeout=timeout, on_status=reporter)
         _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 

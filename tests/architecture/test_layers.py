@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._client",),
     ("mai_tools._async_client",),
     ("mai_tools._agent",),
+    ("mai_tools._tools",),  # TOOLS: the one description of each agent tool and its request
     ("mai_tools.langchain", "mai_tools.batch"),
     ("mai_tools.cli",),
     ("mai_tools",),  # the public facade
