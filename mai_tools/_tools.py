@@ -75,6 +75,15 @@ JobArguments = GenerateImageArgs | EditImageArgs
 TOOL_ONLY_FIELDS: Final[Mapping[str, str]] = MappingProxyType({"image": "image_urls"})
 """Tool arguments that are not request fields, and the request field each one becomes."""
 
+NOT_EXPOSED_TO_MODELS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "sync_mode": "inline base64 images would flood a model's context; the tools answer "
+        "with URLs",
+    }
+)
+"""Request fields the agent tools leave out on purpose, each with the reason. A request field
+must be a tool argument, or named here (``tests/architecture/test_field_agreement.py``)."""
+
 
 # --------------------------------------------------------------------------- the specs
 
@@ -175,6 +184,7 @@ __all__ = [
     "EDIT_TOOL",
     "GENERATE_TOOL",
     "JOB_TOOL",
+    "NOT_EXPOSED_TO_MODELS",
     "TOOLS",
     "TOOL_ONLY_FIELDS",
     "TOOL_SPECS",

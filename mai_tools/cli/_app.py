@@ -395,6 +395,7 @@ def cli() -> None:
 @click.pass_obj
 def generate(
     state: CliState,
+    /,
     prompt: str,
     out: Path,
     no_save: bool,
@@ -433,6 +434,7 @@ def generate(
 @click.pass_obj
 def edit(
     state: CliState,
+    /,
     image: str,
     prompt: str,
     out: Path,
