@@ -187,21 +187,27 @@ async def test_the_exceptions_name_request_fields_only() -> None:
 
 
 FACES = ("requests", "langchain", "mcp", "cli", "batch", "openapi")
+NEW = "a_new_gateway_field"
+"""A field no face has: the checker's own tests add it to one face."""
+
+
+def _new_problems(before: Faces, after: Faces) -> list[str]:
+    return sorted(set(disagreements(after)) - set(disagreements(before)))
 
 
 @pytest.mark.parametrize("face", FACES)
 async def test_the_checker_fails_on_a_field_in_one_face_only(face: str) -> None:
     faces = await read_faces()
-    faces[face] = {op: names | {"seed"} for op, names in faces[face].items()}
-    problems = disagreements(faces)
+    changed = {**faces, face: {op: names | {NEW} for op, names in faces[face].items()}}
+    problems = _new_problems(faces, changed)
     assert problems
-    assert all("'seed'" in p for p in problems)
+    assert all(repr(NEW) in p for p in problems)
     if face == "requests":  # every other face lacks it
         assert {f for f in FACES if f != face} == {
             f for f in FACES for p in problems if f"missing from {f} " in p
         }
     else:
-        assert all(f"{face} has 'seed'" in p for p in problems)
+        assert all(f"{face} has {NEW!r}" in p for p in problems)
 
 
 async def test_the_checker_sees_a_field_added_to_a_real_tool_spec(
@@ -209,10 +215,11 @@ async def test_the_checker_sees_a_field_added_to_a_real_tool_spec(
 ) -> None:
     """Not only the checker: a field really added to the generate tool's arguments shows up in
     the LangChain and MCP faces as served, and fails the check."""
-    seeded: type[BaseModel] = create_model(
-        "SeededGenerateImageArgs", __base__=GenerateImageArgs, seed=(int | None, None)
+    before = await read_faces()
+    extended: type[BaseModel] = create_model(
+        "ExtendedGenerateImageArgs", __base__=GenerateImageArgs, **{NEW: (int | None, None)}
     )
-    spec = dataclasses.replace(tools_module.GENERATE_TOOL, arguments=seeded)
+    spec = dataclasses.replace(tools_module.GENERATE_TOOL, arguments=extended)
     monkeypatch.setattr(
         mcp_server_module, "TOOLS", tuple(spec if t.name == spec.name else t for t in TOOLS)
     )
@@ -220,17 +227,17 @@ async def test_the_checker_sees_a_field_added_to_a_real_tool_spec(
 
     def get_tools(self: MAIImageToolkit) -> list[Any]:
         return [
-            MAIImageGenerateTool(args_schema=seeded) if t.name == spec.name else t
+            MAIImageGenerateTool(args_schema=extended) if t.name == spec.name else t
             for t in real_get_tools(self)
         ]
 
     monkeypatch.setattr(MAIImageToolkit, "get_tools", get_tools)
-    faces = await read_faces()
-    assert "seed" in faces["langchain"]["generate"]
-    assert "seed" in faces["mcp"]["generate"]
-    assert sorted(disagreements(faces)) == [
-        "generate: langchain has 'seed', which the request models (GenerateRequest) lack, or "
+    after = await read_faces()
+    assert NEW in after["langchain"]["generate"]
+    assert NEW in after["mcp"]["generate"]
+    assert _new_problems(before, after) == [
+        f"generate: langchain has {NEW!r}, which the request models (GenerateRequest) lack, or "
         "which that face should leave out",
-        "generate: mcp has 'seed', which the request models (GenerateRequest) lack, or which "
+        f"generate: mcp has {NEW!r}, which the request models (GenerateRequest) lack, or which "
         "that face should leave out",
     ]
