@@ -149,10 +149,11 @@ def create_server(
     )
 
     async def run_tool(ctx: Context, spec: ToolSpec, args: BaseModel) -> CallToolResult:
+        if isinstance(args, ImageJobArgs):
+            return await service.resume(ctx, args.request_id.strip())
         if isinstance(args, GenerateImageArgs | EditImageArgs):
             return await service.call(ctx, spec.name, args)
-        assert isinstance(args, ImageJobArgs), spec.name
-        return await service.resume(ctx, args.request_id.strip())
+        raise TypeError(f"{spec.name}: no handler for {type(args).__name__}")
 
     for spec in TOOLS:
         mcp.add_tool(

@@ -177,6 +177,27 @@ async def test_every_face_has_the_request_fields() -> None:
     assert disagreements(await read_faces()) == []
 
 
+async def test_each_tool_is_described_once() -> None:
+    """The LangChain tools and the MCP server show each spec as it is written."""
+    langchain = {tool.name: tool for tool in MAIImageToolkit().get_tools()}
+    async with Client(create_server(Settings())) as client:
+        served = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert list(langchain) == [spec.name for spec in TOOLS]
+    assert set(served) - set(langchain) == {"list_recent_jobs"}  # the server's own job book
+    for spec in TOOLS:
+        assert langchain[spec.name].description == spec.description
+        assert langchain[spec.name].args_schema is spec.arguments
+        mcp_tool = served[spec.name]
+        assert (mcp_tool.title, mcp_tool.description) == (spec.title, spec.description)
+        assert mcp_tool.annotations is not None
+        assert mcp_tool.annotations.read_only_hint is not spec.creates_job
+        assert mcp_tool.annotations.idempotent_hint is not spec.creates_job
+        assert (
+            mcp_tool.input_schema["properties"]
+            == (spec.arguments.model_json_schema()["properties"])
+        )
+
+
 async def test_the_exceptions_name_request_fields_only() -> None:
     """A stale exception (a field that was renamed or dropped) is a mistake too."""
     every = set().union(*request_face().values())
@@ -216,8 +237,9 @@ async def test_the_checker_sees_a_field_added_to_a_real_tool_spec(
     """Not only the checker: a field really added to the generate tool's arguments shows up in
     the LangChain and MCP faces as served, and fails the check."""
     before = await read_faces()
+    new_field: dict[str, Any] = {NEW: (int | None, None)}
     extended: type[BaseModel] = create_model(
-        "ExtendedGenerateImageArgs", __base__=GenerateImageArgs, **{NEW: (int | None, None)}
+        "ExtendedGenerateImageArgs", __base__=GenerateImageArgs, **new_field
     )
     spec = dataclasses.replace(tools_module.GENERATE_TOOL, arguments=extended)
     monkeypatch.setattr(
