@@ -14,21 +14,17 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import click
+from pydantic.fields import FieldInfo
 
 from .. import _duration_cache
 from .._client import MAIImageClient
 from .._config import Secret, resolve_api_key
 from .._constants import API_KEY_ENV, API_KEY_FILE_SHOWN, DEFAULT_MAX_INPUT_BYTES
 from .._exceptions import ConfigurationError, InvalidImageError, MissingAPIKeyError
-from .._models import (
-    EDIT_ASPECT_RATIOS,
-    GENERATE_ASPECT_RATIOS,
-    OUTPUT_FORMATS,
-    ImageResult,
-)
+from .._models import OPERATIONS, ImageResult
 from .._version import __version__
 from .._webhooks import WebhookReceiver
 from ._errors import ExitCode, Phase, Session, classify
@@ -233,47 +229,55 @@ def _receiver(
         yield receiver
 
 
-def _image_options(ratios: tuple[str, ...]) -> Callable[[F], F]:
-    """The request's fields as options: each option's name is its field's name, and the
-    command passes them on as they are (``tests/architecture/test_field_agreement.py`` checks
-    that they cover the request models)."""
+FIELD_OPTIONS: Final[dict[str, tuple[tuple[str, ...], str]]] = {
+    "num_images": (("-n", "--num-images"), "How many images (1-4)."),
+    "aspect_ratio": (("--aspect-ratio", "-a"), "Width:height of the output."),
+    "output_format": (("--format", "-f"), "Image file format."),
+    "sync_mode": (
+        ("--sync",),
+        "Ask the gateway to answer inline (sync mode) instead of polling a job.",
+    ),
+}
+"""How the commands spell request fields: (flags, help). Any other field of the request models
+is offered as ``--its-name`` with its own description."""
+FIELD_ARGUMENTS: Final = frozenset({"prompt", "image_urls"})
+"""Request fields the commands take as arguments (PROMPT, IMAGE), not as options."""
+
+
+def _field_option(name: str, field: FieldInfo) -> Callable[[F], F]:
+    """The option of one request field: its type, range or choices and default are the field's."""
+    first_sentence = (field.description or name).split(". ")[0].rstrip(".") + "."
+    flags, text = FIELD_OPTIONS.get(name, ((f"--{name.replace('_', '-')}",), first_sentence))
+    annotation = field.annotation
+    if annotation is bool:
+        return click.option(*flags, name, is_flag=True, help=text)
+    optional = type(None) in get_args(annotation)
+    if optional:
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    kind: click.ParamType[Any]
+    if get_origin(annotation) is Literal:
+        kind = click.Choice(get_args(annotation))
+    elif annotation is int:
+        bounds = {type(m).__name__: m for m in field.metadata}
+        low, high = bounds.get("Ge"), bounds.get("Le")
+        kind = click.IntRange(getattr(low, "ge", None), getattr(high, "le", None))
+    elif annotation is str:
+        kind = click.STRING
+    else:  # a new kind of field: spell its option in FIELD_OPTIONS' way, by hand
+        raise TypeError(f"no CLI option for request field {name!r} of type {annotation!r}")
+    return click.option(
+        *flags, name, type=kind, default=field.default, show_default=not optional, help=text
+    )
+
+
+def _image_options(operation: str) -> Callable[[F], F]:
+    """The request fields of ``operation`` as options, named as the fields: the command passes
+    them on as they are (``tests/architecture/test_field_agreement.py`` checks the commands)."""
 
     def wrap(func: F) -> F:
-        options = [
-            click.option(
-                "-n",
-                "--num-images",
-                type=click.IntRange(1, 4),
-                default=1,
-                show_default=True,
-                help="How many images (1-4).",
-            ),
-            click.option(
-                "--aspect-ratio",
-                "-a",
-                type=click.Choice(ratios),
-                default="auto",
-                show_default=True,
-                help="Width:height of the output.",
-            ),
-            click.option(
-                "--format",
-                "-f",
-                "output_format",
-                type=click.Choice(OUTPUT_FORMATS),
-                default="png",
-                show_default=True,
-                help="Image file format.",
-            ),
-            click.option(
-                "--sync",
-                "sync_mode",
-                is_flag=True,
-                help="Ask the gateway to answer inline (sync mode) instead of polling a job.",
-            ),
-        ]
-        for option in reversed(options):
-            func = option(func)
+        fields = OPERATIONS[operation].model_fields
+        for name in reversed([n for n in fields if n not in FIELD_ARGUMENTS]):
+            func = _field_option(name, fields[name])(func)
         return func
 
     return wrap
@@ -388,7 +392,7 @@ def cli() -> None:
 
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("prompt")
-@_image_options(GENERATE_ASPECT_RATIOS)
+@_image_options("generate")
 @_wait_options
 @_push_options
 @_connection_options
@@ -418,7 +422,6 @@ def generate(
     ):
         with Reporter(state.session, label="generate", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            # The request fields are the options of _image_options (a test checks they agree).
             result = client.generate(prompt, **fields, timeout=timeout, on_status=reporter)
         _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
@@ -427,7 +430,7 @@ def generate(
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("image")
 @click.argument("prompt")
-@_image_options(EDIT_ASPECT_RATIOS)
+@_image_options("edit")
 @_wait_options
 @_push_options
 @_connection_options
