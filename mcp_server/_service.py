@@ -32,8 +32,8 @@ from mai_tools._agent import (
     outcome_of,
 )
 from mai_tools._exceptions import JobFailedError
-from mai_tools._images import agent_image_argument
-from mai_tools._models import operation_of
+from mai_tools._images import agent_image_argument, image_to_url
+from mai_tools._models import EditRequest, GenerateRequest, operation_of
 
 from ._answers import Clients, answer
 from ._arguments import EditArguments, GenerateArguments
@@ -281,20 +281,18 @@ class Service:
     async def _submit(
         self, api: AsyncMAIImageClient, args: GenerateArguments | EditArguments
     ) -> Job:
+        fields = {
+            "prompt": args.prompt,
+            "num_images": args.num_images,
+            "aspect_ratio": args.aspect_ratio,
+            "output_format": args.output_format,
+        }
         if isinstance(args, EditArguments):
-            return await api.submit_edit(
-                args.prompt,
-                agent_image_argument(args.image, self.settings.allowed_dirs),
-                num_images=args.num_images,
-                aspect_ratio=args.aspect_ratio,
-                output_format=args.output_format,
-            )
-        return await api.submit_generate(
-            args.prompt,
-            num_images=args.num_images,
-            aspect_ratio=args.aspect_ratio,
-            output_format=args.output_format,
-        )
+            source = agent_image_argument(args.image, self.settings.allowed_dirs)
+            limit = api.options.max_input_image_bytes
+            url = await anyio.to_thread.run_sync(lambda: image_to_url(source, max_bytes=limit))
+            return await api.submit(EditRequest.model_validate({**fields, "image_urls": [url]}))
+        return await api.submit(GenerateRequest.model_validate(fields))
 
     def _task_state(
         self, api: AsyncMAIImageClient, request_id: str, created: datetime, message: str
