@@ -56,8 +56,9 @@ class Clients:
         loop = id(asyncio.get_running_loop())
         client = self._clients.get(loop)
         if client is None:
+            key = self.settings.api_key
             client = AsyncMAIImageClient(
-                self.settings.api_key,
+                None if key is None else key.get_secret_value(),
                 base_url=self.settings.base_url,
                 wait_timeout=self.settings.max_wait,
                 webhooks=self._webhooks,
