@@ -1,5 +1,5 @@
 """The server's settings are one model: each field gives its variable and its flag, errors name
-where a bad value came from, secrets stay secret."""
+where a bad value came from, secrets stay secret; and one client per server run (its lifespan)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from mcp import Client
 
-from mcp_server import Settings, SettingsError
+from mai_tools import AsyncMAIImageClient
+from mai_tools.emulator import EmulatorConfig, run_emulator
+from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
 from mcp_server._settings import env_name, load, options
 from tests.support.fakes import KEY
@@ -137,3 +140,34 @@ def test_settings_given_in_code_do_not_read_the_environment(
     assert Settings().allowed_dirs == ()
     assert Settings().api_key is None
     assert Settings.from_env().allowed_dirs == (Path("/"),)
+
+
+async def test_one_client_per_server_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[AsyncMAIImageClient] = []
+    closed: list[AsyncMAIImageClient] = []
+
+    class Counted(AsyncMAIImageClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        async def aclose(self) -> None:
+            closed.append(self)
+            await super().aclose()
+
+    monkeypatch.setattr("mcp_server._state.AsyncMAIImageClient", Counted)
+    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0)) as emu:
+        settings = Settings(api_key=KEY, base_url=emu.base_url, preview="off")
+        server = create_server(settings)
+        assert made == []  # nothing before the server runs
+        async with Client(server) as client:
+            for n in range(3):
+                result = await client.call_tool("generate_image", {"prompt": f"job {n}"})
+                assert not result.is_error
+            assert len(made) == 1
+            assert closed == []
+        assert closed == made  # closed when the run ended
+        async with Client(server) as client:  # a second run: its own client
+            assert not (await client.call_tool("generate_image", {"prompt": "again"})).is_error
+        assert len(made) == 2
+        assert closed == made
