@@ -164,10 +164,7 @@ def _receiver(settings: Settings) -> WebhookReceiver | None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    from mai_tools._mcp_identity import exit_if_foreign_mcp_server  # python -m mcp_server too
-
-    exit_if_foreign_mcp_server()
+    """Console-script entry point (``mai-image-mcp`` checks the package first: _mcp_entry)."""
     cli(prog_name="mai-image-mcp")
 
 
