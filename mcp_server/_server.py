@@ -8,11 +8,9 @@ with progress, orphan adoption, tasks) is in ``_service``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -27,12 +25,12 @@ from mai_tools._models import (
     Prompt,
 )
 
-from ._answers import Clients
 from ._arguments import EditArguments, GenerateArguments, ImageField, LimitField, RequestIdField
 from ._jobs import JobBook
 from ._resume import MemoryEventStore
-from ._service import Service
+from ._service import Service, ToolContext
 from ._settings import Settings
+from ._state import ServerState, lifespan
 from ._tasks import ImageTasks
 
 logger = logging.getLogger("mcp_server")
@@ -96,35 +94,27 @@ def create_server(
     client: AsyncMAIImageClient | None = None,
     event_store: MemoryEventStore | None = None,
     webhooks: WebhookReceiver | None = None,
-) -> MCPServer:
+) -> MCPServer[ServerState]:
     """Build the MCP server.
 
     Args:
         settings: configuration; default ``Settings.from_env()``.
-        client: an AsyncMAIImageClient to use (tests); by default one is made per event loop
-            from the settings, on first use, so the server starts and lists tools with no key.
+        client: an AsyncMAIImageClient to use (the caller closes it); by default the server
+            makes one from the settings each time it starts (its lifespan) and closes it when
+            it stops. Without a key the server still starts and lists its tools.
         event_store: the HTTP app's event store (``_http.http_app`` passes its own), so a
             waiting call knows whether a disconnected client may still resume.
         webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
             (``mai-image-mcp --webhook-public-url``).
     """
     settings = settings or Settings.from_env()
-    clients = Clients(settings, client, webhooks)
-    service = Service(clients, JobBook(), event_store)
-
-    @asynccontextmanager
-    async def lifespan(server: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield {}
-        finally:
-            await clients.aclose()
-
+    service = Service(settings, JobBook(), event_store)
     mcp = MCPServer(
         "mai-image",
         title="MAI Image 2.5",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lifespan(settings, client, webhooks),
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
         extensions=[ImageTasks(service)],
@@ -143,7 +133,7 @@ def create_server(
     @mcp.tool(title="Generate image", description=GENERATE_DESCRIPTION, annotations=creates)
     async def generate_image(
         prompt: Prompt,
-        ctx: Context,
+        ctx: ToolContext,
         num_images: NumImages = 1,
         aspect_ratio: GenerateAspectRatioField = "auto",
         output_format: OutputFormatField = "png",
@@ -160,7 +150,7 @@ def create_server(
     async def edit_image(
         prompt: EditPrompt,
         image: ImageField,
-        ctx: Context,
+        ctx: ToolContext,
         num_images: NumImages = 1,
         aspect_ratio: EditAspectRatioField = "auto",
         output_format: OutputFormatField = "png",
@@ -176,7 +166,7 @@ def create_server(
 
     @mcp.tool(title="Get image job", description=GET_JOB_DESCRIPTION, annotations=reads)
     async def get_image_job(
-        request_id: RequestIdField, ctx: Context
+        request_id: RequestIdField, ctx: ToolContext
     ) -> Annotated[CallToolResult, ImageJobResult]:
         return await service.resume(ctx, request_id.strip())
 
