@@ -9,9 +9,10 @@ more is sent. :meth:`RunGate.observe` hears every answer: a 429 (or a used-up ca
 pauses the whole run.
 
 :class:`LineGate` is the gate of one line's submit: it records the line's intent
-("submitting") once the POST is admitted, immediately before it leaves. A crash leaves at most
-the lines whose POST was then on the wire "submitting" (UNKNOWN to the next run), never a
-line still waiting for a request slot.
+("submitting") once the POST is admitted, immediately before it leaves, and takes it back
+("pending") when the answer says nothing was created and the client may try again. A crash
+leaves "submitting" (UNKNOWN to the next run) only the lines whose POST was then on the wire,
+never a line still waiting for a request slot or for its next try.
 """
 
 from __future__ import annotations
@@ -80,3 +81,15 @@ class LineGate:
 
     def observe(self, request: HTTPRequest, reply: httpx.Response | httpx.TransportError) -> None:
         self._run.observe(request, reply)
+        if request.kind == "submit" and _did_nothing(reply):
+            # The client may try again after a pause (its own retry): until it does, this
+            # line has no POST on the wire, so a crash must not leave it UNKNOWN.
+            self._state.record(self._row, state="pending")
+
+
+def _did_nothing(reply: httpx.Response | httpx.TransportError) -> bool:
+    """A submit's answer that certainly created no job, which the client may retry: a 429, or
+    a connection never made (the rule of :mod:`mai_tools._flow` for retrying a POST)."""
+    if isinstance(reply, httpx.Response):
+        return reply.status_code == 429
+    return isinstance(reply, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
