@@ -103,15 +103,16 @@ def _json_type(info: FieldInfo) -> Any:
 
 # Types only (ranges are checked by the request models): a typo'd field is refused, not
 # silently dropped, so "aspect": "16:9" never becomes an unexpected square image.
-_LineModel: type[BaseModel] = create_model(
-    "_LineModel",
-    __config__=ConfigDict(extra="forbid", strict=True),
-    id=(str | int | None, None),
-    image=(str | None, None),
+_LINE_TYPES: Final[dict[str, Any]] = {
+    "id": (str | int | None, None),
+    "image": (str | None, None),
     **{
         name: (_json_type(info), ... if info.is_required() else info.default)
         for name, info in _choices().items()
     },
+}
+_LineModel: type[BaseModel] = create_model(
+    "_LineModel", __config__=ConfigDict(extra="forbid", strict=True), **_LINE_TYPES
 )
 
 

@@ -201,6 +201,10 @@ class Submitter:
                 row, state="failed", status="ERROR", error="the job COMPLETED without any image URL"
             )
             return
+        except APIStatusError as exc:  # an answer the client does not retry (400, 410, ...)
+            state.record(row, error=f"the status read failed ({exc}); rerun to keep waiting")
+            state.settle(row)
+            return
         state.record(row, state="completed", status="COMPLETED", image_urls=list(result.image_urls))
 
     def _still_running(self, exc: JobTimeoutError) -> str:

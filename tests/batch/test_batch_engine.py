@@ -183,6 +183,25 @@ async def test_a_line_is_submitting_only_while_its_post_holds_a_request_slot(
     assert max(most) <= 2, most
 
 
+async def test_a_job_past_the_job_timeout_is_left_running_and_the_rerun_waits_for_it(
+    emulators: EmulatorPool, tmp_path: Path
+) -> None:
+    emu = emulators(api_keys=(KEY,), min_duration=1.0, max_duration=1.0, long_side=32)
+    outcomes, summary = await run_all(emu, prompts(3), tmp_path, job_timeout=0.2)
+    assert {o.status for o in outcomes} <= {LineStatus.QUEUED, LineStatus.PROCESSING}
+    assert all(o.request_id for o in outcomes)
+    assert all(
+        str(o.error).startswith(("still QUEUED after 0.2s", "still PROCESSING after 0.2s"))
+        and str(o.error).endswith("rerun to keep waiting")
+        for o in outcomes
+    ), [o.error for o in outcomes]
+    assert summary.running == 3
+
+    _, summary = await run_all(emu, prompts(3), tmp_path)
+    assert summary.clean
+    assert posts(emu) == 3
+
+
 async def test_a_post_whose_answer_was_lost_is_unknown_and_resent_only_when_asked(
     emulators: EmulatorPool, tmp_path: Path
 ) -> None:
