@@ -411,8 +411,7 @@ class _ClientBase(Generic[HttpT]):
                 {"file": path.name, "url": short_url(url)}
                 for path, url in zip(paths, result.image_urls, strict=False)
             ],
-            "created_at": result.created_at,
-            "completed_at": result.completed_at,
+            **result.model_dump(mode="json", include={"created_at", "completed_at"}),
         }
         write_sidecar(Path(directory), stem, data)
         return paths

@@ -338,6 +338,15 @@ class ImageResult(BaseModel):
     completed_at: datetime | None = None
     request: GenerateRequest | EditRequest | None = None
 
+    def with_saver(self, saver: object) -> ImageResult:
+        """Deprecated, does nothing: a result no longer carries a client's saver."""
+        warnings.warn(
+            _SAVE_MOVED.format(call="client.save(result, directory)"),
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self
+
     def save(
         self,
         directory: str | os.PathLike[str],

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -21,12 +20,12 @@ from mai_tools import AsyncMAIImageClient, WebhookReceiver, __version__
 from mai_tools._agent import ImageJobResult
 from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
 
-from ._answers import Clients
 from ._arguments import LimitField
 from ._jobs import JobBook
 from ._resume import MemoryEventStore
-from ._service import Service
+from ._service import Service, ToolContext
 from ._settings import Settings
+from ._state import ServerState, lifespan
 from ._tasks import ImageTasks
 
 logger = logging.getLogger("mcp_server")
@@ -68,14 +67,14 @@ class RecentJobs(BaseModel):
     jobs: list[RecentJobInfo]
 
 
-ToolBody = Callable[[Context, ToolSpec, BaseModel], Awaitable[CallToolResult]]
+ToolBody = Callable[[ToolContext, ToolSpec, BaseModel], Awaitable[CallToolResult]]
 
 
 def _tool_function(spec: ToolSpec, body: ToolBody) -> Callable[..., Awaitable[CallToolResult]]:
     """The function the SDK registers for ``spec``: its parameters are the spec's argument
     fields (so the tool's input schema is the spec's), plus the request context."""
 
-    async def tool(ctx: Context, **arguments: Any) -> CallToolResult:
+    async def tool(ctx: ToolContext, **arguments: Any) -> CallToolResult:
         return await body(ctx, spec, spec.arguments.model_validate(arguments))
 
     fields = [
@@ -89,11 +88,13 @@ def _tool_function(spec: ToolSpec, body: ToolBody) -> Callable[..., Awaitable[Ca
         )
         for name, field in spec.arguments.model_fields.items()
     ]
-    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context)
+    context = inspect.Parameter(
+        "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ToolContext
+    )
     returns = Annotated[CallToolResult, ImageJobResult]
     tool.__name__ = tool.__qualname__ = spec.name
     tool.__signature__ = inspect.Signature([context, *fields], return_annotation=returns)  # type: ignore[attr-defined]
-    tool.__annotations__ = {"ctx": Context, **{p.name: p.annotation for p in fields}}
+    tool.__annotations__ = {"ctx": ToolContext, **{p.name: p.annotation for p in fields}}
     tool.__annotations__["return"] = returns
     return tool
 
@@ -104,35 +105,27 @@ def create_server(
     client: AsyncMAIImageClient | None = None,
     event_store: MemoryEventStore | None = None,
     webhooks: WebhookReceiver | None = None,
-) -> MCPServer:
+) -> MCPServer[ServerState]:
     """Build the MCP server.
 
     Args:
         settings: configuration; default ``Settings.from_env()``.
-        client: an AsyncMAIImageClient to use (tests); by default one is made per event loop
-            from the settings, on first use, so the server starts and lists tools with no key.
+        client: an AsyncMAIImageClient to use (the caller closes it); by default the server
+            makes one from the settings each time it starts (its lifespan) and closes it when
+            it stops. Without a key the server still starts and lists its tools.
         event_store: the HTTP app's event store (``_http.http_app`` passes its own), so a
             waiting call knows whether a disconnected client may still resume.
         webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
             (``mai-image-mcp --webhook-public-url``).
     """
     settings = settings or Settings.from_env()
-    clients = Clients(settings, client, webhooks)
-    service = Service(clients, JobBook(), event_store)
-
-    @asynccontextmanager
-    async def lifespan(server: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield {}
-        finally:
-            await clients.aclose()
-
+    service = Service(settings, JobBook(), event_store)
     mcp = MCPServer(
         "mai-image",
         title="MAI Image 2.5",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lifespan(settings, client, webhooks),
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
         extensions=[ImageTasks(service)],
@@ -148,7 +141,7 @@ def create_server(
         read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
     )
 
-    async def run_tool(ctx: Context, spec: ToolSpec, args: BaseModel) -> CallToolResult:
+    async def run_tool(ctx: ToolContext, spec: ToolSpec, args: BaseModel) -> CallToolResult:
         if isinstance(args, ImageJobArgs):
             return await service.resume(ctx, args.request_id.strip())
         if isinstance(args, GenerateImageArgs | EditImageArgs):

@@ -36,14 +36,18 @@ from mai_tools._exceptions import JobFailedError
 from mai_tools._models import JobRequest, operation_of
 from mai_tools._tools import TOOL_SPECS, job_request
 
-from ._answers import Clients, answer
+from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
 from ._jobs import JobBook, argument_key
 from ._resume import MemoryEventStore, client_gone
+from ._settings import Settings
+from ._state import ServerState
 
 logger = logging.getLogger("mcp_server")
 
 OnStatus = Callable[[JobStatus, float], Awaitable[None]]
+ToolContext = Context[ServerState, Any]
+"""What a tool is handed: the request, and the server's lifespan context (its one client)."""
 WATCH_INTERVAL = 0.25
 """How often a waiting call checks that its HTTP client is still there."""
 
@@ -77,25 +81,26 @@ class _Call:
 
 
 class Service:
-    """The tools' logic over one shared client, job book and (HTTP) event store."""
+    """The tools' logic over the server's client (its lifespan context, handed to each call),
+    job book and (HTTP) event store."""
 
     def __init__(
-        self, clients: Clients, book: JobBook, events: MemoryEventStore | None = None
+        self, settings: Settings, book: JobBook, events: MemoryEventStore | None = None
     ) -> None:
-        self.clients = clients
-        self.settings = clients.settings
+        self.settings = settings
         self.book = book
         self.events = events
 
     # ------------------------------------------------------------------ calls
 
     async def call(
-        self, ctx: Context, tool: str, args: GenerateArguments | EditArguments
+        self, ctx: ToolContext, tool: str, args: GenerateArguments | EditArguments
     ) -> CallToolResult:
         """generate_image / edit_image answered in full (or "still running" at max_wait)."""
         started = time.monotonic()
+        state = ctx.request_context.lifespan_context
         try:
-            api = self.clients.get()
+            api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         call = _Call(argument_key(tool, args.model_dump(mode="json")))
@@ -136,10 +141,11 @@ class Service:
                     logger.info("answer about %s not delivered: kept for adoption", call.request_id)
                     self.book.orphaned(call.key, call.request_id, call.started)
 
-    async def resume(self, ctx: Context, request_id: str) -> CallToolResult:
+    async def resume(self, ctx: ToolContext, request_id: str) -> CallToolResult:
         """get_image_job: wait (up to max_wait) for a job started earlier."""
+        state = ctx.request_context.lifespan_context
         try:
-            api = self.clients.get()
+            api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         call = _Call(key="", request_id=request_id)
@@ -180,7 +186,7 @@ class Service:
 
     async def _wait(
         self,
-        ctx: Context,
+        ctx: ToolContext,
         job: Callable[[OnStatus], Awaitable[ImageResult]],
         first_seen: Callable[[str], Awaitable[None]],
         call: _Call,
@@ -189,7 +195,8 @@ class Service:
 
         Returns the outcome and whether the client is gone (the wait then stopped early).
         """
-        api = self.clients.get()
+        server = ctx.request_context.lifespan_context
+        api = server.api()
         settings = self.settings
         start = time.monotonic()
         state = {"status": "SUBMITTING", "request_id": call.request_id or ""}
@@ -252,17 +259,17 @@ class Service:
                 status=outcome.result.status.value,
                 image_urls=outcome.result.image_urls,
             )
-            await self.clients.remember(api)
+            await server.remember()
         return outcome, gone
 
     # ------------------------------------------------------------------ tasks
 
     async def start_task(
-        self, tool: str, args: GenerateArguments | EditArguments
+        self, state: ServerState, tool: str, args: GenerateArguments | EditArguments
     ) -> TaskState | CallToolResult:
         """Submit (or adopt an undelivered identical job) and return at once."""
         try:
-            api = self.clients.get()
+            api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         key = argument_key(tool, args.model_dump(mode="json"))
@@ -295,13 +302,13 @@ class Service:
             request_id, created, next_poll(api, elapsed=elapsed, window=window), message
         )
 
-    async def read_task(self, task_id: str) -> TaskState | CallToolResult:
+    async def read_task(self, state: ServerState, task_id: str) -> TaskState | CallToolResult:
         """One status read: the final tool result when the job has ended, else its state.
 
         Raises:
             UnknownTask: the gateway knows no such job (for this key), or the id is malformed.
         """
-        api = self.clients.get()  # a missing key raises here: the task cannot exist
+        api = state.api()  # a missing key raises here: the task cannot exist
         created = job_started_at(task_id)
         try:
             status = await api.get_status(task_id)
@@ -322,7 +329,7 @@ class Service:
         created = created or status.created_at or datetime.now(UTC)
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            saved = await asave_or_report(self.clients.get(), result, self.settings.output_dir)
+            saved = await asave_or_report(api, result, self.settings.output_dir)
             return await answer(Done(result, *saved), self.settings)
         if status.status.is_failure:
             return await answer(failure_of(JobFailedError(status)), self.settings)

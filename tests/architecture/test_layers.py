@@ -23,7 +23,6 @@ MAX_LINES = 600
 # inside its own package (the internals of one adapter), and never in a cycle.
 LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._lazy_imports",),  # imported first: httpx without its CLI
-    ("mai_tools._mcp_identity",),  # is mcp_server ours? (file checks, imports nothing)
     ("mai_tools._version",),
     ("mai_tools._constants",),
     ("mai_tools._status",),  # what the gateway says of a job (the job errors carry it)
@@ -53,7 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools.cli",),
     ("mai_tools",),  # the public facade
     ("mcp_server",),
-    ("mai_tools._mcp_entry",),  # the mai-image-mcp console script: checks, then runs mcp_server
+    ("mai_tools._mcp_entry",),  # the mai-image-mcp console script: is mcp_server ours? run it
 ]
 # What the emulator may use of the client library: it must never depend on the client.
 EMULATOR_MAY_IMPORT = {
