@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mai_tools import AsyncMAIImageClient, MAIImageClient
+from mai_tools import AsyncMAIImageClient, GenerateRequest, MAIImageClient
 from mai_tools._config import pool_limits
 from mai_tools.emulator import RunningEmulator
 from tests.support.emulators import EmulatorPool
@@ -67,7 +67,7 @@ async def test_connections_lost_to_cancelled_closes_take_no_slot(
     async with AsyncMAIImageClient(
         KEY, base_url=emulator.base_url, max_concurrent_requests=SLOTS, max_retries=0
     ) as client:
-        request_id = (await client.submit_generate("a job to read")).request_id
+        request_id = (await client.submit(GenerateRequest(prompt="a job to read"))).request_id
         assert connects() == 1
         for _ in range(LEAKED):
             await _cancel_while_closing(client._http, f"{emulator.base_url}/openapi.json")

@@ -19,6 +19,7 @@ from mai_tools import (
     APIConnectionError,
     APIStatusError,
     AsyncMAIImageClient,
+    GenerateRequest,
     ImageResult,
     JobFailedError,
     JobTimeoutError,
@@ -167,7 +168,7 @@ async def test_cancelled_waits_stop_polling_and_leak_nothing() -> None:
             polls = slow.control.stats().status_requests
             await asyncio.sleep(1.0)
             assert slow.control.stats().status_requests == polls  # nobody polls any more
-            job = await client.submit_generate("the client still works")
+            job = await client.submit(GenerateRequest(prompt="the client still works"))
             assert job.request_id
         finally:
             await client.aclose()
