@@ -33,7 +33,7 @@ from .._constants import EDIT_PATH, GENERATE_PATH
 from .._images import sniff_image_type
 from .._models import EditRequest, GenerateRequest
 from .._urls import split_url
-from ._callbacks import CallbackError, CallbackSender
+from ._callbacks import CallbackError, CallbackSender, callback_target
 from ._config import EmulatorConfig, Faults
 from ._openapi import openapi_document
 from ._render import MEDIA_TYPES, SourceTooLargeError, prepare_source, render
@@ -371,9 +371,11 @@ class EmulatorApp:
             source, source_size = found
         webhook = request.headers.get("x-webhook-url")
         if webhook is not None:
-            hook = split_url(webhook)
-            if hook is None or hook.scheme not in ("http", "https") or not hook.netloc:
-                return _error(400, "Bad Request", "X-Webhook-URL must be an http(s) URL.")
+            try:
+                callback_target(webhook)  # a URL the callback could never be sent to
+            except CallbackError as exc:
+                reason = str(exc).removeprefix("InvalidURL: ")
+                return _error(400, "Bad Request", f"X-Webhook-URL: {reason}.")
         job = self.emu.create_job(
             operation=operation,
             prompt=parsed.prompt,

@@ -176,3 +176,32 @@ def test_reset_forgets_pending_callbacks(receiver: Receiver, emu: RunningEmulato
 def test_webhook_only_to_takes_http_urls(url: str) -> None:
     with pytest.raises(ValueError, match=r"webhook_only_to: .* is not an http"):
         Faults(webhook_only_to=(url,))
+
+
+def test_a_path_with_a_space_is_sent_percent_encoded(
+    receiver: Receiver, emu: RunningEmulator
+) -> None:
+    rid = _submit(emu, receiver.url("/hooks/my job?token=a b"))
+    (callback,) = receiver.wait_for(1)
+    assert callback.body["request_id"] == rid
+    assert callback.path == "/hooks/my job"  # as the receiver decodes /hooks/my%20job
+    (delivery,) = _deliveries(emu, 1)
+    assert (delivery["outcome"], delivery["status_code"]) == ("sent", 200)
+
+
+def test_a_webhook_url_no_callback_could_reach_is_refused_at_submit(
+    emu: RunningEmulator,
+) -> None:
+    response = httpx.post(
+        f"{emu.base_url}{GEN}",
+        json={"prompt": "never called back"},
+        headers={
+            b"Ocp-Apim-Subscription-Key": emu.api_key.encode(),
+            b"X-Webhook-URL": "http://h\u00f6st.example/hook".encode(),
+        },
+    )
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert message.startswith("X-Webhook-URL: the host ")
+    assert "is not an ASCII name or address" in message
+    assert emu.control.stats().jobs_created == 0
