@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import ssl
 from urllib.parse import quote, urlsplit
 
+from .._urls import split_url
 from .._version import __version__
 
 MAX_ANSWER_BYTES = 64 * 1024
@@ -158,6 +160,38 @@ def callback_target(url: str) -> tuple[_Origin, str, str]:
         target += "?" + quote(parts.query, safe=_QUERY_SAFE)
     origin = (scheme, host, port or (443 if scheme == "https" else 80))
     return origin, authority, target
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost`` names: where callbacks may go by default."""
+    if not host:
+        return False
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def under(url: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``url`` has the scheme, host and port of one prefix, and a path under it."""
+    parts = split_url(url)
+    if parts is None:
+        return False
+    for prefix in prefixes:
+        allowed = split_url(prefix)
+        if allowed is None:
+            continue
+        same_origin = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port) == (
+            allowed.scheme.lower(),
+            (allowed.hostname or "").lower(),
+            allowed.port,
+        )
+        if same_origin and parts.path.startswith(allowed.path):
+            return True
+    return False
 
 
 def _request(url: str, body: bytes) -> tuple[_Origin, bytes]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from ._app import create_app
+from ._clock import EmulatorClock, SystemClock
 from ._config import EmulatorConfig
 from ._state import Emulator
 
@@ -29,6 +30,11 @@ class RunningEmulator:
 
     def __repr__(self) -> str:
         return f"RunningEmulator(base_url={self.base_url!r})"
+
+    @property
+    def clock(self) -> EmulatorClock:
+        """The emulator's clock (a :class:`ManualClock` if one was given: advance it)."""
+        return self.control.clock
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -63,18 +69,24 @@ def uvicorn_config(app: object, host: str, port: int, log_level: str = "warning"
 
 @contextlib.contextmanager
 def run_emulator(
-    config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: EmulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: EmulatorClock | None = None,
 ) -> Iterator[RunningEmulator]:
     """Start the emulator on ``host:port`` (a free port by default) in a background thread.
 
     Works from any thread, also one running an event loop (the server has its own loop).
+    ``clock`` times jobs, retention, quotas and callbacks: pass a :class:`ManualClock` to
+    move time with ``clock.advance(seconds)`` instead of sleeping (default: the real clock).
 
     Example:
         >>> with run_emulator() as emu:  # doctest: +SKIP
         ...     client = MAIImageClient(emu.api_key, base_url=emu.base_url)
     """
     cfg = config or EmulatorConfig()
-    emulator = Emulator(cfg)
+    emulator = Emulator(cfg, clock or SystemClock())
     app = create_app(emulator)
     sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]

@@ -4,6 +4,7 @@ images, sync mode, webhooks, faults, counters and admin endpoints (raw HTTP, not
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import io
 import threading
 import time
@@ -20,7 +21,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mai_tools import EDIT_ASPECT_RATIOS, GENERATE_ASPECT_RATIOS
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, create_app, run_emulator
+from mai_tools.emulator import (
+    EmulatorConfig,
+    ManualClock,
+    RunningEmulator,
+    create_app,
+    run_emulator,
+)
 from mai_tools.emulator._render import render, size_for
 from tests.support.emulators import EmulatorPool
 
@@ -268,26 +275,44 @@ def test_unmatched_routes_get_the_gateways_404(http: httpx.Client, method: str, 
     assert response.json() == {"statusCode": 404, "message": "Resource not found"}
 
 
-def test_lifecycle_goes_through_processing(emu: RunningEmulator) -> None:
-    emu.control.reset()
+def test_lifecycle_goes_through_processing() -> None:
+    clock = ManualClock()
+    config = EmulatorConfig(min_duration=1.0, max_duration=1.0, queued_fraction=0.5)
     with (
-        run_emulator(
-            EmulatorConfig(min_duration=1.0, max_duration=1.0, queued_fraction=0.3)
-        ) as slow,
+        run_emulator(config, clock=clock) as slow,
         httpx.Client(
             base_url=slow.base_url, headers={"Ocp-Apim-Subscription-Key": slow.api_key}
         ) as c,
     ):
         rid = _submit(c).json()["request_id"]
         seen: list[str] = []
-        while not seen or seen[-1] != "COMPLETED":
+        for step in (0.25, 0.25, 0.25, 0.25, 0.25):  # the job's 1 s, then 0.25 s more
             seen.append(c.get(f"/v2/requests/status/{rid}").json()["status"])
-            time.sleep(0.05)
-    ordered = list(dict.fromkeys(seen))
-    assert ordered == ["QUEUED", "PROCESSING", "COMPLETED"]
+            clock.advance(step)
+        seen.append(c.get(f"/v2/requests/status/{rid}").json()["status"])
+    assert seen == ["QUEUED", "QUEUED", "PROCESSING", "PROCESSING", "COMPLETED", "COMPLETED"]
     stats = slow.control.stats()
-    assert stats.finished_at[rid] - (stats.first_seen_finished_at[rid]) <= 0
+    assert stats.finished_at[rid] == stats.first_seen_finished_at[rid]  # seen the moment it ended
     assert stats.polls[rid] == len(seen)
+
+
+def test_sync_mode_waits_on_the_emulators_clock() -> None:
+    clock = ManualClock()
+    config = EmulatorConfig(min_duration=30, max_duration=30)
+    with run_emulator(config, clock=clock) as e, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            httpx.post,
+            f"{e.base_url}{GEN}",
+            json={"prompt": "a slow inline job", "sync_mode": True},
+            headers={"Ocp-Apim-Subscription-Key": e.api_key},
+            timeout=60,
+        )
+        clock.wait_for_sleepers(1)  # the POST waits for its job's end, on the clock
+        assert not answer.done()
+        clock.advance(30)
+        response = answer.result(timeout=60)
+    assert response.status_code == 200
+    assert response.json()["status"] == "COMPLETED"
 
 
 def test_sync_mode_answers_inline(http: httpx.Client) -> None:
