@@ -18,6 +18,9 @@ from ._state import Emulator
 
 # Clients keep connections alive across polls; uvicorn's default 5 s would close them.
 KEEP_ALIVE = 120
+# On exit, answers still running (a sync_mode job, a slow fault, a wait on a ManualClock
+# nobody will advance) get this long, then are cancelled: leaving never hangs on them.
+SHUTDOWN_GRACE = 1  # seconds (uvicorn takes whole seconds)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def uvicorn_config(app: object, host: str, port: int, log_level: str = "warning"
         timeout_keep_alive=KEEP_ALIVE,
         backlog=2048,
         lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
 
 

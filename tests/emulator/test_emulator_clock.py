@@ -4,15 +4,19 @@ every wait on it (a job's end in sync_mode, a callback falling due) wakes exactl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
-from mai_tools.emulator import ManualClock
+from mai_tools._constants import GENERATE_PATH
+from mai_tools.emulator import EmulatorConfig, ManualClock, run_emulator
 from mai_tools.emulator._clock import SystemClock
 
 
@@ -125,3 +129,25 @@ def test_the_pytest_plugin_takes_a_manual_clock(tmp_path: Path) -> None:
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_leaving_does_not_wait_for_a_clock_nobody_advances() -> None:
+    # A sync_mode answer waits for its job's end on the ManualClock; the test leaves without
+    # advancing it. The server still stops: its thread is gone when run_emulator returns.
+    clock = ManualClock()
+    before = set(threading.enumerate())
+    config = EmulatorConfig(min_duration=30, max_duration=30)
+    with ThreadPoolExecutor(1) as pool, run_emulator(config, clock=clock) as emu:
+        answer = pool.submit(
+            httpx.post,
+            f"{emu.base_url}{GENERATE_PATH}",
+            json={"prompt": "never finished", "sync_mode": True},
+            headers={"Ocp-Apim-Subscription-Key": emu.api_key},
+            timeout=60,
+        )
+        clock.wait_for_sleepers(1)
+        servers = {t for t in set(threading.enumerate()) - before if t.name == "mai-emulator"}
+    assert len(servers) == 1
+    assert not any(t.is_alive() for t in servers)
+    with contextlib.suppress(httpx.HTTPError):  # cut off: an error, or uvicorn's 500
+        assert answer.result(timeout=60).status_code != 200
