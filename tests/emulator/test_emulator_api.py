@@ -4,7 +4,6 @@ images, sync mode, webhooks, faults, counters and admin endpoints (raw HTTP, not
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import io
 import threading
 import time
@@ -294,25 +293,6 @@ def test_lifecycle_goes_through_processing() -> None:
     stats = slow.control.stats()
     assert stats.finished_at[rid] == stats.first_seen_finished_at[rid]  # seen the moment it ended
     assert stats.polls[rid] == len(seen)
-
-
-def test_sync_mode_waits_on_the_emulators_clock() -> None:
-    clock = ManualClock()
-    config = EmulatorConfig(min_duration=30, max_duration=30)
-    with run_emulator(config, clock=clock) as e, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(
-            httpx.post,
-            f"{e.base_url}{GEN}",
-            json={"prompt": "a slow inline job", "sync_mode": True},
-            headers={"Ocp-Apim-Subscription-Key": e.api_key},
-            timeout=60,
-        )
-        clock.wait_for_sleepers(1)  # the POST waits for its job's end, on the clock
-        assert not answer.done()
-        clock.advance(30)
-        response = answer.result(timeout=60)
-    assert response.status_code == 200
-    assert response.json()["status"] == "COMPLETED"
 
 
 def test_sync_mode_answers_inline(http: httpx.Client) -> None:

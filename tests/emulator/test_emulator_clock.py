@@ -9,14 +9,14 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from mai_tools._constants import GENERATE_PATH
-from mai_tools.emulator import EmulatorConfig, ManualClock, run_emulator
+from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mai_tools.emulator._clock import SystemClock
 
 
@@ -131,6 +131,30 @@ def test_the_pytest_plugin_takes_a_manual_clock(tmp_path: Path) -> None:
     assert "1 passed" in done.stdout, done.stdout + done.stderr
 
 
+def _sync_post(pool: ThreadPoolExecutor, emu: RunningEmulator) -> Future[httpx.Response]:
+    """A sync_mode submit in another thread: it answers when its job ends."""
+    return pool.submit(
+        httpx.post,
+        f"{emu.base_url}{GENERATE_PATH}",
+        json={"prompt": "an inline job", "sync_mode": True},
+        headers={"Ocp-Apim-Subscription-Key": emu.api_key},
+        timeout=60,
+    )
+
+
+def test_sync_mode_waits_on_the_emulators_clock() -> None:
+    clock = ManualClock()
+    config = EmulatorConfig(min_duration=30, max_duration=30)
+    with ThreadPoolExecutor(1) as pool, run_emulator(config, clock=clock) as emu:
+        answer = _sync_post(pool, emu)
+        clock.wait_for_sleepers(1)  # the POST waits for its job's end, on the clock
+        assert not answer.done()
+        clock.advance(30)
+        response = answer.result(timeout=60)
+    assert response.status_code == 200
+    assert response.json()["status"] == "COMPLETED"
+
+
 def test_leaving_does_not_wait_for_a_clock_nobody_advances() -> None:
     # A sync_mode answer waits for its job's end on the ManualClock; the test leaves without
     # advancing it. The server still stops: its thread is gone when run_emulator returns.
@@ -138,13 +162,7 @@ def test_leaving_does_not_wait_for_a_clock_nobody_advances() -> None:
     before = set(threading.enumerate())
     config = EmulatorConfig(min_duration=30, max_duration=30)
     with ThreadPoolExecutor(1) as pool, run_emulator(config, clock=clock) as emu:
-        answer = pool.submit(
-            httpx.post,
-            f"{emu.base_url}{GENERATE_PATH}",
-            json={"prompt": "never finished", "sync_mode": True},
-            headers={"Ocp-Apim-Subscription-Key": emu.api_key},
-            timeout=60,
-        )
+        answer = _sync_post(pool, emu)
         clock.wait_for_sleepers(1)
         servers = {t for t in set(threading.enumerate()) - before if t.name == "mai-emulator"}
     assert len(servers) == 1
