@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _lazy_imports  # noqa: F401  # first: httpx will be imported without its CLI
 from ._exceptions import (
     APIConnectionError,
     APIError,

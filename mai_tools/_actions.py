@@ -27,6 +27,10 @@ RequestKind = Literal["submit", "status"]
 Exchange = httpx.Response | httpx.TransportError
 """What came of one request: the answer, or the transport failure."""
 
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Failures where the request certainly never reached the gateway: the only transport failures
+after which a submit POST may be tried again (with a 429, which also created nothing)."""
+
 
 @dataclass(frozen=True)
 class HTTPRequest:

@@ -23,8 +23,7 @@ from ._base_client import (
     _with_image,
 )
 from ._bodies import aread_capped
-from ._config import ClientOptions, ssl_context
-from ._constants import KEEPALIVE_EXPIRY
+from ._config import ClientOptions, pool_limits, ssl_context
 from ._download import Saver
 from ._images import ImageInput
 from ._models import (
@@ -37,7 +36,6 @@ from ._models import (
     JobStatus,
     OutputFormat,
 )
-from ._transport import spread_client
 from ._webhooks import Ticket
 
 T = TypeVar("T")
@@ -56,18 +54,16 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
     _http_type = httpx.AsyncClient
 
     def _init_limiter(self, slots: int) -> None:
-        # httpcore's pool does work per queued request on every state change, which turns
-        # quadratic with hundreds of requests queued at once (1,000 concurrent jobs took two
-        # minutes). Queue here instead, so the pool never holds more than it can serve.
+        # Requests wait for a slot here, never in httpcore's pool (see pool_limits).
         self._limiter = asyncio.Semaphore(slots)
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def _new_http(self, options: ClientOptions) -> httpx.AsyncClient:
-        # Small pools per proxy route; the environment's proxies are honoured as by httpx.
-        return spread_client(
+        # A plain httpx client: the environment's proxies are honoured by httpx itself.
+        return httpx.AsyncClient(
             timeout=options.request_timeout,
-            max_connections=options.max_concurrent_requests,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
+            limits=pool_limits(),  # unbounded: the slots above bound what is in flight
+            follow_redirects=False,
             verify=ssl_context(),
         )
 

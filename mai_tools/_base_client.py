@@ -21,7 +21,7 @@ import httpx
 import pydantic
 
 from ._actions import Flow, HTTPRequest
-from ._config import ClientOptions
+from ._config import ClientOptions, proxy_settings_checked
 from ._constants import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -46,7 +46,6 @@ from ._models import (
     short_url,
 )
 from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
-from ._transport import proxy_settings_checked
 from ._webhooks import Ticket, WebhookReceiver
 
 T = TypeVar("T")

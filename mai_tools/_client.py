@@ -20,8 +20,7 @@ from ._base_client import (
     _with_image,
 )
 from ._bodies import read_capped
-from ._config import ClientOptions, ssl_context
-from ._constants import KEEPALIVE_EXPIRY
+from ._config import ClientOptions, pool_limits, ssl_context
 from ._download import Saver
 from ._images import ImageInput
 from ._models import (
@@ -55,16 +54,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
     def _new_http(self, options: ClientOptions) -> httpx.Client:
         return httpx.Client(
             timeout=options.request_timeout,
-            # httpcore's sync pool can close a connection it has just handed to another thread
-            # when it queues requests or trims idle connections (encode/httpcore#1110: "Bad
-            # file descriptor", or a hang until the read timeout). So the pool never queues or
-            # trims (idle connections expire after KEEPALIVE_EXPIRY), and API requests wait
-            # for a slot here instead: at most max_concurrent_requests are in flight.
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=None,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
+            limits=pool_limits(),  # unbounded: the slots above bound what is in flight
             follow_redirects=False,
             verify=ssl_context(),
         )

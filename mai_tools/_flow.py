@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ._actions import (
+    NEVER_SENT,
     Flow,
     HTTPRequest,
     Notify,
@@ -60,10 +61,6 @@ from ._wire import Wire
 logger = logging.getLogger("mai_tools")
 
 T = TypeVar("T")
-
-
-# Failures where the request certainly never reached the gateway: safe to retry a POST.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class _Transient(Exception):
@@ -357,7 +354,7 @@ class FlowCore:
             failure: Exception
             retry_after: float | None = None
             if isinstance(reply, httpx.TransportError):
-                if not isinstance(reply, _NEVER_SENT):
+                if not isinstance(reply, NEVER_SENT):
                     err = transport_error(reply, what=f"Submitting the {operation} request")
                     err.message += (
                         " The gateway may have received it: a job may exist; it was not "

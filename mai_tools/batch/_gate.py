@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import httpx
 
-from .._actions import HTTPRequest
+from .._actions import NEVER_SENT, HTTPRequest
 from .._policies import parse_retry_after
 from .._wire import error_details, is_quota_error, quota_wait
 from ._journal import Row
@@ -92,4 +92,4 @@ def _did_nothing(reply: httpx.Response | httpx.TransportError) -> bool:
     a connection never made (the rule of :mod:`mai_tools._flow` for retrying a POST)."""
     if isinstance(reply, httpx.Response):
         return reply.status_code == 429
-    return isinstance(reply, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return isinstance(reply, NEVER_SENT)

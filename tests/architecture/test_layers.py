@@ -22,7 +22,6 @@ MAX_LINES = 600
 # Lowest first. A module may import only from modules of a lower rank, or of the same rank
 # inside its own package (the internals of one adapter), and never in a cycle.
 LAYERS: list[tuple[str, ...]] = [
-    ("mai_tools._lazy_imports",),  # imported first: httpx without its CLI
     ("mai_tools._version",),
     ("mai_tools._constants",),
     ("mai_tools._status",),  # what the gateway says of a job (the job errors carry it)
@@ -41,7 +40,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._actions",),  # what a flow asks of its driver; the RequestGate hook
     ("mai_tools._flow",),
     ("mai_tools._bodies",),
-    ("mai_tools._transport",),
     ("mai_tools._webhooks",),  # push waiting: the callback receiver the drivers wait on
     ("mai_tools._base_client",),
     ("mai_tools._client",),
