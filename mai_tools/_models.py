@@ -209,6 +209,8 @@ class GenerateRequest(GenerateFields):
 
     operation: ClassVar[str] = "generate"
     """The operation's name in :data:`OPERATIONS` (and in tools, the CLI, the job log)."""
+    title: ClassVar[str] = "Text to image"
+    """What the operation does, in a few words (documents and listings)."""
     path: ClassVar[str] = GENERATE_PATH
     """The gateway path the request is POSTed to."""
     model_id: ClassVar[str] = GENERATE_MODEL_ID
@@ -225,6 +227,7 @@ class EditRequest(EditFields):
     """
 
     operation: ClassVar[str] = "edit"
+    title: ClassVar[str] = "Image editing"
     path: ClassVar[str] = EDIT_PATH
     model_id: ClassVar[str] = EDIT_MODEL_ID
 

@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
 
@@ -27,9 +28,8 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .._constants import EDIT_PATH, GENERATE_PATH
 from .._images import sniff_image_type
-from .._models import EditRequest, GenerateRequest
+from .._models import OPERATIONS, EditRequest, JobRequest
 from .._urls import split_url
 from ._callbacks import (
     CallbackError,
@@ -305,8 +305,16 @@ class EmulatorApp:
 
     # ------------------------------------------------------------------ endpoints
 
-    async def submit(self, request: Request) -> Response:
-        operation = "edit" if request.url.path == EDIT_PATH else "generate"
+    def submitter(self, model: type[JobRequest]) -> Callable[[Request], Awaitable[Response]]:
+        """The POST handler of one operation (its route is ``model.path``)."""
+
+        async def submit(request: Request) -> Response:
+            return await self.submit(request, model)
+
+        return submit
+
+    async def submit(self, request: Request, model: type[JobRequest]) -> Response:
+        operation = model.operation
         gate = await self._gate(request, submit=True)
         if isinstance(gate, Response):
             self.emu.count_submission()
@@ -324,7 +332,6 @@ class EmulatorApp:
         body = await self._body(request, self.emu.config.max_body_bytes)
         if isinstance(body, Response):
             return body
-        model = EditRequest if operation == "edit" else GenerateRequest
         try:
             parsed = model.model_validate(body)
         except pydantic.ValidationError as exc:
@@ -551,8 +558,10 @@ def create_app(config: EmulatorConfig | Emulator | None = None) -> Starlette:
         await handlers.aclose()
 
     routes = [
-        Route(GENERATE_PATH, handlers.submit, methods=["POST"]),
-        Route(EDIT_PATH, handlers.submit, methods=["POST"]),
+        *(
+            Route(cls.path, handlers.submitter(cls), methods=["POST"])
+            for cls in OPERATIONS.values()
+        ),
         Route("/v2/requests/status/{request_id}", handlers.status, methods=["GET"]),
         Route("/files/{request_id}/{name}", handlers.files, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),

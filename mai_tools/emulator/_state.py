@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .._constants import EDIT_MODEL_ID, GENERATE_MODEL_ID
+from .._models import OPERATIONS
 from ._clock import EmulatorClock, SystemClock
 from ._config import EmulatorConfig, Faults
 
@@ -406,7 +406,7 @@ class Emulator:
         with self._lock:
             duration = self._rng.uniform(cfg.min_duration, cfg.max_duration)
             dice = self._rng.random()
-        model_id = EDIT_MODEL_ID if operation == "edit" else GENERATE_MODEL_ID
+        model_id = OPERATIONS[operation].model_id
         outcome, error = "COMPLETED", None
         if faults.fail_marker and faults.fail_marker in prompt:
             outcome, error = "FAILED", "The prompt was rejected by the content policy (emulated)."
