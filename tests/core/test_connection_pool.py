@@ -167,6 +167,31 @@ async def test_a_request_its_pool_refuses_is_not_counted_as_in_flight() -> None:
     assert spread.in_flight == [0, 0]
 
 
+async def test_a_request_cancelled_while_its_body_closes_is_not_counted_as_in_flight() -> None:
+    # The cancellation the regression test above makes: the pool may lose that connection
+    # (unbounded, it opens another), but the spread must not go on counting the request.
+    closing = asyncio.Event()
+
+    class ClosingSlowly(_Body):
+        async def aclose(self) -> None:
+            closing.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    class SlowToClosePool(_Pool):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, stream=ClosingSlowly())
+
+    spread = SpreadTransport([SlowToClosePool(), _Pool()])
+    async with httpx.AsyncClient(transport=spread) as http:
+        task = asyncio.create_task(http.get("http://pools.test/"))
+        await closing.wait()
+        assert spread.in_flight == [1, 0]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert spread.in_flight == [0, 0]
+
+
 def test_the_async_client_gets_a_pool_for_each_two_slots(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
