@@ -36,6 +36,7 @@ from ._models import (
     JobStatus,
     OutputFormat,
 )
+from ._spread_pools import spread_transport
 from ._webhooks import Ticket
 
 T = TypeVar("T")
@@ -59,12 +60,15 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def _new_http(self, options: ClientOptions) -> httpx.AsyncClient:
-        # A plain httpx client: the environment's proxies are honoured by httpx itself.
+        # The slots' requests spread over small pools (cheaper than one big one), unless the
+        # environment names a proxy: then a plain httpx client, which honours it itself.
+        verify = ssl_context()
         return httpx.AsyncClient(
             timeout=options.request_timeout,
             limits=pool_limits(),  # unbounded: the slots above bound what is in flight
             follow_redirects=False,
-            verify=ssl_context(),
+            verify=verify,
+            transport=spread_transport(options.max_concurrent_requests, verify),
         )
 
     async def _run(

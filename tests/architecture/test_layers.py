@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._exceptions",),
     ("mai_tools._urls",),
     ("mai_tools._config",),
+    ("mai_tools._spread_pools",),  # the async client's transport: httpx's public API only
     ("mai_tools._images",),
     ("mai_tools._policies",),  # pure: imports nothing of mai_tools (downloads use its backoff)
     ("mai_tools._fetch",),
