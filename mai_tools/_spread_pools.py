@@ -65,8 +65,11 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self.in_flight[index] -= 1
             raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's
-        response.stream = _CountedBody(response.stream, self, index)
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover - never async
+            self.in_flight[index] -= 1
+            raise TypeError(f"pool {index} answered with a sync body: {type(stream).__name__}")
+        response.stream = _CountedBody(stream, self, index)
         return response
 
     async def aclose(self) -> None:

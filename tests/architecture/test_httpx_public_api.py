@@ -1,8 +1,9 @@
 """Only httpx's and httpcore's public API: no private module, name or attribute of theirs.
 
 A private name can change in any release (httpx 0.28 moved and renamed several) and bypasses
-what the library guarantees; the clients use plain ``httpx.Client``/``AsyncClient`` with
-public ``limits=``, and tests observe connections through httpcore's documented debug log.
+what the library guarantees; the clients use ``httpx.Client``/``AsyncClient`` with public
+``limits=`` (the async one over public ``httpx.AsyncHTTPTransport`` pools), and tests observe
+connections through httpcore's documented debug log.
 
 Every ``.py`` file of the project is read with ``ast`` and the test fails on:
 
