@@ -33,3 +33,33 @@ async def aeventually(
     while not condition():
         assert time.monotonic() < end, f"gave up after {deadline} s waiting for {what}"
         await anyio.sleep(every)
+
+
+def until_quiet(
+    count: Callable[[], int], what: str, *, spell: float, deadline: float = DEADLINE
+) -> None:
+    """Return once ``count()`` has not changed for ``spell`` seconds (choose it longer than the
+    widest gap of whatever is counted); fail with ``what`` if it keeps changing past
+    ``deadline``. Proves that something stopped, however late a busy machine lets it stop."""
+    end = time.monotonic() + deadline
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < spell:
+        assert time.monotonic() < end, f"{what} still going after {deadline} s"
+        time.sleep(0.05)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+async def auntil_quiet(
+    count: Callable[[], int], what: str, *, spell: float, deadline: float = DEADLINE
+) -> None:
+    """:func:`until_quiet` for async tests: the event loop runs while it waits."""
+    end = time.monotonic() + deadline
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < spell:
+        assert time.monotonic() < end, f"{what} still going after {deadline} s"
+        await anyio.sleep(0.05)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
