@@ -306,7 +306,7 @@ def _serve(app: Any, port: int | None = None) -> Iterator[str]:
     # A handler still running at shutdown (/hang) is cancelled after a short grace, instead of
     # uvicorn waiting for it forever and the test for the thread.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="error", timeout_graceful_shutdown=0.2
+        app, host="127.0.0.1", port=port, log_level="error", timeout_graceful_shutdown=1
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
