@@ -9,6 +9,9 @@ Run it from the repository root after the README command's installs (``.venv``, 
 every step of the test command from ``ruff check`` on (ruff, ruff format, mypy, pytest under
 coverage, the coverage floor). The load is ``--load`` processes spinning ``while True: pass``
 (or ``stress-ng --cpu``), started before each run and killed by their process ids after it.
+Besides wall time, each run reports the CPU seconds the checks used (user + system, every
+process they waited for): on a machine shared with other work, CPU seconds / cores is a floor
+for the wall time the same run needs on a quiet machine of that many cores.
 
 Goal (issue 20): every run passes, and a quiet run takes at most 5 minutes on a 2-core machine.
 Prints one line per run and a summary; exits 1 if any run failed. Each run's output is kept in
@@ -21,6 +24,7 @@ import argparse
 import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -111,6 +115,7 @@ def main() -> int:
     outcomes: list[tuple[bool, float]] = []
     for run in range(1, args.runs + 1):
         load = start_load(args.load, args.stress_ng)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         try:
             done = subprocess.run(
@@ -121,15 +126,22 @@ def main() -> int:
                 text=True,
                 check=False,
             )
+            seconds = time.monotonic() - started
+            # CPU seconds of the checks and every process they waited for; read before the
+            # load processes are reaped, so their CPU is not counted.
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         finally:
             stop_load(load)
-        seconds = time.monotonic() - started
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         log = logs / f"run-{run}.log"
         log.write_text(done.stdout, encoding="utf-8")
         passed = done.returncode == 0
         outcomes.append((passed, seconds))
         verdict = "PASS" if passed else f"FAIL (exit {done.returncode})"
-        print(f"run {run}: {verdict} in {seconds:.0f} s; {summary_line(done.stdout)}; {log}")
+        print(
+            f"run {run}: {verdict} in {seconds:.0f} s wall, {cpu:.0f} s CPU; "
+            f"{summary_line(done.stdout)}; {log}"
+        )
         sys.stdout.flush()
 
     passes = sum(ok for ok, _ in outcomes)

@@ -103,7 +103,7 @@ def emu(slow_emu: RunningEmulator) -> RunningEmulator:
 
 
 def _settings(emu: RunningEmulator, **kw: Any) -> Settings:
-    return Settings(api_key=KEY, base_url=emu.base_url, max_wait=0.3, **kw)
+    return Settings(api_key=KEY, base_url=emu.base_url, **{"max_wait": 0.3, **kw})
 
 
 def _text(result: CallToolResult) -> str:
@@ -112,9 +112,17 @@ def _text(result: CallToolResult) -> str:
     return first.text
 
 
-async def test_a_task_at_once_then_the_calls_final_result(emu: RunningEmulator) -> None:
+async def test_a_task_at_once_then_the_calls_final_result() -> None:
+    # A task's final answer gets max_wait for its previews: 1.5 s here (not 0.3 s), so a busy
+    # machine still fetches both; the job (3 s) outlasts it.
+    config = EmulatorConfig(api_keys=(KEY,), min_duration=3.0, max_duration=3.0)
+    with run_emulator(config) as emu:
+        await _a_task_at_once_then_the_calls_final_result(emu)
+
+
+async def _a_task_at_once_then_the_calls_final_result(emu: RunningEmulator) -> None:
     tasks = TasksClient()
-    async with Client(create_server(_settings(emu)), extensions=[tasks]) as client:
+    async with Client(create_server(_settings(emu, max_wait=1.5)), extensions=[tasks]) as client:
         caps = client.server_capabilities
         assert caps is not None
         assert caps.extensions is not None
@@ -129,9 +137,9 @@ async def test_a_task_at_once_then_the_calls_final_result(emu: RunningEmulator) 
     assert created.poll_interval_ms > 0
     assert created.ttl_ms is not None
     assert created.ttl_ms > 0
-    assert len(tasks.reports) >= 2  # working at least once (the job takes 1 s), then completed
+    assert len(tasks.reports) >= 2  # working at least once (the job takes 3 s), then completed
     assert all(r.task_id == created.task_id for r in tasks.reports)
-    # The job outlasted max_wait (0.3 s) and still the client got its images: no "still running".
+    # The job outlasted max_wait and still the client got its images: no "still running".
     assert not result.is_error
     lines = _text(result).splitlines()
     assert lines[0].startswith(f"{emu.base_url}/files/")
@@ -318,7 +326,8 @@ from fastmcp.client.transports import StdioTransport
 async def main():
     env, cwd = json.loads(sys.argv[2]), sys.argv[3]
     transport = StdioTransport(command=sys.argv[1], args=["-m", "mcp_server"], env=env, cwd=cwd)
-    async with Client(transport) as client:
+    # A busy machine may take long to start the server: the init timeout is not the test.
+    async with Client(transport, init_timeout=60) as client:
         result = await client.call_tool("generate_image", {"prompt": "via fastmcp-tasks"})
     print(json.dumps(result.structured_content))
 
@@ -333,7 +342,7 @@ from pydantic_ai.mcp import MCPToolset
 async def main():
     env, cwd = json.loads(sys.argv[2]), sys.argv[3]
     transport = StdioTransport(command=sys.argv[1], args=["-m", "mcp_server"], env=env, cwd=cwd)
-    async with MCPToolset(transport) as toolset:
+    async with MCPToolset(transport, init_timeout=60) as toolset:
         # All-text results reach the model as structuredContent only (previews are off here).
         result = await toolset.direct_call_tool("generate_image", {"prompt": "via pydantic-ai"})
     print(json.dumps(result))
