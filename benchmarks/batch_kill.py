@@ -9,15 +9,21 @@ number of lines plus at most the lines the rerun reports UNKNOWN (their first PO
 arrived; they are resent only with --resubmit-unknown). A killed run's manifest may show more
 lines UNKNOWN (those in the middle of their POST when it was written); they are counted
 apart and do not excuse an extra POST.
+
+After each kill the journal tells how many lines the next run will report UNKNOWN for it
+(``left_submitting``): at most the POSTs then on the wire, so at most the client's 32 request
+slots, whatever ``--concurrency``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -60,6 +66,7 @@ def main() -> None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             stats = emu.stats()
+            submitting = _left_submitting(out)
             if (out / "manifest.jsonl").exists():
                 for line in (out / "manifest.jsonl").read_text().splitlines():
                     data = json.loads(line)
@@ -67,6 +74,7 @@ def main() -> None:
                         unknown_seen.add(data["id"])
             kills.append(
                 {"after_s": round(delay, 2), "posts_so_far": stats.submissions,
+                 "left_submitting": submitting,
                  "finished_before_kill": ended_first}
             )  # fmt: skip
         final = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True)
@@ -117,6 +125,16 @@ def main() -> None:
         and summary["clean"],
     }
     print(json.dumps(result, indent=2))
+
+
+def _left_submitting(out: Path) -> int:
+    """Lines a killed run left "submitting": the next run reports them UNKNOWN."""
+    path = out / "journal.sqlite3"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        found = db.execute("SELECT count(*) FROM lines WHERE state = 'submitting'").fetchone()
+        return int(found[0])
 
 
 if __name__ == "__main__":

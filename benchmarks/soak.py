@@ -344,7 +344,7 @@ async def _client_call(call: Call, base_url: str, out: Path, source: Path, edit:
             call.request_id = result.request_id
             left = call.budget - (time.monotonic() - started)
             try:
-                await result.asave(out, timeout=max(left, 0.01))
+                await client.save(result, out, timeout=max(left, 0.01))
                 call.outcome = "saved"
             except DownloadError as exc:
                 call.outcome, call.text = "not-saved", str(exc)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt = " ".join(args) or "a lighthouse on a cliff at dawn, watercolor"
     with open_client() as client:
         result = client.generate(prompt, aspect_ratio="16:9", on_status=show)
-        paths = result.save("mai-images")
+        paths = client.save(result, "mai-images")
     print(f"request {result.request_id}")
     for url, path in zip(result.image_urls, paths, strict=True):
         print(f"{path}  <-  {url}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _lazy_imports  # noqa: F401  # first: httpx will be imported without its CLI
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -44,24 +43,29 @@ from ._images import ImageInput, image_to_url, sniff_image_type
 from ._models import (
     EDIT_ASPECT_RATIOS,
     GENERATE_ASPECT_RATIOS,
+    OPERATIONS,
     OUTPUT_FORMATS,
     EditAspectRatio,
+    EditFields,
     EditRequest,
     GenerateAspectRatio,
+    GenerateFields,
     GenerateRequest,
     ImageResult,
     Job,
     JobOutput,
+    JobRequest,
     JobStatus,
     OutputFormat,
     Status,
+    operation_of,
 )
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._actions import AsyncRequestGate, HTTPRequest, OnStatus, RequestGate
     from ._async_client import AsyncMAIImageClient
     from ._client import MAIImageClient
-    from ._flow import OnStatus
     from ._policies import Clock, DurationStats, FakeClock, PollPolicy, RetryPolicy, SystemClock
     from ._webhooks import WebhookReceiver
     from .langchain import (
@@ -74,7 +78,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "AsyncMAIImageClient": "mai_tools._async_client",
     "MAIImageClient": "mai_tools._client",
-    "OnStatus": "mai_tools._flow",
+    "OnStatus": "mai_tools._actions",
+    "AsyncRequestGate": "mai_tools._actions",
+    "HTTPRequest": "mai_tools._actions",
+    "RequestGate": "mai_tools._actions",
     "Clock": "mai_tools._policies",
     "DurationStats": "mai_tools._policies",
     "FakeClock": "mai_tools._policies",
@@ -108,6 +115,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "EDIT_ASPECT_RATIOS",
     "GENERATE_ASPECT_RATIOS",
+    "OPERATIONS",
     "OUTPUT_FORMATS",
     "APIConnectionError",
     "APIError",
@@ -115,6 +123,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncMAIImageClient",
+    "AsyncRequestGate",
     "AuthenticationError",
     "BadRequestError",
     "Clock",
@@ -122,10 +131,13 @@ __all__ = [
     "DownloadError",
     "DurationStats",
     "EditAspectRatio",
+    "EditFields",
     "EditRequest",
     "FakeClock",
     "GenerateAspectRatio",
+    "GenerateFields",
     "GenerateRequest",
+    "HTTPRequest",
     "ImageInput",
     "ImageResult",
     "InsufficientBalanceError",
@@ -134,6 +146,7 @@ __all__ = [
     "Job",
     "JobFailedError",
     "JobOutput",
+    "JobRequest",
     "JobStatus",
     "JobTimeoutError",
     "MAIImageClient",
@@ -151,6 +164,7 @@ __all__ = [
     "PollPolicy",
     "QuotaExceededError",
     "RateLimitError",
+    "RequestGate",
     "RetryPolicy",
     "ServerError",
     "Status",
@@ -158,5 +172,6 @@ __all__ = [
     "WebhookReceiver",
     "__version__",
     "image_to_url",
+    "operation_of",
     "sniff_image_type",
 ]

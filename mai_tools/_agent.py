@@ -24,6 +24,8 @@ from typing import Literal
 import pydantic
 from pydantic import BaseModel, Field
 
+from ._async_client import AsyncMAIImageClient
+from ._client import MAIImageClient
 from ._exceptions import (
     APIError,
     APIStatusError,
@@ -235,6 +237,7 @@ def failure_of(exc: BaseException) -> Failed:
 
 
 def save_or_report(
+    client: MAIImageClient,
     result: ImageResult,
     directory: str | os.PathLike[str] | None,
     *,
@@ -252,12 +255,13 @@ def save_or_report(
     if timeout is not None and timeout <= 0:
         return [], _NO_TIME_LEFT
     try:
-        return result.save(directory, timeout=timeout), None
+        return client.save(result, directory, timeout=timeout), None
     except DownloadError as exc:
         return [], str(exc)
 
 
 async def asave_or_report(
+    client: AsyncMAIImageClient,
     result: ImageResult,
     directory: str | os.PathLike[str] | None,
     *,
@@ -269,7 +273,7 @@ async def asave_or_report(
     if timeout is not None and timeout <= 0:
         return [], _NO_TIME_LEFT
     try:
-        return await result.asave(directory, timeout=timeout), None
+        return await client.save(result, directory, timeout=timeout), None
     except DownloadError as exc:
         return [], str(exc)
 
@@ -282,12 +286,13 @@ def _time_left(budget: float | None, started: float) -> float | None:
 
 
 def run(
-    call: Callable[[], ImageResult],
+    client: MAIImageClient,
+    call: Callable[[MAIImageClient], ImageResult],
     *,
     save_to: str | os.PathLike[str] | None = None,
     budget: float | None = None,
 ) -> Outcome:
-    """Run a client call and save its images: the call's :data:`Outcome`, never an exception
+    """Run ``call(client)`` and save its images: the call's :data:`Outcome`, never an exception
     from mai_tools (anything else is a bug and propagates).
 
     ``budget`` (seconds) bounds the call and the save together: saving gets what the wait
@@ -295,14 +300,16 @@ def run(
     """
     started = time.monotonic()
     try:
-        result = call()
+        result = call(client)
     except MAIImageError as exc:
         return outcome_of(exc)
-    return Done(result, *save_or_report(result, save_to, timeout=_time_left(budget, started)))
+    left = _time_left(budget, started)
+    return Done(result, *save_or_report(client, result, save_to, timeout=left))
 
 
 async def arun(
-    call: Callable[[], Awaitable[ImageResult]],
+    client: AsyncMAIImageClient,
+    call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]],
     *,
     save_to: str | os.PathLike[str] | None = None,
     budget: float | None = None,
@@ -310,11 +317,11 @@ async def arun(
     """Async twin of :func:`run`."""
     started = time.monotonic()
     try:
-        result = await call()
+        result = await call(client)
     except MAIImageError as exc:
         return outcome_of(exc)
     left = _time_left(budget, started)
-    return Done(result, *(await asave_or_report(result, save_to, timeout=left)))
+    return Done(result, *(await asave_or_report(client, result, save_to, timeout=left)))
 
 
 # --------------------------------------------------------------------------- rendering

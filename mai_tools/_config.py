@@ -7,11 +7,13 @@ whose repr never shows it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import ssl
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
@@ -30,6 +32,7 @@ from ._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
+    KEEPALIVE_EXPIRY,
 )
 from ._exceptions import ConfigurationError, InvalidArgumentError, MissingAPIKeyError
 from ._urls import has_unsafe_chars, split_url
@@ -43,6 +46,50 @@ def ssl_context() -> ssl.SSLContext:
     calls, downloads) would otherwise pay that each time. SSLContext is safe to share.
     """
     return httpx.create_ssl_context()
+
+
+_PROXY_VARS = "HTTP_PROXY, HTTPS_PROXY or ALL_PROXY"
+
+
+@contextlib.contextmanager
+def proxy_settings_checked() -> Iterator[None]:
+    """Turn what httpx raises for the environment's proxy settings into ConfigurationError.
+
+    A new ``httpx.Client``/``AsyncClient`` reads HTTP(S)_PROXY/ALL_PROXY/NO_PROXY and builds
+    its proxy transports in its constructor: an unusable value fails there, with these public
+    exceptions. The proxy URL is not repeated: it may hold a password.
+    """
+    try:
+        yield
+    except ImportError as exc:  # socks5:// without the socksio package
+        raise ConfigurationError(
+            f"{_PROXY_VARS} names a SOCKS proxy: install socksio (pip install 'httpx[socks]') "
+            "or use an http:// proxy."
+        ) from exc
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ConfigurationError(
+            f"{_PROXY_VARS} in the environment is not a usable proxy URL (http://, https:// or "
+            "socks5://host:port); fix or unset it."
+        ) from exc
+
+
+def pool_limits() -> httpx.Limits:
+    """The connection pool of both clients: it never queues, never trims by count.
+
+    The client's own ``max_concurrent_requests`` slots bound the API requests in flight, so
+    httpcore's pool is left unbounded, for three defects of httpcore 1.0.9 it then cannot hit:
+    the sync pool can close a connection it has just handed to another thread when it queues
+    requests or trims idle ones (encode/httpcore#1110: "Bad file descriptor", or a hang until
+    the read timeout); the async pool does work per queued request on every state change
+    (quadratic: 1,000 concurrent jobs took two minutes when they queued there); and a
+    cancellation that lands while a response is being closed leaves that connection ACTIVE
+    for good (never reused, closed only with the client), which in a bounded pool would take
+    one of its slots each time until none is left. Idle connections close after
+    ``KEEPALIVE_EXPIRY`` seconds, longer than the gaps between polls.
+    """
+    return httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=KEEPALIVE_EXPIRY
+    )
 
 
 class Secret:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -24,13 +25,13 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import httpx
 
 from ._config import call_timeout
 from ._constants import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_SAVE_TIMEOUT
-from ._exceptions import DownloadError, InvalidImageError
+from ._exceptions import DownloadError, InvalidArgumentError, InvalidImageError
 from ._fetch import (
     Deadline,
     afetch,
@@ -51,6 +52,36 @@ def safe_stem(request_id: str) -> str:
     """A file-name stem derived from a request id (no separators, no dot-files)."""
     stem = _UNSAFE.sub("_", request_id).strip("._") or "image"
     return stem[:150]
+
+
+def check_file_stem(name: object) -> str:
+    """``name`` if it is usable as a file-name stem for saved images, else a clear error."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgumentError(
+            "name must be a non-empty file-name stem, e.g. 'lighthouse' (files become "
+            "lighthouse_1.png, ...)."
+        )
+    if "/" in name or "\\" in name or "\0" in name or name.strip() in (".", ".."):
+        raise InvalidArgumentError(
+            f"name must be a file name, not a path ({name[:80]!r}): pass the folder as the "
+            "directory and only the stem as name."
+        )
+    return name
+
+
+def write_sidecar(directory: Path, stem: str, data: dict[str, object]) -> Path:
+    """Write ``<stem>.json`` beside the saved images (atomically: temporary file, rename)."""
+    path = directory / f"{safe_stem(stem)}.json"
+    text = json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n"
+    fd, part = _create_part_file(directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        Path(part).replace(path)
+    except OSError as exc:
+        Path(part).unlink(missing_ok=True)
+        raise _disk_error(directory, exc) from None
+    return path
 
 
 def target_path(directory: Path, request_id: str, index: int, mime: str) -> Path:
@@ -396,21 +427,16 @@ async def afetch_image(
     return data
 
 
-def _no_saver() -> None:
-    return None
-
-
 class Saver:
-    """How a client's results download their images: its connection pool and size limit.
+    """How a client saves results: its connection pool, size limit and download backoff.
 
-    A result holds one so that ``result.save(dir)`` reuses the client's connections. It is
-    not part of the result's data: it is dropped when the result is pickled or deep-copied,
-    and ignored when results are compared (a result equals its own JSON round trip).
+    ``client.save(result, directory)`` runs through the client's Saver, so downloads reuse the
+    client's connections and limits.
 
     Args:
         http: the sync client's ``httpx.Client`` (for :meth:`save`).
         ahttp: the async client's ``httpx.AsyncClient`` (for :meth:`asave`); used only from
-            the event loop that was running when the Saver was made.
+            ``loop``, the event loop its connections belong to (default: the running one).
         max_bytes: the largest image written.
         retry_policy: the backoff between tries of a download (the client's own policy).
     """
@@ -422,6 +448,7 @@ class Saver:
         *,
         http: httpx.Client | None = None,
         ahttp: httpx.AsyncClient | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
@@ -430,7 +457,7 @@ class Saver:
         self.retry_policy = retry_policy
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         if ahttp is not None:
-            self._loop = weakref.ref(asyncio.get_running_loop())
+            self._loop = weakref.ref(loop or asyncio.get_running_loop())
         self.max_bytes = max_bytes
 
     def _async_http(self) -> httpx.AsyncClient | None:
@@ -483,18 +510,6 @@ class Saver:
             timeout=timeout,
             retry_policy=self.retry_policy,
         )
-
-    # Not data: equal to any other Saver (or none), and gone on pickle / deep copy.
-    def __eq__(self, other: object) -> bool:
-        return other is None or isinstance(other, Saver)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, tuple[()]]:
-        return (_no_saver, ())
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> None:
-        return None
 
     def __repr__(self) -> str:
         return f"Saver(max_bytes={self.max_bytes})"

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import pydantic
     from pydantic_core import ErrorDetails
 
-    from ._models import JobStatus, Status
+    from ._status import JobStatus, Status
 
 __all__ = [
     "APIConnectionError",

@@ -18,12 +18,21 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
+from ._actions import (
+    NEVER_SENT,
+    Flow,
+    HTTPRequest,
+    Notify,
+    Reply,
+    Sleep,
+    WaitForSignal,
+)
 from ._config import ClientOptions, call_timeout
 from ._constants import MAX_ANSWER_BYTES, MAX_INLINE_ANSWER_BYTES
 from ._exceptions import (
@@ -36,7 +45,7 @@ from ._exceptions import (
     QuotaExceededError,
     transport_error,
 )
-from ._models import ImageResult, Job, JobStatus, Status
+from ._models import ImageResult, Job, JobRequest, JobStatus, Status, operation_of, request_body
 from ._policies import (
     CallbackStats,
     Clock,
@@ -45,67 +54,13 @@ from ._policies import (
     RetryPolicy,
     SystemClock,
 )
-from ._urls import check_request_id, check_webhook_url, operation_of
-from ._wire import JobRequest, Wire, operation_name
+from ._recent import RecentJobs
+from ._urls import check_request_id, check_webhook_url
+from ._wire import Wire
 
 logger = logging.getLogger("mai_tools")
 
 T = TypeVar("T")
-
-OnStatus = Callable[[JobStatus, float], object]
-"""Called on every status change with the new status and seconds elapsed since submission."""
-
-
-# --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class HTTPRequest:
-    """Send this request; the reply is an ``httpx.Response`` or an ``httpx.TransportError``."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(repr=False)
-    json: Mapping[str, Any] | None = field(repr=False)
-    timeout: httpx.Timeout
-    max_body: int = MAX_ANSWER_BYTES
-    """Read at most this many bytes of the answer; a longer one is not read (and flagged)."""
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """Sleep this many seconds."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class WaitForSignal:
-    """Sleep up to this many seconds, or less if the job's webhook callback arrives first.
-
-    Reply True when the callback ended the sleep (the flow then reads the status once: a
-    callback is a hint, never the result), anything else when the time ran out. A driver
-    with no webhook receiver for the job just sleeps.
-    """
-
-    request_id: str
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Notify:
-    """Report a status change to the caller's ``on_status``."""
-
-    status: JobStatus
-    elapsed: float
-
-
-Action = HTTPRequest | Sleep | WaitForSignal | Notify
-Reply = httpx.Response | httpx.TransportError | bool | None
-Flow = Generator[Action, Reply, T]
-
-# Failures where the request certainly never reached the gateway: safe to retry a POST.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class _Transient(Exception):
@@ -137,6 +92,8 @@ class _Wait:
     """The learned duration window, for a job this client just submitted."""
     submitted_here: bool
     initial: JobStatus | None = None
+    request: JobRequest | None = None
+    """The request the job was submitted with, when this client knows it (results carry it)."""
     push: bool = False
     """A callback will come (the submit carried our receiver's URL): sleep until it does."""
 
@@ -174,6 +131,11 @@ class FlowCore:
         self.callbacks = CallbackStats()
         """Whether recent push waits got their callback (the fallback schedule follows it)."""
         self._rng = random.Random()
+        self.recent = RecentJobs()
+        """The jobs this client submitted (``wait`` polls them by their age)."""
+
+    def _remember(self, job: Job | JobStatus, request: JobRequest) -> None:
+        self.recent.remember(job.request_id, request, self.clock.monotonic())
 
     # ------------------------------------------------------------------ helpers
 
@@ -199,6 +161,7 @@ class FlowCore:
             json,
             self._within(deadline),
             max_body,
+            "submit" if method == "POST" else "status",
         )
 
     def _within(self, deadline: float) -> httpx.Timeout:
@@ -237,22 +200,24 @@ class FlowCore:
         webhook_url: str | None,
         timeout: float | None,
         push: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> Flow[ImageResult]:
-        """Submit, then wait: the whole of ``generate`` / ``edit``.
+        """Submit, then wait: the whole of ``run`` (and ``generate`` / ``edit``).
 
         With ``push``, ``webhook_url`` is the driver's receiver URL for this job, and the wait
         sleeps until its callback (:class:`WaitForSignal`), reading the status sparsely.
         """
         webhook = check_webhook_url(webhook_url)
+        payload = request_body(body, extra_body)
         timeout_value, deadline = self.deadline_for(timeout)
         call_started = self.clock.monotonic()
-        submitted = yield from self._submit(body, webhook, deadline)
+        submitted = yield from self._submit(body, payload, webhook, deadline)
         started_at = self.clock.monotonic()
         if isinstance(submitted, JobStatus):
             # Answered inline (sync_mode): the whole job ran inside the POST.
             if submitted.status is Status.COMPLETED and submitted.image_urls:
                 yield Notify(submitted, started_at - call_started)
-                return ImageResult.from_status(submitted)
+                return ImageResult.from_status(submitted, body)
             if submitted.status.is_failure:
                 yield Notify(submitted, started_at - call_started)
                 raise JobFailedError(submitted)
@@ -264,7 +229,7 @@ class FlowCore:
                 raw_status=submitted.status.value,
                 polling_url=submitted.polling_url,
             )
-        operation = operation_name(body)
+        self._remember(initial, body)
         return (
             yield from self._wait(
                 _Wait(
@@ -273,19 +238,28 @@ class FlowCore:
                     timeout=timeout_value,
                     deadline=deadline,
                     origin=started_at,
-                    window=self.durations.window(operation, self.poll_policy),
+                    window=self.durations.window(body.operation, self.poll_policy),
                     submitted_here=True,
                     initial=initial,
+                    request=body,
                     push=push,
                 )
             )
         )
 
-    def submit_only_flow(self, body: JobRequest, *, webhook_url: str | None) -> Flow[Job]:
-        """Submit without waiting (``submit_generate`` / ``submit_edit``)."""
+    def submit_only_flow(
+        self,
+        body: JobRequest,
+        *,
+        webhook_url: str | None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Flow[Job]:
+        """Submit without waiting (``submit``)."""
         webhook = check_webhook_url(webhook_url)
+        payload = request_body(body, extra_body)
         _, deadline = self.deadline_for(None)
-        submitted = yield from self._submit(body, webhook, deadline)
+        submitted = yield from self._submit(body, payload, webhook, deadline)
+        self._remember(submitted, body)
         if isinstance(submitted, JobStatus):
             return Job(
                 request_id=submitted.request_id,
@@ -330,34 +304,45 @@ class FlowCore:
         """
         check_request_id(request_id)
         timeout_value, deadline = self.deadline_for(timeout)
-        return (
-            yield from self._wait(
-                _Wait(
-                    request_id=request_id,
-                    polling_url=polling_url,
-                    timeout=timeout_value,
-                    deadline=deadline,
-                    origin=self.clock.monotonic(),
-                    window=None,
-                    submitted_here=False,
-                    push=push,
-                )
+        known = self.recent.get(request_id)
+        if known is not None:
+            # Submitted by this client: its age and the learned window are known, as in run.
+            plan = _Wait(
+                request_id=request_id,
+                polling_url=polling_url,
+                timeout=timeout_value,
+                deadline=deadline,
+                origin=known.at,
+                window=self.durations.window(known.request.operation, self.poll_policy),
+                submitted_here=True,
+                request=known.request,
+                push=push,
             )
-        )
+        else:
+            plan = _Wait(
+                request_id=request_id,
+                polling_url=polling_url,
+                timeout=timeout_value,
+                deadline=deadline,
+                origin=self.clock.monotonic(),
+                window=None,
+                submitted_here=False,
+                push=push,
+            )
+        return (yield from self._wait(plan))
 
     # ------------------------------------------------------------------ steps
 
     def _submit(
-        self, body: JobRequest, webhook_url: str | None, deadline: float
+        self, body: JobRequest, payload: Mapping[str, Any], webhook_url: str | None, deadline: float
     ) -> Flow[Job | JobStatus]:
         """POST the job. Retried only when the gateway certainly did nothing (429, no connect).
 
         Returns a :class:`Job`, or a :class:`JobStatus` when the gateway answered inline
         (sync mode).
         """
-        operation = operation_name(body)
+        operation = body.operation
         url = self.wire.submit_url(body)
-        payload = body.model_dump(mode="json")
         # Inline (sync mode) answers carry the images themselves.
         cap = MAX_INLINE_ANSWER_BYTES if body.sync_mode else MAX_ANSWER_BYTES
         attempt = 0
@@ -369,7 +354,7 @@ class FlowCore:
             failure: Exception
             retry_after: float | None = None
             if isinstance(reply, httpx.TransportError):
-                if not isinstance(reply, _NEVER_SENT):
+                if not isinstance(reply, NEVER_SENT):
                     err = transport_error(reply, what=f"Submitting the {operation} request")
                     err.message += (
                         " The gateway may have received it: a job may exist; it was not "
@@ -550,7 +535,7 @@ class FlowCore:
                 self._callback_outcome(request_id, arrived=woke)
             if status.status is Status.COMPLETED:
                 self._learn(operation, status, elapsed if plan.submitted_here else None)
-                result = ImageResult.from_status(status)
+                result = ImageResult.from_status(status, plan.request)
                 if not result.image_urls:
                     raise APIResponseError(
                         f"Job {request_id} COMPLETED without output.media_url",

@@ -1,20 +1,29 @@
-"""Request and response models for the MAI Image 2.5 gateway.
+"""Requests and results: the one description of a job, and what a finished job gives back.
 
-Request models forbid unknown fields and carry the gateway's documented limits, so bad input
-fails here, before anything is sent or paid for. Response models tolerate fields the gateway
-may add later. The field descriptions are written for an LLM reader: the LangChain tools and
-the MCP server reuse them as their argument schemas.
+A job is one request object: :class:`GenerateRequest` or :class:`EditRequest`, built by keyword,
+validated when built (so bad input fails here, before anything is sent or paid for) and carrying
+its operation, submit path and model id as class data. :data:`OPERATIONS` is the registry of
+operations every layer reads (the client's submit URL, :func:`operation_of` a request id, the
+emulator's routes, the CLI, the tools); a new operation is one more request class in it.
+
+The request classes are built from field models (:class:`GenerateFields`, :class:`EditFields`:
+what a caller chooses) whose descriptions are written for an LLM reader: the LangChain tools,
+the MCP server and the batch line model are those same fields. :class:`ImageResult` is plain
+data: saving it is the client's job (``client.save(result, directory)``).
 """
 
 from __future__ import annotations
 
-import enum
+import json
 import logging
 import os
 import re
+import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,16 +31,23 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     field_validator,
 )
 
-from ._constants import MAX_IMAGES, PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
+from ._constants import (
+    EDIT_MODEL_ID,
+    EDIT_PATH,
+    GENERATE_MODEL_ID,
+    GENERATE_PATH,
+    MAX_IMAGES,
+    PROMPT_MAX_LENGTH,
+    PROMPT_MIN_LENGTH,
+)
+from ._exceptions import InvalidArgumentError
+from ._status import Job, JobOutput, JobStatus, Status, parse_status
 
 if TYPE_CHECKING:
     import httpx
-
-    from ._download import Saver
 
 logger = logging.getLogger("mai_tools")
 
@@ -153,38 +169,69 @@ class _RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
-class GenerateRequest(_RequestModel):
-    """Body of a text-to-image request (`POST .../microsoft-mai-image-2-5-request`)."""
+ImageURLs = Annotated[
+    list[str],
+    Field(
+        min_length=1,
+        max_length=1,
+        description=(
+            "Exactly one source image, as an http(s) URL or a data: URI "
+            "(data:image/png;base64,...)."
+        ),
+    ),
+]
+
+
+class GenerateFields(_RequestModel):
+    """What a caller chooses for a text-to-image job (the tools' and batch lines' fields)."""
 
     prompt: Prompt
     num_images: NumImages = 1
     aspect_ratio: GenerateAspectRatioField = "auto"
     output_format: OutputFormatField = "png"
-    sync_mode: SyncMode = False
 
 
-class EditRequest(_RequestModel):
-    """Body of an image-edit request (`POST .../microsoft-mai-image-2-5-edit-request`).
-
-    `image_urls` holds exactly one http(s) URL or `data:` URI. The clients build it from a
-    path, bytes or URL with :func:`mai_tools.image_to_url`.
-    """
+class EditFields(_RequestModel):
+    """What a caller chooses for an edit, besides the source image (given as a path, bytes or
+    URL to the tools and the client's ``edit``, as ``image_urls`` in :class:`EditRequest`)."""
 
     prompt: EditPrompt
-    image_urls: Annotated[
-        list[str],
-        Field(
-            min_length=1,
-            max_length=1,
-            description=(
-                "Exactly one source image, as an http(s) URL or a data: URI "
-                "(data:image/png;base64,...)."
-            ),
-        ),
-    ]
     num_images: NumImages = 1
     aspect_ratio: EditAspectRatioField = "auto"
     output_format: OutputFormatField = "png"
+
+
+class GenerateRequest(GenerateFields):
+    """A text-to-image job: ``GenerateRequest(prompt="...", num_images=2)``.
+
+    Its body is sent to ``POST {base_url}{path}``; ``client.run(request)`` submits and waits.
+    """
+
+    operation: ClassVar[str] = "generate"
+    """The operation's name in :data:`OPERATIONS` (and in tools, the CLI, the job log)."""
+    title: ClassVar[str] = "Text to image"
+    """What the operation does, in a few words (documents and listings)."""
+    path: ClassVar[str] = GENERATE_PATH
+    """The gateway path the request is POSTed to."""
+    model_id: ClassVar[str] = GENERATE_MODEL_ID
+    """The gateway's model id; request ids of this operation start with it."""
+
+    sync_mode: SyncMode = False
+
+
+class EditRequest(EditFields):
+    """An image-edit job: ``EditRequest(prompt="...", image_urls=["https://..."])``.
+
+    `image_urls` holds exactly one http(s) URL or `data:` URI. The clients' ``edit`` builds it
+    from a path, bytes or URL with :func:`mai_tools.image_to_url`.
+    """
+
+    operation: ClassVar[str] = "edit"
+    title: ClassVar[str] = "Image editing"
+    path: ClassVar[str] = EDIT_PATH
+    model_id: ClassVar[str] = EDIT_MODEL_ID
+
+    image_urls: ImageURLs
     sync_mode: SyncMode = False
 
     @field_validator("image_urls")
@@ -199,110 +246,69 @@ class EditRequest(_RequestModel):
                 )
         return urls
 
+    def __repr_args__(self) -> Any:
+        return _shortened(super().__repr_args__())
 
-class Status(enum.StrEnum):
-    """Job states reported by the gateway.
 
-    `UNKNOWN` stands for any status string this library does not know yet; it is treated as
-    "not finished" and the raw string is kept in :attr:`JobStatus.raw_status`.
+JobRequest = GenerateRequest | EditRequest
+"""Any request the gateway takes."""
+
+OPERATIONS: Final[Mapping[str, type[JobRequest]]] = MappingProxyType(
+    {cls.operation: cls for cls in (GenerateRequest, EditRequest)}
+)
+"""Every operation, by name: its request class carries the path and model id."""
+
+FIELDS_OF: Final[Mapping[str, type[_RequestModel]]] = MappingProxyType(
+    {"generate": GenerateFields, "edit": EditFields}
+)
+"""What a caller chooses for each operation (the faces' argument fields), by name."""
+
+
+def operation_of(request_id: str) -> str | None:
+    """Which operation a request id belongs to, from its model id prefix (None if foreign)."""
+    # Longest model id first: the edit model's id starts with the generation model's.
+    for cls in sorted(OPERATIONS.values(), key=lambda c: len(c.model_id), reverse=True):
+        if request_id.startswith(cls.model_id + "_"):
+            return cls.operation
+    return None
+
+
+def request_body(
+    request: JobRequest, extra_body: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON body of ``request``, with ``extra_body``'s fields added (unchecked).
+
+    ``extra_body`` is for a gateway field this version does not know yet; a field the request
+    already has is refused (set it on the request instead), so nothing is silently overridden.
     """
-
-    QUEUED = "QUEUED"
-    PROCESSING = "PROCESSING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    ERROR = "ERROR"
-    UNKNOWN = "UNKNOWN"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True once the job will not change any more."""
-        return self in _TERMINAL
-
-    @property
-    def is_failure(self) -> bool:
-        """True for FAILED and ERROR."""
-        return self in (Status.FAILED, Status.ERROR)
-
-
-_TERMINAL: Final = frozenset({Status.COMPLETED, Status.FAILED, Status.ERROR})
-_KNOWN_STATUSES: Final = frozenset(s.value for s in Status) - {"UNKNOWN"}
+    body = request.model_dump(mode="json")
+    if not extra_body:
+        return body
+    if not isinstance(extra_body, Mapping) or not all(isinstance(k, str) for k in extra_body):
+        raise InvalidArgumentError(
+            "extra_body must be a mapping of gateway field names (strings) to JSON values."
+        )
+    clash = sorted(set(extra_body) & set(type(request).model_fields))
+    if clash:
+        raise InvalidArgumentError(
+            f"extra_body repeats {', '.join(clash)}: set "
+            f"{'it' if len(clash) == 1 else 'them'} on the {type(request).__name__} instead "
+            "(extra_body is only for gateway fields this version does not know)."
+        )
+    try:
+        json.dumps(dict(extra_body), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"extra_body must hold JSON values only: {exc}") from None
+    return {**body, **extra_body}
 
 
-def parse_status(raw: object) -> Status:
-    """Map a gateway status string to :class:`Status`; unknown strings become UNKNOWN."""
-    text = str(raw).strip().upper() if raw is not None else ""
-    if text in _KNOWN_STATUSES:
-        return Status(text)
-    logger.warning("unknown job status %r from the gateway; treating it as not finished", raw)
-    return Status.UNKNOWN
-
-
-class _ResponseModel(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
-
-
-class Job(_ResponseModel):
-    """A submitted job: what the gateway answers to a (non-sync) request."""
-
-    request_id: str = Field(description="The gateway's id for this job.")
-    status: Status = Field(default=Status.QUEUED, description="Status when submitted.")
-    polling_url: str | None = Field(default=None, description="Status URL given at submission.")
-    raw_status: str | None = Field(default=None, exclude=True)
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _status(cls, value: object) -> Status:
-        return parse_status(value)
-
-
-class JobOutput(_ResponseModel):
-    """The `output` object of a finished job."""
-
-    media_url: list[str] = Field(default_factory=list)
-    media_type: str | None = None
-
-    @field_validator("media_url", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [value]
-        return [] if value is None else value
-
-
-class JobStatus(_ResponseModel):
-    """One read of the status endpoint (`GET /v2/requests/status/{request_id}`)."""
-
-    request_id: str
-    status: Status
-    raw_status: str | None = Field(default=None, description="The status string as sent.")
-    model_id: str | None = None
-    error: str | None = None
-    output: JobOutput | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    completed_at: datetime | None = None
-    polling_url: str | None = None
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> JobStatus:
-        """Build from a decoded JSON body, keeping the raw status string."""
-        data = dict(body)
-        raw = data.get("status")
-        data["raw_status"] = None if raw is None else str(raw)
-        data["status"] = parse_status(raw)
-        return cls.model_validate(data)
-
-    @property
-    def image_urls(self) -> list[str]:
-        return list(self.output.media_url) if self.output else []
-
-    @property
-    def server_seconds(self) -> float | None:
-        """How long the gateway says the job took (``completed_at - created_at``), if known."""
-        if self.created_at is None or self.completed_at is None:
-            return None
-        return (self.completed_at - self.created_at).total_seconds()
+def _shortened(args: Any) -> Any:
+    """A model's repr arguments with ``image_urls`` shortened (no base64 in a repr)."""
+    for name, value in args:
+        if name == "image_urls" and isinstance(value, list):
+            yield name, [short_url(str(u)) for u in value]
+        else:
+            yield name, value
 
 
 def short_url(url: str) -> str:
@@ -314,11 +320,13 @@ def short_url(url: str) -> str:
 
 
 class ImageResult(BaseModel):
-    """A finished generation or edit.
+    """A finished generation or edit: plain data, no I/O.
 
-    `image_urls` are http(s) URLs, or `data:` URIs in sync mode. Use :meth:`save` (or
-    :meth:`asave`) to download them to files named after the request id. The repr shortens
-    data URIs so a result never floods a log or an agent's context with base64.
+    `image_urls` are http(s) URLs, or `data:` URIs in sync mode. `request` is the request this
+    result answers, when the client that ran it knows it (``wait`` on a job submitted elsewhere
+    does not). Save the images with ``client.save(result, directory)``. The repr and
+    :meth:`summary` shorten data URIs, so a result never floods a log or an agent's context
+    with base64.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
@@ -331,22 +339,16 @@ class ImageResult(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     completed_at: datetime | None = None
+    request: GenerateRequest | EditRequest | None = None
 
-    # How save()/asave() download: the client's pool and limits. Not data: dropped on pickle
-    # and deep copy, ignored by ==, so a result stays equal to its own JSON round trip.
-    _saver: Saver | None = PrivateAttr(default=None)
-
-    def with_saver(self, saver: Saver) -> ImageResult:
-        """This result, saving through ``saver`` (what a client attaches to its results)."""
-        self._saver = saver
+    def with_saver(self, saver: object) -> ImageResult:
+        """Deprecated, does nothing: a result no longer carries a client's saver."""
+        warnings.warn(
+            _SAVE_MOVED.format(call="client.save(result, directory)"),
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self
-
-    def _saving(self) -> Saver:
-        if self._saver is not None:
-            return self._saver
-        from ._download import Saver  # the client stack loads on first use, not with the models
-
-        return Saver()
 
     def save(
         self,
@@ -356,27 +358,19 @@ class ImageResult(BaseModel):
         max_bytes: int | None = None,
         timeout: float | None = None,
     ) -> list[Path]:
-        """Download every image into ``directory`` and return the file paths.
+        """Deprecated: use ``client.save(result, directory)``.
 
-        Files are named ``<request_id>_<n>.<ext>`` (the extension from the image bytes),
-        streamed to a temporary file and renamed into place, refused when they are not an
-        image or exceed ``max_bytes`` (default: the client's ``max_download_bytes``).
-        ``data:`` URIs (sync mode) are decoded. The API key is never sent with a download.
-        Rate limits (429, ``Retry-After`` honoured), 5xx answers and dropped connections are
-        retried with backoff; ``timeout`` (seconds, default 300) bounds the whole save.
-
-        Raises:
-            DownloadError: a download failed, was too large, was not an image, did not finish
-                within ``timeout``, or its URL is malformed.
-            InvalidArgumentError: ``timeout`` is not a positive number.
+        Downloads with default limits (not the client's pool or ``max_download_bytes``).
         """
-        return self._saving().save(
-            self.request_id,
-            self.image_urls,
-            directory,
-            http_client=http_client,
-            max_bytes=max_bytes,
-            timeout=timeout,
+        from ._download import Saver  # a lower layer: loaded only by this shim
+
+        warnings.warn(
+            _SAVE_MOVED.format(call="client.save(result, directory)"),
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Saver(http=http_client).save(
+            self.request_id, self.image_urls, directory, max_bytes=max_bytes, timeout=timeout
         )
 
     async def asave(
@@ -387,8 +381,15 @@ class ImageResult(BaseModel):
         max_bytes: int | None = None,
         timeout: float | None = None,
     ) -> list[Path]:
-        """Async twin of :meth:`save`; the images download concurrently."""
-        return await self._saving().asave(
+        """Deprecated: use ``await client.save(result, directory)`` (the async client)."""
+        from ._download import Saver
+
+        warnings.warn(
+            _SAVE_MOVED.format(call="await client.save(result, directory)"),
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await Saver().asave(
             self.request_id,
             self.image_urls,
             directory,
@@ -398,14 +399,10 @@ class ImageResult(BaseModel):
         )
 
     def __repr_args__(self) -> Any:
-        for name, value in super().__repr_args__():
-            if name == "image_urls" and isinstance(value, list):
-                yield name, [short_url(str(u)) for u in value]
-            else:
-                yield name, value
+        return _shortened(super().__repr_args__())
 
     @classmethod
-    def from_status(cls, status: JobStatus) -> ImageResult:
+    def from_status(cls, status: JobStatus, request: JobRequest | None = None) -> ImageResult:
         return cls(
             request_id=status.request_id,
             status=status.status,
@@ -415,6 +412,7 @@ class ImageResult(BaseModel):
             created_at=status.created_at,
             updated_at=status.updated_at,
             completed_at=status.completed_at,
+            request=request,
         )
 
     @property
@@ -422,8 +420,40 @@ class ImageResult(BaseModel):
         """True when the images are inline `data:` URIs (sync mode)."""
         return any(u.startswith("data:") for u in self.image_urls)
 
+    @property
+    def prompt(self) -> str | None:
+        """The prompt of the request this result answers, when known."""
+        return None if self.request is None else self.request.prompt
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict safe to show an agent: data URIs are shortened."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude={"request"})
         data["image_urls"] = [short_url(u) for u in self.image_urls]
         return data
+
+
+_SAVE_MOVED: Final = (
+    "ImageResult.save()/asave() are deprecated and will be removed in the next release: use "
+    "{call}, which downloads with the client's connections and limits."
+)
+
+__all__ = [
+    "EDIT_ASPECT_RATIOS",
+    "GENERATE_ASPECT_RATIOS",
+    "OPERATIONS",
+    "OUTPUT_FORMATS",
+    "EditFields",
+    "EditRequest",
+    "GenerateFields",
+    "GenerateRequest",
+    "ImageResult",
+    "Job",
+    "JobOutput",
+    "JobRequest",
+    "JobStatus",
+    "Status",
+    "operation_of",
+    "parse_status",
+    "request_body",
+    "short_url",
+]

@@ -9,7 +9,7 @@ import re
 from typing import Final
 from urllib.parse import SplitResult, quote, urlsplit
 
-from ._constants import EDIT_MODEL_ID, GENERATE_MODEL_ID, STATUS_PATH
+from ._constants import STATUS_PATH
 from ._exceptions import InvalidArgumentError
 
 REQUEST_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~-]{0,255}$")
@@ -57,15 +57,6 @@ def check_request_id(request_id: object) -> str:
             "'microsoft-mai-image-2-5_019d...' (letters, digits, '.', '_', ':', '-')."
         )
     return request_id
-
-
-def operation_of(request_id: str) -> str | None:
-    """Which operation a request id belongs to, from its model prefix."""
-    if request_id.startswith(EDIT_MODEL_ID + "_"):
-        return "edit"
-    if request_id.startswith(GENERATE_MODEL_ID + "_"):
-        return "generate"
-    return None
 
 
 def status_path(request_id: str) -> str:

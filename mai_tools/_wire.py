@@ -17,8 +17,6 @@ import pydantic
 from ._config import Secret
 from ._constants import (
     API_KEY_HEADER,
-    EDIT_PATH,
-    GENERATE_PATH,
     TOO_LARGE_EXTENSION,
     USER_AGENT,
     WEBHOOK_HEADER,
@@ -29,22 +27,11 @@ from ._exceptions import (
     QuotaExceededError,
     status_error_class,
 )
-from ._models import EditRequest, GenerateRequest, Job, JobStatus
+from ._models import Job, JobRequest, JobStatus
 from ._policies import parse_retry_after
 from ._urls import origin, same_origin, split_url, status_path
 
 logger = logging.getLogger("mai_tools")
-
-JobRequest = GenerateRequest | EditRequest
-
-
-def operation_name(body: JobRequest) -> str:
-    return "edit" if isinstance(body, EditRequest) else "generate"
-
-
-def submit_path(body: JobRequest) -> str:
-    return EDIT_PATH if isinstance(body, EditRequest) else GENERATE_PATH
-
 
 _QUOTA = re.compile(r"out of call volume quota.*?replenished in (\d+):(\d{2}):(\d{2})", re.I | re.S)
 
@@ -150,7 +137,7 @@ class Wire:
         return self._api_key.scrub(text)
 
     def submit_url(self, body: JobRequest) -> str:
-        return self.base_url + submit_path(body)
+        return self.base_url + body.path
 
     def status_url(self, request_id: str, polling_url: str | None) -> str:
         """The status URL: the gateway's ``polling_url`` only on ``base_url``'s origin.

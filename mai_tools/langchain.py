@@ -11,10 +11,11 @@ the application can fix (no key, a wrong key, no balance, no permission) raise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 from langchain_core.callbacks import (
@@ -40,74 +41,24 @@ from ._agent import (
 from ._async_client import AsyncMAIImageClient
 from ._client import MAIImageClient
 from ._exceptions import MAIImageError
-from ._images import AllowedDirs, agent_image_argument
-from ._models import (
-    EditAspectRatioField,
-    EditPrompt,
-    GenerateAspectRatioField,
-    ImageResult,
-    JobStatus,
-    NumImages,
-    OutputFormatField,
-    Prompt,
-)
+from ._images import AllowedDirs
+from ._models import ImageResult, JobRequest, JobStatus
 from ._policies import DurationStats
+from ._tools import (
+    EDIT_TOOL,
+    GENERATE_TOOL,
+    JOB_TOOL,
+    EditImageArgs,
+    GenerateImageArgs,
+    ImageJobArgs,
+    ToolSpec,
+    job_request,
+)
 
 logger = logging.getLogger("mai_tools")
 
 STATUS_EVENT = "mai_image_status"
 """Name of the LangChain custom event dispatched on every job status change."""
-
-# --------------------------------------------------------------------------- argument schemas
-
-
-class GenerateImageArgs(BaseModel):
-    """Arguments of ``generate_image``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: Prompt
-    num_images: NumImages = 1
-    aspect_ratio: GenerateAspectRatioField = "auto"
-    output_format: OutputFormatField = "png"
-
-
-class EditImageArgs(BaseModel):
-    """Arguments of ``edit_image``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: EditPrompt
-    image: Annotated[
-        str,
-        Field(
-            min_length=1,
-            description=(
-                "The image to edit: an http(s) URL (for example one returned by "
-                "generate_image) or a data: URI. Local file paths work only inside "
-                "directories the application allowed."
-            ),
-        ),
-    ]
-    num_images: NumImages = 1
-    aspect_ratio: EditAspectRatioField = "auto"
-    output_format: OutputFormatField = "png"
-
-
-class ImageJobArgs(BaseModel):
-    """Arguments of ``get_image_job``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    request_id: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=256,
-            description="The request_id returned by generate_image or edit_image.",
-        ),
-    ]
-
 
 # --------------------------------------------------------------------------- shared behaviour
 
@@ -213,18 +164,14 @@ class _MAIImageTool(BaseTool):
     def _finish(self, call: Callable[[MAIImageClient], ImageResult]) -> tuple[str, ImageJobResult]:
         given = self.client
         if given is not None:
-            return _answer(
-                run(lambda: call(given), save_to=self.output_dir, budget=self.wait_timeout)
-            )
+            return _answer(run(given, call, save_to=self.output_dir, budget=self.wait_timeout))
         try:
             client = MAIImageClient(**self._client_kwargs())
         except MAIImageError as exc:
             return _answer(outcome_of(exc))
         # A short-lived client per call leaves no pool behind.
         with client:
-            return _answer(
-                run(lambda: call(client), save_to=self.output_dir, budget=self.wait_timeout)
-            )
+            return _answer(run(client, call, save_to=self.output_dir, budget=self.wait_timeout))
 
     async def _afinish(
         self, call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]]
@@ -232,7 +179,7 @@ class _MAIImageTool(BaseTool):
         given = self.async_client
         if given is not None:
             return _answer(
-                await arun(lambda: call(given), save_to=self.output_dir, budget=self.wait_timeout)
+                await arun(given, call, save_to=self.output_dir, budget=self.wait_timeout)
             )
         try:
             # One per call: an httpx.AsyncClient must never outlive or cross event loops.
@@ -241,132 +188,77 @@ class _MAIImageTool(BaseTool):
             return _answer(outcome_of(exc))
         async with client:
             return _answer(
-                await arun(lambda: call(client), save_to=self.output_dir, budget=self.wait_timeout)
+                await arun(client, call, save_to=self.output_dir, budget=self.wait_timeout)
             )
 
-    def _image_argument(self, image: str) -> str | bytes:
-        """The edit source an agent named: a URL, a data URI, or a file in ``allowed_dirs``."""
-        return agent_image_argument(image, self.allowed_dirs)
+    def _request(self, spec: ToolSpec, arguments: dict[str, Any], max_bytes: int) -> JobRequest:
+        """The request of a job tool's (already validated) arguments; a local ``image`` is
+        read only inside ``allowed_dirs``."""
+        return job_request(
+            spec,
+            spec.arguments.model_validate(arguments),
+            allowed_dirs=self.allowed_dirs,
+            max_image_bytes=max_bytes,
+        )
 
 
-class MAIImageGenerateTool(_MAIImageTool):
+class _JobStartTool(_MAIImageTool):
+    """A tool that starts a job: its name, description and arguments come from its
+    :class:`~mai_tools._tools.ToolSpec`, and a call runs the spec's request."""
+
+    spec: ClassVar[ToolSpec]
+
+    def _run(
+        self, run_manager: CallbackManagerForToolRun | None = None, **arguments: Any
+    ) -> tuple[str, ImageJobResult]:
+        return self._finish(
+            lambda client: client.run(
+                self._request(self.spec, arguments, client.options.max_input_image_bytes),
+                timeout=self.wait_timeout,
+                on_status=self._on_status(),
+            )
+        )
+
+    async def _arun(
+        self, run_manager: AsyncCallbackManagerForToolRun | None = None, **arguments: Any
+    ) -> tuple[str, ImageJobResult]:
+        on_status = self._aon_status()
+
+        async def call(client: AsyncMAIImageClient) -> ImageResult:
+            # A local image is read off the event loop.
+            request = await asyncio.to_thread(
+                self._request, self.spec, arguments, client.options.max_input_image_bytes
+            )
+            return await client.run(request, timeout=self.wait_timeout, on_status=on_status)
+
+        return await self._afinish(call)
+
+
+class MAIImageGenerateTool(_JobStartTool):
     """``generate_image``: text to image with MAI Image 2.5."""
 
-    name: str = "generate_image"
-    description: str = (
-        "Generate images from a text description with Microsoft MAI Image 2.5. Returns the "
-        "image URLs (one per line) and a request_id. Takes several seconds. If the answer says "
-        "the job is still running, call get_image_job with its request_id. To change an image "
-        "you made, use edit_image with its URL."
-    )
-    args_schema: type[BaseModel] = GenerateImageArgs
-
-    def _run(
-        self,
-        prompt: str,
-        num_images: int = 1,
-        aspect_ratio: Any = "auto",
-        output_format: Any = "png",
-        run_manager: CallbackManagerForToolRun | None = None,
-    ) -> tuple[str, ImageJobResult]:
-        return self._finish(
-            lambda client: client.generate(
-                prompt,
-                num_images=num_images,
-                aspect_ratio=aspect_ratio,
-                output_format=output_format,
-                timeout=self.wait_timeout,
-                on_status=self._on_status(),
-            )
-        )
-
-    async def _arun(
-        self,
-        prompt: str,
-        num_images: int = 1,
-        aspect_ratio: Any = "auto",
-        output_format: Any = "png",
-        run_manager: AsyncCallbackManagerForToolRun | None = None,
-    ) -> tuple[str, ImageJobResult]:
-        on_status = self._aon_status()
-        return await self._afinish(
-            lambda client: client.generate(
-                prompt,
-                num_images=num_images,
-                aspect_ratio=aspect_ratio,
-                output_format=output_format,
-                timeout=self.wait_timeout,
-                on_status=on_status,
-            )
-        )
+    spec: ClassVar[ToolSpec] = GENERATE_TOOL
+    name: str = GENERATE_TOOL.name
+    description: str = GENERATE_TOOL.description
+    args_schema: type[BaseModel] = GENERATE_TOOL.arguments
 
 
-class MAIImageEditTool(_MAIImageTool):
+class MAIImageEditTool(_JobStartTool):
     """``edit_image``: change an existing image following an instruction."""
 
-    name: str = "edit_image"
-    description: str = (
-        "Edit an existing image with Microsoft MAI Image 2.5 following an instruction "
-        "(change lighting, style, background, add or remove things). `image` is an http(s) URL "
-        "(for example from generate_image) or a data: URI. Returns the new image URLs (one per "
-        "line) and a request_id; if the job is still running, call get_image_job."
-    )
-    args_schema: type[BaseModel] = EditImageArgs
-
-    def _run(
-        self,
-        prompt: str,
-        image: str,
-        num_images: int = 1,
-        aspect_ratio: Any = "auto",
-        output_format: Any = "png",
-        run_manager: CallbackManagerForToolRun | None = None,
-    ) -> tuple[str, ImageJobResult]:
-        return self._finish(
-            lambda client: client.edit(
-                prompt,
-                self._image_argument(image),
-                num_images=num_images,
-                aspect_ratio=aspect_ratio,
-                output_format=output_format,
-                timeout=self.wait_timeout,
-                on_status=self._on_status(),
-            )
-        )
-
-    async def _arun(
-        self,
-        prompt: str,
-        image: str,
-        num_images: int = 1,
-        aspect_ratio: Any = "auto",
-        output_format: Any = "png",
-        run_manager: AsyncCallbackManagerForToolRun | None = None,
-    ) -> tuple[str, ImageJobResult]:
-        on_status = self._aon_status()
-        return await self._afinish(
-            lambda client: client.edit(
-                prompt,
-                self._image_argument(image),
-                num_images=num_images,
-                aspect_ratio=aspect_ratio,
-                output_format=output_format,
-                timeout=self.wait_timeout,
-                on_status=on_status,
-            )
-        )
+    spec: ClassVar[ToolSpec] = EDIT_TOOL
+    name: str = EDIT_TOOL.name
+    description: str = EDIT_TOOL.description
+    args_schema: type[BaseModel] = EDIT_TOOL.arguments
 
 
 class MAIImageJobTool(_MAIImageTool):
     """``get_image_job``: wait for (or fetch) the result of an earlier image job."""
 
-    name: str = "get_image_job"
-    description: str = (
-        "Get the result of an image job started by generate_image or edit_image, waiting for "
-        "it to finish if needed. Use it when one of those tools said the job is still running. "
-        "Returns the image URLs (one per line) and the request_id."
-    )
-    args_schema: type[BaseModel] = ImageJobArgs
+    spec: ClassVar[ToolSpec] = JOB_TOOL
+    name: str = JOB_TOOL.name
+    description: str = JOB_TOOL.description
+    args_schema: type[BaseModel] = JOB_TOOL.arguments
 
     def _run(
         self, request_id: str, run_manager: CallbackManagerForToolRun | None = None

@@ -8,14 +8,11 @@ the structured part still says how to go on.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-import anyio
 from mcp.types import CallToolResult, ResourceLink, TextContent
 
-from mai_tools import AsyncMAIImageClient, WebhookReceiver, _duration_cache
 from mai_tools._agent import (
     Done,
     Failed,
@@ -28,70 +25,9 @@ from mai_tools._agent import (
 from ._previews import previews
 from ._settings import PREVIEW_SIZES, Settings
 
-STORE_EVERY = 10.0
-"""Seconds between two saves of the learned job durations (and one more when the server stops)."""
 MAX_PREVIEW_TIME = 10.0
 """Previews get what is left of the call's wait, and at most this long (none if nothing is
 left: a call ends within ``max_wait``, previews included)."""
-
-
-class Clients:
-    """One AsyncMAIImageClient per event loop (a server normally has exactly one)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        client: AsyncMAIImageClient | None,
-        webhooks: WebhookReceiver | None = None,
-    ) -> None:
-        self.settings = settings
-        self._given = client
-        self._webhooks = webhooks
-        self._clients: dict[int, AsyncMAIImageClient] = {}
-        self._stored_at: dict[int, float] = {}  # id(client) -> when its durations were saved
-
-    def get(self) -> AsyncMAIImageClient:
-        if self._given is not None:
-            return self._given
-        loop = id(asyncio.get_running_loop())
-        client = self._clients.get(loop)
-        if client is None:
-            client = AsyncMAIImageClient(
-                self.settings.api_key,
-                base_url=self.settings.base_url,
-                wait_timeout=self.settings.max_wait,
-                webhooks=self._webhooks,
-            )
-            if self.settings.remember_durations:
-                _duration_cache.restore(client.durations, self._durations_key(client))
-            self._clients[loop] = client
-        return client
-
-    def _durations_key(self, client: AsyncMAIImageClient) -> str:
-        return self.settings.durations_key or client.base_url
-
-    async def remember(self, client: AsyncMAIImageClient, *, now: bool = False) -> None:
-        """Save what ``client`` has learned about job durations (if the settings say so): at
-        most every :data:`STORE_EVERY` seconds (a busy server finishes many jobs a second),
-        and at once with ``now`` (when the server stops)."""
-        if not self.settings.remember_durations or client is self._given:
-            return
-        last = self._stored_at.get(id(client))
-        if not now and last is not None and time.monotonic() - last < STORE_EVERY:
-            return
-        self._stored_at[id(client)] = time.monotonic()
-        # File I/O off the event loop: other calls keep being served meanwhile.
-        await anyio.to_thread.run_sync(
-            _duration_cache.store, client.durations, self._durations_key(client)
-        )
-
-    async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            if id(client) in self._stored_at:  # learned since the last save: keep it
-                await self.remember(client, now=True)
-            await client.aclose()
-        self._stored_at.clear()
 
 
 def preview_budget(settings: Settings, started: float | None) -> float:

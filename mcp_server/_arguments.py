@@ -3,8 +3,8 @@
 The SDK would check them too, but answer with pydantic's raw text (and a link to
 errors.pydantic.dev). Validating here first gives the one wording LangChain uses too
 (``mai_tools._agent.validation_text``: each field, its problem, nothing sent), and lets a
-task be refused exactly like a call. The fields are the tools' parameters (a test checks that
-the schemas agree).
+task be refused exactly like a call. The job tools' models are the specs' own
+(``mai_tools._tools.TOOLS``); the registered tools' parameters are generated from them.
 """
 
 from __future__ import annotations
@@ -13,56 +13,14 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from mai_tools._models import (
-    EditAspectRatioField,
-    EditPrompt,
-    GenerateAspectRatioField,
-    NumImages,
-    OutputFormatField,
-    Prompt,
-)
+from mai_tools._tools import TOOLS
+from mai_tools._tools import EditImageArgs as EditArguments
+from mai_tools._tools import GenerateImageArgs as GenerateArguments
+from mai_tools._tools import ImageJobArgs as GetJobArguments
 
-ImageField = Annotated[
-    str,
-    Field(
-        min_length=1,
-        description=(
-            "The image to edit: an http(s) URL (for example from generate_image) or a data: "
-            "URI. Local paths work only inside directories the user allowed in the server "
-            "configuration (MAI_MCP_ALLOWED_DIRS)."
-        ),
-    ),
-]
-RequestIdField = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=256,
-        description="The request_id a tool returned (generate_image, edit_image).",
-    ),
-]
 LimitField = Annotated[
     int, Field(ge=1, le=50, description="How many of the newest jobs to list (1-50).")
 ]
-
-
-class GenerateArguments(BaseModel):
-    prompt: Prompt
-    num_images: NumImages = 1
-    aspect_ratio: GenerateAspectRatioField = "auto"
-    output_format: OutputFormatField = "png"
-
-
-class EditArguments(BaseModel):
-    prompt: EditPrompt
-    image: ImageField
-    num_images: NumImages = 1
-    aspect_ratio: EditAspectRatioField = "auto"
-    output_format: OutputFormatField = "png"
-
-
-class GetJobArguments(BaseModel):
-    request_id: RequestIdField
 
 
 class ListJobsArguments(BaseModel):
@@ -70,9 +28,16 @@ class ListJobsArguments(BaseModel):
 
 
 ARGUMENTS: dict[str, type[BaseModel]] = {
-    "generate_image": GenerateArguments,
-    "edit_image": EditArguments,
-    "get_image_job": GetJobArguments,
+    **{spec.name: spec.arguments for spec in TOOLS},
     "list_recent_jobs": ListJobsArguments,
 }
 """Each tool's argument model, by tool name."""
+
+__all__ = [
+    "ARGUMENTS",
+    "EditArguments",
+    "GenerateArguments",
+    "GetJobArguments",
+    "LimitField",
+    "ListJobsArguments",
+]

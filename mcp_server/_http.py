@@ -194,7 +194,7 @@ def http_app(
     app = ConnectionWatch(app)
     if settings.auth_token is None:
         return app
-    return BearerTokenMiddleware(app, settings.auth_token)
+    return BearerTokenMiddleware(app, settings.auth_token.get_secret_value())
 
 
 def refusal(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | None:

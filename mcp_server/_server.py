@@ -7,32 +7,25 @@ with progress, orphan adoption, tasks) is in ``_service``.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mai_tools import AsyncMAIImageClient, WebhookReceiver, __version__
 from mai_tools._agent import ImageJobResult
-from mai_tools._models import (
-    EditAspectRatioField,
-    EditPrompt,
-    GenerateAspectRatioField,
-    NumImages,
-    OutputFormatField,
-    Prompt,
-)
+from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
 
-from ._answers import Clients
-from ._arguments import EditArguments, GenerateArguments, ImageField, LimitField, RequestIdField
+from ._arguments import LimitField
 from ._jobs import JobBook
 from ._resume import MemoryEventStore
-from ._service import Service
+from ._service import Service, ToolContext
 from ._settings import Settings
+from ._state import ServerState, lifespan
 from ._tasks import ImageTasks
 
 logger = logging.getLogger("mcp_server")
@@ -44,22 +37,6 @@ INSTRUCTIONS = (
     "job). To change an image, pass its URL to edit_image."
 )
 
-GENERATE_DESCRIPTION = (
-    "Create new images from a text prompt with Microsoft MAI Image 2.5. Answers with the image "
-    "URLs (one per line), a request_id and small previews. If it says the job is still "
-    "running, call get_image_job with that request_id: calling generate_image again starts "
-    "(and pays for) a second job."
-)
-EDIT_DESCRIPTION = (
-    "Change an existing image following an instruction (MAI Image 2.5). Pass the image as a "
-    "URL (for example one generate_image returned) or a data: URI. Answers like "
-    "generate_image; if the job is still running, call get_image_job."
-)
-GET_JOB_DESCRIPTION = (
-    "Wait for an image job started earlier and return its images, by the request_id "
-    "generate_image or edit_image gave. Use it whenever an answer said the job is still "
-    "running. Starts nothing and costs nothing: safe to call again."
-)
 LIST_JOBS_DESCRIPTION = (
     "List the image jobs this server started recently (newest first): request_id, prompt, "
     "last known status and URLs. Use it to find a request_id that was lost."
@@ -90,41 +67,65 @@ class RecentJobs(BaseModel):
     jobs: list[RecentJobInfo]
 
 
+ToolBody = Callable[[ToolContext, ToolSpec, BaseModel], Awaitable[CallToolResult]]
+
+
+def _tool_function(spec: ToolSpec, body: ToolBody) -> Callable[..., Awaitable[CallToolResult]]:
+    """The function the SDK registers for ``spec``: its parameters are the spec's argument
+    fields (so the tool's input schema is the spec's), plus the request context."""
+
+    async def tool(ctx: ToolContext, **arguments: Any) -> CallToolResult:
+        return await body(ctx, spec, spec.arguments.model_validate(arguments))
+
+    fields = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[
+                (field.annotation, *field.metadata, Field(description=field.description))
+            ],
+            default=inspect.Parameter.empty if field.is_required() else field.default,
+        )
+        for name, field in spec.arguments.model_fields.items()
+    ]
+    context = inspect.Parameter(
+        "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ToolContext
+    )
+    returns = Annotated[CallToolResult, ImageJobResult]
+    tool.__name__ = tool.__qualname__ = spec.name
+    tool.__signature__ = inspect.Signature([context, *fields], return_annotation=returns)  # type: ignore[attr-defined]
+    tool.__annotations__ = {"ctx": ToolContext, **{p.name: p.annotation for p in fields}}
+    tool.__annotations__["return"] = returns
+    return tool
+
+
 def create_server(
     settings: Settings | None = None,
     *,
     client: AsyncMAIImageClient | None = None,
     event_store: MemoryEventStore | None = None,
     webhooks: WebhookReceiver | None = None,
-) -> MCPServer:
+) -> MCPServer[ServerState]:
     """Build the MCP server.
 
     Args:
         settings: configuration; default ``Settings.from_env()``.
-        client: an AsyncMAIImageClient to use (tests); by default one is made per event loop
-            from the settings, on first use, so the server starts and lists tools with no key.
+        client: an AsyncMAIImageClient to use (the caller closes it); by default the server
+            makes one from the settings each time it starts (its lifespan) and closes it when
+            it stops. Without a key the server still starts and lists its tools.
         event_store: the HTTP app's event store (``_http.http_app`` passes its own), so a
             waiting call knows whether a disconnected client may still resume.
         webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
             (``mai-image-mcp --webhook-public-url``).
     """
     settings = settings or Settings.from_env()
-    clients = Clients(settings, client, webhooks)
-    service = Service(clients, JobBook(), event_store)
-
-    @asynccontextmanager
-    async def lifespan(server: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield {}
-        finally:
-            await clients.aclose()
-
+    service = Service(settings, JobBook(), event_store)
     mcp = MCPServer(
         "mai-image",
         title="MAI Image 2.5",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lifespan(settings, client, webhooks),
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
         extensions=[ImageTasks(service)],
@@ -140,45 +141,21 @@ def create_server(
         read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
     )
 
-    @mcp.tool(title="Generate image", description=GENERATE_DESCRIPTION, annotations=creates)
-    async def generate_image(
-        prompt: Prompt,
-        ctx: Context,
-        num_images: NumImages = 1,
-        aspect_ratio: GenerateAspectRatioField = "auto",
-        output_format: OutputFormatField = "png",
-    ) -> Annotated[CallToolResult, ImageJobResult]:
-        args = GenerateArguments(
-            prompt=prompt,
-            num_images=num_images,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
-        )
-        return await service.call(ctx, "generate_image", args)
+    async def run_tool(ctx: ToolContext, spec: ToolSpec, args: BaseModel) -> CallToolResult:
+        if isinstance(args, ImageJobArgs):
+            return await service.resume(ctx, args.request_id.strip())
+        if isinstance(args, GenerateImageArgs | EditImageArgs):
+            return await service.call(ctx, spec.name, args)
+        raise TypeError(f"{spec.name}: no handler for {type(args).__name__}")
 
-    @mcp.tool(title="Edit image", description=EDIT_DESCRIPTION, annotations=creates)
-    async def edit_image(
-        prompt: EditPrompt,
-        image: ImageField,
-        ctx: Context,
-        num_images: NumImages = 1,
-        aspect_ratio: EditAspectRatioField = "auto",
-        output_format: OutputFormatField = "png",
-    ) -> Annotated[CallToolResult, ImageJobResult]:
-        args = EditArguments(
-            prompt=prompt,
-            image=image,
-            num_images=num_images,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
+    for spec in TOOLS:
+        mcp.add_tool(
+            _tool_function(spec, run_tool),
+            name=spec.name,
+            title=spec.title,
+            description=spec.description,
+            annotations=creates if spec.creates_job else reads,
         )
-        return await service.call(ctx, "edit_image", args)
-
-    @mcp.tool(title="Get image job", description=GET_JOB_DESCRIPTION, annotations=reads)
-    async def get_image_job(
-        request_id: RequestIdField, ctx: Context
-    ) -> Annotated[CallToolResult, ImageJobResult]:
-        return await service.resume(ctx, request_id.strip())
 
     @mcp.tool(title="List recent jobs", description=LIST_JOBS_DESCRIPTION, annotations=reads)
     async def list_recent_jobs(limit: LimitField = 10) -> Annotated[CallToolResult, RecentJobs]:

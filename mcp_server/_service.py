@@ -8,6 +8,7 @@ answers; an identical call continues a job whose answer was never delivered (``_
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -32,17 +33,21 @@ from mai_tools._agent import (
     outcome_of,
 )
 from mai_tools._exceptions import JobFailedError
-from mai_tools._images import agent_image_argument
-from mai_tools._urls import operation_of
+from mai_tools._models import JobRequest, operation_of
+from mai_tools._tools import TOOL_SPECS, job_request
 
-from ._answers import Clients, answer
+from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
 from ._jobs import JobBook, argument_key
 from ._resume import MemoryEventStore, client_gone
+from ._settings import Settings
+from ._state import ServerState
 
 logger = logging.getLogger("mcp_server")
 
 OnStatus = Callable[[JobStatus, float], Awaitable[None]]
+ToolContext = Context[ServerState, Any]
+"""What a tool is handed: the request, and the server's lifespan context (its one client)."""
 WATCH_INTERVAL = 0.25
 """How often a waiting call checks that its HTTP client is still there."""
 
@@ -76,25 +81,26 @@ class _Call:
 
 
 class Service:
-    """The tools' logic over one shared client, job book and (HTTP) event store."""
+    """The tools' logic over the server's client (its lifespan context, handed to each call),
+    job book and (HTTP) event store."""
 
     def __init__(
-        self, clients: Clients, book: JobBook, events: MemoryEventStore | None = None
+        self, settings: Settings, book: JobBook, events: MemoryEventStore | None = None
     ) -> None:
-        self.clients = clients
-        self.settings = clients.settings
+        self.settings = settings
         self.book = book
         self.events = events
 
     # ------------------------------------------------------------------ calls
 
     async def call(
-        self, ctx: Context, tool: str, args: GenerateArguments | EditArguments
+        self, ctx: ToolContext, tool: str, args: GenerateArguments | EditArguments
     ) -> CallToolResult:
         """generate_image / edit_image answered in full (or "still running" at max_wait)."""
         started = time.monotonic()
+        state = ctx.request_context.lifespan_context
         try:
-            api = self.clients.get()
+            api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         call = _Call(argument_key(tool, args.model_dump(mode="json")))
@@ -113,7 +119,7 @@ class Service:
                 return api.wait(
                     call.request_id, timeout=self.settings.max_wait, on_status=on_status
                 )
-            return self._submit_and_wait(api, args, on_status)
+            return self._submit_and_wait(api, tool, args, on_status)
 
         async def first_seen(request_id: str) -> None:
             if call.request_id is None:
@@ -135,10 +141,11 @@ class Service:
                     logger.info("answer about %s not delivered: kept for adoption", call.request_id)
                     self.book.orphaned(call.key, call.request_id, call.started)
 
-    async def resume(self, ctx: Context, request_id: str) -> CallToolResult:
+    async def resume(self, ctx: ToolContext, request_id: str) -> CallToolResult:
         """get_image_job: wait (up to max_wait) for a job started earlier."""
+        state = ctx.request_context.lifespan_context
         try:
-            api = self.clients.get()
+            api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         call = _Call(key="", request_id=request_id)
@@ -153,32 +160,33 @@ class Service:
         outcome, _ = await self._wait(ctx, job, first_seen, call)
         return await answer(outcome, self.settings, started=started)
 
-    async def _submit_and_wait(
-        self, api: AsyncMAIImageClient, args: GenerateArguments | EditArguments, on_status: OnStatus
-    ) -> ImageResult:
-        wait = self.settings.max_wait
-        if isinstance(args, EditArguments):
-            return await api.edit(
-                args.prompt,
-                agent_image_argument(args.image, self.settings.allowed_dirs),
-                num_images=args.num_images,
-                aspect_ratio=args.aspect_ratio,
-                output_format=args.output_format,
-                timeout=wait,
-                on_status=on_status,
-            )
-        return await api.generate(
-            args.prompt,
-            num_images=args.num_images,
-            aspect_ratio=args.aspect_ratio,
-            output_format=args.output_format,
-            timeout=wait,
-            on_status=on_status,
+    async def _request(
+        self, api: AsyncMAIImageClient, tool: str, args: GenerateArguments | EditArguments
+    ) -> JobRequest:
+        """The tool's request (a local image is read off the event loop, inside the allowed
+        directories only)."""
+        build = functools.partial(
+            job_request,
+            TOOL_SPECS[tool],
+            args,
+            allowed_dirs=self.settings.allowed_dirs,
+            max_image_bytes=api.options.max_input_image_bytes,
         )
+        return await anyio.to_thread.run_sync(build)
+
+    async def _submit_and_wait(
+        self,
+        api: AsyncMAIImageClient,
+        tool: str,
+        args: GenerateArguments | EditArguments,
+        on_status: OnStatus,
+    ) -> ImageResult:
+        request = await self._request(api, tool, args)
+        return await api.run(request, timeout=self.settings.max_wait, on_status=on_status)
 
     async def _wait(
         self,
-        ctx: Context,
+        ctx: ToolContext,
         job: Callable[[OnStatus], Awaitable[ImageResult]],
         first_seen: Callable[[str], Awaitable[None]],
         call: _Call,
@@ -187,7 +195,8 @@ class Service:
 
         Returns the outcome and whether the client is gone (the wait then stopped early).
         """
-        api = self.clients.get()
+        server = ctx.request_context.lifespan_context
+        api = server.api()
         settings = self.settings
         start = time.monotonic()
         state = {"status": "SUBMITTING", "request_id": call.request_id or ""}
@@ -230,7 +239,8 @@ class Service:
                     group.start_soon(watch, scope)
                 try:
                     outcome = await arun(
-                        lambda: job(on_status),
+                        api,
+                        lambda _client: job(on_status),
                         save_to=settings.output_dir,
                         budget=settings.max_wait,
                     )
@@ -249,17 +259,17 @@ class Service:
                 status=outcome.result.status.value,
                 image_urls=outcome.result.image_urls,
             )
-            await self.clients.remember(api)
+            await server.remember()
         return outcome, gone
 
     # ------------------------------------------------------------------ tasks
 
     async def start_task(
-        self, tool: str, args: GenerateArguments | EditArguments
+        self, state: ServerState, tool: str, args: GenerateArguments | EditArguments
     ) -> TaskState | CallToolResult:
         """Submit (or adopt an undelivered identical job) and return at once."""
         try:
-            api = self.clients.get()
+            api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         key = argument_key(tool, args.model_dump(mode="json"))
@@ -270,7 +280,7 @@ class Service:
             logger.info("task for %s: continuing undelivered job %s", tool, request_id)
             return self._task_state(api, request_id, created, "continuing an earlier job")
         try:
-            submitted = await self._submit(api, args)
+            submitted = await self._submit(api, tool, args)
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         self.book.record(submitted.request_id, tool=tool, prompt=args.prompt)
@@ -278,22 +288,9 @@ class Service:
         return self._task_state(api, submitted.request_id, created, submitted.status.value)
 
     async def _submit(
-        self, api: AsyncMAIImageClient, args: GenerateArguments | EditArguments
+        self, api: AsyncMAIImageClient, tool: str, args: GenerateArguments | EditArguments
     ) -> Job:
-        if isinstance(args, EditArguments):
-            return await api.submit_edit(
-                args.prompt,
-                agent_image_argument(args.image, self.settings.allowed_dirs),
-                num_images=args.num_images,
-                aspect_ratio=args.aspect_ratio,
-                output_format=args.output_format,
-            )
-        return await api.submit_generate(
-            args.prompt,
-            num_images=args.num_images,
-            aspect_ratio=args.aspect_ratio,
-            output_format=args.output_format,
-        )
+        return await api.submit(await self._request(api, tool, args))
 
     def _task_state(
         self, api: AsyncMAIImageClient, request_id: str, created: datetime, message: str
@@ -305,13 +302,13 @@ class Service:
             request_id, created, next_poll(api, elapsed=elapsed, window=window), message
         )
 
-    async def read_task(self, task_id: str) -> TaskState | CallToolResult:
+    async def read_task(self, state: ServerState, task_id: str) -> TaskState | CallToolResult:
         """One status read: the final tool result when the job has ended, else its state.
 
         Raises:
             UnknownTask: the gateway knows no such job (for this key), or the id is malformed.
         """
-        api = self.clients.get()  # a missing key raises here: the task cannot exist
+        api = state.api()  # a missing key raises here: the task cannot exist
         created = job_started_at(task_id)
         try:
             status = await api.get_status(task_id)
@@ -332,7 +329,7 @@ class Service:
         created = created or status.created_at or datetime.now(UTC)
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            saved = await asave_or_report(result, self.settings.output_dir)
+            saved = await asave_or_report(api, result, self.settings.output_dir)
             return await answer(Done(result, *saved), self.settings)
         if status.status.is_failure:
             return await answer(failure_of(JobFailedError(status)), self.settings)

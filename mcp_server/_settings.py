@@ -1,12 +1,32 @@
-"""Server settings: environment variables, overridable by command-line flags."""
+"""Server settings: one pydantic-settings model, one field per setting.
+
+A field marked with :class:`Option` is public configuration: pydantic-settings reads it from its
+environment variable (``MAI_MCP_`` and the field's name, or the field's alias: ``PIXAZO_API_KEY``),
+and ``mai-image-mcp`` turns it into a command-line flag (``__main__`` builds the click options
+from these fields: the flag, its help from the field's description, its choices, its variable).
+A flag overrides the variable. Values are checked once, by the model; a bad one is a
+:class:`SettingsError` naming the variable or flag it came from, never quoting a secret.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mai_tools._constants import API_KEY_ENV, BASE_URL_ENV
 from mai_tools._exceptions import ConfigurationError
@@ -15,19 +35,10 @@ from mai_tools._webhooks import check_public_url
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS: tuple[LogLevel, ...] = typing.get_args(LogLevel)
 
-ENV_MAX_WAIT = "MAI_MCP_MAX_WAIT"
-ENV_PREVIEW = "MAI_MCP_PREVIEW"
-ENV_OUTPUT_DIR = "MAI_MCP_OUTPUT_DIR"
-ENV_ALLOWED_DIRS = "MAI_MCP_ALLOWED_DIRS"
-ENV_LOG_LEVEL = "MAI_MCP_LOG_LEVEL"
-ENV_AUTH_TOKEN = "MAI_MCP_AUTH_TOKEN"  # noqa: S105  # a variable name, not a secret
-ENV_AUTH_TOKEN_FILE = "MAI_MCP_AUTH_TOKEN_FILE"  # noqa: S105  # a variable name
-ENV_ALLOWED_HOSTS = "MAI_MCP_ALLOWED_HOSTS"
-ENV_ALLOWED_ORIGINS = "MAI_MCP_ALLOWED_ORIGINS"
-ENV_RESOURCE_LINKS = "MAI_MCP_RESOURCE_LINKS"
-ENV_WEBHOOK_PUBLIC_URL = "MAI_MCP_WEBHOOK_PUBLIC_URL"
+ENV_PREFIX = "MAI_MCP_"
+ENV_AUTH_TOKEN = f"{ENV_PREFIX}AUTH_TOKEN"
 
 MIN_TOKEN_LENGTH = 16
 TOKEN_HOWTO = (
@@ -44,49 +55,91 @@ DEFAULT_MAX_WAIT = 45.0
 
 PREVIEW_SIZES: dict[str, int] = {"preview": 384, "thumbnail": 160}
 
+_Items = Annotated[tuple[str, ...], NoDecode]  # a variable's text is split by the field's validator
+
 
 class SettingsError(ValueError):
-    """A server setting has an invalid value."""
+    """A server setting has an invalid value.
+
+    Attributes:
+        problems: (field, what is wrong) for each bad value; the message names each field by
+            where its value came from.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
-def check_auth_token(token: str, source: str = ENV_AUTH_TOKEN) -> str:
-    """Return ``token`` if it is usable as a bearer token, else raise :class:`SettingsError`.
+@dataclass(frozen=True)
+class Option:
+    """Marks a :class:`Settings` field as public configuration (read from its variable).
+
+    Attributes:
+        flag: its command-line flag, or None for a variable only.
+        off: the flag that sets a boolean false (``--no-...``).
+        metavar: the flag's value in ``--help``.
+        group: fields that give one setting in two ways (the token, or the file holding it):
+            a flag for either one sets aside the variables of both.
+    """
+
+    flag: str | None = None
+    off: str | None = None
+    metavar: str | None = None
+    group: str | None = None
+
+
+class _FieldProblem(ValueError):
+    """A value error about ``field``, raised where pydantic cannot tell which field it was."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_auth_token(token: str) -> str:
+    """Return ``token`` if it is usable as a bearer token, else raise ValueError.
 
     The message never quotes the token.
     """
     if len(token) < MIN_TOKEN_LENGTH:
-        raise SettingsError(
-            f"{source} is too short ({len(token)} characters; at least {MIN_TOKEN_LENGTH}). "
+        raise ValueError(
+            f"the token is too short ({len(token)} characters; at least {MIN_TOKEN_LENGTH}). "
             + TOKEN_HOWTO
         )
     if not _TOKEN.fullmatch(token):
-        raise SettingsError(
-            f"{source} may hold only letters, digits and - . _ ~ + / (then '=' padding), so "
+        raise ValueError(
+            "the token may hold only letters, digits and - . _ ~ + / (then '=' padding), so "
             "that it fits an Authorization header. " + TOKEN_HOWTO
         )
     return token
 
 
-def read_token_file(path: str | os.PathLike[str], source: str = "--auth-token-file") -> str:
-    """The token in a file (surrounding whitespace, such as the final newline, dropped)."""
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in a file (surrounding whitespace, such as the final newline, dropped).
+
+    Raises:
+        ValueError: the file cannot be read, is empty, or holds no usable token.
+    """
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SettingsError(
-            f"Cannot read the auth token file {str(path)!r} ({source}): {reason}"
-        ) from None
+        raise ValueError(f"Cannot read the auth token file {str(path)!r}: {reason}.") from None
     token = text.strip()
     if not token:
-        raise SettingsError(f"The auth token file {str(path)!r} ({source}) is empty. {TOKEN_HOWTO}")
-    return check_auth_token(token, f"The token in {str(path)!r}")
+        raise ValueError(f"The auth token file {str(path)!r} is empty. {TOKEN_HOWTO}")
+    try:
+        return check_auth_token(token)
+    except ValueError as exc:
+        raise ValueError(f"In the auth token file {str(path)!r}: {exc}") from None
 
 
 def check_allowed_host(value: str) -> str:
     """An ``--allowed-host`` value: ``name``, ``name:port`` or ``name:*`` (any port)."""
     host = value.strip()
     if not _HOST.fullmatch(host):
-        raise SettingsError(
+        raise ValueError(
             f"Allowed host {value[:80]!r} is not a Host header value: give host or host:port "
             "(host:* for any port), with no scheme or path, e.g. mcp.example.com or "
             "192.168.1.5:8000."
@@ -98,138 +151,302 @@ def check_allowed_origin(value: str) -> str:
     """An ``--allowed-origin`` value: ``http(s)://name[:port]`` (``:*`` for any port)."""
     origin = value.strip().rstrip("/")
     if not _ORIGIN.fullmatch(origin):
-        raise SettingsError(
+        raise ValueError(
             f"Allowed origin {value[:80]!r} is not an origin: give scheme://host[:port] with no "
             "path, e.g. https://app.example.com or http://localhost:*."
         )
     return origin
 
 
-_BOOLEANS = {"": False, "0": False, "false": False, "no": False, "off": False}
-_BOOLEANS.update({"1": True, "true": True, "yes": True, "on": True})
+def _items(value: object, separator: str) -> list[Any]:
+    """A list setting: a variable's text split at ``separator``; a flag's or caller's list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(separator)]
+    if isinstance(value, list | tuple):
+        return [v.strip() if isinstance(v, str) else v for v in value]
+    raise ValueError("must be a list")
 
 
-def _split_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
+class Settings(BaseSettings):
+    """Everything the server needs. ``Settings(...)`` takes the values given (and defaults);
+    :meth:`from_env` reads the documented variables; ``mai-image-mcp`` adds its flags.
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the server needs; ``from_env()`` reads the documented variables.
-
-    Attributes:
-        api_key: the Pixazo key (``PIXAZO_API_KEY``); None still starts the server.
-        base_url: the gateway origin (``PIXAZO_BASE_URL``).
-        max_wait: longest wait inside one tool call, seconds (``MAI_MCP_MAX_WAIT``).
-        preview: small inline previews: ``preview`` (384 px), ``thumbnail`` (160 px) or
-            ``off`` (``MAI_MCP_PREVIEW``).
-        output_dir: download images here and return their paths (``MAI_MCP_OUTPUT_DIR``).
-        allowed_dirs: directories ``edit_image`` may read local files from
-            (``MAI_MCP_ALLOWED_DIRS``, separated by ``os.pathsep``); none by default.
-        log_level: level of the server's own log on stderr (``MAI_MCP_LOG_LEVEL``). WARNING by
-            default: at INFO every status poll is a log line.
-        auth_token: the bearer token every HTTP request must carry (``MAI_MCP_AUTH_TOKEN``, or
-            the file named by ``MAI_MCP_AUTH_TOKEN_FILE``); None means no authentication, which
-            the ``mai-image-mcp`` command allows only on a loopback address. Never in reprs.
-        allowed_hosts: Host header values accepted over HTTP besides the bound address and the
-            localhost forms (``MAI_MCP_ALLOWED_HOSTS``, comma-separated).
-        allowed_origins: Origin header values accepted over HTTP besides the localhost forms
-            (``MAI_MCP_ALLOWED_ORIGINS``, comma-separated).
-        resource_links: add a ``resource_link`` per image to results (``MAI_MCP_RESOURCE_LINKS``).
-            Off by default: some clients (LangChain's MCP adapters) turn an image link into an
-            image block, and the model provider then fetches the full-size image.
-        remember_durations: keep learned job durations in the user's cache between runs (as
-            ``mai-image`` does), under ``durations_key`` (default: the base URL). Off for an
-            embedded ``create_server()``; the ``mai-image-mcp`` command turns it on.
-        webhook_public_url: push waiting over HTTP (``MAI_MCP_WEBHOOK_PUBLIC_URL``): the URL
-            the gateway reaches this server at (this replica's own, behind a load balancer);
-            callbacks arrive at ``<url>/mai-tools/webhooks/<token>`` on the server's app.
+    Each field's description is its ``--help`` text. Secrets (``api_key``, ``auth_token``) are
+    :class:`~pydantic.SecretStr`: never in a repr, a log line or an error message.
     """
 
-    api_key: str | None = field(default=None, repr=False)
-    base_url: str | None = None
-    max_wait: float = DEFAULT_MAX_WAIT
-    preview: PreviewMode = "preview"
-    output_dir: Path | None = None
-    allowed_dirs: tuple[Path, ...] = ()
-    heartbeat: float = 5.0
-    log_level: LogLevel = "WARNING"
-    remember_durations: bool = False
-    durations_key: str | None = None
-    auth_token: str | None = field(default=None, repr=False)
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    resource_links: bool = False
-    webhook_public_url: str | None = None
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,  # Settings(api_key=...) as well as the variable PIXAZO_API_KEY
+        validate_by_alias=True,
+        hide_input_in_errors=True,
+    )
 
-    def __post_init__(self) -> None:
-        if not (self.max_wait > 0):
-            raise SettingsError(f"{ENV_MAX_WAIT} must be a positive number of seconds.")
-        if self.preview not in ("preview", "thumbnail", "off"):
-            raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"{ENV_LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}.")
-        try:
-            dirs = tuple(allowed_directory(d) for d in self.allowed_dirs)
-        except ValueError as exc:
-            raise SettingsError(f"{ENV_ALLOWED_DIRS}: {exc}") from None
-        object.__setattr__(self, "allowed_dirs", dirs)  # frozen: normalised once, here
-        if self.auth_token is not None:
-            check_auth_token(self.auth_token)
-        object.__setattr__(
-            self, "allowed_hosts", tuple(check_allowed_host(h) for h in self.allowed_hosts)
+    api_key: Annotated[SecretStr | None, Option()] = Field(
+        None,
+        validation_alias=API_KEY_ENV,
+        description="The Pixazo API key; without it the server starts, lists its tools, and "
+        "each call explains what to set.",
+    )
+    base_url: Annotated[str | None, Option()] = Field(
+        None, validation_alias=BASE_URL_ENV, description="The gateway origin."
+    )
+    max_wait: Annotated[float, Option("--max-wait", metavar="SECONDS")] = Field(
+        DEFAULT_MAX_WAIT,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest wait inside one tool call, in seconds (keep it under the client's "
+        "tool-call timeout).",
+    )
+    preview: Annotated[PreviewMode, Option("--preview")] = Field(
+        "preview", description="Inline previews: preview (384 px), thumbnail (160 px) or off."
+    )
+    resource_links: Annotated[bool, Option("--resource-links", off="--no-resource-links")] = Field(
+        False, description="Add a resource_link per image to results."
+    )
+    output_dir: Annotated[Path | None, Option("--output-dir", metavar="DIR")] = Field(
+        None, description="Also download images here and return their paths."
+    )
+    allowed_dirs: Annotated[tuple[Path, ...], NoDecode, Option("--allow-dir", metavar="DIR")] = (
+        Field(
+            (),
+            description="A directory edit_image may read local files from; repeatable (the "
+            f"variable: separated by {os.pathsep!r}).",
         )
-        object.__setattr__(
-            self, "allowed_origins", tuple(check_allowed_origin(o) for o in self.allowed_origins)
+    )
+    log_level: Annotated[LogLevel, Option("--log-level")] = Field(
+        "WARNING", description="The server's log level on stderr (INFO logs every status poll)."
+    )
+    auth_token: Annotated[
+        SecretStr | None, Option("--auth-token", metavar="TOKEN", group="token")
+    ] = Field(
+        None,
+        description="Bearer token HTTP clients must send. A flag shows in ps: prefer the "
+        "variable or --auth-token-file.",
+    )
+    auth_token_file: Annotated[
+        Path | None, Option("--auth-token-file", metavar="FILE", group="token")
+    ] = Field(None, description="Read the bearer token from this file.")
+    allowed_hosts: Annotated[_Items, Option("--allowed-host", metavar="HOST")] = Field(
+        (),
+        description="Also accept this Host header (name, name:port or name:*); repeatable (the "
+        "variable: comma-separated).",
+    )
+    allowed_origins: Annotated[_Items, Option("--allowed-origin", metavar="ORIGIN")] = Field(
+        (),
+        description="Also accept this Origin header (https://name[:port]); repeatable (the "
+        "variable: comma-separated).",
+    )
+    webhook_public_url: Annotated[str | None, Option("--webhook-public-url", metavar="URL")] = (
+        Field(
+            None,
+            description="Push waiting (HTTP only): the URL the gateway reaches this server at "
+            "(each replica its own); callbacks arrive at URL/mai-tools/webhooks/<token> on "
+            "this app.",
         )
+    )
+    # Set by the program that embeds the server, not by variables or flags:
+    heartbeat: float = Field(
+        5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
+    )
+    remember_durations: bool = Field(
+        False,
+        description="Keep learned job durations in the user's cache between runs (as mai-image "
+        "does); mai-image-mcp turns it on, an embedded create_server() not.",
+    )
+    durations_key: str | None = Field(
+        None, description="The key learned durations are kept under (default: the base URL)."
+    )
+
+    def __init__(self, **values: Any) -> None:
         try:
-            url = check_public_url(self.webhook_public_url)
-        except ConfigurationError as exc:
-            raise SettingsError(f"{ENV_WEBHOOK_PUBLIC_URL}: {exc}") from None
-        object.__setattr__(self, "webhook_public_url", url)
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = _problems(exc)
+            raise SettingsError(_render(problems, {}), problems) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Settings(...) is what the caller says, as before: an embedding program's values are
+        # not mixed with whatever MAI_MCP_* its process happens to have. from_env() reads them.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = os.environ
+        """The settings the environment variables give (and defaults for the rest)."""
+        return load()
+
+    # ------------------------------------------------------------------ checks
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any) -> Any:
+        """Blank values count as not given (surrounding whitespace is dropped), and the token
+        is read from its file."""
+        if not isinstance(data, dict):
+            return data
+        stripped = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+        data = {k: v for k, v in stripped.items() if v != ""}
+        if data.get("auth_token_file") is None:
+            return data
+        if data.get("auth_token") is not None:
+            raise _FieldProblem(
+                "auth_token_file", "give the token or the file that holds it, not both."
+            )
         try:
-            max_wait = float(env.get(ENV_MAX_WAIT, DEFAULT_MAX_WAIT))
-        except ValueError:
-            raise SettingsError(f"{ENV_MAX_WAIT} must be a number of seconds.") from None
-        preview = env.get(ENV_PREVIEW, "preview").strip().lower() or "preview"
-        if preview not in ("preview", "thumbnail", "off"):
-            raise SettingsError(f"{ENV_PREVIEW} must be preview, thumbnail or off.")
-        output = env.get(ENV_OUTPUT_DIR, "").strip()
-        allowed_text = env.get(ENV_ALLOWED_DIRS, "")
-        allowed: tuple[str, ...] = ()
-        if allowed_text.strip():
-            allowed = tuple(allowed_text.split(os.pathsep))
-            if any(not p.strip() for p in allowed):
-                raise SettingsError(
-                    f"{ENV_ALLOWED_DIRS} has an empty entry (two {os.pathsep!r} in a row, or one "
-                    "at an end); an empty entry would mean the working directory. Name each "
-                    f"directory, separated by {os.pathsep!r}."
-                )
-        token = env.get(ENV_AUTH_TOKEN, "").strip() or None
-        token_file = env.get(ENV_AUTH_TOKEN_FILE, "").strip()
-        if token_file:
-            if token is not None:
-                raise SettingsError(f"Set {ENV_AUTH_TOKEN} or {ENV_AUTH_TOKEN_FILE}, not both.")
-            token = read_token_file(token_file, ENV_AUTH_TOKEN_FILE)
-        log_level = env.get(ENV_LOG_LEVEL, "WARNING").strip().upper() or "WARNING"
-        links = env.get(ENV_RESOURCE_LINKS, "").strip().lower()
-        if links not in _BOOLEANS:
-            raise SettingsError(f"{ENV_RESOURCE_LINKS} must be 1/true/yes/on or 0/false/no/off.")
-        return cls(
-            api_key=env.get(API_KEY_ENV) or None,
-            base_url=env.get(BASE_URL_ENV) or None,
-            max_wait=max_wait,
-            preview=preview,  # type: ignore[arg-type]  # checked just above
-            output_dir=Path(output).expanduser() if output else None,
-            allowed_dirs=tuple(Path(p) for p in allowed),
-            log_level=log_level,  # type: ignore[arg-type]  # checked in __post_init__
-            auth_token=token,
-            allowed_hosts=tuple(_split_list(env.get(ENV_ALLOWED_HOSTS, ""))),
-            allowed_origins=tuple(_split_list(env.get(ENV_ALLOWED_ORIGINS, ""))),
-            resource_links=_BOOLEANS[links],
-            webhook_public_url=env.get(ENV_WEBHOOK_PUBLIC_URL, "").strip() or None,
-        )
+            token = read_token_file(data["auth_token_file"])
+        except ValueError as exc:
+            raise _FieldProblem("auth_token_file", str(exc)) from None
+        return {**data, "auth_token": token}
+
+    @field_validator("preview", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("allowed_dirs", mode="before")
+    @classmethod
+    def _allowed_dirs(cls, value: object) -> tuple[Path, ...]:
+        items = _items(value, os.pathsep)
+        if isinstance(value, str) and "" in items:
+            raise ValueError(
+                f"has an empty entry (two {os.pathsep!r} in a row, or one at an end); an empty "
+                "entry would mean the working directory. Name each directory, separated by "
+                f"{os.pathsep!r}."
+            )
+        # Made absolute once, here: a later chdir does not move what is allowed.
+        return tuple(allowed_directory(item) for item in items)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _allowed_hosts(cls, value: object) -> tuple[str, ...]:
+        return tuple(check_allowed_host(h) for h in _items(value, ",") if h)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _allowed_origins(cls, value: object) -> tuple[str, ...]:
+        return tuple(check_allowed_origin(o) for o in _items(value, ",") if o)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _auth_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_auth_token(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        try:
+            return check_public_url(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------- fields, names, loading
+
+
+def options() -> Iterator[tuple[str, FieldInfo, Option]]:
+    """The public fields of :class:`Settings`, in order: (name, field, its Option)."""
+    for name, info in Settings.model_fields.items():
+        marks = [m for m in info.metadata if isinstance(m, Option)]
+        if marks:
+            yield name, info, marks[0]
+
+
+def env_name(name: str) -> str:
+    """The environment variable of field ``name``."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"{ENV_PREFIX}{name.upper()}"
+
+
+def is_secret(info: FieldInfo) -> bool:
+    return SecretStr in (info.annotation, *typing.get_args(info.annotation))
+
+
+def _field_of(key: str) -> str:
+    for name, info in Settings.model_fields.items():
+        if key in (name, info.validation_alias):
+            return name
+    return key
+
+
+def _label(name: str, labels: Mapping[str, str]) -> str:
+    if name in labels:
+        return labels[name]
+    public = {n for n, _, _ in options()}
+    return f"{name} ({env_name(name)})" if name in public else name
+
+
+def _problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:
+    """(field, what is wrong) per error; a secret's value is never quoted."""
+    found = []
+    for error in exc.errors(include_url=False):
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _FieldProblem):
+            name = cause.field
+        else:
+            name = _field_of(str(error["loc"][0])) if error["loc"] else ""
+        if isinstance(cause, ValueError):
+            text = str(cause)
+        else:
+            text = error["msg"]
+            info = Settings.model_fields.get(name)
+            if info is not None and not is_secret(info) and isinstance(error["input"], str):
+                text += f" (got {error['input'][:80]!r})"
+        found.append((name, text))
+    return tuple(found)
+
+
+def _render(problems: tuple[tuple[str, str], ...], labels: Mapping[str, str]) -> str:
+    """One line per problem, naming the variable or flag (``labels``: field -> name) it came
+    from; a field with no label is named as a ``Settings`` argument (and its variable)."""
+    return "\n".join(f"{_label(name, labels)}: {text}" if name else text for name, text in problems)
+
+
+def _environment() -> dict[str, object]:
+    """The public fields' values in the environment, by field name (raw text)."""
+    public = {n for n, _, _ in options()}
+    read = EnvSettingsSource(Settings)()
+    found = {_field_of(key): value for key, value in read.items()}
+    return {name: value for name, value in found.items() if name in public}
+
+
+def load(flags: Mapping[str, object] | None = None, **given: Any) -> Settings:
+    """Settings from the environment, with ``flags`` (field -> value from its command-line
+    flag) on top, and ``given`` (field -> value a program sets) on top of those.
+
+    Raises:
+        SettingsError: a bad value, named by the variable or flag it came from.
+    """
+    flags = dict(flags or {})
+    values = _environment()
+    labels = {name: env_name(name) for name in values}
+    groups = {option.group for name, _, option in options() if name in flags and option.group}
+    for name, _, option in options():
+        if option.group in groups and name in values:
+            del values[name], labels[name]  # a flag of the group sets its variables aside
+    flag_names = {name: option.flag for name, _, option in options() if option.flag}
+    for name, value in flags.items():
+        values[name], labels[name] = value, flag_names[name]
+    values.update(given)
+    labels.update({name: name for name in given})
+    try:
+        return Settings(**values)
+    except SettingsError as exc:
+        raise SettingsError(_render(exc.problems, labels), exc.problems) from None

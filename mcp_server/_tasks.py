@@ -35,6 +35,7 @@ from mai_tools._agent import failure_of, validation_text
 
 from ._arguments import ARGUMENTS, EditArguments, GenerateArguments
 from ._service import Service, TaskState, UnknownTask, job_started_at
+from ._state import ServerState
 
 logger = logging.getLogger("mcp_server")
 
@@ -102,7 +103,7 @@ class ImageTasks(Extension):
     async def intercept_tool_call(
         self,
         params: CallToolRequestParams,
-        ctx: ServerRequestContext[Any, Any],
+        ctx: ServerRequestContext[ServerState, Any],
         call_next: CallNext,
     ) -> HandlerResult:
         model = ARGUMENTS.get(params.name)
@@ -121,15 +122,15 @@ class ImageTasks(Extension):
             and isinstance(args, GenerateArguments | EditArguments)
             and _opted_in(params, ctx)
         ):
-            started = await self._service.start_task(params.name, args)
+            started = await self._service.start_task(ctx.lifespan_context, params.name, args)
             if isinstance(started, CallToolResult):
                 return started  # refused before a job existed: the same answer as a call
             return {"resultType": "task", **task_fields(started)}
         return await call_next(ctx)
 
-    async def _read(self, task_id: str) -> TaskState | CallToolResult:
+    async def _read(self, state: ServerState, task_id: str) -> TaskState | CallToolResult:
         try:
-            return await self._service.read_task(task_id)
+            return await self._service.read_task(state, task_id)
         except UnknownTask as exc:
             raise MCPError(
                 code=INVALID_PARAMS, message=f"Unknown task {task_id[:80]!r}: {exc}"
@@ -137,8 +138,10 @@ class ImageTasks(Extension):
         except MAIImageError as exc:  # no key or a misconfiguration: no task can be read
             raise MCPError(code=INTERNAL_ERROR, message=failure_of(exc).message) from None
 
-    async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
-        state = await self._read(params.task_id)
+    async def _get(
+        self, ctx: ServerRequestContext[ServerState, Any], params: TaskParams
+    ) -> HandlerResult:
+        state = await self._read(ctx.lifespan_context, params.task_id)
         if isinstance(state, CallToolResult):
             now = datetime.now(UTC)
             return {
@@ -152,9 +155,9 @@ class ImageTasks(Extension):
         return task_fields(state)
 
     async def _cancel(
-        self, ctx: ServerRequestContext[Any, Any], params: TaskParams
+        self, ctx: ServerRequestContext[ServerState, Any], params: TaskParams
     ) -> HandlerResult:
-        state = await self._read(params.task_id)
+        state = await self._read(ctx.lifespan_context, params.task_id)
         note = (
             "Cancel acknowledged, but the image gateway cannot cancel a job: it goes on (and "
             "is charged); tasks/get keeps returning its result."

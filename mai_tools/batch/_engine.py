@@ -1,14 +1,16 @@
 """The batch engine: thousands of lines through one async client, journaled, resumable.
 
-Per line: validate (nothing sent if invalid) → record the intent → POST → record the request
-id → poll (paced, shared by the whole run) → record the result → download (retried, a few at
-a time per host) → record the saved paths. The journal (:mod:`._journal`) makes a rerun of
+Per line: validate (nothing sent if invalid) → record the intent when the POST is admitted,
+right before it leaves → POST → record the request id → ``client.wait`` (every request paced by
+the run's gate) → record the result → download (retried, a few at a time per host) → record
+the saved paths. The journal (:mod:`._journal`) makes a rerun of
 the same input resume where the last run stopped, without paying for any line twice.
 
 This module owns the run: its options, its lifecycle (the directory's lock, the plan, the
 workers, the stop), the manifest's rewrites and the reports. The steps are elsewhere, over one
-shared :class:`._state.RunState`: planning in :mod:`._plan`, sending in :mod:`._submit`,
-waiting in :mod:`._wait`, saving in :mod:`._save`; the outcome types in :mod:`._outcomes`.
+shared :class:`._state.RunState`: planning in :mod:`._plan`, sending and waiting in
+:mod:`._submit` (through the client, behind the run's gate: :mod:`._gate`), saving in
+:mod:`._save`; the outcome types in :mod:`._outcomes`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .._async_client import AsyncMAIImageClient
 from .._config import require_positive, require_whole
 from .._exceptions import InvalidArgumentError
 from .._policies import RetryPolicy
+from ._gate import RunGate
 from ._input import (
     BatchItem,
     InputLine,
@@ -52,11 +55,10 @@ from ._plan import plan
 from ._save import Downloads
 from ._state import RunState, Stopped
 from ._submit import Submitter
-from ._wait import Waiter
 
 DEFAULT_CONCURRENCY: Final = 32
 DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
-"""Without ``rps``, status reads are spread to average at most this many per second."""
+"""Without ``rps``, the run's status reads are held to at most this many per second."""
 DEFAULT_DOWNLOADS_PER_HOST: Final = 8
 STOP_GRACE: Final = 10.0
 MANIFEST_INTERVAL: Final = 2.0
@@ -139,10 +141,12 @@ class BatchRun:
             self._dir, pacer=Pacer(rate), retry=retry_policy or _ENGINE_RETRY, on_event=on_event
         )
         self._submitter = Submitter(
-            state, client, base_dir=self._base_dir, sync_intents=sync_intents
-        )
-        self._waiter = Waiter(
-            state, client, job_timeout=wait_limit, reads_per_second=reads_per_second
+            state,
+            client,
+            RunGate(state, reads_per_second=reads_per_second),
+            base_dir=self._base_dir,
+            sync_intents=sync_intents,
+            job_timeout=wait_limit,
         )
         self._downloads = Downloads(
             state,
@@ -367,9 +371,7 @@ class BatchRun:
                 if row.state == "pending":
                     await self._submitter.submit(row, self._items[row.id])
                 if row.state == "submitted":
-                    item = self._items.get(row.id)  # none when the line is now unreadable
-                    operation = item.operation if item is not None else "generate"
-                    await self._waiter.wait_for(row, operation)
+                    await self._submitter.wait_for(row)
                 if row.state == "completed":
                     self._downloads.start(row)
                 elif row.state not in ("pending", "submitted", "submitting"):
@@ -496,7 +498,7 @@ async def run_batch(
     it again with the same items and ``out_dir`` resumes. Use it inside
     ``contextlib.aclosing(...)`` to stop early cleanly::
 
-        async with AsyncMAIImageClient(max_retries=0) as client:
+        async with AsyncMAIImageClient() as client:
             async for outcome in run_batch(client, ["a red fox", "a blue bird"], "out"):
                 print(outcome.id, outcome.status, outcome.paths)
     """

@@ -16,14 +16,15 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
+from pydantic.fields import FieldInfo
 
 from .._exceptions import InvalidArgumentError
 from .._images import image_to_url
-from .._models import EditRequest, GenerateRequest
+from .._models import FIELDS_OF, OPERATIONS, EditRequest, GenerateRequest, JobRequest
 
 MAX_ID_LENGTH: Final = 200
 _ID_OK = re.compile(r"^[^\x00-\x1f\x7f]+$")
@@ -52,8 +53,9 @@ class BatchItem:
     line: int | None = None
 
     @property
-    def operation(self) -> Literal["generate", "edit"]:
-        return "generate" if self.image is None else "edit"
+    def operation(self) -> str:
+        """The line's operation in :data:`~mai_tools.OPERATIONS`: an edit when it has an image."""
+        return (GenerateRequest if self.image is None else EditRequest).operation
 
 
 @dataclass(frozen=True)
@@ -68,17 +70,50 @@ class InvalidLine:
 InputLine = BatchItem | InvalidLine
 
 
-class _LineModel(BaseModel):
-    # Types only (ranges are checked by the request models): a typo'd field is refused, not
-    # silently dropped, so "aspect": "16:9" never becomes an unexpected square image.
-    model_config = ConfigDict(extra="forbid", strict=True)
+def _choices() -> dict[str, FieldInfo]:
+    """What a caller chooses, for any operation: the request models' own fields, in order."""
+    found: dict[str, FieldInfo] = {}
+    for fields in FIELDS_OF.values():
+        for name, info in fields.model_fields.items():
+            found.setdefault(name, info)
+    return found
 
-    id: str | int | None = None
-    prompt: str
-    image: str | None = None
-    num_images: int = 1
-    aspect_ratio: str = "auto"
-    output_format: str = "png"
+
+CHOICES: Final[tuple[str, ...]] = tuple(_choices())
+"""The fields of a line besides ``id`` and ``image``: those of :class:`GenerateFields` and
+:class:`EditFields` (a new gateway field there is a new batch key, and a new :class:`BatchItem`
+attribute, which a test checks)."""
+LINE_FIELDS: Final[tuple[str, ...]] = (
+    "id",
+    CHOICES[0],
+    "image",
+    *CHOICES[1:],
+)
+"""Every key of a JSONL line (the order of the fingerprint and of the "allowed" message)."""
+
+
+def _json_type(info: FieldInfo) -> Any:
+    """The JSON type of a request field, without its ranges or allowed values: a line is read
+    for its types, and checked against the request model of its operation later."""
+    annotation = info.annotation
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    return annotation
+
+
+# Types only (ranges are checked by the request models): a typo'd field is refused, not
+# silently dropped, so "aspect": "16:9" never becomes an unexpected square image.
+_LINE_TYPES: Final[dict[str, Any]] = {
+    "id": (str | int | None, None),
+    "image": (str | None, None),
+    **{
+        name: (_json_type(info), ... if info.is_required() else info.default)
+        for name, info in _choices().items()
+    },
+}
+_LineModel: type[BaseModel] = create_model(
+    "_LineModel", __config__=ConfigDict(extra="forbid", strict=True), **_LINE_TYPES
+)
 
 
 def _problems(exc: pydantic.ValidationError) -> str:
@@ -86,10 +121,7 @@ def _problems(exc: pydantic.ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "line"
         if err["type"] == "extra_forbidden":
-            parts.append(
-                f"unknown field {where!r} (allowed: id, prompt, image, num_images, "
-                "aspect_ratio, output_format)"
-            )
+            parts.append(f"unknown field {where!r} (allowed: {', '.join(LINE_FIELDS)})")
         else:
             parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
@@ -116,23 +148,16 @@ def item_from_mapping(data: Mapping[str, object], line: int | None = None) -> In
     """One JSON object (as in a JSONL line) as an item, or the reason it is not one."""
     raw_id = data.get("id")
     try:
-        parsed = _LineModel.model_validate(dict(data))
+        values = _LineModel.model_validate(dict(data)).model_dump()
     except pydantic.ValidationError as exc:
         ident = raw_id if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
         good_id, _ = _check_id(ident, line)
         return InvalidLine(good_id, _problems(exc), line)
-    ident, problem = _check_id(parsed.id, line)
+    ident, problem = _check_id(values["id"], line)
     if problem is not None:
         return InvalidLine(ident, problem, line)
-    return BatchItem(
-        id=ident,
-        prompt=parsed.prompt,
-        image=parsed.image,
-        num_images=parsed.num_images,
-        aspect_ratio=parsed.aspect_ratio,
-        output_format=parsed.output_format,
-        line=line,
-    )
+    chosen: dict[str, Any] = {name: values[name] for name in CHOICES}
+    return BatchItem(id=ident, image=values["image"], line=line, **chosen)
 
 
 def _is_jsonl(text: str, name: str | None) -> bool:
@@ -292,14 +317,7 @@ def fingerprint(lines: Iterable[InputLine], shard: tuple[int, int] | None) -> st
     digest = hashlib.sha256(f"shard={shard}\n".encode())
     for entry in lines:
         if isinstance(entry, BatchItem):
-            fields: list[object] = [
-                entry.id,
-                entry.prompt,
-                entry.image,
-                entry.num_images,
-                entry.aspect_ratio,
-                entry.output_format,
-            ]
+            fields: list[object] = [getattr(entry, name) for name in LINE_FIELDS]
         else:
             fields = [entry.id, "invalid", entry.reason]
         digest.update(json.dumps(fields, ensure_ascii=False).encode())
@@ -314,25 +332,36 @@ def image_source(image: str, base_dir: Path) -> str:
     return os.fspath(base_dir / Path(image).expanduser())
 
 
+def _fields(item: BatchItem) -> dict[str, object]:
+    """``item``'s choices for its operation (what :data:`FIELDS_OF` names), as sent."""
+    return {name: getattr(item, name) for name in FIELDS_OF[item.operation].model_fields}
+
+
 def check_item(item: BatchItem, base_dir: Path, *, max_image_bytes: int) -> str | None:
     """Why ``item`` cannot be sent (prompt, ranges, image), or None. Nothing is sent."""
-    fields: dict[str, object] = {
-        "prompt": item.prompt,
-        "num_images": item.num_images,
-        "aspect_ratio": item.aspect_ratio,
-        "output_format": item.output_format,
-    }
     try:
-        if item.image is None:
-            GenerateRequest.model_validate(fields)
-            return None
-        EditRequest.model_validate({**fields, "image_urls": ["data:,"]})
-        image_to_url(image_source(item.image, base_dir), max_bytes=max_image_bytes)
+        FIELDS_OF[item.operation].model_validate(_fields(item))
+        if item.image is not None:
+            image_to_url(image_source(item.image, base_dir), max_bytes=max_image_bytes)
     except pydantic.ValidationError as exc:
         return _problems(exc)
     except InvalidArgumentError as exc:
         return f"image: {exc}"
     return None
+
+
+def request_of(item: BatchItem, base_dir: Path, *, max_image_bytes: int) -> JobRequest:
+    """The request ``item`` sends: its operation's request model, with the image read and
+    encoded for an edit (file I/O: call it off the event loop for an edit).
+
+    Raises:
+        pydantic.ValidationError, InvalidArgumentError: the line cannot be sent as it is.
+    """
+    fields = _fields(item)
+    if item.image is not None:
+        source = image_source(item.image, base_dir)
+        fields["image_urls"] = [image_to_url(source, max_bytes=max_image_bytes)]
+    return OPERATIONS[item.operation].model_validate(fields)
 
 
 def iter_items(lines: Iterable[InputLine]) -> Iterator[BatchItem]:

@@ -1,6 +1,7 @@
 """What the steps of one run share: the journal, the stop, the pacing, the budget, the counters.
 
-The steps (:mod:`._submit`, :mod:`._wait`, :mod:`._save`) and the run (:mod:`._engine`) work on
+The steps (:mod:`._submit`, :mod:`._save`), the run's gate (:mod:`._gate`) and the run
+(:mod:`._engine`) work on
 one :class:`RunState` instead of reaching into each other. Every change of a line goes through
 :meth:`RunState.record` (journal first, memory second), every settled line through
 :meth:`RunState.settle`, and a step that finds the run stopping raises :class:`Stopped`.
@@ -9,9 +10,7 @@ one :class:`RunState` instead of reaching into each other. Every change of a lin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -53,7 +52,6 @@ class RunState:
         self.out_dir = out_dir
         self.pacer = pacer
         self.retry = retry
-        self.rng = random.Random()
         self.on_event = on_event
         self.journal: Journal | None = None
         self.stop_event = asyncio.Event()
@@ -153,24 +151,18 @@ class RunState:
 
     # ------------------------------------------------------------------ pacing
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, unless the run stops meanwhile (then raise Stopped)."""
-        if self.stop_event.is_set():
-            raise Stopped
-        if seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_event.wait(), seconds)
-        if self.stop_event.is_set():
-            raise Stopped
-
     async def acquire(self) -> None:
         """Wait for this request's slot in the run's token bucket (and any 429 pause)."""
         if not await self.pacer.acquire(self.stop_event):
             raise Stopped
 
     def rate_limited(self, exc: RateLimitError, what: str) -> None:
-        """A 429: the whole run pauses for its Retry-After (1 s without one)."""
+        """A 429 the client gave up on: the whole run pauses for its Retry-After (1 s without
+        one); nothing happens if the gate already paused the run for it."""
         seconds = exc.retry_after if exc.retry_after is not None else 1.0
+        self.pause(seconds, f"{exc.status_code} to {what}")
+
+    def pause(self, seconds: float, answer: str) -> None:
+        """Hold every request of the run for ``seconds`` (``answer``: what the gateway said)."""
         if self.pacer.pause(seconds):
-            self.emit("paused", f"the gateway answered 429 to {what}: the run pauses {seconds:g}s")
+            self.emit("paused", f"the gateway answered {answer}: the run pauses {seconds:g}s")

@@ -14,24 +14,17 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import click
+from pydantic.fields import FieldInfo
 
 from .. import _duration_cache
 from .._client import MAIImageClient
 from .._config import Secret, resolve_api_key
 from .._constants import API_KEY_ENV, API_KEY_FILE_SHOWN, DEFAULT_MAX_INPUT_BYTES
 from .._exceptions import ConfigurationError, InvalidImageError, MissingAPIKeyError
-from .._models import (
-    EDIT_ASPECT_RATIOS,
-    GENERATE_ASPECT_RATIOS,
-    OUTPUT_FORMATS,
-    EditAspectRatio,
-    GenerateAspectRatio,
-    ImageResult,
-    OutputFormat,
-)
+from .._models import OPERATIONS, ImageResult
 from .._version import __version__
 from .._webhooks import WebhookReceiver
 from ._errors import ExitCode, Phase, Session, classify
@@ -236,43 +229,55 @@ def _receiver(
         yield receiver
 
 
-def _image_options(ratios: tuple[str, ...]) -> Callable[[F], F]:
+FIELD_OPTIONS: Final[dict[str, tuple[tuple[str, ...], str]]] = {
+    "num_images": (("-n", "--num-images"), "How many images (1-4)."),
+    "aspect_ratio": (("--aspect-ratio", "-a"), "Width:height of the output."),
+    "output_format": (("--format", "-f"), "Image file format."),
+    "sync_mode": (
+        ("--sync",),
+        "Ask the gateway to answer inline (sync mode) instead of polling a job.",
+    ),
+}
+"""How the commands spell request fields: (flags, help). Any other field of the request models
+is offered as ``--its-name`` with its own description."""
+FIELD_ARGUMENTS: Final = frozenset({"prompt", "image_urls"})
+"""Request fields the commands take as arguments (PROMPT, IMAGE), not as options."""
+
+
+def _field_option(name: str, field: FieldInfo) -> Callable[[F], F]:
+    """The option of one request field: its type, range or choices and default are the field's."""
+    first_sentence = (field.description or name).split(". ")[0].rstrip(".") + "."
+    flags, text = FIELD_OPTIONS.get(name, ((f"--{name.replace('_', '-')}",), first_sentence))
+    annotation = field.annotation
+    if annotation is bool:
+        return click.option(*flags, name, is_flag=True, help=text)
+    optional = type(None) in get_args(annotation)
+    if optional:
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    kind: click.ParamType[Any]
+    if get_origin(annotation) is Literal:
+        kind = click.Choice(get_args(annotation))
+    elif annotation is int:
+        bounds = {type(m).__name__: m for m in field.metadata}
+        low, high = bounds.get("Ge"), bounds.get("Le")
+        kind = click.IntRange(getattr(low, "ge", None), getattr(high, "le", None))
+    elif annotation is str:
+        kind = click.STRING
+    else:  # a new kind of field: spell its option in FIELD_OPTIONS' way, by hand
+        raise TypeError(f"no CLI option for request field {name!r} of type {annotation!r}")
+    return click.option(
+        *flags, name, type=kind, default=field.default, show_default=not optional, help=text
+    )
+
+
+def _image_options(operation: str) -> Callable[[F], F]:
+    """The request fields of ``operation`` as options, named as the fields: the command passes
+    them on as they are (``tests/architecture/test_field_agreement.py`` checks the commands)."""
+
     def wrap(func: F) -> F:
-        options = [
-            click.option(
-                "-n",
-                "--num-images",
-                type=click.IntRange(1, 4),
-                default=1,
-                show_default=True,
-                help="How many images (1-4).",
-            ),
-            click.option(
-                "--aspect-ratio",
-                "-a",
-                type=click.Choice(ratios),
-                default="auto",
-                show_default=True,
-                help="Width:height of the output.",
-            ),
-            click.option(
-                "--format",
-                "-f",
-                "output_format",
-                type=click.Choice(OUTPUT_FORMATS),
-                default="png",
-                show_default=True,
-                help="Image file format.",
-            ),
-            click.option(
-                "--sync",
-                "sync_mode",
-                is_flag=True,
-                help="Ask the gateway to answer inline (sync mode) instead of polling a job.",
-            ),
-        ]
-        for option in reversed(options):
-            func = option(func)
+        fields = OPERATIONS[operation].model_fields
+        for name in reversed([n for n in fields if n not in FIELD_ARGUMENTS]):
+            func = _field_option(name, fields[name])(func)
         return func
 
     return wrap
@@ -328,11 +333,16 @@ def _remembered_durations(client: MAIImageClient, gateway: str) -> Iterator[None
 
 
 def _save(
-    state: CliState, result: ImageResult, out: Path, no_save: bool, as_json: bool
+    state: CliState,
+    client: MAIImageClient,
+    result: ImageResult,
+    out: Path,
+    no_save: bool,
+    as_json: bool,
 ) -> list[Path]:
     state.session.phase = Phase.SAVING
     state.session.request_id = result.request_id
-    saved = [] if no_save else result.save(out)
+    saved = [] if no_save else client.save(result, out)
     print_result(result, saved, as_json=as_json)
     return saved
 
@@ -382,18 +392,15 @@ def cli() -> None:
 
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("prompt")
-@_image_options(GENERATE_ASPECT_RATIOS)
+@_image_options("generate")
 @_wait_options
 @_push_options
 @_connection_options
 @click.pass_obj
 def generate(
     state: CliState,
+    /,
     prompt: str,
-    num_images: int,
-    aspect_ratio: str,
-    output_format: str,
-    sync_mode: bool,
     out: Path,
     no_save: bool,
     timeout: float | None,
@@ -404,6 +411,7 @@ def generate(
     base_url: str | None,
     api_key: str | None,
     as_json: bool,
+    **fields: Any,
 ) -> None:
     """Generate images from PROMPT, wait for them and save them."""
     with (
@@ -414,35 +422,24 @@ def generate(
     ):
         with Reporter(state.session, label="generate", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            result = client.generate(
-                prompt,
-                num_images=num_images,
-                aspect_ratio=cast(GenerateAspectRatio, aspect_ratio),
-                output_format=cast(OutputFormat, output_format),
-                sync_mode=sync_mode,
-                timeout=timeout,
-                on_status=reporter,
-            )
-        _save(state, result, out, no_save, as_json)
+            result = client.generate(prompt, **fields, timeout=timeout, on_status=reporter)
+        _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("image")
 @click.argument("prompt")
-@_image_options(EDIT_ASPECT_RATIOS)
+@_image_options("edit")
 @_wait_options
 @_push_options
 @_connection_options
 @click.pass_obj
 def edit(
     state: CliState,
+    /,
     image: str,
     prompt: str,
-    num_images: int,
-    aspect_ratio: str,
-    output_format: str,
-    sync_mode: bool,
     out: Path,
     no_save: bool,
     timeout: float | None,
@@ -453,6 +450,7 @@ def edit(
     base_url: str | None,
     api_key: str | None,
     as_json: bool,
+    **fields: Any,
 ) -> None:
     """Edit IMAGE following PROMPT, wait and save the result.
 
@@ -467,17 +465,8 @@ def edit(
     ):
         with Reporter(state.session, label="edit", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            result = client.edit(
-                prompt,
-                source,
-                num_images=num_images,
-                aspect_ratio=cast(EditAspectRatio, aspect_ratio),
-                output_format=cast(OutputFormat, output_format),
-                sync_mode=sync_mode,
-                timeout=timeout,
-                on_status=reporter,
-            )
-        _save(state, result, out, no_save, as_json)
+            result = client.edit(prompt, source, **fields, timeout=timeout, on_status=reporter)
+        _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 
@@ -541,7 +530,7 @@ def wait(
         state.session.phase = Phase.WAITING
         with Reporter(state.session, label="wait", quiet=quiet) as reporter:
             result = client.wait(request_id, timeout=timeout, on_status=reporter)
-        _save(state, result, out, no_save, as_json)
+        _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 

@@ -362,9 +362,9 @@ def batch_command(state: CliState, /, **params: Any) -> None:
     }
     if params["timeout"] is not None:
         options["job_timeout"] = params["timeout"]
-    # max_retries=0: a 429 reaches the engine at once and pauses the whole run, and every
-    # other retry is the engine's (paced) decision.
-    client_args: dict[str, Any] = {"max_retries": 0}
+    # The client's own retries: every try passes the run's gate (its pace, and the pause a 429
+    # starts for the whole run).
+    client_args: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         if params["emulator"]:
             if params["base_url"] is not None or params["api_key"] is not None:

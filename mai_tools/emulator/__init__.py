@@ -13,7 +13,9 @@ mai-tools without a key, to run the examples, and to test your own agents offlin
 
 From a shell: ``python -m mai_tools.emulator --port 8000`` (or ``mai-image emulator``). In
 pytest, the ``mai_emulator`` fixture (installed with mai-tools) gives a fresh emulator per
-test and points ``PIXAZO_API_KEY``/``PIXAZO_BASE_URL`` at it.
+test and points ``PIXAZO_API_KEY``/``PIXAZO_BASE_URL`` at it. Tests that need time to pass
+(a job's end, a TTL, a late callback) give the emulator a :class:`ManualClock` and advance it
+instead of sleeping: ``run_emulator(config, clock=ManualClock())``.
 
 The names below load on first use: the pytest plugin lives in this package, and every pytest
 run loads it, so importing the package must not import Pillow, Starlette or uvicorn.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._app import create_app
+    from ._clock import EmulatorClock, ManualClock
     from ._config import DEFAULT_EMULATOR_KEY, EmulatorConfig, Faults
     from ._openapi import openapi_document
     from ._remote import RemoteEmulator, spawn_emulator
@@ -34,9 +37,11 @@ if TYPE_CHECKING:
 _LAZY = {
     "DEFAULT_EMULATOR_KEY": "._config",
     "Emulator": "._state",
+    "EmulatorClock": "._clock",
     "EmulatorConfig": "._config",
     "EmulatorStats": "._state",
     "Faults": "._config",
+    "ManualClock": "._clock",
     "RateLimitRecord": "._state",
     "RemoteEmulator": "._remote",
     "RequestRecord": "._state",
@@ -66,9 +71,11 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_EMULATOR_KEY",
     "Emulator",
+    "EmulatorClock",
     "EmulatorConfig",
     "EmulatorStats",
     "Faults",
+    "ManualClock",
     "RateLimitRecord",
     "RemoteEmulator",
     "RequestRecord",

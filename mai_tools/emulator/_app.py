@@ -13,11 +13,10 @@ import asyncio
 import base64
 import binascii
 import email.utils
-import ipaddress
 import json
 import logging
 import math
-import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
 
@@ -29,11 +28,16 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .._constants import EDIT_PATH, GENERATE_PATH
 from .._images import sniff_image_type
-from .._models import EditRequest, GenerateRequest
+from .._models import OPERATIONS, EditRequest, JobRequest
 from .._urls import split_url
-from ._callbacks import CallbackError, CallbackSender
+from ._callbacks import (
+    CallbackError,
+    CallbackSender,
+    callback_target,
+    is_loopback_host,
+    under,
+)
 from ._config import EmulatorConfig, Faults
 from ._openapi import openapi_document
 from ._render import MEDIA_TYPES, SourceTooLargeError, prepare_source, render
@@ -125,41 +129,9 @@ async def _read_body(request: Request, cap: int) -> bytes | Response:
     return bytes(body)
 
 
-def is_loopback_host(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost`` names: where callbacks may go by default."""
-    if not host:
-        return False
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _under(url: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether ``url`` has the scheme, host and port of one prefix, and a path under it."""
-    parts = split_url(url)
-    if parts is None:
-        return False
-    for prefix in prefixes:
-        allowed = split_url(prefix)
-        if allowed is None:
-            continue
-        same_origin = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port) == (
-            allowed.scheme.lower(),
-            (allowed.hostname or "").lower(),
-            allowed.port,
-        )
-        if same_origin and parts.path.startswith(allowed.path):
-            return True
-    return False
-
-
-def _retry_after(faults: Faults) -> dict[str, str]:
+def _retry_after(faults: Faults, now: float) -> dict[str, str]:
     if faults.retry_after_as_date:
-        value = email.utils.formatdate(time.time() + faults.retry_after, usegmt=True)
+        value = email.utils.formatdate(now + faults.retry_after, usegmt=True)
     else:
         value = f"{faults.retry_after:g}"
     return {"Retry-After": value}
@@ -199,7 +171,7 @@ class EmulatorApp:
         )
         faults = self.emu.faults
         if self.emu.roll(faults.slow_rate):
-            await anyio.sleep(faults.slow_seconds)
+            await anyio.sleep(faults.slow_seconds)  # the network's time: real, not the clock's
         if key is None:
             return _gateway_error(401, MISSING_KEY)
         if (
@@ -235,7 +207,8 @@ class EmulatorApp:
             else:
                 urls = _media_urls(origin, job)
             output = {"media_url": urls, "media_type": MEDIA_TYPES[job.output_format]}
-        updated = min(time.time(), job.finished) if done else time.time()
+        now = self.emu.clock.time()
+        updated = min(now, job.finished) if done else now
         return {
             "request_id": job.request_id,
             "status": status,
@@ -327,13 +300,21 @@ class EmulatorApp:
         return _gateway_error(
             429,
             f"Rate limit is exceeded. Try again in {_seconds(faults.retry_after)} seconds.",
-            _retry_after(faults),
+            _retry_after(faults, self.emu.clock.time()),
         )
 
     # ------------------------------------------------------------------ endpoints
 
-    async def submit(self, request: Request) -> Response:
-        operation = "edit" if request.url.path == EDIT_PATH else "generate"
+    def submitter(self, model: type[JobRequest]) -> Callable[[Request], Awaitable[Response]]:
+        """The POST handler of one operation (its route is ``model.path``)."""
+
+        async def submit(request: Request) -> Response:
+            return await self.submit(request, model)
+
+        return submit
+
+    async def submit(self, request: Request, model: type[JobRequest]) -> Response:
+        operation = model.operation
         gate = await self._gate(request, submit=True)
         if isinstance(gate, Response):
             self.emu.count_submission()
@@ -351,7 +332,6 @@ class EmulatorApp:
         body = await self._body(request, self.emu.config.max_body_bytes)
         if isinstance(body, Response):
             return body
-        model = EditRequest if operation == "edit" else GenerateRequest
         try:
             parsed = model.model_validate(body)
         except pydantic.ValidationError as exc:
@@ -371,9 +351,11 @@ class EmulatorApp:
             source, source_size = found
         webhook = request.headers.get("x-webhook-url")
         if webhook is not None:
-            hook = split_url(webhook)
-            if hook is None or hook.scheme not in ("http", "https") or not hook.netloc:
-                return _error(400, "Bad Request", "X-Webhook-URL must be an http(s) URL.")
+            try:
+                callback_target(webhook)  # a URL the callback could never be sent to
+            except CallbackError as exc:
+                reason = str(exc).removeprefix("InvalidURL: ")
+                return _error(400, "Bad Request", f"X-Webhook-URL: {reason}.")
         job = self.emu.create_job(
             operation=operation,
             prompt=parsed.prompt,
@@ -388,7 +370,8 @@ class EmulatorApp:
         if webhook:
             self._schedule_webhook(job, origin)
         if parsed.sync_mode and job.duration <= self.emu.config.sync_max_wait:
-            await anyio.sleep(max(job.finished_mono - time.monotonic(), 0))
+            clock = self.emu.clock
+            await clock.sleep(job.finished_mono - clock.monotonic())
             result = self.emu.poll(job.request_id, count=False)  # answered inline, not polled
             assert result is not None
             body_out = await anyio.to_thread.run_sync(
@@ -440,14 +423,16 @@ class EmulatorApp:
                 request.url.path, faults.retry_after, faults.retry_after_as_date
             )
             return PlainTextResponse(
-                "error code: 1015", status_code=429, headers=_retry_after(faults)
+                "error code: 1015",
+                status_code=429,
+                headers=_retry_after(faults, self.emu.clock.time()),
             )
         job = self.emu.job(request.path_params["request_id"])
         name: str = request.path_params["name"]
         stem, _, ext = name.partition(".")
         if (
             job is None
-            or job.status_at(time.monotonic()) != "COMPLETED"
+            or job.status_at(self.emu.clock.monotonic()) != "COMPLETED"
             or ext != job.output_format
         ):
             return _error(404, "Not Found", "No such file.")
@@ -506,15 +491,17 @@ class EmulatorApp:
                 "(--allow-remote-webhooks)"
             )
         only_to = self.emu.faults.webhook_only_to
-        if only_to and not _under(url, only_to):
+        if only_to and not under(url, only_to):
             return "not under webhook_only_to (--webhook-only-to)"
         return None
 
     def _schedule_webhook(self, job: Job, origin: str) -> None:
+        clock = self.emu.clock
+
         async def deliver() -> None:
             assert job.webhook_url is not None
             url = job.webhook_url
-            await anyio.sleep(max(job.finished_mono - time.monotonic(), 0))
+            await clock.sleep(job.finished_mono - clock.monotonic())
             if not self.emu.current(job):  # reset() forgot the job while it ran
                 return
             faults = self.emu.faults  # the faults in force when the callback is due
@@ -528,7 +515,7 @@ class EmulatorApp:
                 self.emu.record_webhook({**record, "outcome": "dropped"}, job)
                 return
             if self.emu.roll(faults.webhook_delay_rate):
-                await anyio.sleep(faults.webhook_delay_seconds)
+                await clock.sleep(faults.webhook_delay_seconds)
             copies = 2 if self.emu.roll(faults.webhook_duplicate_rate) else 1
             body = json.dumps(self._status_body(job, job.outcome, origin)).encode()
             for attempt in range(1, copies + 1):
@@ -542,12 +529,17 @@ class EmulatorApp:
                 except CallbackError as exc:
                     delivery.update(outcome="failed", error=str(exc))
                     logger.warning("webhook for %s failed: %s", job.request_id, exc)
-                delivery["at"] = time.time()
+                delivery["at"] = clock.time()
                 self.emu.record_webhook(delivery, job)
 
         task = asyncio.get_running_loop().create_task(deliver())
+        self.emu.webhook_scheduled()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._over)
+
+    def _over(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.emu.webhook_over()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -566,8 +558,10 @@ def create_app(config: EmulatorConfig | Emulator | None = None) -> Starlette:
         await handlers.aclose()
 
     routes = [
-        Route(GENERATE_PATH, handlers.submit, methods=["POST"]),
-        Route(EDIT_PATH, handlers.submit, methods=["POST"]),
+        *(
+            Route(cls.path, handlers.submitter(cls), methods=["POST"])
+            for cls in OPERATIONS.values()
+        ),
         Route("/v2/requests/status/{request_id}", handlers.status, methods=["GET"]),
         Route("/files/{request_id}/{name}", handlers.files, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),

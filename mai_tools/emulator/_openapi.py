@@ -18,13 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._constants import EDIT_PATH, GENERATE_PATH, STATUS_PATH
-from .._models import (
-    PROMPT_PATTERN,
-    EditRequest,
-    GenerateRequest,
-    Status,
-)
+from .._constants import STATUS_PATH
+from .._models import OPERATIONS, PROMPT_PATTERN, Status
 from .._version import __version__
 
 _SCHEMAS = "#/components/schemas/"
@@ -131,10 +126,10 @@ def _document() -> dict[str, Any]:
         },
         "security": [{"subscriptionKey": []}],
         "paths": {
-            GENERATE_PATH: {
-                "post": _submit_operation(GenerateRequest, "Text to image", "generate")
+            **{
+                cls.path: {"post": _submit_operation(cls, cls.title, cls.operation)}
+                for cls in OPERATIONS.values()
             },
-            EDIT_PATH: {"post": _submit_operation(EditRequest, "Image editing", "edit")},
             STATUS_PATH: {
                 "get": {
                     "operationId": "getStatus",
@@ -207,8 +202,7 @@ def _document() -> dict[str, Any]:
                 }
             },
             "schemas": {
-                "GenerateRequest": _request_schema(GenerateRequest),
-                "EditRequest": _request_schema(EditRequest),
+                **{cls.__name__: _request_schema(cls) for cls in OPERATIONS.values()},
                 "SubmitResponse": {
                     "type": "object",
                     "required": ["request_id", "status", "polling_url"],

@@ -12,11 +12,15 @@ from dataclasses import dataclass
 import uvicorn
 
 from ._app import create_app
+from ._clock import EmulatorClock, SystemClock
 from ._config import EmulatorConfig
 from ._state import Emulator
 
 # Clients keep connections alive across polls; uvicorn's default 5 s would close them.
 KEEP_ALIVE = 120
+# On exit, answers still running (a sync_mode job, a slow fault, a wait on a ManualClock
+# nobody will advance) get this long, then are cancelled: leaving never hangs on them.
+SHUTDOWN_GRACE = 1  # seconds (uvicorn takes whole seconds)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,11 @@ class RunningEmulator:
 
     def __repr__(self) -> str:
         return f"RunningEmulator(base_url={self.base_url!r})"
+
+    @property
+    def clock(self) -> EmulatorClock:
+        """The emulator's clock (a :class:`ManualClock` if one was given: advance it)."""
+        return self.control.clock
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -58,23 +67,30 @@ def uvicorn_config(app: object, host: str, port: int, log_level: str = "warning"
         timeout_keep_alive=KEEP_ALIVE,
         backlog=2048,
         lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
 
 
 @contextlib.contextmanager
 def run_emulator(
-    config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: EmulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: EmulatorClock | None = None,
 ) -> Iterator[RunningEmulator]:
     """Start the emulator on ``host:port`` (a free port by default) in a background thread.
 
     Works from any thread, also one running an event loop (the server has its own loop).
+    ``clock`` times jobs, retention, quotas and callbacks: pass a :class:`ManualClock` to
+    move time with ``clock.advance(seconds)`` instead of sleeping (default: the real clock).
 
     Example:
         >>> with run_emulator() as emu:  # doctest: +SKIP
         ...     client = MAIImageClient(emu.api_key, base_url=emu.base_url)
     """
     cfg = config or EmulatorConfig()
-    emulator = Emulator(cfg)
+    emulator = Emulator(cfg, clock or SystemClock())
     app = create_app(emulator)
     sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]

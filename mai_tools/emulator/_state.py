@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .._constants import EDIT_MODEL_ID, GENERATE_MODEL_ID
+from .._models import OPERATIONS
+from ._clock import EmulatorClock, SystemClock
 from ._config import EmulatorConfig, Faults
 
 
@@ -125,7 +126,7 @@ class RequestRecord(BaseModel):
     path: str
     host: str
     has_key: bool
-    at: float = Field(default=0.0, description="time.monotonic() when it arrived")
+    at: float = Field(default=0.0, description="The emulator clock's monotonic() on arrival.")
 
 
 class RateLimitRecord(BaseModel):
@@ -138,7 +139,8 @@ class RateLimitRecord(BaseModel):
 
 
 class EmulatorStats(BaseModel):
-    """Counters for tests and benchmarks. Times are epoch seconds and time.monotonic()."""
+    """Counters for tests and benchmarks. Times are the emulator clock's: epoch seconds
+    (``time()``) and ``monotonic()`` (see :class:`~mai_tools.emulator.ManualClock`)."""
 
     submissions: int = 0
     jobs_created: int = 0
@@ -165,13 +167,25 @@ class EmulatorStats(BaseModel):
         default=0, description="Jobs dropped by the retention limits (count, age, source bytes)."
     )
     downloads: int = Field(default=0, description="Image downloads asked for (/files/).")
+    webhooks_pending: int = Field(
+        default=0,
+        description=(
+            "Callbacks scheduled and not yet over (waiting for their job's end or their "
+            "delay, or being sent); 0 means no callback can still arrive."
+        ),
+    )
 
 
 @dataclass
 class Emulator:
-    """Thread-safe control handle: jobs, faults and counters of one emulator."""
+    """Thread-safe control handle: jobs, faults and counters of one emulator.
+
+    ``clock`` times everything the emulator times (see :mod:`._clock`): give it a
+    :class:`~mai_tools.emulator.ManualClock` to move time from a test instead of sleeping.
+    """
 
     config: EmulatorConfig = field(default_factory=EmulatorConfig)
+    clock: EmulatorClock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -185,6 +199,7 @@ class Emulator:
         self._submissions = 0
         self._status_requests = 0
         self._downloads = 0
+        self._webhooks_pending = 0  # not reset: the callbacks are still scheduled
         self._quota: dict[str, tuple[float, int]] = {}  # key fingerprint -> (period start, calls)
         records = self.config.max_records
         self._webhooks: deque[dict[str, Any]] = deque(maxlen=records)
@@ -231,7 +246,7 @@ class Emulator:
     def stats(self) -> EmulatorStats:
         """Counters; per-job figures cover the jobs still kept (see ``max_jobs``, ``job_ttl``)."""
         with self._lock:
-            self._forget(time.monotonic())
+            self._forget(self.clock.monotonic())
             jobs = list(self._jobs.values())
             return EmulatorStats(
                 submissions=self._submissions,
@@ -260,12 +275,13 @@ class Emulator:
                 outcomes={j.request_id: j.outcome for j in jobs},
                 jobs_forgotten=self._forgotten,
                 downloads=self._downloads,
+                webhooks_pending=self._webhooks_pending,
             )
 
     def job(self, request_id: str) -> Job | None:
         """The job with this id, or None if it never existed or was forgotten."""
         with self._lock:
-            return self._live(request_id, time.monotonic())
+            return self._live(request_id, self.clock.monotonic())
 
     # ------------------------------------------------------------------ retention
 
@@ -334,7 +350,7 @@ class Emulator:
     def record_request(self, method: str, path: str, host: str, key: str | None) -> None:
         with self._lock:
             self._requests.append(
-                (method, path[:300], host[:300], key is not None, time.monotonic())
+                (method, path[:300], host[:300], key is not None, self.clock.monotonic())
             )
             if key is not None:
                 fingerprint = key_hash(key)
@@ -361,7 +377,7 @@ class Emulator:
         faults = self._faults
         if faults.quota_calls is None:
             return None
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         fingerprint = key_hash(key)
         with self._lock:
             start, calls = self._quota.get(fingerprint, (mono, 0))
@@ -390,7 +406,7 @@ class Emulator:
         with self._lock:
             duration = self._rng.uniform(cfg.min_duration, cfg.max_duration)
             dice = self._rng.random()
-        model_id = EDIT_MODEL_ID if operation == "edit" else GENERATE_MODEL_ID
+        model_id = OPERATIONS[operation].model_id
         outcome, error = "COMPLETED", None
         if faults.fail_marker and faults.fail_marker in prompt:
             outcome, error = "FAILED", "The prompt was rejected by the content policy (emulated)."
@@ -409,8 +425,8 @@ class Emulator:
             aspect_ratio=aspect_ratio,
             output_format=output_format,
             source=source,
-            created=time.time(),
-            created_mono=time.monotonic(),
+            created=self.clock.time(),
+            created_mono=self.clock.monotonic(),
             queued_for=duration * cfg.queued_fraction,
             duration=duration,
             outcome=outcome,
@@ -429,7 +445,7 @@ class Emulator:
 
     def poll(self, request_id: str, *, count: bool = True) -> tuple[Job, str] | None:
         """Return the job with its current status; a client's status read is counted."""
-        mono, wall = time.monotonic(), time.time()
+        mono, wall = self.clock.monotonic(), self.clock.time()
         with self._lock:
             if count:
                 self._status_requests += 1
@@ -448,13 +464,21 @@ class Emulator:
         with self._lock:
             self._rate_limited.append(
                 RateLimitRecord(
-                    path=path, at=time.monotonic(), retry_after=retry_after, as_date=as_date
+                    path=path, at=self.clock.monotonic(), retry_after=retry_after, as_date=as_date
                 )
             )
 
     def current(self, job: Job) -> bool:
         """False once :meth:`reset` has forgotten the job (its callback is then not sent)."""
         return job.epoch == self._epoch
+
+    def webhook_scheduled(self) -> None:
+        with self._lock:
+            self._webhooks_pending += 1
+
+    def webhook_over(self) -> None:
+        with self._lock:
+            self._webhooks_pending -= 1
 
     def record_webhook(self, delivery: dict[str, Any], job: Job | None = None) -> None:
         with self._lock:

@@ -12,7 +12,9 @@ builds ``MAIImageClient()`` with no arguments talks to it::
         mai_emulator.control.set_faults(rate_limit_first_submits=2, retry_after=0.1)
         ...
 
-Override the ``mai_emulator_config`` fixture (session-scoped) to change durations or keys.
+Override the ``mai_emulator_config`` fixture (session-scoped) to change durations or keys,
+and ``mai_emulator_clock`` to run the emulator on a :class:`~mai_tools.emulator.ManualClock`
+(jobs then end when the test advances it, ``mai_emulator.clock.advance(1)``, not by sleeping).
 The server starts once per session, on first use; importing this plugin is cheap.
 """
 
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from mai_tools.emulator import EmulatorConfig, RunningEmulator
+    from mai_tools.emulator import EmulatorClock, EmulatorConfig, RunningEmulator
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +38,20 @@ def mai_emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture(scope="session")
-def mai_emulator_session(mai_emulator_config: EmulatorConfig) -> Iterator[RunningEmulator]:
+def mai_emulator_clock() -> EmulatorClock | None:
+    """The emulator's clock for the session: None is the real one. Override to return a
+    ``ManualClock()`` and move the emulator's time from your tests."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def mai_emulator_session(
+    mai_emulator_config: EmulatorConfig, mai_emulator_clock: EmulatorClock | None
+) -> Iterator[RunningEmulator]:
     """One emulator server for the whole session."""
     from mai_tools.emulator import run_emulator
 
-    with run_emulator(mai_emulator_config) as emu:
+    with run_emulator(mai_emulator_config, clock=mai_emulator_clock) as emu:
         yield emu
 
 

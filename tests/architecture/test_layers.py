@@ -22,10 +22,9 @@ MAX_LINES = 600
 # Lowest first. A module may import only from modules of a lower rank, or of the same rank
 # inside its own package (the internals of one adapter), and never in a cycle.
 LAYERS: list[tuple[str, ...]] = [
-    ("mai_tools._lazy_imports",),  # imported first: httpx without its CLI
-    ("mai_tools._mcp_identity",),  # is mcp_server ours? (file checks, imports nothing)
     ("mai_tools._version",),
     ("mai_tools._constants",),
+    ("mai_tools._status",),  # what the gateway says of a job (the job errors carry it)
     ("mai_tools._exceptions",),
     ("mai_tools._urls",),
     ("mai_tools._config",),
@@ -37,18 +36,21 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools.emulator",),  # a separate server: constants, URL helpers, models (see below)
     ("mai_tools._duration_cache",),
     ("mai_tools._wire",),
+    ("mai_tools._recent",),  # the jobs a client submitted (wait polls them by their age)
+    ("mai_tools._actions",),  # what a flow asks of its driver; the RequestGate hook
     ("mai_tools._flow",),
     ("mai_tools._bodies",),
-    ("mai_tools._transport",),
     ("mai_tools._webhooks",),  # push waiting: the callback receiver the drivers wait on
+    ("mai_tools._base_client",),
     ("mai_tools._client",),
     ("mai_tools._async_client",),
     ("mai_tools._agent",),
+    ("mai_tools._tools",),  # TOOLS: the one description of each agent tool and its request
     ("mai_tools.langchain", "mai_tools.batch"),
     ("mai_tools.cli",),
     ("mai_tools",),  # the public facade
     ("mcp_server",),
-    ("mai_tools._mcp_entry",),  # the mai-image-mcp console script: checks, then runs mcp_server
+    ("mai_tools._mcp_entry",),  # the mai-image-mcp console script: is mcp_server ours? run it
 ]
 # What the emulator may use of the client library: it must never depend on the client.
 EMULATOR_MAY_IMPORT = {
@@ -85,15 +87,15 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _walk(node: ast.AST) -> Iterator[ast.AST]:
-    """Every node, except what only type checkers see."""
+def _walk(node: ast.AST, *, typed: bool = False) -> Iterator[ast.AST]:
+    """Every node, except what only type checkers see (unless ``typed``)."""
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
+        if not typed and isinstance(child, ast.If) and _is_type_checking(child.test):
             for other in child.orelse:
                 yield from _walk(other)
             continue
         yield child
-        yield from _walk(child)
+        yield from _walk(child, typed=typed)
 
 
 def _resolve(target: str) -> str | None:
@@ -105,11 +107,11 @@ def _resolve(target: str) -> str | None:
     return None
 
 
-def _imports(name: str, path: Path) -> set[str]:
+def _imports(name: str, path: Path, *, typed: bool = False) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     is_package = path.name == "__init__.py"
     edges: set[str] = set()
-    for node in _walk(tree):
+    for node in _walk(tree, typed=typed):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -132,6 +134,8 @@ def _imports(name: str, path: Path) -> set[str]:
 
 
 GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+TYPED_GRAPH = {name: _imports(name, path, typed=True) for name, path in MODULES.items()}
+"""The same, with the imports of ``if TYPE_CHECKING:`` blocks: what a type checker follows."""
 
 
 def _layer(name: str) -> tuple[int, str]:
@@ -185,7 +189,7 @@ def test_the_emulator_uses_only_constants_url_helpers_and_models() -> None:
     assert bad == []
 
 
-def _cycles() -> list[list[str]]:
+def _cycles(graph: dict[str, set[str]] = GRAPH) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -197,7 +201,7 @@ def _cycles() -> list[list[str]]:
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
-        for nxt in GRAPH[node]:
+        for nxt in graph[node]:
             if nxt not in index:
                 visit(nxt)
                 low[node] = min(low[node], low[nxt])
@@ -214,7 +218,7 @@ def _cycles() -> list[list[str]]:
             if len(component) > 1:
                 found.append(sorted(component))
 
-    for node in GRAPH:
+    for node in graph:
         if node not in index:
             visit(node)
     return found
@@ -222,6 +226,12 @@ def _cycles() -> list[list[str]]:
 
 def test_there_is_no_import_cycle() -> None:
     assert _cycles() == []
+
+
+def test_there_is_no_import_cycle_even_counting_type_checking_imports() -> None:
+    # A cycle that only a lazy or TYPE_CHECKING import breaks is still a knot in the design
+    # (results that saved themselves once closed one through seven modules).
+    assert _cycles(TYPED_GRAPH) == []
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

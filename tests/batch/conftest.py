@@ -26,7 +26,7 @@ def emu(emulators: EmulatorPool) -> RunningEmulator:
 
 
 def client(emu: RunningEmulator, **kwargs: Any) -> AsyncMAIImageClient:
-    kwargs.setdefault("max_retries", 0)
+    kwargs.setdefault("retry_policy", FAST_RETRY)
     kwargs.setdefault("poll_policy", FAST_POLL)
     return AsyncMAIImageClient(KEY, base_url=emu.base_url, **kwargs)
 

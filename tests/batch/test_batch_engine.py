@@ -159,6 +159,49 @@ async def test_a_stopped_run_resumes_without_sending_any_line_twice(
     assert set(jobs_per_prompt(emu).values()) == {1}
 
 
+async def test_a_line_is_submitting_only_while_its_post_holds_a_request_slot(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    # Ten lines at once through a client with two request slots, every answer late: the other
+    # eight wait for a slot, and none of them may be journaled "submitting" (a crash would make
+    # them UNKNOWN although their POST never left).
+    emu.control.set_faults(slow_rate=1.0, slow_seconds=0.05)
+    most: list[int] = []
+    async with client(emu, max_concurrent_requests=2) as c:
+        run = BatchRun(c, prompts(12), tmp_path, concurrency=10, retry_policy=FAST_RETRY)
+
+        def count(event: BatchEvent) -> None:
+            if event.kind == "submitted":
+                most.append(run.counts().submitting)
+
+        run._on_event = count
+        async with run:
+            await run.run()
+            summary = run.summary()
+    assert summary.clean
+    assert len(most) == 12
+    assert max(most) <= 2, most
+
+
+async def test_a_job_past_the_job_timeout_is_left_running_and_the_rerun_waits_for_it(
+    emulators: EmulatorPool, tmp_path: Path
+) -> None:
+    emu = emulators(api_keys=(KEY,), min_duration=1.0, max_duration=1.0, long_side=32)
+    outcomes, summary = await run_all(emu, prompts(3), tmp_path, job_timeout=0.2)
+    assert {o.status for o in outcomes} <= {LineStatus.QUEUED, LineStatus.PROCESSING}
+    assert all(o.request_id for o in outcomes)
+    assert all(
+        str(o.error).startswith(("still QUEUED after 0.2s", "still PROCESSING after 0.2s"))
+        and str(o.error).endswith("rerun to keep waiting")
+        for o in outcomes
+    ), [o.error for o in outcomes]
+    assert summary.running == 3
+
+    _, summary = await run_all(emu, prompts(3), tmp_path)
+    assert summary.clean
+    assert posts(emu) == 3
+
+
 async def test_a_post_whose_answer_was_lost_is_unknown_and_resent_only_when_asked(
     emulators: EmulatorPool, tmp_path: Path
 ) -> None:

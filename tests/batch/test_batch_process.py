@@ -6,6 +6,7 @@ tell how many jobs each prompt got: a prompt with two jobs would have been paid 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from mai_tools import AsyncMAIImageClient
+from mai_tools._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
+from mai_tools.batch import BatchCounts, BatchRun
 from mai_tools.emulator import RunningEmulator
 from tests.batch.conftest import jobs_per_prompt
 from tests.support.fakes import KEY
@@ -26,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 _MAIN = "from mai_tools.cli import main; main()"
 
 
-def _command(source: Path, out: Path, *extra: str) -> list[str]:
+def _command(source: Path, out: Path, *extra: str, concurrency: int = 16) -> list[str]:
     return [
         sys.executable,
         "-c",
@@ -36,7 +40,7 @@ def _command(source: Path, out: Path, *extra: str) -> list[str]:
         "--out",
         str(out),
         "-c",
-        "16",
+        str(concurrency),
         *extra,
     ]
 
@@ -48,6 +52,11 @@ def _env(emu: RunningEmulator) -> dict[str, str]:
 
 def _manifest(out: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def _posts(emu: RunningEmulator) -> int:
+    """POSTs that reached the emulator (counted on arrival, before any answer)."""
+    return sum(1 for r in emu.control.stats().requests if r.method == "POST")
 
 
 def _wait_for_submissions(emu: RunningEmulator, target: int, proc: subprocess.Popen[str]) -> None:
@@ -123,6 +132,77 @@ def test_kill_9_at_random_moments_then_rerun_pays_no_prompt_twice(
     twice = {p for p, n in per_prompt.items() if n > 1}
     assert twice <= unknown  # only lines reported UNKNOWN may have been sent twice
     assert max(per_prompt.values()) <= 2
+
+
+def test_kill_9_at_concurrency_128_leaves_unknown_only_the_posts_then_on_the_wire(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    # 128 lines at once through the CLI's client (32 request slots), every answer late: when
+    # the process dies, most lines are still waiting for a slot. Only a line whose POST was
+    # admitted (at most one per slot) may come back UNKNOWN; before this was fixed, 113 of 128
+    # did while 17 POSTs had reached the gateway.
+    slots = DEFAULT_MAX_CONCURRENT_REQUESTS
+    emu.control.set_faults(slow_rate=1.0, slow_seconds=0.3)
+    prompts = [f"wire test prompt {i}" for i in range(300)]
+    source = tmp_path / "prompts.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        _command(source, out, "-q", concurrency=128),
+        env=_env(emu),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Killed while saturated: more POSTs than slots have arrived, so every worker has been
+        # waiting for a slot, and the answers are late, so many POSTs are on the wire.
+        deadline = time.monotonic() + 60
+        while _posts(emu) < 2 * slots + 8 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the batch made no progress"
+            time.sleep(0.005)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    posts = _posts(emu)
+    counts = asyncio.run(_journal_counts(emu, prompts, out))
+    answered = counts.running + counts.downloading + counts.completed + counts.failed
+    assert counts.unknown <= slots, (counts, posts)
+    # Each UNKNOWN line's POST had reached the gateway unanswered, or was still on its way.
+    assert counts.unknown <= posts - answered + slots, (counts, posts)
+
+    emu.control.set_faults(slow_rate=0.0)
+    rerun = subprocess.run(
+        _command(source, out, concurrency=128),
+        env=_env(emu),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode in (0, 6), rerun.stderr  # 6: some lines are UNKNOWN
+    unknown = {
+        prompts[int(str(d["id"]).removeprefix("line-")) - 1]
+        for d in _manifest(out)
+        if d["status"] == "UNKNOWN"
+    }
+    assert len(unknown) == counts.unknown
+    per_prompt = jobs_per_prompt(emu)
+    assert max(per_prompt.values()) == 1  # nothing that may have been received was resent
+    assert set(per_prompt) >= set(prompts) - unknown
+
+
+async def _journal_counts(emu: RunningEmulator, prompts: list[str], out: Path) -> BatchCounts:
+    """Where the lines of ``out``'s journal stand, as the next run finds them (sends nothing)."""
+    async with AsyncMAIImageClient(KEY, base_url=emu.base_url) as client:
+        run = BatchRun(client, prompts, out)
+        run.open()
+        try:
+            return run.counts()
+        finally:
+            run.close()
 
 
 def test_sigint_records_everything_and_prints_the_resume_command(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -128,3 +129,43 @@ def test_emulator_flag_refuses_a_gateway_override() -> None:
     got = invoke("generate", "a cat", "--emulator", "--base-url", "http://x.example")
     assert got.code == 2
     assert "--emulator cannot be combined" in got.stderr
+
+
+def test_a_new_request_field_becomes_an_option_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway field added to the request models needs no CLI edit: its option is derived
+    (type, range, default and help from the field), named as the field, and passed on."""
+    import click
+    from click.testing import CliRunner
+    from pydantic import Field, create_model
+
+    from mai_tools import GenerateRequest
+    from mai_tools.cli import _app
+
+    new_field: dict[str, Any] = {
+        "a_new_seed": (int | None, Field(None, ge=0, description="A seed. Same seed, same image."))
+    }
+    extended = create_model("ExtendedGenerateRequest", __base__=GenerateRequest, **new_field)
+    monkeypatch.setattr(_app, "OPERATIONS", {"generate": extended})
+    seen: dict[str, Any] = {}
+
+    @click.command()
+    @_app._image_options("generate")
+    def command(**fields: Any) -> None:
+        seen.update(fields)
+
+    option = next(p for p in command.params if p.name == "a_new_seed")
+    assert option.opts == ["--a-new-seed"]
+    assert isinstance(option.type, click.IntRange)
+    assert option.type.min == 0
+    assert isinstance(option, click.Option)
+    assert option.help == "A seed."
+    result = CliRunner().invoke(command, ["--a-new-seed", "7", "-n", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen == {
+        "num_images": 2,
+        "aspect_ratio": "auto",
+        "output_format": "png",
+        "sync_mode": False,
+        "a_new_seed": 7,
+    }
+    assert CliRunner().invoke(command, ["--a-new-seed", "-1"]).exit_code == 2

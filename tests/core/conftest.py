@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,3 +29,10 @@ def harness(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[Harnes
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIXAZO_API_KEY", raising=False)
     monkeypatch.delenv("PIXAZO_BASE_URL", raising=False)
+
+
+@pytest.fixture
+def connects(caplog: pytest.LogCaptureFixture) -> Callable[[], int]:
+    """How many TCP connections httpcore has opened so far (its "connect_tcp.complete" log)."""
+    caplog.set_level(logging.DEBUG, logger="httpcore.connection")
+    return lambda: sum(m.startswith("connect_tcp.complete") for m in caplog.messages)

@@ -30,6 +30,7 @@ from mai_tools import (
     BadRequestError,
     ConfigurationError,
     DownloadError,
+    EditRequest,
     GenerateRequest,
     ImageResult,
     InsufficientBalanceError,
@@ -60,7 +61,6 @@ from mai_tools._agent import (
     run,
     structured,
 )
-from mai_tools._download import Saver
 from mai_tools.emulator import EmulatorConfig, run_emulator
 from mai_tools.langchain import MAIImageGenerateTool
 from mcp_server import Settings, create_server
@@ -203,8 +203,11 @@ def test_a_foreign_exception_is_a_bug_and_propagates() -> None:
     def boom() -> ImageResult:
         raise KeyError("bug")
 
-    with pytest.raises(KeyError):
-        run(boom)
+    with (
+        MAIImageClient(KEY, base_url="https://gateway.pixazo.ai") as client,
+        pytest.raises(KeyError),
+    ):
+        run(client, lambda _client: boom())
 
 
 def test_no_status_read_yet_is_unknown_not_a_guess() -> None:
@@ -217,7 +220,8 @@ def test_no_status_read_yet_is_unknown_not_a_guess() -> None:
 
 def test_a_failed_save_is_still_done(tmp_path: Path) -> None:
     result = ImageResult(request_id=RID, image_urls=["ftp://nowhere/x.png"])
-    outcome = run(lambda: result, save_to=tmp_path)
+    with MAIImageClient(KEY, base_url="https://gateway.pixazo.ai") as client:
+        outcome = run(client, lambda _client: result, save_to=tmp_path)
     assert isinstance(outcome, Done)
     assert outcome.save_error is not None
     assert "not saved to disk" in answer_text(outcome)
@@ -240,20 +244,27 @@ def _result() -> ImageResult:
     return ImageResult.from_status(status)
 
 
-def test_a_result_with_a_saver_pickles_copies_and_equals_its_json_round_trip() -> None:
-    with MAIImageClient(KEY, base_url="https://gateway.pixazo.ai") as client:
-        result = _result().with_saver(Saver(http=client._http, max_bytes=10))
-        for twin in (
-            pickle.loads(pickle.dumps(result)),
-            copy.deepcopy(result),
-            copy.copy(result),
-            ImageResult.model_validate_json(result.model_dump_json()),
-        ):
-            assert twin == result
-            assert twin.image_urls == result.image_urls
-        assert pickle.loads(pickle.dumps(result))._saver is None  # the pool stays behind
-        assert copy.deepcopy(result)._saver is None
-        assert result._saver is not None
+@pytest.mark.parametrize(
+    "request_",
+    [
+        None,
+        GenerateRequest(prompt="a lighthouse", num_images=2),
+        EditRequest(prompt="make it blue", image_urls=["data:image/png;base64,AAAA"]),
+    ],
+)
+def test_a_result_pickles_copies_and_equals_its_json_round_trip(
+    request_: GenerateRequest | EditRequest | None,
+) -> None:
+    result = _result().model_copy(update={"request": request_})
+    for twin in (
+        pickle.loads(pickle.dumps(result)),
+        copy.deepcopy(result),
+        copy.copy(result),
+        ImageResult.model_validate_json(result.model_dump_json()),
+    ):
+        assert twin == result
+        assert twin.image_urls == result.image_urls
+        assert type(twin.request) is type(request_)
     assert _result() != _result().model_copy(update={"request_id": "other"})
 
 
@@ -261,10 +272,15 @@ def test_results_of_a_real_client_are_plain_data(tmp_path: Path) -> None:
     config = EmulatorConfig(api_keys=(KEY,), min_duration=0, max_duration=0)
     with run_emulator(config) as emu, MAIImageClient(KEY, base_url=emu.base_url) as client:
         result = client.generate("a plain data result")
+        assert result.request == GenerateRequest(prompt="a plain data result")
+        assert result.prompt == "a plain data result"
         clone = pickle.loads(pickle.dumps(result))
         assert clone == result
-        # A result without the client's saver still saves (through a fresh connection).
-        assert [p.suffix for p in clone.save(tmp_path)] == [".png"]
+        assert not hasattr(clone, "_saver")  # nothing of the client rides along
+        assert [p.suffix for p in client.save(clone, tmp_path)] == [".png"]
+        # The old way still works, for one release, with a warning that names the new one.
+        with pytest.deprecated_call(match=r"client\.save\(result, directory\)"):
+            assert [p.suffix for p in clone.save(tmp_path / "old")] == [".png"]
 
 
 # --------------------------------------------------------------------------- adapters agree

@@ -20,6 +20,8 @@ from mai_tools import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    EditRequest,
+    GenerateRequest,
     ImageResult,
     InsufficientBalanceError,
     InvalidArgumentError,
@@ -34,6 +36,7 @@ from mai_tools import (
     ServerError,
     Status,
     __version__,
+    image_to_url,
 )
 from tests.support.fakes import (
     BASE,
@@ -601,24 +604,57 @@ def test_bad_timeout_refused(harness: Harness, bad: float) -> None:
 
 
 def test_submit_then_wait_by_job_and_by_id(harness: Harness) -> None:
-    job = harness.call("submit_generate", "a cat")
+    request = GenerateRequest(prompt="a cat")
+    job = harness.call("submit", request)
     assert isinstance(job, Job)
     assert job.request_id == RID
     assert job.status is Status.QUEUED
     assert job.polling_url == f"{BASE}/v2/requests/status/{RID}"
     assert harness.gateway.gets == []
-    assert harness.call("wait", job).request_id == RID
+    result = harness.call("wait", job)
+    assert result.request_id == RID
+    assert result.request == request  # this client submitted it: the result says what it was
+    harness.gateway.polls = [ok("COMPLETED")]
+    assert harness.call("wait", RID).request == request
+
+
+def test_a_job_submitted_elsewhere_is_read_at_once(harness: Harness) -> None:
     harness.gateway.polls = [ok("COMPLETED")]
     before = harness.clock.monotonic()
-    assert harness.call("wait", RID).status is Status.COMPLETED
-    assert harness.clock.monotonic() == before  # a resumed wait polls at once
+    result = harness.call("wait", RID)
+    assert result.status is Status.COMPLETED
+    assert result.request is None
+    assert harness.clock.monotonic() == before  # a job of unknown age may be long done
+
+
+def test_a_job_this_client_submitted_is_waited_for_by_its_age(harness: Harness) -> None:
+    # Submitted, then waited for later: the first read follows the schedule from submission
+    # (a job 0 s old is not done yet), not "at once" as for a job of unknown age.
+    harness.call("submit", GenerateRequest(prompt="a cat"))
+    harness.gateway.polls = [ok("COMPLETED")]
+    before = harness.clock.monotonic()
+    harness.call("wait", RID)
+    assert harness.clock.monotonic() > before
 
 
 def test_submit_edit(harness: Harness) -> None:
     harness.gateway.submits = [queued(EDIT_RID)]
-    job = harness.call("submit_edit", "make it blue", PNG_1PX, output_format="jpeg")
+    request = EditRequest(
+        prompt="make it blue", image_urls=[image_to_url(PNG_1PX)], output_format="jpeg"
+    )
+    job = harness.call("submit", request)
     assert job.request_id == EDIT_RID
     assert harness.gateway.body()["output_format"] == "jpeg"
+
+
+@pytest.mark.parametrize("method", ["submit_generate", "submit_edit"])
+def test_the_old_submit_methods_still_work_with_a_deprecation_warning(
+    harness: Harness, method: str
+) -> None:
+    args: tuple[object, ...] = ("a cat",) if method == "submit_generate" else ("blue", PNG_1PX)
+    with pytest.deprecated_call(match=r"use submit\("):
+        job = harness.call(method, *args)  # type: ignore[call-overload]
+    assert job.request_id == RID
 
 
 def test_on_status_may_be_async_for_async_client(harness: Harness) -> None:

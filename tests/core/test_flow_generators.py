@@ -28,8 +28,9 @@ from mai_tools import (
     RetryPolicy,
     ServerError,
 )
+from mai_tools._actions import Flow, HTTPRequest, Notify, Sleep
 from mai_tools._config import ClientOptions
-from mai_tools._flow import Flow, FlowCore, HTTPRequest, Notify, Sleep
+from mai_tools._flow import FlowCore
 from mai_tools._policies import FakeClock
 from tests.support.fakes import BASE, KEY, RID, ok, queued
 

@@ -1,4 +1,4 @@
-"""ImageResult.save/asave, the public surface, configuration, and concurrency."""
+"""client.save, the public surface, configuration, and concurrency."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from mai_tools import (
     ConfigurationError,
     DownloadError,
     FakeClock,
+    GenerateRequest,
     ImageResult,
     InvalidArgumentError,
     MAIImageClient,
@@ -42,15 +43,12 @@ def _png_response(content: bytes = PNG_1PX, content_type: str = "image/png") -> 
 
 
 def _save(harness: Harness, result: ImageResult, directory: Path, **kw: int) -> list[Path]:
-    transport = httpx.MockTransport(harness.gateway.handler)
-    if harness.mode == "sync":
-        return result.save(directory, http_client=httpx.Client(transport=transport), **kw)
+    return harness.call("save", result, directory, **kw)
 
-    async def run() -> list[Path]:
-        async with httpx.AsyncClient(transport=transport) as client:
-            return await result.asave(directory, http_client=client, **kw)
 
-    return asyncio.run(run())
+def _client_save(result: ImageResult, directory: str | Path) -> list[Path]:
+    with MAIImageClient(api_key=KEY, base_url=BASE) as client:
+        return client.save(result, directory)
 
 
 def test_save_streams_to_safe_names(harness: Harness, tmp_path: Path) -> None:
@@ -77,7 +75,7 @@ def test_saved_files_follow_the_umask(tmp_path: Path) -> None:
     result = ImageResult(request_id=RID, image_urls=[data_uri])
     old = os.umask(0o022)
     try:
-        (path,) = result.save(tmp_path)
+        (path,) = _client_save(result, tmp_path)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
@@ -96,7 +94,7 @@ def test_save_into_an_unwritable_directory_is_a_download_error(
     monkeypatch.setattr(os, "open", refuse_part_files)  # a read-only directory, even as root
     data_uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
     with pytest.raises(DownloadError, match=r"Cannot write in directory .*Permission denied"):
-        ImageResult(request_id=RID, image_urls=[data_uri]).save(tmp_path)
+        _client_save(ImageResult(request_id=RID, image_urls=[data_uri]), tmp_path)
 
 
 def test_save_uses_bytes_for_extension(harness: Harness, tmp_path: Path) -> None:
@@ -145,13 +143,13 @@ def test_save_decodes_data_uris(harness: Harness, tmp_path: Path) -> None:
 def test_save_to_an_unknown_users_home_is_a_clear_error() -> None:
     result = ImageResult(request_id=RID, image_urls=["https://cdn.example.com/a.png"])
     with pytest.raises(DownloadError, match="no such user's home directory"):
-        result.save("~no-such-user-here/images")
+        _client_save(result, "~no-such-user-here/images")
 
 
 def test_save_refuses_other_schemes(tmp_path: Path) -> None:
     result = ImageResult(request_id=RID, image_urls=["file:///etc/passwd"])
     with pytest.raises(DownloadError, match="non-http"):
-        result.save(tmp_path)
+        _client_save(result, tmp_path)
 
 
 # --------------------------------------------------------------------------- public surface
@@ -263,12 +261,6 @@ def test_owned_pool_closed_and_foreign_pool_kept() -> None:
     foreign.close()
 
 
-def test_default_pool_keeps_connections_across_poll_gaps() -> None:
-    with MAIImageClient(KEY) as client:
-        pool = client._http._transport._pool  # type: ignore[attr-defined]
-        assert pool._keepalive_expiry >= 60
-
-
 # --------------------------------------------------------------------------- concurrency
 
 
@@ -314,7 +306,7 @@ def test_sync_client_is_thread_safe() -> None:
 
 
 @pytest.mark.slow  # a 3,200-request stress: skipped by the quick local lane (-m "not slow")
-def test_sync_client_with_more_threads_than_connections() -> None:
+def test_sync_client_with_more_threads_than_connections(connects: Callable[[], int]) -> None:
     # More threads than pooled connections used to queue inside httpcore's sync pool, which can
     # close a connection it just handed to a waiting thread (encode/httpcore#1110): a raw
     # httpx.Client with 2 connections and 8 threads fails a few of 3,000 requests this way.
@@ -324,7 +316,7 @@ def test_sync_client_with_more_threads_than_connections() -> None:
             KEY, base_url=emu.base_url, max_retries=0, max_concurrent_requests=2
         ) as client,
     ):
-        request_id = client.submit_generate("crowded").request_id
+        request_id = client.submit(GenerateRequest(prompt="crowded")).request_id
         errors: list[BaseException] = []
 
         def work() -> None:
@@ -337,7 +329,7 @@ def test_sync_client_with_more_threads_than_connections() -> None:
         _in_threads(work, 8)
         assert errors == []
         assert emu.control.stats().status_requests == 3200
-        assert len(client._http._transport._pool.connections) <= 2  # type: ignore[attr-defined]
+        assert connects() <= 2
     for bad in (0, True, 2.5):
         with pytest.raises(ConfigurationError, match="max_concurrent_requests"):
             MAIImageClient(KEY, max_concurrent_requests=bad)  # type: ignore[arg-type]
@@ -364,7 +356,8 @@ def test_sync_saves_from_many_threads_share_the_client_safely(tmp_path: Path) ->
         def work() -> None:
             try:
                 for i in range(60):
-                    assert len(result.save(tmp_path / f"{threading.get_ident()}-{i}")) == 4
+                    saved = client.save(result, tmp_path / f"{threading.get_ident()}-{i}")
+                    assert len(saved) == 4
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
@@ -436,7 +429,7 @@ async def test_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> N
         max_concurrent_requests=1,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
     ) as client:
-        busy = asyncio.create_task(client.submit_generate("holds the only slot"))
+        busy = asyncio.create_task(client.submit(GenerateRequest(prompt="holds the only slot")))
         await asyncio.sleep(0.05)
         started = time.monotonic()
         with pytest.raises(APITimeoutError):
@@ -459,7 +452,9 @@ def test_sync_waiting_for_a_request_slot_is_bounded_by_the_call_deadline() -> No
         max_concurrent_requests=1,
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),
     ) as client:
-        busy = threading.Thread(target=client.submit_generate, args=("holds the only slot",))
+        busy = threading.Thread(
+            target=client.submit, args=(GenerateRequest(prompt="holds the only slot"),)
+        )
         busy.start()
         time.sleep(0.05)
         started = time.monotonic()
@@ -550,9 +545,9 @@ def test_save_failures_on_disk_are_download_errors(tmp_path: Path) -> None:
     result = ImageResult(request_id=RID, image_urls=[data_uri])
     (tmp_path / f"{RID}_1.png").mkdir()  # the image's name is taken by a directory
     with pytest.raises(DownloadError, match="Cannot save"):
-        result.save(tmp_path)
+        _client_save(result, tmp_path)
     with pytest.raises(DownloadError, match="not a usable directory name"):
-        result.save(str(tmp_path / "a\x00b"))
+        _client_save(result, str(tmp_path / "a\x00b"))
     assert [p.name for p in tmp_path.iterdir()] == [f"{RID}_1.png"]  # no temp file left
 
 
@@ -562,7 +557,7 @@ def test_save_reports_a_full_disk_as_a_download_error(
     monkeypatch.setattr(os, "fdopen", FullDisk)
     data_uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
     with pytest.raises(DownloadError, match="File too large"):
-        ImageResult(request_id=RID, image_urls=[data_uri]).save(tmp_path)
+        _client_save(ImageResult(request_id=RID, image_urls=[data_uri]), tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -582,7 +577,7 @@ def test_asave_from_another_event_loop_uses_a_fresh_connection(tmp_path: Path) -
         async def saver_of_an_earlier_loop() -> Saver:
             return Saver(ahttp=stale)
 
-        result.with_saver(asyncio.run(saver_of_an_earlier_loop()))
-        (path,) = asyncio.run(result.asave(tmp_path))
+        saver = asyncio.run(saver_of_an_earlier_loop())
+        (path,) = asyncio.run(saver.asave(result.request_id, result.image_urls, tmp_path))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         asyncio.run(stale.aclose())

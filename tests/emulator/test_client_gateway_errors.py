@@ -11,6 +11,7 @@ import pytest
 
 from mai_tools import (
     AuthenticationError,
+    GenerateRequest,
     JobTimeoutError,
     MAIImageClient,
     NotFoundError,
@@ -83,7 +84,7 @@ def test_a_quota_used_up_while_waiting_ends_the_wait_as_still_running(
         poll_policy=PollPolicy.fixed(0.5),
         retry_policy=RetryPolicy(initial_backoff=0.05, jitter=0, max_retry_after=5),
     ) as client:
-        job = client.submit_generate("a cat")
+        job = client.submit(GenerateRequest(prompt="a cat"))
         emu.control.set_faults(quota_calls=0, quota_period=3600)
         with pytest.raises(JobTimeoutError) as info:
             client.wait(job, timeout=30)

@@ -27,7 +27,7 @@ from mai_tools import (
     RetryPolicy,
     Status,
 )
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
@@ -67,13 +67,13 @@ class Runner:
     def save(self, method: str, directory: Path, *args: Any, **kwargs: Any) -> list[Path]:
         if self.mode == "sync":
             with MAIImageClient(self.key, **self.kwargs) as client:
-                paths: list[Path] = getattr(client, method)(*args, **kwargs).save(directory)
+                paths: list[Path] = client.save(getattr(client, method)(*args, **kwargs), directory)
                 return paths
 
         async def run() -> list[Path]:
             async with AsyncMAIImageClient(self.key, **self.kwargs) as client:
                 result = await getattr(client, method)(*args, **kwargs)
-                saved: list[Path] = await result.asave(directory)
+                saved: list[Path] = await client.save(result, directory)
                 return saved
 
         return asyncio.run(run())
@@ -156,9 +156,9 @@ def test_sync_mode(run: Runner, emu: RunningEmulator, tmp_path: Path) -> None:
 
 def test_webhook_header_reaches_the_gateway(run: Runner, emu: RunningEmulator) -> None:
     run("generate", "hook", webhook_url="http://127.0.0.1:9/unreachable")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # ends a broken test only: the callback is due already
     while not emu.control.stats().webhook_deliveries and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     (delivery,) = emu.control.stats().webhook_deliveries
     assert delivery["url"] == "http://127.0.0.1:9/unreachable"
 
@@ -204,15 +204,20 @@ def test_foreign_polling_url_is_not_used(run: Runner, emu: RunningEmulator) -> N
     assert hosts == {emu.base_url.removeprefix("http://")}
 
 
-def test_timeout_then_resume(emu: RunningEmulator) -> None:
+def test_timeout_then_resume() -> None:
+    # The job ends only when the emulator's clock is moved: the client's 0.3 s (real) is over
+    # first however slow the machine is, and the wait after it finds the job done.
+    clock = ManualClock()
+    config = EmulatorConfig(api_keys=(KEY,), min_duration=1.0, max_duration=1.0)
     with (
-        run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=1.0, max_duration=1.0)) as slow,
+        run_emulator(config, clock=clock) as slow,
         MAIImageClient(KEY, base_url=slow.base_url, poll_policy=FAST_POLL) as client,
     ):
         with pytest.raises(JobTimeoutError) as info:
             client.generate("slow one", timeout=0.3)
         assert info.value.last_status is not None
-        result = client.wait(info.value.request_id, timeout=5)
+        clock.advance(1.0)
+        result = client.wait(info.value.request_id, timeout=60)
         assert result.status is Status.COMPLETED
         assert slow.control.stats().jobs_created == 1
 
@@ -230,9 +235,7 @@ async def test_many_concurrent_jobs_one_async_client(emu: RunningEmulator) -> No
     async with AsyncMAIImageClient(
         KEY, base_url=emu.base_url, poll_policy=FAST_POLL, retry_policy=FAST_RETRY
     ) as client:
-        start = time.monotonic()
         results = await asyncio.gather(*(client.generate(f"crowd {i}") for i in range(100)))
-        elapsed = time.monotonic() - start
+    # How fast is a benchmark's question (benchmarks/run.py), not a test's.
     assert len({r.request_id for r in results}) == 100
     assert emu.control.stats().jobs_created == 100
-    assert elapsed < 20  # generous: they run concurrently, each job lasts < 0.5 s

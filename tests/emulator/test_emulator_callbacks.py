@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mai_tools.emulator._callbacks import CallbackError, CallbackSender
+from mai_tools.emulator._callbacks import CallbackError, CallbackSender, callback_target
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
 
@@ -149,6 +149,15 @@ async def test_a_fresh_connection_closed_without_an_answer_is_an_error(
         b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: soon\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        # ambiguous: where the answer ends, or what it is, cannot be told
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1_0\r\n\r\n0123456789",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\nab\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/2 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
     ],
 )
 async def test_garbled_answers_are_protocol_errors(
@@ -205,3 +214,101 @@ async def test_https_is_verified_tls(servers: list[asyncio.Server]) -> None:
     port = listening.sockets[0].getsockname()[1]
     with pytest.raises(CallbackError, match="ConnectError"):
         await CallbackSender(timeout=5).post_json(f"https://127.0.0.1:{port}/h", b"{}")
+
+
+ENDLESS = [
+    # (what the receiver sends first, what it then repeats until the sender hangs up)
+    (b"HTTP/1.0 200 OK\r\n\r\n", b"x" * 4096),  # a body that ends with the connection
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", b"x" * 4096),  # the same (RFC 9112)
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", b"X-Trailer: y\r\n"),
+    (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # informational answers, never the final one
+]
+
+
+@pytest.mark.parametrize(("start", "unit"), ENDLESS)
+async def test_an_endless_answer_is_cut_off_at_the_cap(
+    servers: list[asyncio.Server], start: bytes, unit: bytes
+) -> None:
+    sent = 0
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(start)
+        try:
+            while True:  # as fast as the sender reads, until it gives up
+                writer.write(unit * 16)
+                sent += len(unit) * 16
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(endless, "127.0.0.1", 0)
+    servers.append(listening)
+    port = listening.sockets[0].getsockname()[1]
+    # The timeout is far off: the cap, not the clock, must end the read (no timing here).
+    sender = CallbackSender(timeout=60)
+    with pytest.raises(CallbackError, match=r"RemoteProtocolError: the answer is longer than"):
+        await sender.post_json(f"http://127.0.0.1:{port}/hook", b"{}")
+    await sender.aclose()
+    assert sender.connections_opened == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/hooks/a b?x=1 2", b"/hooks/a%20b?x=1%202"),
+        ('/hooks/"quoted"<>', b"/hooks/%22quoted%22%3C%3E"),
+        ("/hooks/caf\u00e9", b"/hooks/caf%C3%A9"),  # UTF-8, as browsers and httpx send it
+        ("/hooks/a%2Fb;p=1?q=%20&r=s/t?u", b"/hooks/a%2Fb;p=1?q=%20&r=s/t?u"),  # kept as given
+        ("", b"/"),
+    ],
+)
+async def test_the_request_target_is_always_well_formed(
+    servers: list[asyncio.Server], path: str, target: bytes
+) -> None:
+    server = await _server(servers, lambda n: OK)
+    sender = CallbackSender()
+    try:
+        assert await sender.post_json(server.url(path), b"{}") == 200
+    finally:
+        await sender.aclose()
+    request_line = server.requests[0].split(b"\r\n", 1)[0]
+    assert request_line == b"POST " + target + b" HTTP/1.1"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 201),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK, 200),
+    ],
+)
+async def test_informational_answers_are_skipped(
+    servers: list[asyncio.Server], answer: bytes, status: int
+) -> None:
+    # Read as the final answer, the real one would be taken for the next callback's.
+    server = await _server(servers, lambda n: answer if n == 0 else OK)
+    sender = CallbackSender()
+    try:
+        assert await sender.post_json(server.url(), b"{}") == status
+        assert await sender.post_json(server.url(), b"{}") == 200
+    finally:
+        await sender.aclose()
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://\u00e9.example/hook", "not an ASCII name"),
+        ("http://a b/hook", "not an ASCII name"),
+        ("http://127.0.0.1:99999/hook", "valid host and port"),
+        ("mailto:someone@example.com", r"not an http\(s\) URL"),
+    ],
+)
+def test_callback_target_names_what_is_wrong(url: str, reason: str) -> None:
+    with pytest.raises(CallbackError, match=f"InvalidURL: .*{reason}"):
+        callback_target(url)

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from mai_tools.emulator import RunningEmulator
+from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mai_tools.emulator._state import uuid7
 from tests.support.emulators import EmulatorPool
 
@@ -48,14 +48,18 @@ def test_quota_403_after_the_calls_allowed(emu: RunningEmulator) -> None:
     assert emu.control.stats().jobs_created == 1
 
 
-def test_the_quota_is_replenished_when_the_period_ends(emu: RunningEmulator) -> None:
-    emu.control.set_faults(quota_calls=1, quota_period=1.0)
-    with _client(emu) as c:
+def test_the_quota_is_replenished_when_the_period_ends() -> None:
+    clock = ManualClock()
+    with run_emulator(EmulatorConfig(api_keys=("key-a",)), clock=clock) as emu, _client(emu) as c:
+        emu.control.set_faults(quota_calls=1, quota_period=60.0)
         assert c.get("/v2/requests/status/x").status_code == 404
+        clock.advance(29.5)
         over = c.get("/v2/requests/status/x")
         assert over.status_code == 403
-        assert over.json()["message"].endswith("replenished in 00:00:01.")  # rounded up
-        time.sleep(1.1)
+        assert over.json()["message"].endswith("replenished in 00:00:31.")  # 30.5 s, rounded up
+        clock.advance(30.4)
+        assert c.get("/v2/requests/status/x").status_code == 403  # 0.1 s of the period left
+        clock.advance(0.1)
         assert c.get("/v2/requests/status/x").status_code == 404  # a new period
 
 

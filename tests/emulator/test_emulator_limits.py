@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from starlette.types import Message
 from mai_tools.emulator import (
     Emulator,
     EmulatorConfig,
+    ManualClock,
     RemoteEmulator,
     RunningEmulator,
     create_app,
@@ -183,14 +183,18 @@ def test_jobs_past_max_jobs_are_forgotten() -> None:
 
 
 def test_jobs_are_forgotten_job_ttl_after_they_end() -> None:
+    clock = ManualClock()
     with (
-        run_emulator(EmulatorConfig(min_duration=0, max_duration=0, job_ttl=1.0)) as emu,
+        run_emulator(
+            EmulatorConfig(min_duration=2, max_duration=2, job_ttl=60), clock=clock
+        ) as emu,
         httpx.Client(base_url=emu.base_url) as c,
     ):
         rid = c.post(GEN, json={"prompt": "short lived"}, headers=AUTH).json()["request_id"]
+        clock.advance(2 + 60)  # the job ends, then is kept exactly job_ttl
         media = _status(c, rid).json()["output"]["media_url"][0]
         assert c.get(media).status_code == 200
-        time.sleep(1.1)
+        clock.advance(0.001)
         assert _status(c, rid).status_code == 404
         assert c.get(media).status_code == 404
         assert emu.control.job(rid) is None
@@ -199,13 +203,20 @@ def test_jobs_are_forgotten_job_ttl_after_they_end() -> None:
 
 def test_a_job_still_running_outlives_its_ttl() -> None:
     # The age counts from the end of the job: a slow job is not forgotten while it runs.
+    clock = ManualClock()
     with (
-        run_emulator(EmulatorConfig(min_duration=2, max_duration=2, job_ttl=0.1)) as emu,
+        run_emulator(
+            EmulatorConfig(min_duration=2, max_duration=2, job_ttl=0.5), clock=clock
+        ) as emu,
         httpx.Client(base_url=emu.base_url) as c,
     ):
         rid = c.post(GEN, json={"prompt": "slow job"}, headers=AUTH).json()["request_id"]
-        time.sleep(0.5)  # past the TTL, counted from the start
-        assert _status(c, rid).json()["status"] in ("QUEUED", "PROCESSING")
+        clock.advance(1.5)  # far past the TTL, counted from the start
+        assert _status(c, rid).json()["status"] == "PROCESSING"
+        clock.advance(0.5 + 0.5)  # ended, and kept exactly job_ttl
+        assert _status(c, rid).json()["status"] == "COMPLETED"
+        clock.advance(0.25)
+        assert _status(c, rid).status_code == 404
 
 
 def _edit_jobs(emulator: Emulator, count: int, source_size: int) -> None:

@@ -24,6 +24,7 @@ from mai_tools import (
     AsyncMAIImageClient,
     AuthenticationError,
     ConfigurationError,
+    GenerateRequest,
     InsufficientBalanceError,
     MAIImageClient,
     MAIImageEditTool,
@@ -126,7 +127,11 @@ class TestJobToolIntegration(ToolsIntegrationTests):
     def tool_invoke_params_example(self) -> dict[str, Any]:
         # A real job on the test's emulator (PIXAZO_* point at it), for the tool to wait on.
         with MAIImageClient() as client:
-            return {"request_id": client.submit_generate("a job to fetch later").request_id}
+            return {
+                "request_id": client.submit(
+                    GenerateRequest(prompt="a job to fetch later")
+                ).request_id
+            }
 
 
 # --------------------------------------------------------------------------- behaviour

@@ -313,7 +313,8 @@ def test_token_settings_and_no_token_in_reprs(
         monkeypatch.delenv(key)
     monkeypatch.setenv("MAI_MCP_AUTH_TOKEN", f"  {TOKEN}\n")
     settings = Settings.from_env()
-    assert settings.auth_token == TOKEN
+    assert settings.auth_token is not None
+    assert settings.auth_token.get_secret_value() == TOKEN
     assert TOKEN not in repr(settings)
     assert TOKEN not in str(settings)
     assert TOKEN not in repr(
@@ -325,7 +326,9 @@ def test_token_settings_and_no_token_in_reprs(
     with pytest.raises(SettingsError, match="not both"):
         Settings.from_env()
     monkeypatch.delenv("MAI_MCP_AUTH_TOKEN")
-    assert Settings.from_env().auth_token == TOKEN
+    from_file = Settings.from_env().auth_token
+    assert from_file is not None
+    assert from_file.get_secret_value() == TOKEN
     token_file.write_text("\n")
     with pytest.raises(SettingsError, match="is empty"):
         Settings.from_env()

@@ -14,8 +14,9 @@ from langchain_core.messages import ToolMessage
 from mcp import Client
 from pydantic import SecretStr
 
-from mai_tools import ImageResult
+from mai_tools import AsyncMAIImageClient, ImageResult, MAIImageClient
 from mai_tools._agent import Done, arun, run
+from mai_tools._download import asave_images
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mai_tools.langchain import MAIImageGenerateTool
 from mcp_server import Settings, create_server
@@ -164,7 +165,7 @@ async def test_asave_inside_an_anyio_task_group_raises_download_error(
     async with anyio.create_task_group() as group:
         group.start_soon(anyio.sleep_forever)  # like the MCP server's heartbeat
         with pytest.raises(DownloadError, match="404"):
-            await result.asave(tmp_path, timeout=5)
+            await asave_images(result.request_id, result.image_urls, tmp_path, timeout=5)
         group.cancel_scope.cancel()
 
 
@@ -174,7 +175,8 @@ def _slow_result() -> ImageResult:
 
 
 def test_a_wait_that_used_the_budget_leaves_the_save_no_time(tmp_path: Path) -> None:
-    outcome = run(_slow_result, save_to=tmp_path, budget=0.2)
+    with MAIImageClient(KEY) as client:
+        outcome = run(client, lambda _client: _slow_result(), save_to=tmp_path, budget=0.2)
     assert isinstance(outcome, Done)
     assert outcome.saved == []
     assert outcome.save_error is not None
@@ -184,10 +186,11 @@ def test_a_wait_that_used_the_budget_leaves_the_save_no_time(tmp_path: Path) -> 
 async def test_an_async_wait_that_used_the_budget_leaves_the_save_no_time(
     tmp_path: Path,
 ) -> None:
-    async def slow() -> ImageResult:
+    async def slow(_client: AsyncMAIImageClient) -> ImageResult:
         return _slow_result()
 
-    outcome = await arun(slow, save_to=tmp_path, budget=0.2)
+    async with AsyncMAIImageClient(KEY) as client:
+        outcome = await arun(client, slow, save_to=tmp_path, budget=0.2)
     assert isinstance(outcome, Done)
     assert outcome.save_error is not None
     assert "no time was left" in outcome.save_error

@@ -261,10 +261,11 @@ async def test_one_failed_image_fails_the_save_with_its_own_error(
 @pytest.mark.parametrize("url", MALFORMED)
 async def test_a_malformed_media_url_is_a_download_error(url: str, tmp_path: Path) -> None:
     result = ImageResult(request_id="r", image_urls=[url])
-    with pytest.raises(DownloadError, match=BAD_URL):
-        result.save(tmp_path)
-    with pytest.raises(DownloadError, match=BAD_URL):
-        await result.asave(tmp_path)
+    with MAIImageClient(KEY) as client, pytest.raises(DownloadError, match=BAD_URL):
+        client.save(result, tmp_path)
+    async with AsyncMAIImageClient(KEY) as aclient:
+        with pytest.raises(DownloadError, match=BAD_URL):
+            await aclient.save(result, tmp_path)
     with pytest.raises(DownloadError, match=BAD_URL):
         await afetch_image(url)
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 - a test's own temp dir
@@ -285,7 +286,7 @@ def test_the_emulators_cdn_rate_limit_is_waited_out(emu: RunningEmulator, tmp_pa
     emu.control.set_faults(cdn_rate_limit_first=2, retry_after=0.1)
     with MAIImageClient(KEY, base_url=emu.base_url, retry_policy=QUICK) as client:
         result = client.generate("a throttled cdn", num_images=2)
-        assert len(result.save(tmp_path / "sync")) == 2
+        assert len(client.save(result, tmp_path / "sync")) == 2
     assert len(emu.control.stats().rate_limited) >= 2
 
 
@@ -295,12 +296,12 @@ async def test_the_emulators_cdn_rate_limit_is_waited_out_async(
     emu.control.set_faults(cdn_rate_limit_first=3, retry_after=0.1, retry_after_as_date=False)
     async with AsyncMAIImageClient(KEY, base_url=emu.base_url, retry_policy=QUICK) as client:
         result = await client.generate("a throttled cdn", num_images=4)
-        assert len(await result.asave(tmp_path)) == 4
+        assert len(await client.save(result, tmp_path)) == 4
 
 
 def test_a_saver_carries_the_clients_retry_policy() -> None:
     with MAIImageClient(KEY, retry_policy=QUICK) as client:
-        saver = client._result(ImageResult(request_id="r", image_urls=[]))._saver
+        saver = client._saver
     assert isinstance(saver, Saver)
     assert saver.retry_policy is QUICK
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 from langchain_core.messages import ToolMessage
 from mcp import Client
 from pydantic import SecretStr
 
 from mai_tools import AsyncMAIImageClient, ConfigurationError, ImageResult, MAIImageClient
-from mai_tools._config import ssl_context
 from mai_tools._constants import GENERATE_PATH
-from mai_tools._transport import SpreadTransport, spread_client
 from mai_tools.emulator import RunningEmulator
 from mai_tools.langchain import MAIImageGenerateTool
 from mcp_server import Settings, create_server
@@ -38,13 +35,13 @@ def _went_through(proxy: ForwardProxy) -> set[str]:
 
 def _sync_job(emu: RunningEmulator, out: Path) -> list[Path]:
     with MAIImageClient(KEY, base_url=emu.base_url, retry_policy=FAST_RETRY) as client:
-        return client.generate("a cat behind a proxy").save(out)
+        return client.save(client.generate("a cat behind a proxy"), out)
 
 
 async def _async_job(emu: RunningEmulator, out: Path) -> list[Path]:
     async with AsyncMAIImageClient(KEY, base_url=emu.base_url, retry_policy=FAST_RETRY) as client:
         result = await client.generate("a cat behind a proxy")
-        return await result.asave(out)
+        return await client.save(result, out)
 
 
 def _job(mode: str, emu: RunningEmulator, out: Path) -> list[Path]:
@@ -109,37 +106,18 @@ def test_fresh_download_clients_use_the_proxy(
     with MAIImageClient(KEY, base_url=emu.base_url) as client:
         urls = client.generate("saved later, elsewhere").image_urls
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    result = ImageResult(request_id="r1", image_urls=urls)  # no client attached: a fresh one
-    if mode == "sync":
-        result.save(tmp_path)
+    result = ImageResult(request_id="r1", image_urls=urls)
+    if mode == "sync":  # a client made after the proxy was set
+        with MAIImageClient(KEY, base_url=emu.base_url) as client:
+            client.save(result, tmp_path)
     else:
-        asyncio.run(result.asave(tmp_path))
+
+        async def save() -> None:
+            async with AsyncMAIImageClient(KEY, base_url=emu.base_url) as client:
+                await client.save(result, tmp_path)
+
+        asyncio.run(save())
     assert _went_through(proxy) == {"file"}
-
-
-async def test_each_proxy_route_gets_its_own_spread_transport(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3129")
-    monkeypatch.setenv("NO_PROXY", "internal.example,10.0.0.1")
-    async with spread_client(
-        timeout=httpx.Timeout(5), max_connections=8, keepalive_expiry=5, verify=ssl_context()
-    ) as http:
-        routes = {pattern.pattern: mount for pattern, mount in http._mounts.items()}
-        assert isinstance(http._transport, SpreadTransport)
-        assert http._transport.proxy is None
-        for pattern, port in (("http://", 3128), ("https://", 3129)):
-            mount = routes[pattern]
-            assert isinstance(mount, SpreadTransport)
-            assert mount.proxy is not None
-            assert mount.proxy.url.port == port
-            assert sum(mount.capacity) == 8
-        assert routes["all://*internal.example"] is None
-        assert routes["all://10.0.0.1"] is None
-        direct = http._transport_for_url(httpx.URL("http://api.internal.example/x"))
-        assert direct is http._transport
-        assert http._transport_for_url(httpx.URL("https://cdn.example/x")) is routes["https://"]
 
 
 @pytest.mark.parametrize("client_type", [MAIImageClient, AsyncMAIImageClient])

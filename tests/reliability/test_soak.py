@@ -19,6 +19,7 @@ from mai_tools import (
     APIConnectionError,
     APIStatusError,
     AsyncMAIImageClient,
+    GenerateRequest,
     ImageResult,
     JobFailedError,
     JobTimeoutError,
@@ -27,12 +28,10 @@ from mai_tools import (
     RetryPolicy,
     ServerError,
 )
-from mai_tools._transport import SpreadTransport
 from mai_tools.emulator import (
     EmulatorConfig,
     Faults,
     RemoteEmulator,
-    RunningEmulator,
     run_emulator,
     spawn_emulator,
 )
@@ -152,52 +151,25 @@ async def test_soak_500_jobs_with_mixed_faults(emu: RemoteEmulator) -> None:
     assert {r.host for r in stats.requests} == {origin}
 
 
-async def _cancel_twenty_waits(
-    slow: RunningEmulator, client: AsyncMAIImageClient
-) -> SpreadTransport:
-    tasks = [asyncio.create_task(client.generate(f"cancel me {i}")) for i in range(20)]
-    await asyncio.sleep(1.0)
-    assert slow.control.stats().jobs_created == 20
-    for task in tasks:
-        task.cancel()
-    results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
-    assert all(isinstance(r, asyncio.CancelledError) for r in results)
-    polls = slow.control.stats().status_requests
-    await asyncio.sleep(1.0)
-    assert slow.control.stats().status_requests == polls  # nobody polls any more
-    transport = client._http._transport
-    assert isinstance(transport, SpreadTransport)
-    assert transport.in_flight == [0] * len(transport.pools)
-    assert transport.connections()
-    return transport
-
-
 async def test_cancelled_waits_stop_polling_and_leak_nothing() -> None:
+    # That no connection is lost to these cancellations (httpcore can lose one when a cancel
+    # lands while a response is closed) is tests/core/test_connection_pool.py's regression test.
     before = set(asyncio.all_tasks())
     with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=60, max_duration=60)) as slow:
         client = AsyncMAIImageClient(KEY, base_url=slow.base_url, poll_policy=POLL)
         try:
-            transport = await _cancel_twenty_waits(slow, client)
+            tasks = [asyncio.create_task(client.generate(f"cancel me {i}")) for i in range(20)]
+            await asyncio.sleep(1.0)
+            assert slow.control.stats().jobs_created == 20
+            for task in tasks:
+                task.cancel()
+            results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            polls = slow.control.stats().status_requests
+            await asyncio.sleep(1.0)
+            assert slow.control.stats().status_requests == polls  # nobody polls any more
+            job = await client.submit(GenerateRequest(prompt="the client still works"))
+            assert job.request_id
         finally:
             await client.aclose()
-        assert transport.connections() == []  # closing the client closes every connection
     assert set(asyncio.all_tasks()) == before
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known, open: under CPU load a plain asyncio cancellation can cut httpcore 1.0.9 off "
-        "mid-exchange and leave that connection ACTIVE (never reused, until the client "
-        "closes); measured by benchmarks/cancel_under_load.py"
-    ),
-)
-async def test_cancelled_waits_leave_every_connection_idle_or_closed() -> None:
-    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=60, max_duration=60)) as slow:
-        client = AsyncMAIImageClient(KEY, base_url=slow.base_url, poll_policy=POLL)
-        try:
-            transport = await _cancel_twenty_waits(slow, client)
-            stuck = [c for c in transport.connections() if not (c.is_idle() or c.is_closed())]
-            assert stuck == []
-        finally:
-            await client.aclose()

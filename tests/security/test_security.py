@@ -97,7 +97,8 @@ async def test_in_memory_fetch_is_capped_and_typed() -> None:
 def test_saved_file_names_never_come_from_the_server(tmp_path: Path) -> None:
     uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
     result = ImageResult(request_id="../../../etc/cron.d/evil", image_urls=[uri])
-    (path,) = result.save(tmp_path)
+    with MAIImageClient(KEY, base_url="https://gateway.pixazo.ai") as client:
+        (path,) = client.save(result, tmp_path)
     assert path.parent == tmp_path
     assert path.name == "etc_cron.d_evil_1.png"
 

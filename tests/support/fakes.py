@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, overload
 
 import httpx
@@ -110,8 +111,8 @@ class Gateway:
         return data
 
 
-_Waits = Literal["generate", "edit", "wait"]
-_Submits = Literal["submit_generate", "submit_edit"]
+_Waits = Literal["generate", "edit", "wait", "run", "save"]
+_Submits = Literal["submit", "submit_generate", "submit_edit"]
 
 FAST_RETRY = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, jitter=0.0)
 
@@ -168,12 +169,12 @@ class Harness:
 
     @overload
     def call(
-        self, method: Literal["generate", "edit", "wait"], *args: Any, **kw: Any
+        self, method: Literal["generate", "edit", "wait", "run"], *args: Any, **kw: Any
     ) -> ImageResult: ...
     @overload
-    def call(
-        self, method: Literal["submit_generate", "submit_edit"], *args: Any, **kw: Any
-    ) -> Job: ...
+    def call(self, method: _Submits, *args: Any, **kw: Any) -> Job: ...
+    @overload
+    def call(self, method: Literal["save"], *args: Any, **kw: Any) -> list[Path]: ...
     @overload
     def call(self, method: Literal["get_status"], *args: Any, **kw: Any) -> JobStatus: ...
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ import pytest
 from mai_tools import (
     AsyncMAIImageClient,
     ConfigurationError,
+    GenerateRequest,
     ImageResult,
     InvalidArgumentError,
     Job,
@@ -218,7 +219,7 @@ def _forge_while_waiting(
 def test_submit_then_wait_is_pushed(driver: Driver) -> None:
     if driver.kind == "sync":
         with MAIImageClient(KEY, base_url=driver.emu.base_url, webhooks=driver.receiver) as c:
-            job = c.submit_generate("submitted first")
+            job = c.submit(GenerateRequest(prompt="submitted first"))
             assert driver.receiver.stats()["parked"] == 1
             result = c.wait(job)
     else:
@@ -227,7 +228,7 @@ def test_submit_then_wait_is_pushed(driver: Driver) -> None:
             async with AsyncMAIImageClient(
                 KEY, base_url=driver.emu.base_url, webhooks=driver.receiver
             ) as c:
-                job = await c.submit_generate("submitted first")
+                job = await c.submit(GenerateRequest(prompt="submitted first"))
                 assert driver.receiver.stats()["parked"] == 1
                 return job, await c.wait(job)
 
@@ -261,7 +262,9 @@ def test_webhook_url_with_webhooks_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidArgumentError, match="cannot be combined"):
         driver.call("generate", "two hooks", webhook_url="https://example.com/hook")
     with pytest.raises(InvalidArgumentError, match="cannot be combined"):
-        driver.call("submit_generate", "two hooks", webhook_url="https://example.com/hook")
+        driver.call(
+            "submit", GenerateRequest(prompt="two hooks"), webhook_url="https://example.com/hook"
+        )
     assert emu.control.stats().submissions == 0
 
 

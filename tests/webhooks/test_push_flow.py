@@ -16,8 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mai_tools import GenerateRequest, ImageResult, JobTimeoutError, PollPolicy
+from mai_tools._actions import Flow, HTTPRequest, Notify, Sleep, WaitForSignal
 from mai_tools._config import ClientOptions
-from mai_tools._flow import Flow, FlowCore, HTTPRequest, Notify, Sleep, WaitForSignal
+from mai_tools._flow import FlowCore
 from mai_tools._policies import CallbackStats, DurationStats, FakeClock
 from tests.core.test_policies import _simulate
 from tests.support.fakes import BASE, KEY, RID, ok, queued

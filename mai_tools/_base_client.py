@@ -1,0 +1,416 @@
+"""The client constructor and plumbing shared by both clients.
+
+The sync client is in :mod:`mai_tools._client`, the async one in :mod:`mai_tools._async_client`;
+both are I/O drivers over the shared flows in :mod:`mai_tools._flow`.
+
+Both are built by one constructor (:class:`_ClientBase`) from one frozen
+:class:`~mai_tools._config.ClientOptions`; each adds only its driver (how to send, sleep and
+report) and its connection pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import httpx
+import pydantic
+
+from ._actions import Flow, HTTPRequest
+from ._config import ClientOptions, proxy_settings_checked
+from ._constants import (
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
+from ._download import check_file_stem, write_sidecar
+from ._exceptions import ConfigurationError, InvalidArgumentError, JobTimeoutError
+from ._flow import FlowCore, job_ref
+from ._images import ImageInput, image_to_url
+from ._models import (
+    EditFields,
+    EditRequest,
+    GenerateFields,
+    GenerateRequest,
+    ImageResult,
+    Job,
+    JobRequest,
+    JobStatus,
+    short_url,
+)
+from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
+from ._webhooks import Ticket, WebhookReceiver
+
+T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+# Stands in for the source image while an edit's cheap fields are checked, so a bad prompt is
+# reported before a file is read.
+_NO_IMAGE_YET = "data:,"
+
+
+def _validated(model: type[M], **fields: Any) -> M:
+    """The request model for ``fields``, or InvalidArgumentError naming each bad field."""
+    try:
+        return model.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        raise InvalidArgumentError.from_validation(exc) from exc
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release: use {new}.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def _short_request(body: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(body.get("image_urls"), list):
+        body["image_urls"] = [short_url(str(u)) for u in body["image_urls"]]
+    return body
+
+
+def _checked_request(request: object) -> JobRequest:
+    """``request`` if it is a request object; else an error that says how to build one."""
+    if isinstance(request, GenerateRequest | EditRequest):
+        return request
+    if isinstance(request, GenerateFields | EditFields):
+        raise InvalidArgumentError(
+            f"{type(request).__name__} holds a caller's choices, not a whole request: pass "
+            "GenerateRequest(...) or EditRequest(..., image_urls=[...]) (or use generate/edit)."
+        )
+    raise InvalidArgumentError(
+        f"Expected a GenerateRequest or an EditRequest, got {type(request).__name__}: build one "
+        "by keyword, e.g. GenerateRequest(prompt='a lighthouse at dawn', num_images=2)."
+    )
+
+
+def _with_image(body: EditRequest, url: str) -> EditRequest:
+    # image_to_url returns only http(s) URLs and data: URIs, what the field accepts.
+    return body.model_copy(update={"image_urls": [url]})
+
+
+def _is_remote(image: ImageInput) -> bool:
+    return isinstance(image, str) and image.lstrip()[:8].lower().startswith(("http://", "https://"))
+
+
+def _request_args(action: HTTPRequest) -> dict[str, Any]:
+    return {
+        "method": action.method,
+        "url": action.url,
+        "headers": action.headers,
+        "json": action.json,
+        "timeout": action.timeout,
+        "follow_redirects": False,
+    }
+
+
+def _no_free_slot(wait: float | None) -> httpx.PoolTimeout:
+    # Waiting for one of the client's request slots is waiting for a pool connection: the
+    # pool timeout (capped by the call's deadline) bounds it, and the flow treats it as a
+    # request that was never sent.
+    return httpx.PoolTimeout(f"No free connection within {wait or 0:.1f}s.")
+
+
+class _ClientBase(Generic[HttpT]):
+    """The one constructor and shared plumbing; subclasses add only the I/O driver.
+
+    Args:
+        api_key: the Pixazo subscription key; defaults to ``$PIXAZO_API_KEY``.
+        base_url: the gateway origin; defaults to ``$PIXAZO_BASE_URL`` or
+            ``https://gateway.pixazo.ai``.
+        request_timeout: bound on each HTTP request (seconds or an ``httpx.Timeout``); a
+            whole call is bounded by ``wait_timeout`` / the call's own ``timeout=``.
+        max_retries: retries of a submit refused with 429 or never connected, and of a
+            standalone status read. Status reads while waiting retry until the wait deadline.
+        wait_timeout: default bound on a whole generate/edit/wait call, in seconds.
+        http_client: an httpx client to use (not closed by this client).
+        poll_policy, retry_policy, clock: injectable policies; defaults are adaptive polling,
+            exponential backoff with jitter, and the system clock.
+        max_input_image_bytes: largest local image accepted by ``edit``.
+        max_download_bytes: largest image :meth:`ImageResult.save` writes.
+        max_concurrent_requests: API requests in flight at once; further requests wait their
+            turn in the client (at most the pool timeout, within the call's deadline).
+        durations: learned job durations to start from and add to (a
+            :class:`DurationStats`); pass one instance to several clients to share what they
+            learn, or restore one saved with :meth:`DurationStats.to_dict`.
+        webhooks: a :class:`~mai_tools.WebhookReceiver`: push waiting. Every submit then
+            carries ``X-Webhook-URL: <receiver url>/<token>`` (a fresh token per job), and
+            waits sleep until the job's callback or a sparse fallback read, then read the
+            status once. A per-call ``webhook_url=`` is refused on such a client (the
+            gateway takes one URL per job, and the receiver needs it).
+        timeout: deprecated name of ``request_timeout``.
+
+    Raises:
+        ConfigurationError: no API key, a malformed base URL, or a bad option.
+    """
+
+    _http_type: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
+    _core: FlowCore
+    _http: HttpT
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        request_timeout: float | httpx.Timeout = DEFAULT_REQUEST_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        http_client: HttpT | None = None,
+        poll_policy: PollPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        max_input_image_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        durations: DurationStats | None = None,
+        webhooks: WebhookReceiver | None = None,
+        timeout: float | httpx.Timeout | None = None,
+    ) -> None:
+        if webhooks is not None and not isinstance(webhooks, WebhookReceiver):
+            raise ConfigurationError(
+                f"webhooks must be a mai_tools.WebhookReceiver; got {type(webhooks).__name__}."
+            )
+        self._webhooks = webhooks
+        if http_client is not None and not isinstance(http_client, self._http_type):
+            raise TypeError(
+                f"http_client must be an {self._http_type.__module__}."
+                f"{self._http_type.__name__}, got {type(http_client).__name__}"
+            )
+        if timeout is not None:
+            # The constructor's timeout bounds one HTTP request; the calls' timeout= bounds a
+            # whole call. One name for two meanings misled users: the former is renamed.
+            warnings.warn(
+                f"{type(self).__name__}(timeout=...) is renamed request_timeout=...; "
+                "timeout= on generate/edit/wait bounds a whole call.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            request_timeout = timeout
+        options = ClientOptions.resolve(
+            api_key,
+            base_url=base_url,
+            request_timeout=request_timeout,
+            max_retries=max_retries,
+            wait_timeout=wait_timeout,
+            max_input_image_bytes=max_input_image_bytes,
+            max_download_bytes=max_download_bytes,
+            max_concurrent_requests=max_concurrent_requests,
+        )
+        self._core = FlowCore(
+            options,
+            poll_policy=poll_policy,
+            retry_policy=retry_policy,
+            clock=clock,
+            durations=durations,
+        )
+        self._owns_http = http_client is None
+        if http_client is None:
+            # Both clients honour HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; a bad one is the operator's.
+            with proxy_settings_checked():
+                http_client = self._new_http(options)
+        self._http = http_client
+        self._init_limiter(options.max_concurrent_requests)
+
+    def _new_http(self, options: ClientOptions) -> HttpT:
+        raise NotImplementedError
+
+    def _init_limiter(self, slots: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def options(self) -> ClientOptions:
+        """Everything this client was configured with (the key hidden in a Secret)."""
+        return self._core.options
+
+    @property
+    def base_url(self) -> str:
+        """The gateway origin every keyed request goes to."""
+        return self._core.options.base_url
+
+    @property
+    def wait_timeout(self) -> float:
+        """Default bound, in seconds, on a whole generate/edit/wait call."""
+        return self._core.options.wait_timeout
+
+    @property
+    def max_download_bytes(self) -> int:
+        """Largest image :meth:`ImageResult.save` writes for this client's results."""
+        return self._core.options.max_download_bytes
+
+    @property
+    def poll_policy(self) -> PollPolicy:
+        return self._core.poll_policy
+
+    @property
+    def durations(self) -> DurationStats:
+        """The job durations this client has learned (and polls by), per operation."""
+        return self._core.durations
+
+    @property
+    def webhooks(self) -> WebhookReceiver | None:
+        """The receiver this client waits on for callbacks (push waiting), if any."""
+        return self._webhooks
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # ------------------------------------------------------------------ push waiting
+
+    def _ticket(self, webhook_url: str | None) -> Ticket | None:
+        """A callback token for one submit (None without a receiver, or a full one)."""
+        if self._webhooks is None:
+            return None
+        if webhook_url is not None:
+            raise InvalidArgumentError(
+                "webhook_url= cannot be combined with a client made with webhooks=: the "
+                "gateway takes one X-Webhook-URL per job, and this client's receiver needs it "
+                "to wake the wait. Drop webhook_url=, or use a client without webhooks=."
+            )
+        return self._webhooks.issue()
+
+    @contextlib.contextmanager
+    def _pushing(self, ticket: Ticket | None) -> Iterator[Ticket | None]:
+        """Release ``ticket`` when the call ends: parked if the job still runs, else dropped."""
+        if ticket is None or self._webhooks is None:
+            yield ticket
+            return
+        try:
+            yield ticket
+        except JobTimeoutError as exc:
+            ticket.bind(exc.request_id)
+            self._webhooks.release(ticket, keep=True)  # a later wait() may still be pushed
+            raise
+        except BaseException:
+            self._webhooks.release(ticket)
+            raise
+        self._webhooks.release(ticket)
+
+    def _submit_flow(
+        self,
+        body: JobRequest,
+        webhook_url: str | None,
+        timeout: float | None,
+        extra_body: Mapping[str, Any] | None,
+    ) -> tuple[Flow[ImageResult], Ticket | None]:
+        body = _checked_request(body)
+        ticket = self._ticket(webhook_url)
+        url = ticket.url if ticket is not None else webhook_url
+        flow = self._core.run_flow(
+            body, webhook_url=url, timeout=timeout, push=ticket is not None, extra_body=extra_body
+        )
+        return flow, ticket
+
+    def _submit_only(
+        self, body: JobRequest, webhook_url: str | None, extra_body: Mapping[str, Any] | None
+    ) -> tuple[Flow[Job], Ticket | None]:
+        body = _checked_request(body)
+        ticket = self._ticket(webhook_url)
+        url = ticket.url if ticket is not None else webhook_url
+        return self._core.submit_only_flow(body, webhook_url=url, extra_body=extra_body), ticket
+
+    def _drop(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self._webhooks is not None:
+            self._webhooks.release(ticket)
+
+    def _submitted(self, job: Job, ticket: Ticket | None) -> Job:
+        """Park the token of a job submitted without waiting, for a later :meth:`wait`."""
+        if ticket is not None and self._webhooks is not None:
+            ticket.bind(job.request_id)
+            self._webhooks.release(ticket, keep=True)
+        return job
+
+    def _wait_flow(
+        self, job_or_request_id: Job | JobStatus | str, timeout: float | None
+    ) -> tuple[Flow[ImageResult], Ticket | None]:
+        request_id, polling_url = job_ref(job_or_request_id)
+        ticket = self._webhooks.claim(request_id) if self._webhooks is not None else None
+        flow = self._core.resume_flow(
+            request_id, polling_url, timeout=timeout, push=ticket is not None
+        )
+        return flow, ticket
+
+    def _generate_body(
+        self,
+        prompt: str,
+        num_images: int,
+        aspect_ratio: str,
+        output_format: str,
+        sync_mode: bool,
+    ) -> GenerateRequest:
+        return _validated(
+            GenerateRequest,
+            prompt=prompt,
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
+        )
+
+    def _edit_fields(
+        self,
+        prompt: str,
+        num_images: int,
+        aspect_ratio: str,
+        output_format: str,
+        sync_mode: bool,
+    ) -> EditRequest:
+        return _validated(
+            EditRequest,
+            prompt=prompt,
+            image_urls=[_NO_IMAGE_YET],
+            num_images=num_images,
+            aspect_ratio=aspect_ratio,
+            output_format=output_format,
+            sync_mode=sync_mode,
+        )
+
+    def _image_url(self, image: ImageInput) -> str:
+        return image_to_url(image, max_bytes=self._core.options.max_input_image_bytes)
+
+    def _save_plan(
+        self, result: ImageResult, directory: str | os.PathLike[str], name: str | None
+    ) -> tuple[ImageResult, str]:
+        """(the result, the file-name stem) for :meth:`save`, checked before any download."""
+        if not isinstance(result, ImageResult):
+            raise InvalidArgumentError(
+                f"save() takes the ImageResult that run/generate/edit/wait returned; got "
+                f"{type(result).__name__}."
+            )
+        if not isinstance(directory, str | os.PathLike):
+            raise InvalidArgumentError(
+                f"directory must be a path (str or os.PathLike); got {type(directory).__name__}."
+            )
+        return result, result.request_id if name is None else check_file_stem(name)
+
+    @staticmethod
+    def _saved(
+        result: ImageResult, directory: str | os.PathLike[str], stem: str, paths: list[Path]
+    ) -> list[Path]:
+        """Write the JSON sidecar of ``metadata=True``: the request and where each image is."""
+        data: dict[str, Any] = {
+            "request_id": result.request_id,
+            "model_id": result.model_id,
+            "operation": None if result.request is None else result.request.operation,
+            "prompt": result.prompt,
+            "request": None
+            if result.request is None
+            else _short_request(result.request.model_dump(mode="json")),
+            "images": [
+                {"file": path.name, "url": short_url(url)}
+                for path, url in zip(paths, result.image_urls, strict=False)
+            ],
+            **result.model_dump(mode="json", include={"created_at", "completed_at"}),
+        }
+        write_sidecar(Path(directory), stem, data)
+        return paths

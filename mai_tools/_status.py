@@ -1,0 +1,122 @@
+"""What the gateway says about a job: its status and one read of the status endpoint.
+
+Below :mod:`mai_tools._exceptions` in the layers (the job errors carry a :class:`JobStatus`), so
+it imports nothing of mai_tools but constants. Response models tolerate fields the gateway may
+add later.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+logger = logging.getLogger("mai_tools")
+
+
+class Status(enum.StrEnum):
+    """Job states reported by the gateway.
+
+    `UNKNOWN` stands for any status string this library does not know yet; it is treated as
+    "not finished" and the raw string is kept in :attr:`JobStatus.raw_status`.
+    """
+
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job will not change any more."""
+        return self in _TERMINAL
+
+    @property
+    def is_failure(self) -> bool:
+        """True for FAILED and ERROR."""
+        return self in (Status.FAILED, Status.ERROR)
+
+
+_TERMINAL: Final = frozenset({Status.COMPLETED, Status.FAILED, Status.ERROR})
+_KNOWN_STATUSES: Final = frozenset(s.value for s in Status) - {"UNKNOWN"}
+
+
+def parse_status(raw: object) -> Status:
+    """Map a gateway status string to :class:`Status`; unknown strings become UNKNOWN."""
+    text = str(raw).strip().upper() if raw is not None else ""
+    if text in _KNOWN_STATUSES:
+        return Status(text)
+    logger.warning("unknown job status %r from the gateway; treating it as not finished", raw)
+    return Status.UNKNOWN
+
+
+class _ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
+
+
+class Job(_ResponseModel):
+    """A submitted job: what the gateway answers to a (non-sync) request."""
+
+    request_id: str = Field(description="The gateway's id for this job.")
+    status: Status = Field(default=Status.QUEUED, description="Status when submitted.")
+    polling_url: str | None = Field(default=None, description="Status URL given at submission.")
+    raw_status: str | None = Field(default=None, exclude=True)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> Status:
+        return parse_status(value)
+
+
+class JobOutput(_ResponseModel):
+    """The `output` object of a finished job."""
+
+    media_url: list[str] = Field(default_factory=list)
+    media_type: str | None = None
+
+    @field_validator("media_url", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [value]
+        return [] if value is None else value
+
+
+class JobStatus(_ResponseModel):
+    """One read of the status endpoint (`GET /v2/requests/status/{request_id}`)."""
+
+    request_id: str
+    status: Status
+    raw_status: str | None = Field(default=None, description="The status string as sent.")
+    model_id: str | None = None
+    error: str | None = None
+    output: JobOutput | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    polling_url: str | None = None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> JobStatus:
+        """Build from a decoded JSON body, keeping the raw status string."""
+        data = dict(body)
+        raw = data.get("status")
+        data["raw_status"] = None if raw is None else str(raw)
+        data["status"] = parse_status(raw)
+        return cls.model_validate(data)
+
+    @property
+    def image_urls(self) -> list[str]:
+        return list(self.output.media_url) if self.output else []
+
+    @property
+    def server_seconds(self) -> float | None:
+        """How long the gateway says the job took (``completed_at - created_at``), if known."""
+        if self.created_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.created_at).total_seconds()
