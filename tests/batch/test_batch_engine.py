@@ -591,7 +591,10 @@ async def test_rps_bounds_all_api_requests(emu: RunningEmulator, tmp_path: Path)
         assert len(window) <= 20 + 20  # the rate, plus one second of burst
 
 
-async def test_status_reads_thin_out_for_many_jobs(emu: RunningEmulator, tmp_path: Path) -> None:
+async def test_status_reads_thin_out_for_many_jobs(emulators: EmulatorPool, tmp_path: Path) -> None:
+    # Jobs of a second: the dense run reads each several times however busy the machine is
+    # (with 0.1-0.3 s jobs, a slow machine's first reads already find most of them done).
+    emu = emulators(api_keys=(KEY,), min_duration=1.0, max_duration=1.0, long_side=32)
     await run_all(emu, prompts(10), tmp_path / "dense", concurrency=10)
     dense = emu.control.stats().status_requests
     emu.control.reset()

@@ -305,6 +305,7 @@ def test_sync_client_is_thread_safe() -> None:
     assert gw.requests == []
 
 
+@pytest.mark.slow  # a 3,200-request stress: skipped by the quick local lane (-m "not slow")
 def test_sync_client_with_more_threads_than_connections(connects: Callable[[], int]) -> None:
     # More threads than pooled connections used to queue inside httpcore's sync pool, which can
     # close a connection it just handed to a waiting thread (encode/httpcore#1110): a raw
@@ -334,6 +335,7 @@ def test_sync_client_with_more_threads_than_connections(connects: Callable[[], i
             MAIImageClient(KEY, max_concurrent_requests=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # 1,920 downloads from 8 threads: skipped by the quick local lane
 def test_sync_saves_from_many_threads_share_the_client_safely(tmp_path: Path) -> None:
     # Downloads take no API request slot: with more threads than slots they still may not
     # queue in (or be trimmed from) the shared pool.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import socket
@@ -40,6 +41,7 @@ from mcp_server._jobs import MAX_ORPHANS, JobBook, argument_key
 from mcp_server._previews import PreviewRefused, _check_declared_size, previews, thumbnail
 from mcp_server._resume import MemoryEventStore
 from tests.support.fakes import KEY, RID
+from tests.support.waiting import aeventually, until_quiet
 
 
 def _text(result: CallToolResult) -> str:
@@ -97,7 +99,7 @@ async def test_identical_calls_in_flight_share_one_job() -> None:
 
             async with anyio.create_task_group() as group:
                 group.start_soon(call)
-                await anyio.sleep(0.3)  # the first has submitted
+                await aeventually(lambda: emu.control.stats().jobs_created, "the first submit")
                 group.start_soon(call)
     assert emu.control.stats().jobs_created == 1
     ids = {r.structured_content["request_id"] for r in results if r.structured_content}
@@ -253,28 +255,42 @@ async def test_a_preview_failure_never_fails_a_finished_job() -> None:
 
 
 class _MediaHost:
-    """A loopback image host: /slow/<n> answers after a second, /hang never does."""
+    """A loopback image host: /slow/<n> answers once ``together`` requests are in flight (or
+    after ``hold`` seconds if they never are), /fast at once, /hang never."""
 
-    def __init__(self) -> None:
+    def __init__(self, together: int = 1, hold: float = 10.0) -> None:
         self.in_flight = 0
         self.peak = 0
-        self.release = asyncio.Event()
+        self.together = together
+        self.hold = hold
+        self.all_in: asyncio.Event | None = None  # made on the server's own event loop
 
     def app(self) -> Starlette:
         async def slow(request: Request) -> Response:
+            if self.all_in is None:
+                self.all_in = asyncio.Event()
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
+            if self.in_flight >= self.together:
+                self.all_in.set()
             try:
-                await asyncio.sleep(1.0)
+                # Fetched one after another, each waits out ``hold`` and the peak stays 1.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.all_in.wait(), self.hold)
             finally:
                 self.in_flight -= 1
+            return Response(PNG, media_type="image/png")
+
+        async def fast(request: Request) -> Response:
             return Response(PNG, media_type="image/png")
 
         async def hang(request: Request) -> Response:
             await asyncio.sleep(3600)
             return Response(b"")
 
-        return Starlette(routes=[Route("/slow/{n}", slow), Route("/hang", hang)])
+        return Starlette(
+            routes=[Route("/slow/{n}", slow), Route("/fast", fast), Route("/hang", hang)]
+        )
 
 
 def _free_port() -> int:
@@ -287,7 +303,12 @@ def _free_port() -> int:
 def _serve(app: Any, port: int | None = None) -> Iterator[str]:
     """Serve an ASGI app on a loopback port from a thread (uvicorn runs its lifespan)."""
     port = port or _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    # A handler still running at shutdown (/hang) is cancelled after a short grace, instead of
+    # uvicorn waiting for it forever and the test for the thread.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="error", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -303,15 +324,15 @@ def _serve(app: Any, port: int | None = None) -> Iterator[str]:
 
 
 async def test_previews_are_fetched_together_and_late_ones_dropped() -> None:
-    host = _MediaHost()
+    host = _MediaHost(together=4)
     with _serve(host.app()) as origin:
         made = await previews(
-            [f"{origin}/slow/{i}" for i in range(4)], side=160, budget=10, request_id=RID
+            [f"{origin}/slow/{i}" for i in range(4)], side=160, budget=60, request_id=RID
         )
         assert len(made) == 4
         assert host.peak == 4  # all four at once, not one after another
         late = await previews(
-            [f"{origin}/hang", f"{origin}/slow/9"], side=160, budget=1.5, request_id=RID
+            [f"{origin}/hang", f"{origin}/fast"], side=160, budget=2, request_id=RID
         )
     assert len(late) == 1  # the hanging one is dropped when the budget ends, not waited for
 
@@ -439,7 +460,7 @@ def test_a_dropped_stream_is_resumed_with_its_answer() -> None:
 
 
 def test_polling_stops_when_the_http_client_disappears() -> None:
-    with _emulator(30.0) as emu:
+    with _emulator(600.0) as emu:
         events = MemoryEventStore(grace=0.5)
         settings = _settings(emu)
         port = _free_port()
@@ -449,8 +470,10 @@ def test_polling_stops_when_the_http_client_disappears() -> None:
             url = f"{origin}/mcp"
             headers = _open_session(http, url)
             _start_call(http, url, headers, "nobody waits for me")
-            time.sleep(2.0)  # grace (0.5 s) and a watch interval pass
-            polls = emu.control.stats().status_requests
-            time.sleep(2.0)
-            assert emu.control.stats().status_requests == polls  # nobody polls for nobody
+            # Once the grace (0.5 s) and a watch interval pass, nobody polls for nobody: a
+            # quiet spell longer than the cold poller's widest gap (2 s) comes, however late a
+            # busy machine lets it come; polling that never stops fails at the deadline.
+            until_quiet(
+                lambda: emu.control.stats().status_requests, "polling for nobody", spell=2.5
+            )
             assert emu.control.stats().jobs_created == 1

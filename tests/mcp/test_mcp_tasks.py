@@ -320,7 +320,8 @@ from fastmcp.client.transports import StdioTransport
 async def main():
     env, cwd = json.loads(sys.argv[2]), sys.argv[3]
     transport = StdioTransport(command=sys.argv[1], args=["-m", "mcp_server"], env=env, cwd=cwd)
-    async with Client(transport) as client:
+    # A busy machine may take long to start the server: the init timeout is not the test.
+    async with Client(transport, init_timeout=60) as client:
         result = await client.call_tool("generate_image", {"prompt": "via fastmcp-tasks"})
     print(json.dumps(result.structured_content))
 
@@ -335,7 +336,7 @@ from pydantic_ai.mcp import MCPToolset
 async def main():
     env, cwd = json.loads(sys.argv[2]), sys.argv[3]
     transport = StdioTransport(command=sys.argv[1], args=["-m", "mcp_server"], env=env, cwd=cwd)
-    async with MCPToolset(transport) as toolset:
+    async with MCPToolset(transport, init_timeout=60) as toolset:
         # All-text results reach the model as structuredContent only (previews are off here).
         result = await toolset.direct_call_tool("generate_image", {"prompt": "via pydantic-ai"})
     print(json.dumps(result))

@@ -23,7 +23,10 @@ from mcp_server import Settings, create_server
 from tests.network.servers import HostileHost, hostile_host
 from tests.support.fakes import KEY
 
-MARGIN = 1.5  # seconds past the budget a call may take on a loaded CI machine
+# Seconds past the budget a call may take. The CDN here stalls for an hour, and the answer says
+# the save timeout ended it: the bound only has to tell "ended by the budget" from "waited for
+# the CDN", so it is generous enough that no busy machine breaks it.
+MARGIN = 10.0
 
 
 @pytest.fixture(scope="module")
