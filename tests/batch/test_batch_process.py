@@ -143,7 +143,7 @@ def test_kill_9_at_concurrency_128_leaves_unknown_only_the_posts_then_on_the_wir
     # did while 17 POSTs had reached the gateway.
     slots = DEFAULT_MAX_CONCURRENT_REQUESTS
     emu.control.set_faults(slow_rate=1.0, slow_seconds=0.3)
-    prompts = [f"wire test prompt {i}" for i in range(300)]
+    prompts = [f"wire test prompt {i}" for i in range(160)]  # more lines than workers
     source = tmp_path / "prompts.txt"
     source.write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
