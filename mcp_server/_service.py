@@ -90,6 +90,22 @@ class Service:
         self.settings = settings
         self.book = book
         self.events = events
+        self._submitting: dict[str, anyio.Event] = {}
+        """Argument sets whose submit is on its way (no request id yet), by argument key."""
+
+    async def _after_identical_submit(self, key: str) -> tuple[str, datetime] | None:
+        """An identical call's job, waiting (up to ``max_wait``) for its submit to be answered.
+
+        Two identical calls in flight are one job: the second must not POST while the first's
+        POST is on the wire, before the book knows the first's request id.
+        """
+        adopted = self.book.adoptable(key)
+        pending = self._submitting.get(key)
+        if adopted is None and pending is not None:
+            with anyio.move_on_after(self.settings.max_wait):
+                await pending.wait()
+            adopted = self.book.adoptable(key)
+        return adopted
 
     # ------------------------------------------------------------------ calls
 
@@ -104,7 +120,7 @@ class Service:
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         call = _Call(argument_key(tool, args.model_dump(mode="json")))
-        adopted = self.book.adoptable(call.key)
+        adopted = await self._after_identical_submit(call.key)
         note: str | None = None
         if adopted is not None:
             call.request_id, call.started = adopted
@@ -114,6 +130,10 @@ class Service:
                 f"{call.request_id}, whose answer did not reach you: no new job was made.)"
             )
 
+        submitting: anyio.Event | None = None
+        if call.request_id is None and call.key not in self._submitting:
+            submitting = self._submitting[call.key] = anyio.Event()
+
         def job(on_status: OnStatus) -> Awaitable[ImageResult]:
             if call.request_id is not None:
                 return api.wait(
@@ -121,11 +141,18 @@ class Service:
                 )
             return self._submit_and_wait(api, tool, args, on_status)
 
+        def submitted() -> None:
+            # The request id is in the book (or the submit ended): identical calls go on.
+            if submitting is not None and self._submitting.get(call.key) is submitting:
+                del self._submitting[call.key]
+                submitting.set()
+
         async def first_seen(request_id: str) -> None:
             if call.request_id is None:
                 call.request_id, call.started = request_id, datetime.now(UTC)
                 self.book.started(call.key, request_id, call.started)
                 self.book.record(request_id, tool=tool, prompt=args.prompt)
+            submitted()
 
         delivered = False
         try:
@@ -134,6 +161,7 @@ class Service:
             delivered = not gone
             return result
         finally:
+            submitted()
             if call.request_id is not None and call.started is not None:
                 if delivered:
                     self.book.delivered(call.key, call.request_id)

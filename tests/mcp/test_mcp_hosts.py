@@ -107,6 +107,32 @@ async def test_identical_calls_in_flight_share_one_job() -> None:
     assert len(ids) == 1
 
 
+async def test_an_identical_call_during_the_first_ones_submit_shares_its_job() -> None:
+    # The first call's POST is held at the gateway (it has arrived, no answer yet, so the
+    # server knows no request id): the identical second call waits for it instead of paying.
+    with _emulator(0.5) as emu:
+        emu.control.set_faults(slow_rate=1.0, slow_seconds=1.0)
+        async with Client(create_server(_settings(emu, max_wait=60))) as client:
+            results: list[CallToolResult] = []
+
+            async def call() -> None:
+                results.append(await client.call_tool("generate_image", {"prompt": "held"}))
+
+            def posts() -> int:
+                return sum(r.method == "POST" for r in emu.control.stats().requests)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                await aeventually(posts, "the first POST at the gateway")
+                assert emu.control.stats().jobs_created == 0  # held: no answer, no id yet
+                group.start_soon(call)
+    assert posts() == 1
+    assert emu.control.stats().jobs_created == 1
+    ids = {r.structured_content["request_id"] for r in results if r.structured_content}
+    assert len(results) == 2
+    assert len(ids) == 1
+
+
 def test_job_book_forgets_delivered_and_old_orphans() -> None:
     now = [0.0]
     book = JobBook(ttl=600, clock=lambda: now[0])
