@@ -59,8 +59,10 @@ __all__ = [
     "InsufficientBalanceError",
     "InvalidArgumentError",
     "InvalidImageError",
+    "JobBookError",
     "JobFailedError",
     "JobTimeoutError",
+    "JobUnknownError",
     "MAIImageError",
     "MissingAPIKeyError",
     "NotFoundError",
@@ -317,6 +319,29 @@ class JobTimeoutError(MAIImageError, TimeoutError):
         if reason:
             text = f"{text} {reason}"
         super().__init__(text)
+
+
+class JobBookError(ConfigurationError):
+    """The job book cannot be opened, read or written (a bad path or URL, a full disk, a
+    database that went away). Raised before anything is sent when it happens before a submit."""
+
+
+class JobUnknownError(MAIImageError):
+    """An earlier call with the same key may have created a job whose request id nobody knows.
+
+    Its submit was sent (or was being sent) when the process that made it stopped, or the
+    gateway's answer was lost. The gateway has no job listing, so the job cannot be found; it
+    is not sent again (that could pay twice).
+
+    Attributes:
+        idempotency_key: the key of the earlier call (None when it was matched by arguments).
+        created_at: when the earlier submit was about to be sent (seconds since the epoch).
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str | None, created_at: float) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+        self.created_at = created_at
 
 
 class DownloadError(MAIImageError):

@@ -1,0 +1,385 @@
+"""The job book: every operation, in SQL that SQLite and Postgres both run.
+
+A backend supplies a connection (:meth:`JobBook._execute`); everything else is here, so both
+backends pass one test suite. Each operation is one statement in autocommit mode, so no
+transaction is ever left open; :meth:`JobBook.claim` is an ``INSERT … ON CONFLICT DO NOTHING``
+that either writes the new intent or finds the earlier job holding the same key (two partial
+unique indexes: the idempotency key, and the twin key of an undelivered call).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Final
+
+from .._exceptions import JobBookError
+from ._record import (
+    ADOPT_WINDOW,
+    RETENTION_DAYS,
+    RUNNING_ADOPT_WINDOW,
+    Claim,
+    JobRecord,
+    now,
+    owner_is_dead,
+)
+
+logger = logging.getLogger("mai_tools.jobbook")
+
+SCHEMA_VERSION: Final = 1
+
+COLUMNS: Final = (
+    "id",
+    "principal",
+    "surface",
+    "operation",
+    "fingerprint",
+    "fields",
+    "prompt",
+    "state",
+    "idempotency_key",
+    "twin_key",
+    "request_id",
+    "polling_url",
+    "status",
+    "image_urls",
+    "paths",
+    "error",
+    "owner",
+    "lease",
+    "delivered",
+    "created",
+    "submitted_at",
+    "finished_at",
+    "updated",
+)
+_JSON_COLUMNS: Final = frozenset({"fields", "image_urls", "paths"})
+
+SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS mai_jobs (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    prompt TEXT,
+    state TEXT NOT NULL,
+    idempotency_key TEXT,
+    twin_key TEXT,
+    request_id TEXT,
+    polling_url TEXT,
+    status TEXT,
+    image_urls TEXT NOT NULL,
+    paths TEXT NOT NULL,
+    error TEXT,
+    owner TEXT NOT NULL,
+    lease DOUBLE PRECISION NOT NULL,
+    delivered INTEGER NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    submitted_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    updated DOUBLE PRECISION NOT NULL
+)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS mai_jobs_key ON mai_jobs (principal, idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS mai_jobs_twin ON mai_jobs (principal, twin_key) "
+    "WHERE twin_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS mai_jobs_request_id ON mai_jobs (request_id)",
+    "CREATE INDEX IF NOT EXISTS mai_jobs_created ON mai_jobs (created)",
+    "CREATE TABLE IF NOT EXISTS mai_jobs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+_SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM mai_jobs"
+_PRUNE_EVERY: Final = 86400.0
+
+
+def _row(values: Sequence[Any]) -> JobRecord:
+    data = dict(zip(COLUMNS, values, strict=True))
+    for name in _JSON_COLUMNS:
+        data[name] = json.loads(data[name])
+    data["delivered"] = bool(data["delivered"])
+    return JobRecord(**data)
+
+
+def _values(record: JobRecord) -> list[Any]:
+    out: list[Any] = []
+    for name in COLUMNS:
+        value = getattr(record, name)
+        if name in _JSON_COLUMNS:
+            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        elif name == "delivered":
+            value = int(value)
+        out.append(value)
+    return out
+
+
+class JobBook:
+    """The durable memory of every job an installation submits (abstract: see the backends).
+
+    Thread-safe; safe for many processes at once (SQLite on one machine, Postgres across
+    machines). Every method is one short statement; the async client calls them directly for
+    SQLite and in a worker thread for Postgres (:attr:`offload`).
+
+    Args:
+        retention_days: rows older than this are deleted.
+        store_prompts: keep a short prompt per job (else only a digest of it).
+        clock: wall-clock seconds (tests inject one).
+    """
+
+    kind: ClassVar[str] = "abstract"
+    offload: ClassVar[bool] = False
+    """Whether an event loop should call this book from a worker thread (network backends)."""
+
+    def __init__(
+        self,
+        *,
+        retention_days: float = RETENTION_DAYS,
+        store_prompts: bool = True,
+        clock: Callable[[], float] = now,
+    ) -> None:
+        if not retention_days > 0:
+            raise JobBookError(f"retention_days must be positive; got {retention_days!r}.")
+        self.retention = float(retention_days) * 86400.0
+        self.store_prompts = store_prompts
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._pruned_at = 0.0
+
+    # ------------------------------------------------------------------ backend hooks
+
+    @property
+    def location(self) -> str:
+        """Where the book lives (a path, or a URL without its password)."""
+        raise NotImplementedError
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (``?`` placeholders) in autocommit mode; the rows it returns."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the book's connections (it reopens them if used again)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    # ------------------------------------------------------------------ set up
+
+    def _create(self) -> None:
+        """Create the tables (if new) and check the schema version; then prune old rows."""
+        for statement in SCHEMA:
+            self._execute(statement)
+        rows = self._execute("SELECT value FROM mai_jobs_meta WHERE key = 'schema'")
+        if not rows:
+            self._execute(
+                "INSERT INTO mai_jobs_meta (key, value) VALUES ('schema', ?) "
+                "ON CONFLICT DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
+        elif rows[0][0] != str(SCHEMA_VERSION):
+            raise JobBookError(
+                f"The job book at {self.location} has schema version {rows[0][0]}; this "
+                f"mai-tools reads version {SCHEMA_VERSION}. Upgrade mai-tools, or point "
+                "MAI_JOB_BOOK at another book."
+            )
+        self.prune()
+
+    # ------------------------------------------------------------------ the submit path
+
+    def claim(self, record: JobRecord) -> Claim:
+        """Write ``record`` as a new intent, or find the earlier job holding one of its keys.
+
+        An earlier job is found by the same (principal, idempotency key), or by the same
+        (principal, twin key) while its answer is undelivered and it is within the adoption
+        window (an expired one gives its twin key up, and the new intent is written).
+        """
+        with self._lock:
+            for _ in range(8):
+                t = self.clock()
+                record.created = record.updated = t
+                inserted = self._execute(
+                    f"INSERT INTO mai_jobs ({', '.join(COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING RETURNING id",
+                    _values(record),
+                )
+                if inserted:
+                    return Claim(record, created=True)
+                earlier = self._holder(record)
+                if earlier is None:
+                    continue  # freed between the two statements: try again
+                if earlier.id == record.id:  # our own insert, committed before a reconnect
+                    return Claim(earlier, created=True)
+                if (
+                    earlier.idempotency_key is None
+                    or earlier.idempotency_key != record.idempotency_key
+                ) and not self._adoptable(earlier, t):
+                    self._execute(
+                        "UPDATE mai_jobs SET twin_key = NULL WHERE id = ? AND twin_key = ?",
+                        (earlier.id, earlier.twin_key),
+                    )
+                    continue
+                stale = earlier.state == "intent" and (
+                    earlier.lease < t or owner_is_dead(earlier.owner)
+                )
+                age = t - earlier.submitted_at if earlier.submitted_at is not None else 0.0
+                return Claim(earlier, created=False, stale=stale, age=max(age, 0.0))
+        raise JobBookError(  # pragma: no cover - eight races in a row
+            f"The job book at {self.location} kept changing under this call; nothing was sent."
+        )
+
+    def _holder(self, record: JobRecord) -> JobRecord | None:
+        if record.idempotency_key is not None:
+            rows = self._execute(
+                f"{_SELECT} WHERE principal = ? AND idempotency_key = ?",
+                (record.principal, record.idempotency_key),
+            )
+            if rows:
+                return _row(rows[0])
+        if record.twin_key is not None:
+            rows = self._execute(
+                f"{_SELECT} WHERE principal = ? AND twin_key = ?",
+                (record.principal, record.twin_key),
+            )
+            if rows:
+                return _row(rows[0])
+        return None
+
+    @staticmethod
+    def _adoptable(record: JobRecord, t: float) -> bool:
+        if record.delivered:
+            return False
+        if record.state in ("intent", "unknown"):
+            return t - record.updated < ADOPT_WINDOW or record.lease >= t
+        if record.state == "submitted" and record.submitted_at is not None:
+            return t - record.submitted_at < RUNNING_ADOPT_WINDOW
+        return t - record.updated < ADOPT_WINDOW
+
+    def renew(self, job_id: str, lease: float) -> None:
+        """Extend an intent's lease (its submit is being retried)."""
+        self._execute(
+            "UPDATE mai_jobs SET lease = ? WHERE id = ? AND state = 'intent'", (lease, job_id)
+        )
+
+    def release(self, job_id: str) -> None:
+        """Forget an intent whose submit certainly created nothing (never sent, 429, 4xx)."""
+        self._execute("DELETE FROM mai_jobs WHERE id = ? AND state = 'intent'", (job_id,))
+
+    def unknown(self, job_id: str, error: str | None = None) -> None:
+        """The intent's submit may have arrived, and no request id is known."""
+        self._execute(
+            "UPDATE mai_jobs SET state = 'unknown', error = ?, updated = ? "
+            "WHERE id = ? AND state = 'intent'",
+            (error, self.clock(), job_id),
+        )
+
+    def submitted(
+        self, job_id: str, request_id: str, polling_url: str | None, status: str
+    ) -> None:
+        """The gateway answered the submit: the job is ``request_id``."""
+        t = self.clock()
+        self._execute(
+            "UPDATE mai_jobs SET state = 'submitted', request_id = ?, polling_url = ?, "
+            "status = ?, submitted_at = ?, updated = ? WHERE id = ?",
+            (request_id, polling_url, status, t, t, job_id),
+        )
+
+    def finished(
+        self,
+        request_id: str,
+        status: str,
+        image_urls: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        """The job ``request_id`` ended (COMPLETED, FAILED or ERROR); no-op if not in the book."""
+        t = self.clock()
+        self._execute(
+            "UPDATE mai_jobs SET state = 'finished', status = ?, image_urls = ?, error = ?, "
+            "finished_at = COALESCE(finished_at, ?), updated = ? WHERE request_id = ?",
+            (status, json.dumps(list(image_urls)), error, t, t, request_id),
+        )
+
+    def progressed(self, request_id: str, status: str) -> None:
+        """A status read of a running job (QUEUED, IN_PROGRESS)."""
+        self._execute(
+            "UPDATE mai_jobs SET status = ? WHERE request_id = ? AND state = 'submitted'",
+            (status, request_id),
+        )
+
+    def saved(self, request_id: str, paths: Sequence[str]) -> None:
+        """Where the images of ``request_id`` were written."""
+        self._execute(
+            "UPDATE mai_jobs SET paths = ?, updated = ? WHERE request_id = ?",
+            (json.dumps([str(p) for p in paths]), self.clock(), request_id),
+        )
+
+    def delivered(self, job_id: str) -> None:
+        """The call's answer reached its caller: an identical call is now a new job."""
+        self._execute(
+            "UPDATE mai_jobs SET delivered = 1, twin_key = NULL, updated = ? WHERE id = ?",
+            (self.clock(), job_id),
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, job_id: str) -> JobRecord | None:
+        rows = self._execute(f"{_SELECT} WHERE id = ?", (job_id,))
+        return _row(rows[0]) if rows else None
+
+    def find(self, request_id: str, *, principal: str | None = None) -> JobRecord | None:
+        """The job ``request_id`` (of ``principal``, when given)."""
+        if principal is None:
+            rows = self._execute(f"{_SELECT} WHERE request_id = ?", (request_id,))
+        else:
+            rows = self._execute(
+                f"{_SELECT} WHERE request_id = ? AND principal = ?", (request_id, principal)
+            )
+        return _row(rows[0]) if rows else None
+
+    def list(
+        self,
+        *,
+        principal: str | None = None,
+        surface: str | None = None,
+        status: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        limit: int | None = 50,
+    ) -> list[JobRecord]:
+        """Jobs, the newest first, filtered by whatever is given."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("principal", principal),
+            ("surface", surface),
+            ("status", status),
+            ("state", state),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("created >= ?")
+            params.append(since)
+        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY created DESC, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_row(r) for r in self._execute(sql, params)]
+
+    def prune(self) -> int:
+        """Delete rows older than the retention; how many went."""
+        t = self.clock()
+        self._pruned_at = t
+        rows = self._execute(
+            "DELETE FROM mai_jobs WHERE created < ? RETURNING id", (t - self.retention,)
+        )
+        return len(rows)
+
+    def maybe_prune(self) -> None:
+        if self.clock() - self._pruned_at > _PRUNE_EVERY:
+            try:
+                self.prune()
+            except JobBookError as exc:
+                logger.warning("job book: pruning old rows failed: %s", exc)

@@ -1,0 +1,113 @@
+"""The shared job book: a Postgres database, for replicas and workers on many machines.
+
+Needs ``pip install 'mai-tools[postgres]'`` (psycopg 3). One connection per book object, in
+autocommit mode, used under a lock; a broken connection is reopened once per statement, so a
+database that restarts costs one failed call (a clear :class:`JobBookError`), not the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from .._exceptions import JobBookError
+from ._book import JobBook
+from ._record import RETENTION_DAYS, now
+
+CONNECT_TIMEOUT = 5
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class PostgresJobBook(JobBook):
+    """The job book in a Postgres database (the ``mai_jobs`` table, created if missing).
+
+    Raises:
+        JobBookError: the database cannot be reached or used.
+    """
+
+    kind: ClassVar[str] = "postgres"
+    offload: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_days: float = RETENTION_DAYS,
+        store_prompts: bool = True,
+        clock: Callable[[], float] = now,
+    ) -> None:
+        super().__init__(retention_days=retention_days, store_prompts=store_prompts, clock=clock)
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._conn_lock = threading.Lock()
+        with self._lock:
+            self._create()
+
+    @property
+    def location(self) -> str:
+        return _without_password(self._url)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            self._conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+            )
+        except psycopg.Error as exc:
+            raise self._error("cannot be reached", exc) from None
+        return self._conn
+
+    def _error(self, what: str, exc: BaseException) -> JobBookError:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        # psycopg's messages may quote the connection string: never the password.
+        parts = urlsplit(self._url)
+        if parts.password:
+            detail = detail.replace(parts.password, "***")
+        return JobBookError(f"The job book at {self.location} {what}: {detail}")
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        statement = sql.replace("?", "%s")
+        with self._conn_lock:
+            for attempt in (1, 2):
+                conn = self._connect()
+                try:
+                    with conn.cursor() as cursor:
+                        cursor.execute(statement, tuple(params))  # type: ignore[arg-type]
+                        return list(cursor.fetchall()) if cursor.description else []
+                except psycopg.OperationalError as exc:
+                    # The server went away (restart, failover): reopen once and retry. A write
+                    # whose commit may have happened is retried only when idempotent, which
+                    # every statement of the book is (keyed INSERT … ON CONFLICT, UPDATE, DELETE).
+                    self._drop()
+                    if attempt == 2:
+                        raise self._error("failed", exc) from None
+                except psycopg.Error as exc:
+                    raise self._error("failed", exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:  # pragma: no cover - closing a dead connection
+                pass
+        self._conn = None
+
+    def close(self) -> None:
+        with self._conn_lock:
+            self._drop()
