@@ -7,6 +7,7 @@ database that restarts costs one failed call (a clear :class:`JobBookError`), no
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -87,7 +88,7 @@ class PostgresJobBook(JobBook):
                 conn = self._connect()
                 try:
                     with conn.cursor() as cursor:
-                        cursor.execute(statement, tuple(params))  # type: ignore[arg-type]
+                        cursor.execute(statement, tuple(params))
                         return list(cursor.fetchall()) if cursor.description else []
                 except psycopg.OperationalError as exc:
                     # The server went away (restart, failover): reopen once and retry. A write
@@ -102,10 +103,8 @@ class PostgresJobBook(JobBook):
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):  # closing a dead connection
                 self._conn.close()
-            except psycopg.Error:  # pragma: no cover - closing a dead connection
-                pass
         self._conn = None
 
     def close(self) -> None:
