@@ -16,6 +16,7 @@ import httpx
 
 from ._constants import MAX_ANSWER_BYTES
 from ._status import JobStatus
+from .jobbook import JobBook
 
 T = TypeVar("T")
 
@@ -106,6 +107,30 @@ class Notify:
     elapsed: float
 
 
-Action = HTTPRequest | Sleep | WaitForSignal | Notify
-Reply = httpx.Response | httpx.TransportError | bool | None
+@dataclass(frozen=True)
+class BookIO:
+    """Run ``op`` on the client's job book and send back what it returns.
+
+    An exception it raises is thrown into the flow at this point. The book is never None
+    when a flow yields this (a flow without a book never asks).
+    """
+
+    op: Callable[[JobBook], Any]
+
+
+class Abandoned(BaseException):
+    """Thrown into a flow when its driver gives up on it (cancelled, interrupted, a gate's
+    refusal), so the flow can settle what it wrote in the job book before it is closed.
+
+    ``sent``: the flow was at a request the driver had already started to send (a submit
+    that may have arrived).
+    """
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__("the driver gave up on this flow")
+        self.sent = sent
+
+
+Action = HTTPRequest | Sleep | WaitForSignal | Notify | BookIO
+Reply = httpx.Response | httpx.TransportError | bool | None | Any
 Flow = Generator[Action, Reply, T]

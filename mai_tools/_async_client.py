@@ -13,7 +13,16 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from ._actions import AsyncRequestGate, Flow, HTTPRequest, Notify, OnStatus, Sleep, WaitForSignal
+from ._actions import (
+    AsyncRequestGate,
+    BookIO,
+    Flow,
+    HTTPRequest,
+    Notify,
+    OnStatus,
+    Sleep,
+    WaitForSignal,
+)
 from ._base_client import (
     _ClientBase,
     _deprecated,
@@ -38,6 +47,7 @@ from ._models import (
 )
 from ._spread_pools import spread_transport
 from ._webhooks import Ticket
+from .jobbook import JobScope
 
 T = TypeVar("T")
 
@@ -80,44 +90,75 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
     ) -> T:
         if self._loop is None:
             self._loop = weakref.ref(asyncio.get_running_loop())
-        reply: httpx.Response | httpx.TransportError | bool | None = None
+        reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                action = flow.send(reply)
+                action = flow.send(reply) if error is None else flow.throw(error)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
-            reply = None
-            if isinstance(action, HTTPRequest):
-                wait = action.timeout.pool
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._limiter.acquire()
-                except TimeoutError:
-                    reply = _no_free_slot(wait)
-                    continue
-                try:
-                    if gate is not None:
-                        await gate.admit(action)  # may wait, or raise to refuse: nothing is sent
+            reply, error = None, None
+            sending = [False]
+            try:
+                if isinstance(action, BookIO):
                     try:
-                        async with self._http.stream(**_request_args(action)) as response:
-                            reply = await aread_capped(
-                                response, response.aiter_bytes(), action.max_body
-                            )
-                    except httpx.TransportError as exc:
-                        reply = exc
-                    if gate is not None:
-                        gate.observe(action, reply)
-                finally:
-                    self._limiter.release()
-            elif isinstance(action, Sleep) or (isinstance(action, WaitForSignal) and not ticket):
-                await self._core.clock.asleep(action.seconds)
-            elif isinstance(action, WaitForSignal) and ticket is not None:
-                ticket.bind(action.request_id)
-                reply = await ticket.await_signal(action.seconds)
-            elif isinstance(action, Notify) and on_status is not None:
-                outcome: Any = on_status(action.status, action.elapsed)
-                if inspect.isawaitable(outcome):
-                    await outcome
+                        reply = await self._book_io(action)
+                    except Exception as exc:
+                        error = exc
+                elif isinstance(action, HTTPRequest):
+                    reply = await self._send(action, gate, sending)
+                elif isinstance(action, Sleep) or (
+                    isinstance(action, WaitForSignal) and not ticket
+                ):
+                    await self._core.clock.asleep(action.seconds)
+                elif isinstance(action, WaitForSignal) and ticket is not None:
+                    ticket.bind(action.request_id)
+                    reply = await ticket.await_signal(action.seconds)
+                elif isinstance(action, Notify) and on_status is not None:
+                    outcome: Any = on_status(action.status, action.elapsed)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+            except BaseException:
+                self._abandon(flow, sent=sending[0])
+                raise
+
+    async def _book_io(self, action: BookIO) -> Any:
+        book = self._book_or_none()
+        if not book.offload:
+            return action.op(book)  # SQLite: tens of microseconds, on the loop
+        # A network book runs in a thread; a cancel waits for the statement to end, so the
+        # flow settles a book whose state it knows.
+        done = asyncio.ensure_future(asyncio.to_thread(action.op, book))
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            raise
+
+    async def _send(
+        self, action: HTTPRequest, gate: AsyncRequestGate | None, sending: list[bool]
+    ) -> httpx.Response | httpx.TransportError:
+        wait = action.timeout.pool
+        try:
+            async with asyncio.timeout(wait):
+                await self._limiter.acquire()
+        except TimeoutError:
+            return _no_free_slot(wait)
+        try:
+            if gate is not None:
+                await gate.admit(action)  # may wait, or raise to refuse: nothing is sent
+            sending[0] = True
+            reply: httpx.Response | httpx.TransportError
+            try:
+                async with self._http.stream(**_request_args(action)) as response:
+                    reply = await aread_capped(response, response.aiter_bytes(), action.max_body)
+            except httpx.TransportError as exc:
+                reply = exc
+            if gate is not None:
+                gate.observe(action, reply)
+            return reply
+        finally:
+            self._limiter.release()
 
     @property
     def _saver(self) -> Saver:
@@ -155,9 +196,13 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
         gate: AsyncRequestGate | None = None,
+        idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.run`."""
-        flow, ticket = self._submit_flow(request, webhook_url, timeout, extra_body)
+        flow, ticket = self._submit_flow(
+            request, webhook_url, timeout, extra_body, idempotency_key, job_scope
+        )
         with self._pushing(ticket):
             return await self._run(flow, on_status, ticket, gate)
 
@@ -168,9 +213,13 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         webhook_url: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
         gate: AsyncRequestGate | None = None,
+        idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> Job:
         """Async :meth:`MAIImageClient.submit`."""
-        flow, ticket = self._submit_only(request, webhook_url, extra_body)
+        flow, ticket = self._submit_only(
+            request, webhook_url, extra_body, idempotency_key, job_scope
+        )
         try:
             job = await self._run(flow, gate=gate)
         except BaseException:
@@ -214,6 +263,11 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         )
         if metadata:
             await asyncio.to_thread(self._saved, result, directory, stem, paths)
+        book = self.job_book
+        if book is not None and book.offload:
+            await asyncio.to_thread(self._note_saved, result, paths)
+        else:
+            self._note_saved(result, paths)
         return paths
 
     async def generate(
@@ -228,6 +282,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         timeout: float | None = None,
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.generate`."""
         body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
@@ -237,6 +292,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             timeout=timeout,
             on_status=on_status,
             extra_body=extra_body,
+            idempotency_key=idempotency_key,
         )
 
     async def edit(
@@ -252,6 +308,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         timeout: float | None = None,
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.edit`."""
         body = await self._edit_body(
@@ -263,6 +320,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             timeout=timeout,
             on_status=on_status,
             extra_body=extra_body,
+            idempotency_key=idempotency_key,
         )
 
     async def submit_generate(

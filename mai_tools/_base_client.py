@@ -11,6 +11,7 @@ report) and its connection pool.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -20,7 +21,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import httpx
 import pydantic
 
-from ._actions import Flow, HTTPRequest
+from . import _bookkeeping as bk
+from ._actions import Abandoned, BookIO, Flow, HTTPRequest
 from ._config import ClientOptions, proxy_settings_checked
 from ._constants import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -31,7 +33,7 @@ from ._constants import (
     DEFAULT_WAIT_TIMEOUT,
 )
 from ._download import check_file_stem, write_sidecar
-from ._exceptions import ConfigurationError, InvalidArgumentError, JobTimeoutError
+from ._exceptions import ConfigurationError, InvalidArgumentError, JobBookError, JobTimeoutError
 from ._flow import FlowCore, job_ref
 from ._images import ImageInput, image_to_url
 from ._models import (
@@ -47,6 +49,9 @@ from ._models import (
 )
 from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
 from ._webhooks import Ticket, WebhookReceiver
+from .jobbook import JobBook, JobBookSpec, JobScope, open_job_book
+
+logger = logging.getLogger("mai_tools")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -149,9 +154,14 @@ class _ClientBase(Generic[HttpT]):
             status once. A per-call ``webhook_url=`` is refused on such a client (the
             gateway takes one URL per job, and the receiver needs it).
         timeout: deprecated name of ``request_timeout``.
+        job_book: where every submitted job is remembered (:mod:`mai_tools.jobbook`): a file
+            path, a ``postgresql://`` URL, a :class:`~mai_tools.jobbook.JobBook`, or
+            ``"off"``. Default: ``$MAI_JOB_BOOK``, else ``jobs.sqlite3`` in the user's state
+            directory. It is what makes ``idempotency_key=`` work across processes.
 
     Raises:
         ConfigurationError: no API key, a malformed base URL, or a bad option.
+        JobBookError: the job book cannot be opened (never a silent fallback).
     """
 
     _http_type: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
@@ -176,6 +186,7 @@ class _ClientBase(Generic[HttpT]):
         durations: DurationStats | None = None,
         webhooks: WebhookReceiver | None = None,
         timeout: float | httpx.Timeout | None = None,
+        job_book: JobBookSpec = None,
     ) -> None:
         if webhooks is not None and not isinstance(webhooks, WebhookReceiver):
             raise ConfigurationError(
@@ -213,6 +224,7 @@ class _ClientBase(Generic[HttpT]):
             retry_policy=retry_policy,
             clock=clock,
             durations=durations,
+            book=open_job_book(job_book),
         )
         self._owns_http = http_client is None
         if http_client is None:
@@ -256,6 +268,11 @@ class _ClientBase(Generic[HttpT]):
     def durations(self) -> DurationStats:
         """The job durations this client has learned (and polls by), per operation."""
         return self._core.durations
+
+    @property
+    def job_book(self) -> JobBook | None:
+        """The job book this client writes every submit into (None when it is off)."""
+        return self._core.book
 
     @property
     def webhooks(self) -> WebhookReceiver | None:
@@ -302,22 +319,79 @@ class _ClientBase(Generic[HttpT]):
         webhook_url: str | None,
         timeout: float | None,
         extra_body: Mapping[str, Any] | None,
+        idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> tuple[Flow[ImageResult], Ticket | None]:
         body = _checked_request(body)
+        call = bk.plan_call(self._core.book, body, extra_body, idempotency_key, job_scope)
         ticket = self._ticket(webhook_url)
         url = ticket.url if ticket is not None else webhook_url
         flow = self._core.run_flow(
-            body, webhook_url=url, timeout=timeout, push=ticket is not None, extra_body=extra_body
+            body,
+            webhook_url=url,
+            timeout=timeout,
+            push=ticket is not None,
+            extra_body=extra_body,
+            book_call=call,
         )
         return flow, ticket
 
     def _submit_only(
-        self, body: JobRequest, webhook_url: str | None, extra_body: Mapping[str, Any] | None
+        self,
+        body: JobRequest,
+        webhook_url: str | None,
+        extra_body: Mapping[str, Any] | None,
+        idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> tuple[Flow[Job], Ticket | None]:
         body = _checked_request(body)
+        call = bk.plan_call(self._core.book, body, extra_body, idempotency_key, job_scope)
         ticket = self._ticket(webhook_url)
         url = ticket.url if ticket is not None else webhook_url
-        return self._core.submit_only_flow(body, webhook_url=url, extra_body=extra_body), ticket
+        flow = self._core.submit_only_flow(
+            body, webhook_url=url, extra_body=extra_body, book_call=call
+        )
+        return flow, ticket
+
+    # ------------------------------------------------------------------ the job book
+
+    def _book_or_none(self) -> JobBook:
+        book = self._core.book
+        if book is None:  # pragma: no cover - a flow without a book never asks for it
+            raise RuntimeError("a flow asked for the job book of a client without one")
+        return book
+
+    def _abandon(self, flow: Flow[Any], *, sent: bool) -> None:
+        """Let a flow its driver gives up on settle its job-book entry, then close it."""
+        book = self._core.book
+        try:
+            if book is None:
+                return
+            action = flow.throw(Abandoned(sent))
+            while isinstance(action, BookIO):
+                try:
+                    reply = action.op(book)
+                except Exception as exc:
+                    action = flow.throw(exc)
+                    continue
+                action = flow.send(reply)
+        except (Abandoned, StopIteration):
+            pass  # the flow settled its entry and ended
+        except Exception as exc:  # the driver's own error is the one raised
+            logger.debug("settling an abandoned flow failed: %s", exc)
+        finally:
+            flow.close()
+
+    def _note_saved(self, result: ImageResult, paths: list[Path]) -> None:
+        book = self._core.book
+        if book is None or not paths:
+            return
+        try:
+            book.saved(result.request_id, [str(p) for p in paths])
+        except JobBookError as exc:
+            logger.warning(
+                "job book: could not record the saved files of %s: %s", result.request_id, exc
+            )
 
     def _drop(self, ticket: Ticket | None) -> None:
         if ticket is not None and self._webhooks is not None:

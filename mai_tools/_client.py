@@ -11,7 +11,16 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from ._actions import Flow, HTTPRequest, Notify, OnStatus, RequestGate, Sleep, WaitForSignal
+from ._actions import (
+    BookIO,
+    Flow,
+    HTTPRequest,
+    Notify,
+    OnStatus,
+    RequestGate,
+    Sleep,
+    WaitForSignal,
+)
 from ._base_client import (
     _ClientBase,
     _deprecated,
@@ -34,6 +43,7 @@ from ._models import (
     OutputFormat,
 )
 from ._webhooks import Ticket
+from .jobbook import JobScope
 
 T = TypeVar("T")
 
@@ -68,37 +78,57 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         ticket: Ticket | None = None,
         gate: RequestGate | None = None,
     ) -> T:
-        reply: httpx.Response | httpx.TransportError | bool | None = None
+        reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                action = flow.send(reply)
+                action = flow.send(reply) if error is None else flow.throw(error)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
-            reply = None
-            if isinstance(action, HTTPRequest):
-                wait = action.timeout.pool
-                if not self._limiter.acquire(timeout=wait):
-                    reply = _no_free_slot(wait)
-                    continue
-                try:
-                    if gate is not None:
-                        gate.admit(action)  # may wait, or raise to refuse: nothing is sent
+            reply, error = None, None
+            sending = [False]
+            try:
+                if isinstance(action, BookIO):
                     try:
-                        with self._http.stream(**_request_args(action)) as response:
-                            reply = read_capped(response, response.iter_bytes(), action.max_body)
-                    except httpx.TransportError as exc:
-                        reply = exc
-                    if gate is not None:
-                        gate.observe(action, reply)
-                finally:
-                    self._limiter.release()
-            elif isinstance(action, Sleep) or (isinstance(action, WaitForSignal) and not ticket):
-                self._core.clock.sleep(action.seconds)
-            elif isinstance(action, WaitForSignal) and ticket is not None:
-                ticket.bind(action.request_id)
-                reply = ticket.wait(action.seconds)
-            elif isinstance(action, Notify) and on_status is not None:
-                on_status(action.status, action.elapsed)
+                        reply = action.op(self._book_or_none())
+                    except Exception as exc:
+                        error = exc
+                elif isinstance(action, HTTPRequest):
+                    reply = self._send(action, gate, sending)
+                elif isinstance(action, Sleep) or (
+                    isinstance(action, WaitForSignal) and not ticket
+                ):
+                    self._core.clock.sleep(action.seconds)
+                elif isinstance(action, WaitForSignal) and ticket is not None:
+                    ticket.bind(action.request_id)
+                    reply = ticket.wait(action.seconds)
+                elif isinstance(action, Notify) and on_status is not None:
+                    on_status(action.status, action.elapsed)
+            except BaseException:
+                self._abandon(flow, sent=sending[0])
+                raise
+
+    def _send(
+        self, action: HTTPRequest, gate: RequestGate | None, sending: list[bool]
+    ) -> httpx.Response | httpx.TransportError:
+        wait = action.timeout.pool
+        if not self._limiter.acquire(timeout=wait):
+            return _no_free_slot(wait)
+        try:
+            if gate is not None:
+                gate.admit(action)  # may wait, or raise to refuse: nothing is sent
+            sending[0] = True
+            reply: httpx.Response | httpx.TransportError
+            try:
+                with self._http.stream(**_request_args(action)) as response:
+                    reply = read_capped(response, response.iter_bytes(), action.max_body)
+            except httpx.TransportError as exc:
+                reply = exc
+            if gate is not None:
+                gate.observe(action, reply)
+            return reply
+        finally:
+            self._limiter.release()
 
     @property
     def _saver(self) -> Saver:
@@ -131,6 +161,8 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
         gate: RequestGate | None = None,
+        idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> ImageResult:
         """Submit ``request`` and wait for its images: the one way every job runs.
 
@@ -143,6 +175,12 @@ class MAIImageClient(_ClientBase[httpx.Client]):
                 unchecked (a field the request already has is refused).
             gate: admits each HTTP request of this call (see :class:`RequestGate`): a run-wide
                 pace, or a journal that records a submit just before it is sent.
+            idempotency_key: names this job (e.g. a workflow's step id). A call with the same
+                key, in any process sharing the job book, continues the same job instead of
+                paying for another; the same key with another request is refused. Needs the
+                job book (on by default).
+            job_scope: who the job is for and which front end made it
+                (:class:`~mai_tools.jobbook.JobScope`; front ends set it).
 
         Returns:
             The :class:`ImageResult`, carrying ``request``.
@@ -154,8 +192,13 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             APIStatusError: the gateway refused the request.
             APIConnectionError: the gateway could not be reached (``may_have_arrived`` says
                 whether a job may exist: a submit that may have arrived is never re-sent).
+            JobUnknownError: the job book holds an earlier submit of this key that may have
+                created a job whose request id was never recorded (it is not sent again).
+            JobBookError: the job book could not be written (nothing was sent).
         """
-        flow, ticket = self._submit_flow(request, webhook_url, timeout, extra_body)
+        flow, ticket = self._submit_flow(
+            request, webhook_url, timeout, extra_body, idempotency_key, job_scope
+        )
         with self._pushing(ticket):
             return self._run(flow, on_status, ticket, gate)
 
@@ -166,12 +209,16 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         webhook_url: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
         gate: RequestGate | None = None,
+        idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> Job:
         """Submit ``request`` without waiting; returns the :class:`Job` (wait with :meth:`wait`).
 
         Arguments and errors are as for :meth:`run`.
         """
-        flow, ticket = self._submit_only(request, webhook_url, extra_body)
+        flow, ticket = self._submit_only(
+            request, webhook_url, extra_body, idempotency_key, job_scope
+        )
         try:
             job = self._run(flow, gate=gate)
         except BaseException:
@@ -233,6 +280,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         paths = self._saver.save(
             stem, result.image_urls, directory, max_bytes=max_bytes, timeout=timeout
         )
+        self._note_saved(result, paths)
         return self._saved(result, directory, stem, paths) if metadata else paths
 
     def generate(
@@ -247,6 +295,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         timeout: float | None = None,
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ImageResult:
         """Generate images from a text prompt and wait for them: :meth:`run` of a
         :class:`GenerateRequest` built from these keywords.
@@ -257,7 +306,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             aspect_ratio: ``auto`` or one of 21:9, 16:9, 3:2, 4:3, 5:4, 1:1, 4:5, 3:4, 2:3, 9:16.
             output_format: ``png``, ``jpeg`` or ``webp``.
             sync_mode: ask the gateway to answer inline with data URIs.
-            webhook_url, timeout, on_status, extra_body: as for :meth:`run`.
+            webhook_url, timeout, on_status, extra_body, idempotency_key: as for :meth:`run`.
 
         Raises:
             As for :meth:`run`.
@@ -269,6 +318,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             timeout=timeout,
             on_status=on_status,
             extra_body=extra_body,
+            idempotency_key=idempotency_key,
         )
 
     def edit(
@@ -284,6 +334,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         timeout: float | None = None,
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ImageResult:
         """Edit an image following an instruction, and wait for the result: :meth:`run` of an
         :class:`EditRequest` built from these keywords.
@@ -303,6 +354,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             timeout=timeout,
             on_status=on_status,
             extra_body=extra_body,
+            idempotency_key=idempotency_key,
         )
 
     def submit_generate(

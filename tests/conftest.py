@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mai_tools.jobbook import forget_open_books
 from tests.support.emulators import EmulatorPool
 
 CANARY_PREFIX = "sk-canary-"
@@ -56,6 +57,19 @@ def _private_cache_dir(
     """No test reads or writes the real user cache (``mai-image`` keeps job durations there);
     subprocesses inherit the variable."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(autouse=True)
+def _private_job_book(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Each test has its own job book (subprocesses inherit the variable): no test adopts
+    another's job, and none writes the user's real book."""
+    book = tmp_path_factory.mktemp("job-book") / "jobs.sqlite3"
+    monkeypatch.setenv("MAI_JOB_BOOK", str(book))
+    monkeypatch.setenv("XDG_STATE_HOME", str(book.parent / "state"))
+    yield
+    forget_open_books()
 
 
 @pytest.fixture(scope="session")

@@ -194,8 +194,11 @@ class JobBook:
 
     # ------------------------------------------------------------------ the submit path
 
-    def claim(self, record: JobRecord) -> Claim:
+    def claim(self, record: JobRecord, lease: float = 130.0) -> Claim:
         """Write ``record`` as a new intent, or find the earlier job holding one of its keys.
+
+        ``lease``: seconds the new intent's owner may take to send its submit; past that a
+        peer treats the intent as stale (its submit may have arrived: state unknown).
 
         An earlier job is found by the same (principal, idempotency key), or by the same
         (principal, twin key) while its answer is undelivered and it is within the adoption
@@ -205,6 +208,7 @@ class JobBook:
             for _ in range(8):
                 t = self.clock()
                 record.created = record.updated = t
+                record.lease = t + lease
                 inserted = self._execute(_INSERT, _values(record))
                 if inserted:
                     return Claim(record, created=True)
@@ -217,10 +221,7 @@ class JobBook:
                     earlier.idempotency_key is None
                     or earlier.idempotency_key != record.idempotency_key
                 ) and not self._adoptable(earlier, t):
-                    self._execute(
-                        "UPDATE mai_jobs SET twin_key = NULL WHERE id = ? AND twin_key = ?",
-                        (earlier.id, earlier.twin_key),
-                    )
+                    self.untwin(earlier.id)
                     continue
                 stale = earlier.state == "intent" and (
                     earlier.lease < t or owner_is_dead(earlier.owner)
@@ -314,12 +315,26 @@ class JobBook:
             (json.dumps([str(p) for p in paths]), self.clock(), request_id),
         )
 
-    def delivered(self, job_id: str) -> None:
-        """The call's answer reached its caller: an identical call is now a new job."""
-        self._execute(
-            "UPDATE mai_jobs SET delivered = 1, twin_key = NULL, updated = ? WHERE id = ?",
-            (self.clock(), job_id),
-        )
+    def delivered(self, principal: str, twin_key: str, request_id: str | None = None) -> None:
+        """The answer of the call ``twin_key`` reached its caller (images, "still running",
+        or an error): an identical call is now a new job. With ``request_id``, only that
+        job's entry is released (a newer identical call may hold the key by then)."""
+        if request_id is None:
+            self._execute(
+                "UPDATE mai_jobs SET delivered = 1, twin_key = NULL, updated = ? "
+                "WHERE principal = ? AND twin_key = ? AND request_id IS NULL",
+                (self.clock(), principal, twin_key),
+            )
+        else:
+            self._execute(
+                "UPDATE mai_jobs SET delivered = 1, twin_key = NULL, updated = ? "
+                "WHERE principal = ? AND twin_key = ? AND request_id = ?",
+                (self.clock(), principal, twin_key, request_id),
+            )
+
+    def untwin(self, job_id: str) -> None:
+        """Stop ``job_id`` from being adopted by identical calls (its content changed)."""
+        self._execute("UPDATE mai_jobs SET twin_key = NULL WHERE id = ?", (job_id,))
 
     # ------------------------------------------------------------------ reading
 

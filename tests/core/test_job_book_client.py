@@ -1,0 +1,198 @@
+"""The client and the job book: idempotency keys, the intent before the POST, outcomes recorded.
+
+Every scenario runs on the sync and the async client against a scripted gateway, and counts
+the POSTs: a key that is repeated never pays twice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mai_tools import (
+    APIConnectionError,
+    GenerateRequest,
+    InvalidArgumentError,
+    JobFailedError,
+    MAIImageClient,
+)
+from mai_tools._exceptions import JobUnknownError
+from mai_tools.jobbook import JobBook, JobRecord, open_job_book
+from mai_tools.jobbook._record import describe, new_id
+from tests.support.fakes import BASE, KEY, PNG_1PX, Harness, ok, queued
+
+REQUEST = GenerateRequest(prompt="a lighthouse at dawn", num_images=1)
+
+
+def _book() -> JobBook:
+    book = open_job_book()
+    assert book is not None
+    return book
+
+
+def test_the_same_key_continues_the_same_job(harness: Harness) -> None:
+    first = harness.call("run", REQUEST, idempotency_key="step-1")
+    again = harness.call("run", REQUEST, idempotency_key="step-1")
+    assert again.request_id == first.request_id
+    assert again.image_urls == first.image_urls
+    assert len(harness.gateway.posts) == 1
+    record = _book().find(first.request_id)
+    assert record is not None
+    assert (record.state, record.status, record.idempotency_key) == (
+        "finished",
+        "COMPLETED",
+        "step-1",
+    )
+    assert record.image_urls == first.image_urls
+    assert record.surface == "client" and record.prompt == "a lighthouse at dawn"
+
+
+def test_submit_with_a_used_key_returns_the_earlier_job(harness: Harness) -> None:
+    job = harness.call("submit", REQUEST, idempotency_key="k")
+    again = harness.call("submit", REQUEST, idempotency_key="k")
+    assert again.request_id == job.request_id
+    assert len(harness.gateway.posts) == 1
+    # And a run with the key waits for that job instead of sending another.
+    result = harness.call("run", REQUEST, idempotency_key="k")
+    assert result.request_id == job.request_id
+    assert len(harness.gateway.posts) == 1
+
+
+def test_a_key_reused_for_another_request_is_refused_before_sending(harness: Harness) -> None:
+    harness.call("run", REQUEST, idempotency_key="order-7")
+    other = GenerateRequest(prompt="a lighthouse at dusk", num_images=1)
+    with pytest.raises(InvalidArgumentError) as err:
+        harness.call("run", other, idempotency_key="order-7")
+    text = str(err.value)
+    assert "'order-7'" in text
+    assert "prompt was 'a lighthouse at dawn' there and is 'a lighthouse at dusk' here" in text
+    assert "Nothing was sent" in text
+    more = GenerateRequest(prompt="a lighthouse at dawn", num_images=2)
+    with pytest.raises(InvalidArgumentError, match="num_images was 1 there and is 2 here"):
+        harness.call("run", more, idempotency_key="order-7")
+    assert len(harness.gateway.posts) == 1
+
+
+def test_a_submit_that_may_have_arrived_is_unknown_and_never_resent(harness: Harness) -> None:
+    harness.gateway.submits = [httpx.ReadTimeout("no answer"), queued()]
+    with pytest.raises(APIConnectionError) as first:
+        harness.call("run", REQUEST, idempotency_key="maybe")
+    assert first.value.may_have_arrived
+    with pytest.raises(JobUnknownError) as again:
+        harness.call("run", REQUEST, idempotency_key="maybe")
+    text = str(again.value)
+    assert "idempotency key 'maybe' may have been created at " in text
+    assert "not sent again" in text and "new idempotency_key" in text
+    assert again.value.idempotency_key == "maybe"
+    assert len(harness.gateway.posts) == 1
+    (record,) = _book().list()
+    assert record.state == "unknown" and record.request_id is None
+    # A new key is a new job.
+    harness.call("run", REQUEST, idempotency_key="maybe-2")
+    assert len(harness.gateway.posts) == 2
+
+
+def test_a_submit_that_never_left_frees_its_key(harness: Harness) -> None:
+    harness.gateway.submits = [httpx.ConnectError("refused")]
+    with pytest.raises(APIConnectionError) as first:
+        harness.call("run", REQUEST, idempotency_key="retry-me")
+    assert not first.value.may_have_arrived
+    assert _book().list() == []
+    harness.gateway.submits = [queued()]
+    result = harness.call("run", REQUEST, idempotency_key="retry-me")
+    assert result.request_id
+    assert [r.state for r in _book().list()] == ["finished"]
+
+
+def test_a_refused_submit_frees_its_key(harness: Harness) -> None:
+    harness.gateway.submits = [httpx.Response(400, json={"error": "bad prompt"}), queued()]
+    with pytest.raises(Exception, match="400|bad prompt"):
+        harness.call("run", REQUEST, idempotency_key="k400")
+    assert _book().list() == []
+    harness.call("run", REQUEST, idempotency_key="k400")
+    assert len(harness.gateway.posts) == 2
+
+
+def test_a_failed_job_is_recorded_and_its_key_answers_the_same(harness: Harness) -> None:
+    harness.gateway.polls = [ok("FAILED", error="content policy")]
+    with pytest.raises(JobFailedError):
+        harness.call("run", REQUEST, idempotency_key="f")
+    with pytest.raises(JobFailedError, match="content policy"):
+        harness.call("run", REQUEST, idempotency_key="f")
+    assert len(harness.gateway.posts) == 1
+    (record,) = _book().list()
+    assert (record.state, record.status, record.error) == ("finished", "FAILED", "content policy")
+
+
+def test_every_job_is_in_the_book_without_a_key(harness: Harness, tmp_path: Path) -> None:
+    url = "https://cdn.example.com/v1/x/output.png"
+    harness.gateway.polls = [ok("COMPLETED", urls=[url])]
+    harness.gateway.downloads[url] = httpx.Response(200, content=PNG_1PX)
+    result = harness.call("run", REQUEST)
+    harness.call("run", REQUEST)
+    assert len(harness.gateway.posts) == 2  # no key: two calls are two jobs
+    paths = harness.call("save", result, tmp_path)
+    record = _book().find(result.request_id)
+    assert record is not None
+    assert record.paths == [str(p) for p in paths]
+    assert len(_book().list()) == 2
+
+
+def test_a_stale_intent_of_a_dead_process_is_unknown(harness: Harness) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pid = int(dead.stdout)
+    book = _book()
+    d = describe(REQUEST, store_prompts=True)
+    import socket
+
+    record = JobRecord(
+        id=new_id(),
+        principal="local",
+        surface="client",
+        operation=d.operation,
+        fingerprint=d.fingerprint,
+        fields=d.fields,
+        prompt=d.prompt,
+        idempotency_key="crashed",
+        owner=f"{socket.gethostname()}:{pid}",
+    )
+    assert book.claim(record, 3600.0).created
+    with pytest.raises(JobUnknownError, match="may have been created"):
+        harness.call("run", REQUEST, idempotency_key="crashed")
+    assert harness.gateway.posts == []
+    got = book.get(record.id)
+    assert got is not None and got.state == "unknown"
+
+
+def test_a_key_needs_a_book(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAI_JOB_BOOK", "off")
+    with MAIImageClient(api_key=KEY, base_url=BASE) as client:
+        assert client.job_book is None
+        with pytest.raises(InvalidArgumentError, match="needs a job book"):
+            client.run(REQUEST, idempotency_key="k")
+
+
+@pytest.mark.parametrize("key", ["", "   ", 7, "x" * 256])
+def test_a_bad_key_is_refused(harness: Harness, key: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="idempotency_key"):
+        harness.call("run", REQUEST, idempotency_key=key)
+    assert harness.gateway.posts == []
+
+
+def test_the_book_location_follows_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "book.sqlite3"
+    with MAIImageClient(api_key=KEY, base_url=BASE, job_book=path) as client:
+        assert client.job_book is not None
+        assert client.job_book.location == str(path)
+    assert path.exists()
+    assert os.environ["MAI_JOB_BOOK"] != str(path)
