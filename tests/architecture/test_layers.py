@@ -37,10 +37,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools.emulator",),  # a separate server: constants, URL helpers, models (see below)
     ("mai_tools._duration_cache",),
     ("mai_tools._wire",),
-    ("mai_tools._recent",),
-    (
-        "mai_tools.jobbook",
-    ),  # the durable memory of submitted jobs (SQLite, Postgres)  # the jobs a client submitted (wait polls them by their age)
+    ("mai_tools._recent",),  # the jobs a client submitted (wait polls them by their age)
+    ("mai_tools.jobbook",),  # the durable memory of submitted jobs (SQLite, Postgres)
     ("mai_tools._actions",),  # what a flow asks of its driver; the RequestGate hook
     ("mai_tools._bookkeeping",),  # the job book's part of a flow: intent, notes, adoption
     ("mai_tools._waiting",),  # status reads and the wait loop (a base of FlowCore)

@@ -49,7 +49,8 @@ def test_the_same_key_continues_the_same_job(harness: Harness) -> None:
         "step-1",
     )
     assert record.image_urls == first.image_urls
-    assert record.surface == "client" and record.prompt == "a lighthouse at dawn"
+    assert record.surface == "client"
+    assert record.prompt == "a lighthouse at dawn"
 
 
 def test_submit_with_a_used_key_returns_the_earlier_job(harness: Harness) -> None:
@@ -87,11 +88,13 @@ def test_a_submit_that_may_have_arrived_is_unknown_and_never_resent(harness: Har
         harness.call("run", REQUEST, idempotency_key="maybe")
     text = str(again.value)
     assert "idempotency key 'maybe' may have been created at " in text
-    assert "not sent again" in text and "new idempotency_key" in text
+    assert "not sent again" in text
+    assert "new idempotency_key" in text
     assert again.value.idempotency_key == "maybe"
     assert len(harness.gateway.posts) == 1
     (record,) = _book().list()
-    assert record.state == "unknown" and record.request_id is None
+    assert record.state == "unknown"
+    assert record.request_id is None
     # A new key is a new job.
     harness.call("run", REQUEST, idempotency_key="maybe-2")
     assert len(harness.gateway.posts) == 2
@@ -111,7 +114,7 @@ def test_a_submit_that_never_left_frees_its_key(harness: Harness) -> None:
 
 def test_a_refused_submit_frees_its_key(harness: Harness) -> None:
     harness.gateway.submits = [httpx.Response(400, json={"error": "bad prompt"}), queued()]
-    with pytest.raises(Exception, match="400|bad prompt"):
+    with pytest.raises(Exception, match=r"400|bad prompt"):
         harness.call("run", REQUEST, idempotency_key="k400")
     assert _book().list() == []
     harness.call("run", REQUEST, idempotency_key="k400")
@@ -171,7 +174,8 @@ def test_a_stale_intent_of_a_dead_process_is_unknown(harness: Harness) -> None:
         harness.call("run", REQUEST, idempotency_key="crashed")
     assert harness.gateway.posts == []
     got = book.get(record.id)
-    assert got is not None and got.state == "unknown"
+    assert got is not None
+    assert got.state == "unknown"
 
 
 def test_a_key_needs_a_book(monkeypatch: pytest.MonkeyPatch) -> None:
