@@ -158,6 +158,10 @@ class EmulatorStats(BaseModel):
         ),
     )
     requests_per_key: dict[str, int] = Field(default_factory=dict)
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each kept job's prompt (its first 200 characters), by request id.",
+    )
     requests: list[RequestRecord] = Field(default_factory=list)
     rate_limited: list[RateLimitRecord] = Field(default_factory=list)
     outcomes: dict[str, str] = Field(
@@ -273,6 +277,7 @@ class Emulator:
                 ],
                 rate_limited=list(self._rate_limited),
                 outcomes={j.request_id: j.outcome for j in jobs},
+                prompts={j.request_id: j.prompt[:200] for j in jobs},
                 jobs_forgotten=self._forgotten,
                 downloads=self._downloads,
                 webhooks_pending=self._webhooks_pending,
