@@ -147,6 +147,10 @@ def claim(call: BookCall, clock: Clock, deadline: float) -> Flow[Claim]:
         except Abandoned:
             yield from note(lambda book: book.release(call.job_id))
             raise
+        except JobBookError as exc:
+            raise JobBookError(
+                f"{exc} Nothing was sent: a job is submitted only once its intent is recorded."
+            ) from None
         if got.created:
             return got
         earlier = got.record

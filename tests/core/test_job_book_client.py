@@ -21,7 +21,7 @@ from mai_tools import (
     JobFailedError,
     MAIImageClient,
 )
-from mai_tools._exceptions import JobUnknownError
+from mai_tools._exceptions import JobBookError, JobUnknownError
 from mai_tools.jobbook import JobBook, JobRecord, open_job_book
 from mai_tools.jobbook._record import describe, new_id
 from tests.support.fakes import BASE, KEY, PNG_1PX, Harness, ok, queued
@@ -200,3 +200,13 @@ def test_the_book_location_follows_the_environment(tmp_path: Path) -> None:
         assert client.job_book.location == str(path)
     assert path.exists()
     assert os.environ["MAI_JOB_BOOK"] != str(path)
+
+
+def test_a_book_that_fails_before_the_submit_stops_it(harness: Harness) -> None:
+    book = _book()
+    book.close()
+    Path(os.environ["MAI_JOB_BOOK"]).unlink()
+    Path(os.environ["MAI_JOB_BOOK"]).mkdir()  # the file is now a directory: unusable
+    with pytest.raises(JobBookError, match="Nothing was sent"):
+        harness.call("run", REQUEST, idempotency_key="k")
+    assert harness.gateway.posts == []
