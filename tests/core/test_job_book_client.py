@@ -6,6 +6,7 @@ the POSTs: a key that is repeated never pays twice.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from mai_tools import (
     APIConnectionError,
+    AsyncMAIImageClient,
     GenerateRequest,
     InvalidArgumentError,
     JobFailedError,
@@ -210,3 +212,49 @@ def test_a_book_that_fails_before_the_submit_stops_it(harness: Harness) -> None:
     with pytest.raises(JobBookError, match="Nothing was sent"):
         harness.call("run", REQUEST, idempotency_key="k")
     assert harness.gateway.posts == []
+
+
+async def test_a_call_cancelled_during_its_post_leaves_an_unknown_job() -> None:
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(request: httpx.Request) -> httpx.Response:
+        arrived.set()
+        await release.wait()
+        return queued()
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(hold))
+    async with AsyncMAIImageClient(api_key=KEY, base_url=BASE, http_client=http) as client:
+        task = asyncio.ensure_future(client.run(REQUEST, idempotency_key="cut"))
+        await arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (record,) = _book().list()
+        assert record.state == "unknown"
+        with pytest.raises(JobUnknownError):
+            await client.run(REQUEST, idempotency_key="cut")
+    await http.aclose()
+
+
+async def test_a_call_cancelled_before_its_post_left_frees_its_key() -> None:
+    gate_entered = asyncio.Event()
+
+    class Stall:
+        async def admit(self, request: object) -> None:
+            gate_entered.set()
+            await asyncio.Event().wait()  # never admits
+
+        def observe(self, request: object, reply: object) -> None:
+            pass
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: queued()))
+    async with AsyncMAIImageClient(api_key=KEY, base_url=BASE, http_client=http) as client:
+        task = asyncio.ensure_future(client.run(REQUEST, idempotency_key="early", gate=Stall()))
+        await gate_entered.wait()
+        assert [r.state for r in _book().list()] == ["intent"]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _book().list() == []
+    await http.aclose()
