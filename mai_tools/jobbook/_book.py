@@ -174,7 +174,17 @@ class JobBook:
     # ------------------------------------------------------------------ set up
 
     def _create(self) -> None:
-        """Create the tables (if new) and check the schema version; then prune old rows."""
+        """Create the tables (if new) and check the schema version; then prune old rows.
+
+        On failure the connection it opened is closed: the caller never gets the book.
+        """
+        try:
+            self._create_tables()
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_tables(self) -> None:
         for statement in SCHEMA:
             self._execute(statement)
         rows = self._execute("SELECT value FROM mai_jobs_meta WHERE key = 'schema'")

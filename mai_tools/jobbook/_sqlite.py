@@ -55,6 +55,7 @@ class SQLiteJobBook(JobBook):
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         # A forked child must not share its parent's connection: open its own.
+        conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -67,6 +68,8 @@ class SQLiteJobBook(JobBook):
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute("PRAGMA synchronous = NORMAL")
         except (OSError, sqlite3.Error) as exc:
+            if conn is not None:  # e.g. a file that is not a database: no leaked handle
+                conn.close()
             raise self._error("cannot be opened", exc) from None
         if mode is None or str(mode[0]).lower() != "wal":  # pragma: no cover - odd filesystems
             conn.close()
