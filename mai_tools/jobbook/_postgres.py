@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -23,14 +23,38 @@ CONNECT_TIMEOUT = 5
 
 
 def _without_password(url: str) -> str:
+    """``url`` with its password, in the user part or the query string, shown as ``***``.
+
+    The netloc is cut by hand, not parsed: libpq's multi-host form (``h1:5432,h2:5433``) and
+    IPv6 hosts must come out as they went in.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:***@{hosts}"
+    query = "&".join(
+        "password=***" if pair.partition("=")[0] == "password" else pair
+        for pair in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+
+
+def _passwords(url: str) -> set[str]:
+    """Every form in which ``url``'s password could appear in a message."""
+    parts = urlsplit(url)
+    found: set[str] = set()
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        found.add(userinfo.partition(":")[2])
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "password":
+            found.add(value)
+    found |= {unquote(value) for value in found}
+    return {value for value in found if value}
 
 
 class PostgresJobBook(JobBook):
@@ -76,9 +100,8 @@ class PostgresJobBook(JobBook):
     def _error(self, what: str, exc: BaseException) -> JobBookError:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         # psycopg's messages may quote the connection string: never the password.
-        parts = urlsplit(self._url)
-        if parts.password:
-            detail = detail.replace(parts.password, "***")
+        for password in sorted(_passwords(self._url), key=len, reverse=True):
+            detail = detail.replace(password, "***")
         return JobBookError(f"The job book at {self.location} {what}: {detail}")
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
