@@ -8,6 +8,7 @@ httpcore included) and every record is scanned, message and traceback alike.
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import pytest
 
 from mai_tools.jobbook import forget_open_books
 from tests.support.emulators import EmulatorPool
+from tests.support.postgres import PostgresServer, PostgresUnavailable, start_postgres
 
 CANARY_PREFIX = "sk-canary-"
 
@@ -89,3 +91,29 @@ def _private_home(
 ) -> None:
     """No test reads the real ``~/.pixazo/api-key`` (a client without a key looks there)."""
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private Postgres server for this pytest process (each xdist worker starts its own on
+    first use, ~1 s; see :mod:`tests.support.postgres`). In CI (``CI`` set) a server that
+    cannot start fails the tests that need it; elsewhere they are skipped with the reason."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the Postgres tests, and no Postgres server could start: {exc}")
+        pytest.skip(f"no Postgres server could start here: {exc}")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL (with a password) of an empty database on the session's server (the same
+    database for every test of the process, emptied before each)."""
+    if not postgres_server.is_running():  # a test took it away and did not bring it back
+        postgres_server.start()
+    return postgres_server.empty_database()
