@@ -8,6 +8,7 @@ database that restarts costs one failed call (a clear :class:`JobBookError`), no
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -20,6 +21,9 @@ from ._book import JobBook
 from ._record import RETENTION_DAYS, now
 
 CONNECT_TIMEOUT = 5
+
+_INHERITED: list[object] = []
+"""Connections a forked child inherited from its parent: never used, never closed by it."""
 
 
 def _without_password(url: str) -> str:
@@ -78,6 +82,7 @@ class PostgresJobBook(JobBook):
         super().__init__(retention_days=retention_days, store_prompts=store_prompts, clock=clock)
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
+        self._pid = 0
         self._conn_lock = threading.Lock()
         with self._lock:
             self._create()
@@ -87,6 +92,8 @@ class PostgresJobBook(JobBook):
         return _without_password(self._url)
 
     def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and self._pid != os.getpid():
+            self._forget_inherited()
         if self._conn is not None and not self._conn.closed:
             return self._conn
         try:
@@ -95,7 +102,19 @@ class PostgresJobBook(JobBook):
             )
         except psycopg.Error as exc:
             raise self._error("cannot be reached", exc) from None
+        self._pid = os.getpid()
         return self._conn
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: leave the parent's connection alone and open one of its own.
+
+        Two processes speaking on one socket corrupt both sessions ("prepared statement already
+        exists", "got no result", hangs). Closing it here would end the parent's session, so
+        it is kept referenced and never used (if the child's exit still finalizes it, the
+        parent's next statement reconnects, as after any dropped connection).
+        """
+        _INHERITED.append(self._conn)
+        self._conn = None
 
     def _error(self, what: str, exc: BaseException) -> JobBookError:
         detail = " ".join(str(exc).split()) or type(exc).__name__
@@ -125,6 +144,8 @@ class PostgresJobBook(JobBook):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _drop(self) -> None:
+        if self._conn is not None and self._pid != os.getpid():
+            self._forget_inherited()
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):  # closing a dead connection
                 self._conn.close()

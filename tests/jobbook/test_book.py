@@ -531,6 +531,31 @@ def test_concurrent_claims_from_two_processes_create_each_job_once(
     assert sorted(created) == sorted(r.id for r in rows)
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_and_its_parent_share_a_book_object(job_book: JobBook) -> None:
+    # Forked workers (multiprocessing's fork, pre-forking servers) inherit the book object:
+    # each process must use a connection of its own, at the same time, and the parent's must
+    # survive the child.
+    claim(job_book, key="before the fork")
+    rounds = 100
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
+        failures = 0
+        for i in range(rounds):
+            try:
+                failures += not claim(job_book, key=f"child-{i}").created
+            except Exception:
+                failures += 1
+        os._exit(min(failures, 100))
+    failures = sum(not claim(job_book, key=f"parent-{i}").created for i in range(rounds))
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert failures == 0
+    assert len(job_book.list(limit=None)) == 1 + 2 * rounds
+    assert not claim(job_book, key="after the child ended").stale
+
+
 # ----------------------------------------------------------------------- opening a book
 
 
