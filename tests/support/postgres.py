@@ -7,8 +7,9 @@ directory. Here instead, when running as root (CI does), the server runs as ``no
 private temporary directory it owns, and the binaries are hard-linked (or copied) there when
 ``nobody`` could not reach them where pip put them (a virtualenv under ``/root``).
 
-``initdb`` + start costs about 0.7 s, so each pytest-xdist worker starts its own server, on
-first use (a session fixture in ``tests/jobbook/conftest.py``), and stops it at the end. The
+``initdb`` + start costs about 1 s, so each pytest-xdist worker starts its own server, on
+first use (the ``postgres_server`` fixture in ``tests/conftest.py``), and stops it at the end
+(a watcher process stops it if the tests are killed). The
 superuser has a password and TCP connections must give it (``scram-sha-256``), so every URL
 the tests use carries a password that errors and reprs must never show.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import pwd
 import secrets
@@ -24,6 +26,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -84,6 +87,7 @@ class PostgresServer:
     run_as: tuple[int, int] | None
     durable: bool
     _created: int = 0
+    _guard: subprocess.Popen[bytes] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -179,13 +183,41 @@ class PostgresServer:
             conn.execute("CREATE SCHEMA public")
         return self.url(name)
 
+    def guard(self) -> None:
+        """Stop the server and remove its files even if this process is killed (``kill -9``,
+        a CI timeout): a small watcher process does it when our end of its pipe closes."""
+        user, group = self.run_as if self.run_as else (None, None)
+        stop = [str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate"]
+        self._guard = subprocess.Popen(
+            [sys.executable, "-c", _GUARD, json.dumps([stop, user, group, str(self.root)])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the tests is not its signal
+        )
+
     def close(self) -> None:
         """Stop the server (if running) and remove its directory."""
+        if self._guard is not None:  # this close does the guard's work
+            self._guard.kill()
+            self._guard.wait()
+            assert self._guard.stdin is not None
+            self._guard.stdin.close()
+            self._guard = None
         try:
             if self.is_running():
                 self.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+_GUARD: Final = """
+import json, shutil, subprocess, sys
+stop, user, group, root = json.loads(sys.argv[1])
+sys.stdin.buffer.read()  # returns when the process that started the server has gone
+subprocess.run(stop, user=user, group=group, capture_output=True, timeout=60, check=False)
+shutil.rmtree(root, ignore_errors=True)
+"""
 
 
 def _free_port() -> int:
@@ -270,6 +302,7 @@ def start_postgres(*, durable: bool = False, copy_binaries: bool | None = None) 
             except PostgresUnavailable:
                 if attempt == _BIND_TRIES - 1:
                     raise
+        server.guard()
         return server
     except BaseException as exc:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
