@@ -444,9 +444,25 @@ def test_a_bad_retention_is_refused(open_book: OpenBook) -> None:
         open_book(retention_days=0)
 
 
-def test_prompts_can_stay_out_of_the_listing(open_book: OpenBook) -> None:
-    book = open_book(store_prompts=False)
-    assert book.store_prompts is False
+@pytest.mark.parametrize(("value", "stored"), [("off", False), ("on", True), ("", True)])
+def test_the_environment_says_whether_prompts_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, stored: bool
+) -> None:
+    monkeypatch.setenv("MAI_JOB_BOOK_PROMPTS", value)
+
+    book = open_job_book(tmp_path / "jobs.sqlite3")
+
+    assert book is not None
+    assert book.store_prompts is stored
+
+
+def test_a_bad_prompts_setting_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAI_JOB_BOOK_PROMPTS", "sometimes")
+
+    with pytest.raises(JobBookError, match="MAI_JOB_BOOK_PROMPTS must be 'on' or 'off'"):
+        open_job_book(tmp_path / "jobs.sqlite3")
 
 
 # ---------------------------------------------------------------------------- the schema

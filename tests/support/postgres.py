@@ -9,9 +9,9 @@ private temporary directory it owns, and the binaries are hard-linked (or copied
 
 ``initdb`` + start costs about 1 s, so each pytest-xdist worker starts its own server, on
 first use (the ``postgres_server`` fixture in ``tests/conftest.py``), and stops it at the end
-(a watcher process stops it if the tests are killed). The
-superuser has a password and TCP connections must give it (``scram-sha-256``), so every URL
-the tests use carries a password that errors and reprs must never show.
+(a watcher process stops it if the tests are killed). The superuser has a password and TCP
+connections must give it (``scram-sha-256``), so every URL the tests use carries a password
+that errors and reprs must never show.
 """
 
 from __future__ import annotations
