@@ -44,7 +44,6 @@ def _record(book: JobBook, i: int) -> JobRecord:
         prompt=prompt,
         idempotency_key=f"bench-{i}",
         owner=owner(),
-        lease=book.clock() + 60,
     )
 
 

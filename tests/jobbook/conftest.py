@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mai_tools._policies import FakeClock
-from mai_tools.jobbook import JobBook, SQLiteJobBook, forget_open_books
+from mai_tools.jobbook import JobBook, SQLiteJobBook
 
 START: float = 1_800_000_000.0
 """The fake clock's first reading (wall-clock seconds: the book stores epoch times)."""
@@ -25,13 +25,6 @@ BACKENDS = ["sqlite", "postgres"]
 
 OpenBook = Callable[..., JobBook]
 RawSQL = Callable[..., list[tuple[Any, ...]]]
-
-
-@pytest.fixture(autouse=True)
-def _forget_open_books() -> Iterator[None]:
-    """``open_job_book`` keeps one book per place for the process: none outlives a test."""
-    yield
-    forget_open_books()
 
 
 @pytest.fixture

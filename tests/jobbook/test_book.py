@@ -44,10 +44,9 @@ def make_record(
     principal: str = LOCAL_PRINCIPAL,
     surface: str = "client",
     job_owner: str | None = None,
-    lease: float = 60.0,
     prompt: str = "a lighthouse at dusk, ünïcödé",
 ) -> JobRecord:
-    """A new intent as a client would write it (lease: seconds from the book's now)."""
+    """A new intent as a client would write it."""
     return JobRecord(
         id=new_id(),
         principal=principal,
@@ -59,12 +58,12 @@ def make_record(
         idempotency_key=key,
         twin_key=twin,
         owner=owner() if job_owner is None else job_owner,
-        lease=book.clock() + lease,
     )
 
 
-def claim(book: JobBook, **kwargs: Any) -> Claim:
-    return book.claim(make_record(book, **kwargs))
+def claim(book: JobBook, *, lease: float = 60.0, **kwargs: Any) -> Claim:
+    """Claim a new intent (``lease``: seconds its owner has to send the submit)."""
+    return book.claim(make_record(book, **kwargs), lease=lease)
 
 
 def get(book: JobBook, job_id: str) -> JobRecord:
@@ -93,23 +92,25 @@ def test_claim_writes_an_intent(job_book: JobBook) -> None:
     assert stored.delivered is False
 
 
-def _to_state(book: JobBook, job_id: str, state: str) -> None:
+def _to_state(book: JobBook, job: JobRecord, state: str) -> None:
+    rid = f"rid-{job.id}"
     if state in ("submitted", "finished", "delivered"):
-        book.submitted(job_id, f"rid-{job_id}", None, "QUEUED")
+        book.submitted(job.id, rid, None, "QUEUED")
     if state in ("finished", "delivered"):
-        book.finished(f"rid-{job_id}", "COMPLETED", ["https://img.example/1.png"])
+        book.finished(rid, "COMPLETED", ["https://img.example/1.png"])
     if state == "delivered":
-        book.delivered(job_id)
+        assert job.twin_key is not None
+        book.delivered(job.principal, job.twin_key, rid)
     if state == "unknown":
-        book.unknown(job_id, "connection reset during the submit")
+        book.unknown(job.id, "connection reset during the submit")
 
 
 @pytest.mark.parametrize("state", ["intent", "submitted", "finished", "unknown", "delivered"])
 def test_the_same_key_finds_its_holder_in_any_state(
     job_book: JobBook, book_clock: FakeClock, state: str
 ) -> None:
-    first = claim(job_book, key="step-1")
-    _to_state(job_book, first.record.id, state)
+    first = claim(job_book, key="step-1", twin="generate(a lighthouse)")
+    _to_state(job_book, first.record, state)
     book_clock.advance(5 * DAY)  # far past every adoption window: a key never expires early
 
     again = claim(job_book, key="step-1", prompt="another prompt entirely")
@@ -151,7 +152,7 @@ def test_an_undelivered_twin_is_adopted_within_the_window(
     job_book: JobBook, book_clock: FakeClock, state: str
 ) -> None:
     first = claim(job_book, twin="generate(a lighthouse)")
-    _to_state(job_book, first.record.id, state)
+    _to_state(job_book, first.record, state)
     book_clock.advance(ADOPT_WINDOW - 1)
 
     again = claim(job_book, twin="generate(a lighthouse)")
@@ -166,7 +167,7 @@ def test_an_expired_twin_gives_its_key_up(
 ) -> None:
     # lease=0: an intent's lease no longer keeps it adoptable once the window has passed
     first = claim(job_book, twin="generate(a lighthouse)", lease=0)
-    _to_state(job_book, first.record.id, state)
+    _to_state(job_book, first.record, state)
     book_clock.advance(ADOPT_WINDOW + 1)
 
     again = claim(job_book, twin="generate(a lighthouse)")
@@ -202,13 +203,80 @@ def test_an_intent_with_a_live_lease_stays_adoptable_past_the_window(
 
 def test_a_delivered_twin_is_not_adopted(job_book: JobBook) -> None:
     first = claim(job_book, twin="t")
-    _to_state(job_book, first.record.id, "delivered")
+    _to_state(job_book, first.record, "delivered")
 
     again = claim(job_book, twin="t")
 
     assert again.created
     assert again.record.id != first.record.id
     assert get(job_book, first.record.id).twin_key is None
+
+
+def test_delivered_without_a_request_id_releases_only_jobs_never_submitted(
+    job_book: JobBook,
+) -> None:
+    # An answer that was an error before any request id ("may have been created", a refused
+    # submit): the intent or unknown job of that call is released, a submitted one is not.
+    unsent = claim(job_book, twin="call-a").record
+    job_book.unknown(unsent.id, "read timeout")
+    sent = claim(job_book, twin="call-b").record
+    job_book.submitted(sent.id, "rid-b", None, "QUEUED")
+
+    job_book.delivered(LOCAL_PRINCIPAL, "call-a")
+    job_book.delivered(LOCAL_PRINCIPAL, "call-b")
+
+    assert get(job_book, unsent.id).delivered
+    assert get(job_book, unsent.id).twin_key is None
+    assert not get(job_book, sent.id).delivered
+    assert get(job_book, sent.id).twin_key == "call-b"
+
+
+def test_delivered_with_a_request_id_leaves_a_newer_identical_call_alone(
+    job_book: JobBook,
+) -> None:
+    first = claim(job_book, twin="t").record
+    job_book.submitted(first.id, "rid-1", None, "QUEUED")
+    job_book.finished("rid-1", "COMPLETED", ["https://img/1.png"])
+    job_book.untwin(first.id)  # e.g. the first answer went out another way
+    newer = claim(job_book, twin="t").record
+    job_book.submitted(newer.id, "rid-2", None, "QUEUED")
+
+    job_book.delivered(LOCAL_PRINCIPAL, "t", "rid-1")  # the first call's answer, late
+
+    assert get(job_book, newer.id).twin_key == "t"
+    assert not get(job_book, newer.id).delivered
+    assert claim(job_book, twin="t").record.id == newer.id
+
+
+def test_delivered_is_scoped_by_principal(job_book: JobBook) -> None:
+    alice = claim(job_book, twin="t", principal="alice").record
+    bob = claim(job_book, twin="t", principal="bob").record
+
+    job_book.delivered("alice", "t")
+
+    assert get(job_book, alice.id).delivered
+    assert not get(job_book, bob.id).delivered
+    assert get(job_book, bob.id).twin_key == "t"
+
+
+def test_untwin_stops_adoption_only(job_book: JobBook) -> None:
+    first = claim(job_book, key="k", twin="t").record
+
+    job_book.untwin(first.id)
+
+    assert get(job_book, first.id).twin_key is None
+    assert claim(job_book, twin="t").created  # an identical call is a new job
+    assert not claim(job_book, key="k").created  # the key still holds the first
+
+
+def test_the_claim_lease_is_counted_from_the_claim(
+    job_book: JobBook, book_clock: FakeClock
+) -> None:
+    book_clock.advance(7)
+    job = claim(job_book, key="k", lease=30).record
+
+    assert get(job_book, job.id).lease == START + 7 + 30
+    assert job_book.claim(make_record(job_book, key="other")).record.lease == START + 7 + 130
 
 
 def test_a_key_holder_wins_over_a_twin(job_book: JobBook) -> None:
@@ -252,7 +320,7 @@ def test_submitted_progressed_finished_saved_delivered(
     job_book.saved("rid-1", [Path("/out/1.png"), Path("/out/2.png")])  # type: ignore[list-item]
     assert get(job_book, job.id).paths == ["/out/1.png", "/out/2.png"]
 
-    job_book.delivered(job.id)
+    job_book.delivered(LOCAL_PRINCIPAL, "t", "rid-1")
     stored = get(job_book, job.id)
     assert stored.delivered is True
     assert stored.twin_key is None
@@ -514,7 +582,7 @@ _CLAIMER = textwrap.dedent(
                 operation="generate", fingerprint="f", fields={}, prompt=None,
                 idempotency_key=None if twin else f"key-{i}",
                 twin_key=f"twin-{i}" if twin else None,
-                owner=owner(), lease=book.clock() + 60,
+                owner=owner(),
             )
             if book.claim(record).created:
                 created.append(record.id)
