@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -317,3 +318,14 @@ def start_postgres(*, durable: bool = False, copy_binaries: bool | None = None) 
         if isinstance(exc, OSError | subprocess.SubprocessError):
             raise PostgresUnavailable(f"{type(exc).__name__}: {exc}") from exc
         raise
+
+
+@contextlib.contextmanager
+def postgres_server(*, durable: bool = False) -> Iterator[str]:
+    """``with postgres_server() as url:`` a private server for a script (the benchmarks), and
+    the URL of an empty database on it; stopped and removed at the end."""
+    server = start_postgres(durable=durable)
+    try:
+        yield server.create_database()
+    finally:
+        server.close()
