@@ -133,13 +133,22 @@ class _BookKeys:
     tool: str
     tool_call_id: str | None
     idempotency_key: str | None
-    scope: JobScope
+    digest: str
+    """The exact call (:func:`~mai_tools._tools.call_digest`)."""
 
-    def key(self, book: JobBook | None) -> str | None:
-        return None if book is None else self.idempotency_key
+    def key(self, client: MAIImageClient | AsyncMAIImageClient) -> str | None:
+        """The call's ``idempotency_key=`` (none when the client keeps no book)."""
+        return None if client.job_book is None else self.idempotency_key
 
-    def job_scope(self, book: JobBook | None) -> JobScope | None:
-        return None if book is None else self.scope
+    def scope(self, client: MAIImageClient | AsyncMAIImageClient) -> JobScope | None:
+        """The call's ``job_scope=``. Its twin key names the gateway too: a job of one gateway
+        (an emulator of a test run) is never adopted by a call to another."""
+        if client.job_book is None:
+            return None
+        twin = hashlib.sha256(f"{client.base_url}\0{self.digest}".encode()).hexdigest()
+        return JobScope(
+            principal=LOCAL_PRINCIPAL, surface="langchain", twin_key=f"langchain:{twin}"
+        )
 
 
 def _delivers(outcome: Outcome) -> tuple[bool, str | None]:
@@ -159,13 +168,12 @@ def _delivers(outcome: Outcome) -> tuple[bool, str | None]:
     return outcome.kind is FailureKind.MAY_EXIST, None
 
 
-def _deliver(book: JobBook, keys: _BookKeys, request_id: str | None) -> None:
-    twin = keys.scope.twin_key
-    assert twin is not None
+def _deliver(book: JobBook, scope: JobScope, request_id: str | None) -> None:
+    assert scope.twin_key is not None
     try:
-        book.delivered(keys.scope.principal, twin, request_id)
+        book.delivered(scope.principal, scope.twin_key, request_id)
     except JobBookError as exc:  # the answer matters more than the bookkeeping
-        logger.warning("job book: could not mark the answer of %s delivered: %s", keys.tool, exc)
+        logger.warning("job book: could not mark an answer delivered: %s", exc)
 
 
 def _when(epoch: float) -> str:
@@ -330,10 +338,10 @@ class _MAIImageTool(BaseTool):
         keys: _BookKeys | None,
     ) -> tuple[str, ImageJobResult]:
         outcome = run(client, call, save_to=self.output_dir, budget=self.wait_timeout)
-        book = client.job_book
+        book, scope = client.job_book, keys.scope(client) if keys is not None else None
         delivers, request_id = _delivers(outcome)
-        if keys is not None and book is not None and delivers:
-            _deliver(book, keys, request_id)
+        if book is not None and scope is not None and delivers:
+            _deliver(book, scope, request_id)
         return _answer(outcome, keys)
 
     async def _afinish(
@@ -359,13 +367,13 @@ class _MAIImageTool(BaseTool):
         keys: _BookKeys | None,
     ) -> tuple[str, ImageJobResult]:
         outcome = await arun(client, call, save_to=self.output_dir, budget=self.wait_timeout)
-        book = client.job_book
+        book, scope = client.job_book, keys.scope(client) if keys is not None else None
         delivers, request_id = _delivers(outcome)
-        if keys is not None and book is not None and delivers:
+        if book is not None and scope is not None and delivers:
             if book.offload:  # a network book is not called on the event loop
-                await asyncio.to_thread(_deliver, book, keys, request_id)
+                await asyncio.to_thread(_deliver, book, scope, request_id)
             else:
-                _deliver(book, keys, request_id)
+                _deliver(book, scope, request_id)
         return _answer(outcome, keys)
 
     def _request(self, spec: ToolSpec, arguments: dict[str, Any], max_bytes: int) -> JobRequest:
@@ -405,14 +413,13 @@ class _JobStartTool(_MAIImageTool):
         arguments (an undelivered identical call's job is adopted)."""
         invocation = _INVOCATION.get() or _Invocation()
         call_id = invocation.tool_call_id
-        twin = f"langchain:{call_digest(self.spec, self.spec.arguments.model_validate(arguments))}"
         return _BookKeys(
             tool=self.name,
             tool_call_id=call_id,
             idempotency_key=None
             if call_id is None
             else tool_call_key(self.name, call_id, invocation.thread_id),
-            scope=JobScope(principal=LOCAL_PRINCIPAL, surface="langchain", twin_key=twin),
+            digest=call_digest(self.spec, self.spec.arguments.model_validate(arguments)),
         )
 
     def _run(
@@ -424,8 +431,8 @@ class _JobStartTool(_MAIImageTool):
                 self._request(self.spec, arguments, client.options.max_input_image_bytes),
                 timeout=self.wait_timeout,
                 on_status=self._on_status(),
-                idempotency_key=keys.key(client.job_book),
-                job_scope=keys.job_scope(client.job_book),
+                idempotency_key=keys.key(client),
+                job_scope=keys.scope(client),
             ),
             keys,
         )
@@ -445,8 +452,8 @@ class _JobStartTool(_MAIImageTool):
                 request,
                 timeout=self.wait_timeout,
                 on_status=on_status,
-                idempotency_key=keys.key(client.job_book),
-                job_scope=keys.job_scope(client.job_book),
+                idempotency_key=keys.key(client),
+                job_scope=keys.scope(client),
             )
 
         return await self._afinish(call, keys)
