@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from mai_tools import MAIImageEditTool, MAIImageGenerateTool, MAIImageToolkit
+from mai_tools import GenerateRequest, MAIImageEditTool, MAIImageGenerateTool, MAIImageToolkit
 from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobBook, JobRecord, open_job_book
+from mai_tools.jobbook._record import describe, new_id
 from mai_tools.langchain import tool_call_key
 from tests.langchain.durable_agent import PROMPT, TASK, build_agent
 from tests.support.waiting import aeventually, eventually
@@ -120,6 +122,43 @@ def test_a_tool_call_id_reused_with_other_arguments_is_refused_clearly(
     assert "prompt was 'a lighthouse at dawn' there and is 'a lighthouse at dusk' here" in text
     assert "Call generate_image again as a new tool call" in text
     assert "idempotency_key" not in text  # the model has no such knob
+    assert mai_emulator.control.stats().jobs_created == 1
+
+
+def test_a_call_whose_earlier_submit_may_have_arrived_is_not_sent_again(
+    mai_emulator: RunningEmulator,
+) -> None:
+    # The process that ran this tool call died during its POST: the book has its intent and
+    # no request id (written here as that process would have, with a pid that is gone).
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    described = describe(GenerateRequest(prompt=ARGS["prompt"]), store_prompts=True)
+    earlier = JobRecord(
+        id=new_id(),
+        principal="local",
+        surface="langchain",
+        operation=described.operation,
+        fingerprint=described.fingerprint,
+        fields=described.fields,
+        prompt=described.prompt,
+        idempotency_key=tool_call_key("generate_image", "call_a"),
+        owner=f"{socket.gethostname()}:{int(gone.stdout)}",
+    )
+    assert _book().claim(earlier, 3600.0).created
+    tool = MAIImageGenerateTool()
+    message = tool.invoke(_tool_call(tool, ARGS, "call_a"))  # the resumed tool node
+    assert message.status == "error"
+    text = str(message.content)
+    assert text.startswith("This generate_image call (tool call id 'call_a') may already have")
+    assert "It was not sent again" in text
+    assert "Calling generate_image again starts a new, paid job." in text
+    assert mai_emulator.control.stats().submissions == 0
+    again = tool.invoke(_tool_call(tool, ARGS, "call_b"))  # the model calls again
+    assert again.status == "success"
     assert mai_emulator.control.stats().jobs_created == 1
 
 
