@@ -109,6 +109,17 @@ async def test_a_delivered_answer_then_an_identical_call_is_a_new_job(
     assert record.twin_key is None
 
 
+async def test_two_identical_calls_at_once_are_one_job(mai_emulator: RunningEmulator) -> None:
+    tool = MAIImageGenerateTool()
+    first, second = await asyncio.gather(
+        tool.ainvoke(_tool_call(tool, ARGS, "call_a")),
+        tool.ainvoke(_tool_call(tool, ARGS, "call_b")),
+    )
+    assert (first.status, second.status) == ("success", "success")
+    assert first.artifact.request_id == second.artifact.request_id
+    assert mai_emulator.control.stats().jobs_created == 1
+
+
 def test_a_tool_call_id_reused_with_other_arguments_is_refused_clearly(
     mai_emulator: RunningEmulator,
 ) -> None:
