@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def scripted_model() -> ScriptedToolCaller:
                         "prompt": "a lighthouse on a cliff at dawn, watercolor",
                         "aspect_ratio": "16:9",
                     },
-                    "id": "call_generate",
+                    "id": _call_id(),
                     "type": "tool_call",
                 }
             ],
@@ -71,13 +72,18 @@ def scripted_model() -> ScriptedToolCaller:
 _transcript: list[BaseMessage] = []
 
 
+def _call_id() -> str:
+    # Unique, as real models make them: the tools key each job by its tool call id.
+    return f"call_{uuid.uuid4().hex[:16]}"
+
+
 def _edit_call() -> Any:
     generated = next(m for m in reversed(_transcript) if isinstance(m, ToolMessage))
     url = str(generated.content).splitlines()[0]
     return {
         "name": "edit_image",
         "args": {"prompt": "make it a stormy night with lightning", "image": url},
-        "id": "call_edit",
+        "id": _call_id(),
         "type": "tool_call",
     }
 

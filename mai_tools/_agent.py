@@ -34,6 +34,7 @@ from ._exceptions import (
     InvalidArgumentError,
     JobFailedError,
     JobTimeoutError,
+    JobUnknownError,
     MAIImageError,
     MissingAPIKeyError,
     NotFoundError,
@@ -153,8 +154,16 @@ def failure_of(exc: BaseException) -> Failed:
     if isinstance(exc, pydantic.ValidationError):
         return Failed(FailureKind.INVALID_INPUT, validation_text(exc), exc)
     if isinstance(exc, InvalidArgumentError):
-        text = validation_text(exc) if exc.errors() else f"{exc} Nothing was sent."
+        if exc.errors():
+            text = validation_text(exc)
+        elif "Nothing was sent" in str(exc):
+            text = str(exc)
+        else:
+            text = f"{exc} Nothing was sent."
         return Failed(FailureKind.INVALID_INPUT, text, exc)
+    if isinstance(exc, JobUnknownError):
+        # The job book holds an earlier submit that may have created a job: never "try again".
+        return Failed(FailureKind.MAY_EXIST, str(exc), exc)
     if isinstance(exc, MissingAPIKeyError):
         return Failed(
             FailureKind.OPERATOR,

@@ -17,7 +17,13 @@ from functools import partial
 from typing import Any, cast
 
 from ._actions import Abandoned, BookIO, Flow, Sleep
-from ._exceptions import APIError, InvalidArgumentError, JobBookError, JobUnknownError
+from ._exceptions import (
+    APIError,
+    IdempotencyKeyReusedError,
+    InvalidArgumentError,
+    JobBookError,
+    JobUnknownError,
+)
 from ._models import Job, JobRequest, JobStatus
 from ._policies import Clock
 from .jobbook import JobBook, JobRecord, JobScope
@@ -116,17 +122,24 @@ def _unknown(call: BookCall, earlier: JobRecord) -> JobUnknownError:
     )
 
 
-def _key_reused(call: BookCall, earlier: JobRecord) -> InvalidArgumentError:
+def _key_reused(call: BookCall, earlier: JobRecord) -> IdempotencyKeyReusedError:
+    assert call.key is not None
     diff = first_difference(earlier.fields, earlier.operation, call.described)
     field_text = (
         "its request differs"
         if diff is None
         else f"{diff[0]} was {diff[1]!r} there and is {diff[2]!r} here"
     )
-    return InvalidArgumentError(
+    field, was, now = diff if diff is not None else (None, None, None)
+    return IdempotencyKeyReusedError(
         f"idempotency_key {call.key!r} was used at {_when(earlier.created)} for another "
         f"request ({field_text}). A key names one job: use a new key for a different request, "
-        "or repeat the first request exactly. Nothing was sent."
+        "or repeat the first request exactly. Nothing was sent.",
+        idempotency_key=call.key,
+        field=field,
+        earlier=was,
+        given=now,
+        created_at=earlier.created,
     )
 
 

@@ -5,7 +5,8 @@ MAIImageError
 ├── ConfigurationError (also ValueError) [O]   bad base_url, bad option: fix the setup
 │   └── MissingAPIKeyError               [O]   no API key anywhere
 ├── InvalidArgumentError (also ValueError)     a bad argument, caught before anything is sent
-│   └── InvalidImageError                       an image input that cannot be sent
+│   ├── InvalidImageError                       an image input that cannot be sent
+│   └── IdempotencyKeyReusedError               a key that already names another request's job
 ├── APIError                                  something went wrong talking to the gateway
 │   ├── APIConnectionError                    could not reach it / connection dropped
 │   │   └── APITimeoutError                   an HTTP request timed out
@@ -56,6 +57,7 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "DownloadError",
+    "IdempotencyKeyReusedError",
     "InsufficientBalanceError",
     "InvalidArgumentError",
     "InvalidImageError",
@@ -121,6 +123,34 @@ class InvalidArgumentError(MAIImageError, ValueError):
 
 class InvalidImageError(InvalidArgumentError):
     """An image input is missing, not an image, too large, or of an unsupported kind."""
+
+
+class IdempotencyKeyReusedError(InvalidArgumentError):
+    """An ``idempotency_key`` already names a job with another request; nothing was sent.
+
+    Attributes:
+        idempotency_key: the key.
+        field: the first field that differs (``"operation"`` for another operation), or None.
+        earlier, given: that field's value in the first request and in this one.
+        created_at: when the first request's job was created (seconds since the epoch).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        idempotency_key: str,
+        field: str | None,
+        earlier: Any = None,
+        given: Any = None,
+        created_at: float,
+    ) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+        self.field = field
+        self.earlier = earlier
+        self.given = given
+        self.created_at = created_at
 
 
 class APIError(MAIImageError):

@@ -13,6 +13,8 @@ tools, the CLI, the batch line, the emulator's OpenAPI document) has the same fi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -180,6 +182,21 @@ def job_request(
     return request_class.model_validate(fields)
 
 
+def call_digest(spec: ToolSpec, arguments: BaseModel) -> str:
+    """A digest of one exact call: the tool's name and its validated arguments.
+
+    Two calls get the same digest only if they ask for the same thing (a generate never
+    matches an edit); the job book adopts an undelivered job by it (``JobScope.twin_key``).
+    """
+    canonical = json.dumps(
+        [spec.name, arguments.model_dump(mode="json")],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 __all__ = [
     "EDIT_TOOL",
     "GENERATE_TOOL",
@@ -193,5 +210,6 @@ __all__ = [
     "ImageJobArgs",
     "JobArguments",
     "ToolSpec",
+    "call_digest",
     "job_request",
 ]
