@@ -323,7 +323,9 @@ class _ClientBase(Generic[HttpT]):
         job_scope: JobScope | None = None,
     ) -> tuple[Flow[ImageResult], Ticket | None]:
         body = _checked_request(body)
-        call = bk.plan_call(self._core.book, body, extra_body, idempotency_key, job_scope)
+        call = bk.plan_call(
+            self._core.book, self.base_url, body, extra_body, idempotency_key, job_scope
+        )
         ticket = self._ticket(webhook_url)
         url = ticket.url if ticket is not None else webhook_url
         flow = self._core.run_flow(
@@ -345,7 +347,9 @@ class _ClientBase(Generic[HttpT]):
         job_scope: JobScope | None = None,
     ) -> tuple[Flow[Job], Ticket | None]:
         body = _checked_request(body)
-        call = bk.plan_call(self._core.book, body, extra_body, idempotency_key, job_scope)
+        call = bk.plan_call(
+            self._core.book, self.base_url, body, extra_body, idempotency_key, job_scope
+        )
         ticket = self._ticket(webhook_url)
         url = ticket.url if ticket is not None else webhook_url
         flow = self._core.submit_only_flow(

@@ -55,6 +55,7 @@ class BookCall:
     key: str | None
     scope: JobScope
     described: Described
+    gateway: str
 
     def record(self) -> JobRecord:
         d = self.described
@@ -66,6 +67,7 @@ class BookCall:
             fingerprint=d.fingerprint,
             fields=d.fields,
             prompt=d.prompt,
+            gateway=self.gateway,
             idempotency_key=self.key,
             twin_key=self.scope.twin_key,
             owner=owner(),
@@ -74,6 +76,7 @@ class BookCall:
 
 def plan_call(
     book: JobBook | None,
+    gateway: str,
     request: JobRequest,
     extra_body: Mapping[str, Any] | None,
     key: str | None,
@@ -95,7 +98,7 @@ def plan_call(
             )
         return None
     described = describe(request, extra_body, store_prompts=book.store_prompts)
-    return BookCall(new_id(), key, scope or JobScope(), described)
+    return BookCall(new_id(), key, scope or JobScope(), described, gateway)
 
 
 def _when(epoch: float) -> str:

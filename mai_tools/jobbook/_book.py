@@ -28,11 +28,12 @@ from ._record import (
 
 logger = logging.getLogger("mai_tools.jobbook")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 COLUMNS: Final = (
     "id",
     "principal",
+    "gateway",
     "surface",
     "operation",
     "fingerprint",
@@ -61,6 +62,7 @@ SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS mai_jobs (
     id TEXT PRIMARY KEY,
     principal TEXT NOT NULL,
+    gateway TEXT NOT NULL,
     surface TEXT NOT NULL,
     operation TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
@@ -83,10 +85,10 @@ SCHEMA: Final = (
     finished_at DOUBLE PRECISION,
     updated DOUBLE PRECISION NOT NULL
 )""",
-    "CREATE UNIQUE INDEX IF NOT EXISTS mai_jobs_key ON mai_jobs (principal, idempotency_key) "
-    "WHERE idempotency_key IS NOT NULL",
-    "CREATE UNIQUE INDEX IF NOT EXISTS mai_jobs_twin ON mai_jobs (principal, twin_key) "
-    "WHERE twin_key IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS mai_jobs_key ON mai_jobs "
+    "(principal, gateway, idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS mai_jobs_twin ON mai_jobs "
+    "(principal, gateway, twin_key) WHERE twin_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS mai_jobs_request_id ON mai_jobs (request_id)",
     "CREATE INDEX IF NOT EXISTS mai_jobs_created ON mai_jobs (created)",
     "CREATE TABLE IF NOT EXISTS mai_jobs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -245,15 +247,15 @@ class JobBook:
     def _holder(self, record: JobRecord) -> JobRecord | None:
         if record.idempotency_key is not None:
             rows = self._execute(
-                f"{_SELECT} WHERE principal = ? AND idempotency_key = ?",
-                (record.principal, record.idempotency_key),
+                f"{_SELECT} WHERE principal = ? AND gateway = ? AND idempotency_key = ?",
+                (record.principal, record.gateway, record.idempotency_key),
             )
             if rows:
                 return _row(rows[0])
         if record.twin_key is not None:
             rows = self._execute(
-                f"{_SELECT} WHERE principal = ? AND twin_key = ?",
-                (record.principal, record.twin_key),
+                f"{_SELECT} WHERE principal = ? AND gateway = ? AND twin_key = ?",
+                (record.principal, record.gateway, record.twin_key),
             )
             if rows:
                 return _row(rows[0])

@@ -175,6 +175,9 @@ class JobRecord:
     fingerprint: str
     fields: dict[str, Any]
     prompt: str | None
+    gateway: str = ""
+    """The gateway origin the job was sent to: keys and twins match only on the same one (an
+    emulator's job id means nothing to the real gateway)."""
     state: State = "intent"
     idempotency_key: str | None = None
     twin_key: str | None = None
@@ -203,6 +206,7 @@ class JobRecord:
             "operation": self.operation,
             "surface": self.surface,
             "principal": self.principal,
+            "gateway": self.gateway,
             "idempotency_key": self.idempotency_key,
             "prompt": self.prompt,
             "request": self.fields,

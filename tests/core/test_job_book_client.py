@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -24,9 +22,9 @@ from mai_tools import (
     MAIImageClient,
 )
 from mai_tools._exceptions import JobBookError, JobUnknownError
-from mai_tools.jobbook import JobBook, JobRecord, open_job_book
-from mai_tools.jobbook._record import describe, new_id
+from mai_tools.jobbook import JobBook, open_job_book
 from tests.support.fakes import BASE, KEY, PNG_1PX, Harness, ok, queued
+from tests.support.jobbook import dead_intent
 
 REQUEST = GenerateRequest(prompt="a lighthouse at dawn", num_images=1)
 
@@ -149,35 +147,22 @@ def test_every_job_is_in_the_book_without_a_key(harness: Harness, tmp_path: Path
 
 
 def test_a_stale_intent_of_a_dead_process_is_unknown(harness: Harness) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    pid = int(dead.stdout)
     book = _book()
-    d = describe(REQUEST, store_prompts=True)
-    import socket
-
-    record = JobRecord(
-        id=new_id(),
-        principal="local",
-        surface="client",
-        operation=d.operation,
-        fingerprint=d.fingerprint,
-        fields=d.fields,
-        prompt=d.prompt,
-        idempotency_key="crashed",
-        owner=f"{socket.gethostname()}:{pid}",
-    )
-    assert book.claim(record, 3600.0).created
+    record = dead_intent(book, REQUEST, key="crashed", gateway=BASE)
     with pytest.raises(JobUnknownError, match="may have been created"):
         harness.call("run", REQUEST, idempotency_key="crashed")
     assert harness.gateway.posts == []
     got = book.get(record.id)
     assert got is not None
     assert got.state == "unknown"
+
+
+def test_a_key_is_scoped_to_its_gateway(harness: Harness) -> None:
+    dead_intent(_book(), REQUEST, key="elsewhere", gateway="http://127.0.0.1:9")
+    # The same key on another gateway (an emulator's) is not this gateway's job.
+    result = harness.call("run", REQUEST, idempotency_key="elsewhere")
+    assert result.request_id
+    assert len(harness.gateway.posts) == 1
 
 
 def test_a_key_needs_a_book(monkeypatch: pytest.MonkeyPatch) -> None:

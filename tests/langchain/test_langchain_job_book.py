@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,9 +24,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from mai_tools import GenerateRequest, MAIImageEditTool, MAIImageGenerateTool, MAIImageToolkit
 from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobBook, JobRecord, open_job_book
-from mai_tools.jobbook._record import describe, new_id
 from mai_tools.langchain import tool_call_key
 from tests.langchain.durable_agent import PROMPT, TASK, build_agent
+from tests.support.jobbook import dead_intent
 from tests.support.waiting import aeventually, eventually
 
 HERE = Path(__file__).resolve().parent
@@ -141,25 +140,13 @@ def test_a_call_whose_earlier_submit_may_have_arrived_is_not_sent_again(
 ) -> None:
     # The process that ran this tool call died during its POST: the book has its intent and
     # no request id (written here as that process would have, with a pid that is gone).
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    described = describe(GenerateRequest(prompt=ARGS["prompt"]), store_prompts=True)
-    earlier = JobRecord(
-        id=new_id(),
-        principal="local",
+    dead_intent(
+        _book(),
+        GenerateRequest(prompt=ARGS["prompt"]),
+        key=tool_call_key("generate_image", "call_a"),
+        gateway=mai_emulator.base_url,
         surface="langchain",
-        operation=described.operation,
-        fingerprint=described.fingerprint,
-        fields=described.fields,
-        prompt=described.prompt,
-        idempotency_key=tool_call_key("generate_image", "call_a"),
-        owner=f"{socket.gethostname()}:{int(gone.stdout)}",
     )
-    assert _book().claim(earlier, 3600.0).created
     tool = MAIImageGenerateTool()
     message = tool.invoke(_tool_call(tool, ARGS, "call_a"))  # the resumed tool node
     assert message.status == "error"

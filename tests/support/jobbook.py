@@ -1,0 +1,43 @@
+"""Job-book helpers for tests: the intent a process leaves when it dies during its POST."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from mai_tools import JobRequest
+from mai_tools.jobbook import JobBook, JobRecord
+from mai_tools.jobbook._record import describe, new_id
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(gone.stdout)
+
+
+def dead_intent(
+    book: JobBook, request: JobRequest, *, key: str, gateway: str, surface: str = "client"
+) -> JobRecord:
+    """Write the intent of ``request`` as a process that died during its POST left it."""
+    described = describe(request, store_prompts=True)
+    record = JobRecord(
+        id=new_id(),
+        principal="local",
+        surface=surface,
+        operation=described.operation,
+        fingerprint=described.fingerprint,
+        fields=described.fields,
+        prompt=described.prompt,
+        gateway=gateway,
+        idempotency_key=key,
+        owner=f"{socket.gethostname()}:{dead_pid()}",
+    )
+    assert book.claim(record, 3600.0).created
+    return record
