@@ -2,7 +2,9 @@
 
 ``mai_emulator`` gives each test a clean emulator (jobs, counters and faults reset) with fast
 jobs (0.2-0.5 s), and points ``PIXAZO_API_KEY`` and ``PIXAZO_BASE_URL`` at it, so code that
-builds ``MAIImageClient()`` with no arguments talks to it::
+builds ``MAIImageClient()`` with no arguments talks to it. It also points ``MAI_JOB_BOOK`` at
+a fresh job book for the test, so no test continues a job an earlier one left in the book
+(and none writes your real one)::
 
     def test_my_agent_draws(mai_emulator):
         answer = my_agent("draw a cat")
@@ -57,10 +59,15 @@ def mai_emulator_session(
 
 @pytest.fixture
 def mai_emulator(
-    mai_emulator_session: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+    mai_emulator_session: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> RunningEmulator:
-    """A clean emulator for this test; ``PIXAZO_API_KEY``/``PIXAZO_BASE_URL`` point at it."""
+    """A clean emulator for this test; ``PIXAZO_API_KEY``/``PIXAZO_BASE_URL`` point at it,
+    and ``MAI_JOB_BOOK`` at a fresh job book."""
     mai_emulator_session.control.reset()
+    book = tmp_path_factory.mktemp("mai-job-book") / "jobs.sqlite3"
+    monkeypatch.setenv("MAI_JOB_BOOK", str(book))
     monkeypatch.setenv("PIXAZO_API_KEY", mai_emulator_session.api_key)
     monkeypatch.setenv("PIXAZO_BASE_URL", mai_emulator_session.base_url)
     return mai_emulator_session
