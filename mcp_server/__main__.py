@@ -23,6 +23,9 @@ class _Refused(click.ClickException):
     exit_code = 2
 
 
+_NOTHING_SENT = " The server did not start; no job was sent."
+
+
 def _settings_options(command: Callable[..., None]) -> Callable[..., None]:
     """One click option per public :class:`Settings` field that has a flag.
 
@@ -126,6 +129,16 @@ def cli(
         problem = refusal(host, settings, insecure_no_auth=insecure_no_auth)
         if problem is not None:
             raise _Refused(problem)
+
+    from mai_tools._exceptions import JobBookError
+    from mai_tools.jobbook import open_job_book
+
+    try:
+        # Opened here so that a bad book stops the server at once, in words; the server's
+        # lifespan then finds it open (one book object per place and process).
+        open_job_book(settings.job_book)
+    except JobBookError as exc:
+        raise _Refused(f"{exc} (--job-book / MAI_JOB_BOOK){_NOTHING_SENT}") from None
 
     from ._resume import MemoryEventStore
     from ._server import create_server

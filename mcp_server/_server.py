@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -18,12 +19,12 @@ from pydantic import BaseModel, Field
 
 from mai_tools import AsyncMAIImageClient, WebhookReceiver, __version__
 from mai_tools._agent import ImageJobResult
+from mai_tools._exceptions import JobBookError
 from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
 
 from ._arguments import LimitField
-from ._jobs import JobBook
 from ._resume import MemoryEventStore
-from ._service import Service, ToolContext
+from ._service import TOOL_OF_OPERATION, Service, ToolContext, principal
 from ._settings import Settings
 from ._state import ServerState, lifespan
 from ._tasks import ImageTasks
@@ -38,8 +39,8 @@ INSTRUCTIONS = (
 )
 
 LIST_JOBS_DESCRIPTION = (
-    "List the image jobs this server started recently (newest first): request_id, prompt, "
-    "last known status and URLs. Use it to find a request_id that was lost."
+    "List your recent image jobs (newest first), including those of earlier server runs: "
+    "request_id, prompt, last known status and URLs. Use it to find a request_id that was lost."
 )
 
 _UNSERVED = (
@@ -57,7 +58,10 @@ class RecentJobInfo(BaseModel):
     tool: str
     prompt: str
     started_at: str = Field(description="ISO 8601, UTC.")
-    status: str = Field(description="The last status this server saw.")
+    status: str = Field(
+        description="The last status recorded (UNKNOWN: the submit may have reached the gateway, "
+        "but no request id was recorded)."
+    )
     image_urls: list[str]
 
 
@@ -119,7 +123,7 @@ def create_server(
             (``mai-image-mcp --webhook-public-url``).
     """
     settings = settings or Settings.from_env()
-    service = Service(settings, JobBook(), event_store)
+    service = Service(settings, event_store)
     mcp = MCPServer(
         "mai-image",
         title="MAI Image 2.5",
@@ -158,21 +162,35 @@ def create_server(
         )
 
     @mcp.tool(title="List recent jobs", description=LIST_JOBS_DESCRIPTION, annotations=reads)
-    async def list_recent_jobs(limit: LimitField = 10) -> Annotated[CallToolResult, RecentJobs]:
+    async def list_recent_jobs(
+        ctx: ToolContext, limit: LimitField = 10
+    ) -> Annotated[CallToolResult, RecentJobs]:
+        state = ctx.request_context.lifespan_context
+        try:
+            records = await service.recent(state, principal(ctx.request_context), limit)
+        except JobBookError as exc:
+            return CallToolResult(
+                content=[TextContent(type="text", text=f"The job list cannot be read: {exc}")],
+                is_error=True,
+            )
         jobs = [
             RecentJobInfo(
-                request_id=job.request_id,
-                tool=job.tool,
-                prompt=job.prompt,
-                started_at=job.started.isoformat(timespec="seconds"),
-                status=job.status,
+                request_id=job.request_id or "",
+                tool=TOOL_OF_OPERATION.get(job.operation, job.operation),
+                prompt=job.prompt or "",
+                started_at=datetime.fromtimestamp(job.created, UTC).isoformat(timespec="seconds"),
+                status=job.status or ("QUEUED" if job.state == "submitted" else "UNKNOWN"),
                 image_urls=job.image_urls,
             )
-            for job in service.book.recent(limit)
+            for job in records or ()
+            if job.request_id is not None or job.state == "unknown"
         ]
         lines = [
-            f"{j.request_id}  {j.status}  {j.started_at}  {j.tool}: {j.prompt}" for j in jobs
-        ] or ["No image jobs yet in this server process."]
+            f"{j.request_id or '(no request id)'}  {j.status}  {j.started_at}  {j.tool}: {j.prompt}"
+            for j in jobs
+        ]
+        if not lines:
+            lines = ["No image jobs yet." if records is not None else "The job book is off."]
         return CallToolResult(
             content=[TextContent(type="text", text="\n".join(lines))],
             structured_content=RecentJobs(jobs=jobs).model_dump(mode="json"),

@@ -1,9 +1,19 @@
 """Running the image jobs behind the tools: calls that wait, tasks that return at once.
 
 A call (``tools/call`` answered in full) submits, waits up to ``max_wait`` with progress, and
-answers; an identical call continues a job whose answer was never delivered (``_jobs``). A task
-(MCP Tasks, ``_tasks``) submits and answers with the gateway's request id at once; every
-``tasks/get`` reads the job's status once. Both answer through ``_answers.answer``.
+answers. A task (MCP Tasks, ``_tasks``) submits and answers with the gateway's request id at
+once; every ``tasks/get`` reads the job's status once. Both answer through ``_answers.answer``.
+
+**Identical calls share one job, through the job book.** Every submit goes through the
+client with a :class:`~mai_tools.jobbook.JobScope` naming the call (its principal, and its tool
+and validated arguments as the twin key): the book's claim finds an identical call's job whose
+answer was never delivered (the client cancelled or timed out, the stream dropped, the server
+was restarted or killed, the call landed on another replica sharing a Postgres book) and the
+client continues that job instead of paying again. An identical call made while the first
+one's submit is on the wire waits in the claim for its request id. Once an answer reaches the
+caller (images, "still running" with the request id, or an error) :func:`delivered` releases
+the twin key: the same call after that is a new job, as the model asked. A task's answer is
+delivered when ``tasks/get`` returns its final result.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -24,6 +34,7 @@ from mcp.types import CallToolResult
 from mai_tools import AsyncMAIImageClient, ImageResult, Job, JobStatus, MAIImageError, Status
 from mai_tools._agent import (
     Done,
+    Failed,
     FailureKind,
     Outcome,
     Running,
@@ -32,24 +43,39 @@ from mai_tools._agent import (
     failure_of,
     outcome_of,
 )
-from mai_tools._exceptions import JobFailedError
+from mai_tools._exceptions import JobBookError, JobFailedError, JobUnknownError
 from mai_tools._models import JobRequest, operation_of
-from mai_tools._tools import TOOL_SPECS, job_request
+from mai_tools._tools import TOOL_SPECS, TOOLS, job_request
+from mai_tools.jobbook import LOCAL_PRINCIPAL, JobBook, JobRecord, JobScope
 
 from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
-from ._jobs import JobBook, argument_key
+from ._jobs import argument_key
 from ._resume import MemoryEventStore, client_gone
 from ._settings import Settings
 from ._state import ServerState
 
 logger = logging.getLogger("mcp_server")
 
+T = TypeVar("T")
 OnStatus = Callable[[JobStatus, float], Awaitable[None]]
 ToolContext = Context[ServerState, Any]
 """What a tool is handed: the request, and the server's lifespan context (its one client)."""
 WATCH_INTERVAL = 0.25
 """How often a waiting call checks that its HTTP client is still there."""
+SURFACE = "mcp"
+"""How the job book names the jobs this server makes."""
+TOOL_OF_OPERATION = {spec.operation: spec.name for spec in TOOLS if spec.operation is not None}
+
+
+def principal(request_context: object = None) -> str:
+    """Whose jobs a request makes, adopts and lists.
+
+    One local user for now: a stdio server serves the user who started it, and the HTTP
+    server's bearer token is one shared secret, so every caller is that user. Per-user
+    identities (an authenticated token's subject) replace this function.
+    """
+    return LOCAL_PRINCIPAL
 
 
 def job_started_at(request_id: str) -> datetime | None:
@@ -61,6 +87,28 @@ def job_started_at(request_id: str) -> datetime | None:
     if value.version != 7:
         return None
     return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
+
+
+async def in_book(book: JobBook, op: Callable[[JobBook], T]) -> T:
+    """Run one job-book statement: on the event loop for SQLite (tens of microseconds), in a
+    worker thread for a network book (Postgres). A cancel waits for the statement to end."""
+    if book.offload:
+        return await anyio.to_thread.run_sync(op, book)
+    return op(book)
+
+
+async def noted(book: JobBook | None, op: Callable[[JobBook], object], what: str) -> None:
+    """Record something in the book; a failure is logged, never raised (the answer stands)."""
+    if book is None:
+        return
+    try:
+        await in_book(book, op)
+    except JobBookError as exc:
+        logger.warning("job book: could not record %s: %s", what, exc)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S")
 
 
 @dataclass
@@ -75,37 +123,73 @@ class TaskState:
 
 @dataclass
 class _Call:
-    key: str
+    scope: JobScope
+    since: float
+    """The book's clock when the call began: a job the book made before is an earlier call's."""
     request_id: str | None = None
-    started: datetime | None = None
+    note: str | None = None
+
+
+def _request_id_of(outcome: Outcome) -> str | None:
+    if isinstance(outcome, Done):
+        return outcome.result.request_id
+    return outcome.request_id
 
 
 class Service:
-    """The tools' logic over the server's client (its lifespan context, handed to each call),
-    job book and (HTTP) event store."""
+    """The tools' logic over the server's client and job book (its lifespan context, handed to
+    each call) and (HTTP) event store."""
 
-    def __init__(
-        self, settings: Settings, book: JobBook, events: MemoryEventStore | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, events: MemoryEventStore | None = None) -> None:
         self.settings = settings
-        self.book = book
         self.events = events
-        self._submitting: dict[str, anyio.Event] = {}
-        """Argument sets whose submit is on its way (no request id yet), by argument key."""
 
-    async def _after_identical_submit(self, key: str) -> tuple[str, datetime] | None:
-        """An identical call's job, waiting (up to ``max_wait``) for its submit to be answered.
+    def _scope(
+        self, request_context: object, tool: str, args: GenerateArguments | EditArguments
+    ) -> JobScope:
+        return JobScope(
+            principal=principal(request_context),
+            surface=SURFACE,
+            twin_key=argument_key(tool, args.model_dump(mode="json")),
+        )
 
-        Two identical calls in flight are one job: the second must not POST while the first's
-        POST is on the wire, before the book knows the first's request id.
-        """
-        adopted = self.book.adoptable(key)
-        pending = self._submitting.get(key)
-        if adopted is None and pending is not None:
-            with anyio.move_on_after(self.settings.max_wait):
-                await pending.wait()
-            adopted = self.book.adoptable(key)
-        return adopted
+    async def _earlier(
+        self, book: JobBook | None, call: _Call, request_id: str
+    ) -> JobRecord | None:
+        """The book's entry of ``request_id`` if an earlier call made it (this call adopted it)."""
+        if book is None:
+            return None
+        try:
+            found = await in_book(
+                book, lambda b: b.find(request_id, principal=call.scope.principal)
+            )
+        except JobBookError as exc:
+            logger.warning("job book: could not read job %s: %s", request_id, exc)
+            return None
+        if found is None or found.created >= call.since:
+            return None
+        return found
+
+    async def _delivered(self, book: JobBook | None, call: _Call, outcome: Outcome) -> None:
+        """The answer reached the caller: an identical call is now a new job."""
+        twin = call.scope.twin_key
+        if book is None or twin is None:
+            return
+        who = call.scope.principal
+        request_id = call.request_id or _request_id_of(outcome)
+        if request_id is not None:
+            await noted(book, lambda b: b.delivered(who, twin, request_id), "a delivered answer")
+            return
+        if isinstance(outcome, Failed) and isinstance(outcome.error, JobUnknownError):
+            # "A job for an identical call may have been created ... calling again now makes a
+            # new job": that is true once the entry it named lets go of the call. (A submit of
+            # this very call that may have arrived keeps it: the next identical call is told.)
+            def release_unknown(b: JobBook) -> None:
+                for record in b.list(principal=who, state="unknown", limit=None):
+                    if record.twin_key == twin:
+                        b.delivered(who, twin)
+
+            await noted(book, release_unknown, "a delivered answer")
 
     # ------------------------------------------------------------------ calls
 
@@ -119,55 +203,31 @@ class Service:
             api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
-        call = _Call(argument_key(tool, args.model_dump(mode="json")))
-        adopted = await self._after_identical_submit(call.key)
-        note: str | None = None
-        if adopted is not None:
-            call.request_id, call.started = adopted
-            self.book.started(call.key, call.request_id, call.started)
-            note = (
-                f"(Continuing the job you started at {call.started:%H:%M:%S} UTC, request_id "
-                f"{call.request_id}, whose answer did not reach you: no new job was made.)"
-            )
-
-        submitting: anyio.Event | None = None
-        if call.request_id is None and call.key not in self._submitting:
-            submitting = self._submitting[call.key] = anyio.Event()
+        book = state.book
+        call = _Call(self._scope(ctx.request_context, tool, args), book.clock() if book else 0.0)
 
         def job(on_status: OnStatus) -> Awaitable[ImageResult]:
-            if call.request_id is not None:
-                return api.wait(
-                    call.request_id, timeout=self.settings.max_wait, on_status=on_status
-                )
-            return self._submit_and_wait(api, tool, args, on_status)
-
-        def submitted() -> None:
-            # The request id is in the book (or the submit ended): identical calls go on.
-            if submitting is not None and self._submitting.get(call.key) is submitting:
-                del self._submitting[call.key]
-                submitting.set()
+            return self._submit_and_wait(api, tool, args, on_status, call.scope)
 
         async def first_seen(request_id: str) -> None:
-            if call.request_id is None:
-                call.request_id, call.started = request_id, datetime.now(UTC)
-                self.book.started(call.key, request_id, call.started)
-                self.book.record(request_id, tool=tool, prompt=args.prompt)
-            submitted()
+            if call.request_id is not None:
+                return
+            call.request_id = request_id
+            earlier = await self._earlier(book, call, request_id)
+            if earlier is not None:
+                call.note = (
+                    f"(Continuing the job you started at {_when(earlier.created)} UTC, "
+                    f"request_id {request_id}, whose answer did not reach you: no new job was "
+                    "made.)"
+                )
 
-        delivered = False
-        try:
-            outcome, gone = await self._wait(ctx, job, first_seen, call)
-            result = await answer(outcome, self.settings, started=started, note=note)
-            delivered = not gone
-            return result
-        finally:
-            submitted()
-            if call.request_id is not None and call.started is not None:
-                if delivered:
-                    self.book.delivered(call.key, call.request_id)
-                else:
-                    logger.info("answer about %s not delivered: kept for adoption", call.request_id)
-                    self.book.orphaned(call.key, call.request_id, call.started)
+        outcome, gone = await self._wait(ctx, job, first_seen, call)
+        result = await answer(outcome, self.settings, started=started, note=call.note)
+        if gone:
+            logger.info("answer about %s not delivered: kept for adoption", call.request_id)
+        else:
+            await self._delivered(book, call, outcome)
+        return result
 
     async def resume(self, ctx: ToolContext, request_id: str) -> CallToolResult:
         """get_image_job: wait (up to max_wait) for a job started earlier."""
@@ -176,17 +236,48 @@ class Service:
             api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
-        call = _Call(key="", request_id=request_id)
+        book = state.book
+        who = principal(ctx.request_context)
+        record = await self._own(book, who, request_id)
+        if isinstance(record, Failed):
+            return await answer(record, self.settings)
+        scope = JobScope(who, SURFACE, record.twin_key if record is not None else None)
+        call = _Call(scope, 0.0, request_id=request_id)
         started = time.monotonic()
 
         def job(on_status: OnStatus) -> Awaitable[ImageResult]:
             return api.wait(request_id, timeout=self.settings.max_wait, on_status=on_status)
 
         async def first_seen(rid: str) -> None:
-            self.book.record(rid)
+            return None
 
-        outcome, _ = await self._wait(ctx, job, first_seen, call)
-        return await answer(outcome, self.settings, started=started)
+        outcome, gone = await self._wait(ctx, job, first_seen, call)
+        result = await answer(outcome, self.settings, started=started)
+        if not gone and not isinstance(outcome, Running):
+            # The job's end reached the model: an identical generate call is a new job now.
+            await self._delivered(book, call, outcome)
+        return result
+
+    async def _own(
+        self, book: JobBook | None, who: str, request_id: str
+    ) -> JobRecord | Failed | None:
+        """The book's entry of ``request_id``; a job the book holds for another principal is
+        answered as unknown (nothing about it is told). None: not in the book (a job started
+        elsewhere, read from the gateway as before)."""
+        if book is None:
+            return None
+        try:
+            record = await in_book(book, lambda b: b.find(request_id))
+        except JobBookError as exc:
+            logger.warning("job book: could not read job %s: %s", request_id, exc)
+            return None
+        if record is not None and record.principal != who:
+            text = (
+                f"Request '{request_id}' not found. Use the request_id exactly as a tool "
+                "returned it."
+            )
+            return Failed(FailureKind.UNKNOWN_JOB, text, LookupError(text), request_id)
+        return record
 
     async def _request(
         self, api: AsyncMAIImageClient, tool: str, args: GenerateArguments | EditArguments
@@ -208,9 +299,12 @@ class Service:
         tool: str,
         args: GenerateArguments | EditArguments,
         on_status: OnStatus,
+        scope: JobScope,
     ) -> ImageResult:
         request = await self._request(api, tool, args)
-        return await api.run(request, timeout=self.settings.max_wait, on_status=on_status)
+        return await api.run(
+            request, timeout=self.settings.max_wait, on_status=on_status, job_scope=scope
+        )
 
     async def _wait(
         self,
@@ -240,7 +334,6 @@ class Service:
             state["status"] = status.status.value
             state["request_id"] = status.request_id
             await first_seen(status.request_id)
-            self.book.record(status.request_id, status=status.status.value)
             await report()
 
         async def heartbeat() -> None:
@@ -282,43 +375,60 @@ class Service:
                 reason="the client disconnected",
             )
         elif isinstance(outcome, Done):
-            self.book.record(
-                outcome.result.request_id,
-                status=outcome.result.status.value,
-                image_urls=outcome.result.image_urls,
-            )
             await server.remember()
         return outcome, gone
+
+    # ------------------------------------------------------------------ listing
+
+    async def recent(self, state: ServerState, who: str, limit: int) -> list[JobRecord] | None:
+        """The principal's newest jobs made through MCP (by any server sharing the book), or
+        None when there is no book.
+
+        Raises:
+            JobBookError: the book cannot be read.
+        """
+        book = state.book
+        if book is None:
+            return None
+        return await in_book(book, lambda b: b.list(principal=who, surface=SURFACE, limit=limit))
 
     # ------------------------------------------------------------------ tasks
 
     async def start_task(
-        self, state: ServerState, tool: str, args: GenerateArguments | EditArguments
+        self,
+        state: ServerState,
+        tool: str,
+        args: GenerateArguments | EditArguments,
+        request_context: object = None,
     ) -> TaskState | CallToolResult:
-        """Submit (or adopt an undelivered identical job) and return at once."""
+        """Submit (or continue an identical call's undelivered job) and return at once."""
         try:
             api = state.api()
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
-        key = argument_key(tool, args.model_dump(mode="json"))
-        adopted = self.book.adoptable(key)
-        if adopted is not None:
-            request_id, created = adopted
-            self.book.delivered(key, request_id)  # the task hands its id to the client
-            logger.info("task for %s: continuing undelivered job %s", tool, request_id)
-            return self._task_state(api, request_id, created, "continuing an earlier job")
+        book = state.book
+        call = _Call(self._scope(request_context, tool, args), book.clock() if book else 0.0)
         try:
-            submitted = await self._submit(api, tool, args)
+            submitted = await self._submit(api, tool, args, call.scope)
         except MAIImageError as exc:
-            return await answer(outcome_of(exc), self.settings)
-        self.book.record(submitted.request_id, tool=tool, prompt=args.prompt)
+            failed = outcome_of(exc)
+            await self._delivered(book, call, failed)
+            return await answer(failed, self.settings)
+        message = submitted.status.value
+        if await self._earlier(book, call, submitted.request_id) is not None:
+            logger.info("task for %s: continuing undelivered job %s", tool, submitted.request_id)
+            message = "continuing an earlier job"
         created = job_started_at(submitted.request_id) or datetime.now(UTC)
-        return self._task_state(api, submitted.request_id, created, submitted.status.value)
+        return self._task_state(api, submitted.request_id, created, message)
 
     async def _submit(
-        self, api: AsyncMAIImageClient, tool: str, args: GenerateArguments | EditArguments
+        self,
+        api: AsyncMAIImageClient,
+        tool: str,
+        args: GenerateArguments | EditArguments,
+        scope: JobScope,
     ) -> Job:
-        return await api.submit(await self._request(api, tool, args))
+        return await api.submit(await self._request(api, tool, args), job_scope=scope)
 
     def _task_state(
         self, api: AsyncMAIImageClient, request_id: str, created: datetime, message: str
@@ -330,13 +440,24 @@ class Service:
             request_id, created, next_poll(api, elapsed=elapsed, window=window), message
         )
 
-    async def read_task(self, state: ServerState, task_id: str) -> TaskState | CallToolResult:
+    async def read_task(
+        self, state: ServerState, task_id: str, request_context: object = None
+    ) -> TaskState | CallToolResult:
         """One status read: the final tool result when the job has ended, else its state.
 
+        A final result marks the task's job delivered in the book (an identical call after it
+        is a new job); until then an identical call continues this job.
+
         Raises:
-            UnknownTask: the gateway knows no such job (for this key), or the id is malformed.
+            UnknownTask: the gateway knows no such job (for this key), the id is malformed, or
+                the book holds it for another principal.
         """
         api = state.api()  # a missing key raises here: the task cannot exist
+        book = state.book
+        who = principal(request_context)
+        record = await self._own(book, who, task_id)
+        if isinstance(record, Failed):
+            raise UnknownTask(record.message)
         created = job_started_at(task_id)
         try:
             status = await api.get_status(task_id)
@@ -353,15 +474,30 @@ class Service:
                     f"could not read the job's status right now ({exc}); it may still be running",
                 )
             return await answer(failed, self.settings)
-        self.book.record(task_id, status=status.status.value, image_urls=status.image_urls)
         created = created or status.created_at or datetime.now(UTC)
+        final: Outcome | None = None
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            saved = await asave_or_report(api, result, self.settings.output_dir)
-            return await answer(Done(result, *saved), self.settings)
-        if status.status.is_failure:
-            return await answer(failure_of(JobFailedError(status)), self.settings)
-        return self._task_state(api, task_id, created, status.status.value)
+            final = Done(result, *(await asave_or_report(api, result, self.settings.output_dir)))
+        elif status.status.is_failure:
+            final = failure_of(JobFailedError(status))
+        if final is None:
+            await noted(
+                book, lambda b: b.progressed(task_id, status.status.value), "a task's status"
+            )
+            return self._task_state(api, task_id, created, status.status.value)
+        await noted(
+            book,
+            lambda b: b.finished(
+                task_id, status.status.value, list(status.image_urls), status.error
+            ),
+            "a task's outcome",
+        )
+        done = await answer(final, self.settings)
+        if record is not None and record.twin_key is not None:
+            call = _Call(JobScope(who, SURFACE, record.twin_key), 0.0, request_id=task_id)
+            await self._delivered(book, call, final)
+        return done
 
 
 class UnknownTask(LookupError):

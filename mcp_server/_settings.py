@@ -32,6 +32,7 @@ from mai_tools._constants import API_KEY_ENV, BASE_URL_ENV
 from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
 from mai_tools._webhooks import check_public_url
+from mai_tools.jobbook import ENV as JOB_BOOK_ENV
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -247,6 +248,15 @@ class Settings(BaseSettings):
             "(each replica its own); callbacks arrive at URL/mai-tools/webhooks/<token> on "
             "this app.",
         )
+    )
+    job_book: Annotated[str | None, Option("--job-book", metavar="PATH|URL|off")] = Field(
+        None,
+        validation_alias=JOB_BOOK_ENV,
+        repr=False,  # a postgresql:// URL may hold a password
+        description="The job book every job is written into, so an identical call after a "
+        "timeout, a restart or on another replica continues a job instead of paying again: "
+        "a file path, a postgresql:// URL (shared by replicas), or off (this process only); "
+        "default: jobs.sqlite3 in the user's state directory.",
     )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(

@@ -1,22 +1,33 @@
-"""What a running server holds: its one client, made when the server starts (its lifespan).
+"""What a running server holds: its one client and its job book, opened when the server
+starts (its lifespan).
 
 The MCP SDK runs a server's lifespan once per run (stdio, the HTTP app, an in-process
 ``Client(server)``) and hands what it yields to every request as the lifespan context, typed:
 tools reach the client through ``ctx.request_context.lifespan_context`` (a :class:`ServerState`).
 The client is closed, and what it learned about job durations saved, when the run ends.
+
+The job book (:mod:`mai_tools.jobbook`; ``job_book`` in the settings, ``MAI_JOB_BOOK``) is
+opened first, whether or not there is a key (``list_recent_jobs`` reads it): a book that
+cannot be opened stops the server at start, never a silent fallback that could pay twice.
+With ``off`` the server keeps a book of its own in a temporary file, removed when it stops:
+identical calls within this process still share a job, as before the durable book.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from mai_tools import AsyncMAIImageClient, MAIImageError, WebhookReceiver, _duration_cache
+from mai_tools.jobbook import JobBook, SQLiteJobBook, open_job_book
 
 from ._settings import Settings
 
@@ -33,15 +44,19 @@ class ServerState:
     says what to set, and the server still starts and lists its tools).
 
     Attributes:
+        book: the job book the client writes every job into, and the tools read (None only
+            for a caller's client that has no book: then nothing is adopted or listed).
         owned: the server made the client (it closes it, and saves what it learned); a client
             given to ``create_server(client=...)`` is the caller's.
     """
 
     settings: Settings
     client: AsyncMAIImageClient | None
+    book: JobBook | None = None
     problem: MAIImageError | None = None
     owned: bool = True
     _stored_at: float | None = field(default=None, repr=False)
+    _scratch: Path | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -49,9 +64,20 @@ class ServerState:
         settings: Settings,
         client: AsyncMAIImageClient | None = None,
         webhooks: WebhookReceiver | None = None,
+        *,
+        book: JobBook | None = None,
+        scratch: Path | None = None,
     ) -> ServerState:
+        """The state for one run; ``book`` from :func:`open_server_book` (``scratch``: the
+        temporary directory of a book of this process only).
+
+        Raises:
+            JobBookError: no ``book`` was given and the settings' book cannot be opened.
+        """
         if client is not None:
-            return cls(settings, client, owned=False)
+            return cls(settings, client, client.job_book, owned=False)
+        if book is None:
+            book, scratch = open_server_book(settings)
         key = settings.api_key
         try:
             made = AsyncMAIImageClient(
@@ -59,12 +85,13 @@ class ServerState:
                 base_url=settings.base_url,
                 wait_timeout=settings.max_wait,
                 webhooks=webhooks,
+                job_book=book,
             )
         except MAIImageError as exc:
-            return cls(settings, None, problem=exc)
+            return cls(settings, None, book, problem=exc, _scratch=scratch)
         if settings.remember_durations:
             _duration_cache.restore(made.durations, settings.durations_key or made.base_url)
-        return cls(settings, made)
+        return cls(settings, made, book, _scratch=scratch)
 
     def api(self) -> AsyncMAIImageClient:
         """The client.
@@ -93,11 +120,16 @@ class ServerState:
         await anyio.to_thread.run_sync(_duration_cache.store, client.durations, key)
 
     async def aclose(self) -> None:
-        if self.client is None or not self.owned:
-            return
-        if self._stored_at is not None:  # learned since the last save: keep it
-            await self.remember(now=True)
-        await self.client.aclose()
+        try:
+            if self.client is None or not self.owned:
+                return
+            if self._stored_at is not None:  # learned since the last save: keep it
+                await self.remember(now=True)
+            await self.client.aclose()
+        finally:
+            if self._scratch is not None and self.book is not None:
+                self.book.close()
+                shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def lifespan(
@@ -109,10 +141,28 @@ def lifespan(
 
     @asynccontextmanager
     async def run(server: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
-        state = ServerState.open(settings, client, webhooks)
+        book, scratch = None, None
+        if client is None:  # a Postgres book connects: not on the event loop
+            book, scratch = await anyio.to_thread.run_sync(open_server_book, settings)
+        state = ServerState.open(settings, client, webhooks, book=book, scratch=scratch)
         try:
             yield state
         finally:
             await state.aclose()
 
     return run
+
+
+def open_server_book(settings: Settings) -> tuple[JobBook, Path | None]:
+    """The job book the settings name (:func:`mai_tools.jobbook.open_job_book`), and None; or,
+    when it is ``off``, a book of this process only and its temporary directory.
+
+    Raises:
+        JobBookError: the book cannot be opened (a bad path, a file that is not a book, an
+            unreachable database, a missing ``mai-tools[postgres]``).
+    """
+    book = open_job_book(settings.job_book)
+    if book is not None:
+        return book, None
+    scratch = Path(tempfile.mkdtemp(prefix="mai-image-mcp-"))
+    return SQLiteJobBook(scratch / "jobs.sqlite3"), scratch

@@ -6,7 +6,9 @@ at once instead of a call that waits: the job is submitted and the answer is
 ``tasks/get`` reads the job's status (one gateway read) and, once the job has ended, returns the
 very CallToolResult the waiting call would have (text, previews, structuredContent valid
 against the output schema; a failed job is a completed task whose result ``isError``).
-Nothing is stored server-side: the task id *is* the request id, so any replica answers.
+The task id *is* the request id, so any replica answers. The job is written into the job
+book like a call's (``_service``): an identical call, as a task or not, continues it until a
+``tasks/get`` has returned its final result.
 ``pollIntervalMs`` follows the schedule the client library would poll on (learned durations
 included). ``tasks/cancel`` is acknowledged, but the gateway has no cancel: the answer says the
 job goes on.
@@ -122,15 +124,17 @@ class ImageTasks(Extension):
             and isinstance(args, GenerateArguments | EditArguments)
             and _opted_in(params, ctx)
         ):
-            started = await self._service.start_task(ctx.lifespan_context, params.name, args)
+            started = await self._service.start_task(ctx.lifespan_context, params.name, args, ctx)
             if isinstance(started, CallToolResult):
                 return started  # refused before a job existed: the same answer as a call
             return {"resultType": "task", **task_fields(started)}
         return await call_next(ctx)
 
-    async def _read(self, state: ServerState, task_id: str) -> TaskState | CallToolResult:
+    async def _read(
+        self, ctx: ServerRequestContext[ServerState, Any], task_id: str
+    ) -> TaskState | CallToolResult:
         try:
-            return await self._service.read_task(state, task_id)
+            return await self._service.read_task(ctx.lifespan_context, task_id, ctx)
         except UnknownTask as exc:
             raise MCPError(
                 code=INVALID_PARAMS, message=f"Unknown task {task_id[:80]!r}: {exc}"
@@ -141,7 +145,7 @@ class ImageTasks(Extension):
     async def _get(
         self, ctx: ServerRequestContext[ServerState, Any], params: TaskParams
     ) -> HandlerResult:
-        state = await self._read(ctx.lifespan_context, params.task_id)
+        state = await self._read(ctx, params.task_id)
         if isinstance(state, CallToolResult):
             now = datetime.now(UTC)
             return {
@@ -157,7 +161,7 @@ class ImageTasks(Extension):
     async def _cancel(
         self, ctx: ServerRequestContext[ServerState, Any], params: TaskParams
     ) -> HandlerResult:
-        state = await self._read(ctx.lifespan_context, params.task_id)
+        state = await self._read(ctx, params.task_id)
         note = (
             "Cancel acknowledged, but the image gateway cannot cancel a job: it goes on (and "
             "is charged); tasks/get keeps returning its result."

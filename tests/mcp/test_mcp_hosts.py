@@ -37,7 +37,7 @@ from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mcp_server import Settings, create_server
 from mcp_server._answers import answer, preview_budget
 from mcp_server._http import http_app
-from mcp_server._jobs import MAX_ORPHANS, JobBook, argument_key
+from mcp_server._jobs import argument_key
 from mcp_server._previews import PreviewRefused, _check_declared_size, previews, thumbnail
 from mcp_server._resume import MemoryEventStore
 from tests.support.fakes import KEY, RID
@@ -133,30 +133,11 @@ async def test_an_identical_call_during_the_first_ones_submit_shares_its_job() -
     assert len(ids) == 1
 
 
-def test_job_book_forgets_delivered_and_old_orphans() -> None:
-    now = [0.0]
-    book = JobBook(ttl=600, clock=lambda: now[0])
+def test_a_call_is_named_by_its_tool_and_exact_arguments() -> None:
     key = argument_key("generate_image", {"prompt": "x"})
     assert key != argument_key("edit_image", {"prompt": "x"})
     assert key == argument_key("generate_image", {"prompt": "x"})
-    from datetime import UTC, datetime
-
-    started = datetime.now(UTC)
-    book.started(key, RID, started)
-    assert book.adoptable(key) == (RID, started)  # in flight: adoptable
-    book.delivered(key, "another-id")
-    assert book.adoptable(key) is not None  # only its own job's delivery clears it
-    book.delivered(key, RID)
-    assert book.adoptable(key) is None
-    book.orphaned(key, RID, started)
-    now[0] = 599.0
-    assert book.adoptable(key) == (RID, started)
-    now[0] = 601.0
-    assert book.adoptable(key) is None  # ~10 minutes, then a new job
-    for i in range(MAX_ORPHANS + 10):
-        book.orphaned(f"k{i}", f"r{i}", started)
-    assert book.adoptable("k0") is None  # bounded: the oldest go first
-    assert book.adoptable(f"k{MAX_ORPHANS + 9}") is not None
+    assert key != argument_key("generate_image", {"prompt": "x", "num_images": 2})
 
 
 # --------------------------------------------------------------------------- results
