@@ -24,8 +24,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
+from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
-from mai_tools.jobbook import JobBook, JobRecord, open_job_book
+from mai_tools.jobbook import JobBook, JobRecord, JobScope, open_job_book
 from mcp_server import Settings, create_server
 from tests.support.fakes import KEY
 from tests.support.waiting import aeventually
@@ -320,3 +321,20 @@ def test_a_bad_job_book_stops_the_server_at_start(tmp_path: Path) -> None:
     assert unreachable.returncode == 2, unreachable.stderr
     assert "cannot be reached" in unreachable.stderr
     assert "s3cret" not in unreachable.stderr
+
+
+async def test_another_principals_job_is_unknown_to_this_one(emulators: Any) -> None:
+    emu = emulators(api_keys=(KEY,), min_duration=0.1, max_duration=0.1)
+    with MAIImageClient(KEY, base_url=emu.base_url) as api:
+        theirs = api.submit(
+            GenerateRequest(prompt="someone else's job"), job_scope=JobScope(principal="alice")
+        )
+    settings = Settings(api_key=KEY, base_url=emu.base_url, preview="off")
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool("get_image_job", {"request_id": theirs.request_id})
+        listed = await client.call_tool("list_recent_jobs", {})
+    assert result.is_error
+    assert f"Request '{theirs.request_id}' not found" in _text(result)
+    assert "alice" not in _text(result)
+    assert listed.structured_content == {"jobs": []}
+    assert emu.control.stats().status_requests == 0  # not even read at the gateway

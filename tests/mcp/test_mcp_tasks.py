@@ -21,7 +21,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import ConfigDict, Field
 
 from mai_tools import AsyncMAIImageClient, PollPolicy
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mcp_server import Settings, create_server
 from mcp_server._service import job_started_at
 from mcp_server._tasks import TASKS_EXTENSION
@@ -256,6 +256,39 @@ async def test_task_ids_are_stateless_any_server_answers(emu: RunningEmulator) -
     assert not final.is_error
     assert final.structured_content is not None
     assert final.structured_content["request_id"] == created.task_id
+
+
+async def test_a_task_retried_after_the_client_gave_up_continues_its_job() -> None:
+    # fastmcp-tasks gives up after its timeout and the model calls again: each retry used to
+    # be a new job. The job ends only when the test advances the emulator's clock.
+    clock = ManualClock()
+    config = EmulatorConfig(api_keys=(KEY,), min_duration=30, max_duration=30)
+    with run_emulator(config, clock=clock) as emu:
+        settings = _settings(emu, max_wait=30, preview="off")
+        args = {"prompt": "asked for again and again"}
+        created = []
+        for _ in range(3):  # each on a new server (a per-call stdio host), none polled to the end
+            async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+                task = await client.session.call_tool("generate_image", args, allow_claimed=True)
+                assert isinstance(task, TaskCreated)
+                created.append(task)
+                report = await send_task_request(client.session, "tasks/get", task.task_id)
+                assert report.status == "working"  # read, but not its final result
+        assert {t.task_id for t in created} == {created[0].task_id}
+        assert emu.control.stats().jobs_created == 1
+        clock.advance(30)
+        async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+            again = await client.session.call_tool("generate_image", args, allow_claimed=True)
+            assert isinstance(again, TaskCreated)
+            assert again.task_id == created[0].task_id
+            assert (again.model_extra or {}).get("statusMessage") == "continuing an earlier job"
+            final = await send_task_request(client.session, "tasks/get", again.task_id)
+            assert final.status == "completed"
+            # Its final result was delivered: the same call is now a new job, as asked.
+            fresh = await client.session.call_tool("generate_image", args, allow_claimed=True)
+            assert isinstance(fresh, TaskCreated)
+        assert fresh.task_id != created[0].task_id
+        assert emu.control.stats().jobs_created == 2
 
 
 # --------------------------------------------------------------------------- real clients
