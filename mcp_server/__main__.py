@@ -136,7 +136,7 @@ def cli(
     try:
         # Opened here so that a bad book stops the server at once, in words; the server's
         # lifespan then finds it open (one book object per place and process).
-        open_job_book(settings.job_book)
+        book = open_job_book(settings.job_book)
     except JobBookError as exc:
         raise _Refused(f"{exc} (--job-book / MAI_JOB_BOOK){_NOTHING_SENT}") from None
 
@@ -154,6 +154,9 @@ def cli(
         server = create_server(effective, event_store=events, webhooks=receiver)
         for note in startup_notes(host, port, effective, insecure_no_auth=insecure_no_auth):
             print(f"mai-image-mcp: {note}", file=sys.stderr)
+        # Replicas adopt each other's jobs only through one shared (Postgres) book: say which.
+        where = "off (this process only)" if book is None else book.location
+        print(f"mai-image-mcp: job book: {where}", file=sys.stderr)
         app = http_app(
             server, effective, host=host, port=port, stateless=stateless, event_store=events
         )

@@ -215,7 +215,7 @@ async def test_two_servers_sharing_a_book_a_retry_sent_to_the_other_one_pays_not
         # once that replica is seen waiting on it (its progress names the request id).
         waiting = anyio.Event()
 
-        async def progress(value: float, total: float | None, message: str | None) -> None:
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
             if message and rid in message:
                 waiting.set()
 
@@ -269,7 +269,7 @@ async def test_with_the_book_off_identical_calls_still_share_a_job_in_one_proces
     args = {"prompt": "nothing written to disk"}
     waiting = anyio.Event()
 
-    async def progress(value: float, total: float | None, message: str | None) -> None:
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
         if message and "microsoft-mai-image" in message:  # "QUEUED 0s <request id>"
             waiting.set()
 
