@@ -204,8 +204,21 @@ async def test_a_fresh_stdio_server_per_call_continues_the_earlier_ones_job(
     assert retry.structured_content["done"] is True
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_book(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The book every server of the test shares: the test's file, or a Postgres database (the
+    ``postgres_url`` fixture of the job book's suite: a real server the tests start)."""
+    if request.param == "postgres":
+        try:
+            url: str = request.getfixturevalue("postgres_url")
+        except pytest.FixtureLookupError:
+            pytest.skip("no postgres_url fixture (it comes with the job book's Postgres tests)")
+        monkeypatch.setenv("MAI_JOB_BOOK", url)  # servers (subprocesses) inherit it
+    return os.environ["MAI_JOB_BOOK"]
+
+
 async def test_two_servers_sharing_a_book_a_retry_sent_to_the_other_one_pays_nothing(
-    held: tuple[RunningEmulator, ManualClock],
+    held: tuple[RunningEmulator, ManualClock], shared_book: str
 ) -> None:
     emu, clock = held
     args = {"prompt": "two replicas, one job"}
