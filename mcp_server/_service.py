@@ -11,9 +11,15 @@ answer was never delivered (the client cancelled or timed out, the stream droppe
 was restarted or killed, the call landed on another replica sharing a Postgres book) and the
 client continues that job instead of paying again. An identical call made while the first
 one's submit is on the wire waits in the claim for its request id. Once an answer reaches the
-caller (images, "still running" with the request id, or an error) :func:`delivered` releases
-the twin key: the same call after that is a new job, as the model asked. A task's answer is
+caller (images, "still running" with the request id, or an error) the book releases the
+twin key (:meth:`~mai_tools.jobbook.JobBook.delivered`): the same call after that is a new
+job, as the model asked. An answer that never left (the call was cancelled, the client went
+away) leaves the job adoptable for :data:`~mai_tools.jobbook.ADOPT_WINDOW` seconds (an hour
+while it still runs). A task's answer is
 delivered when ``tasks/get`` returns its final result.
+
+Book statements are short: on the event loop for SQLite, in a worker thread for a book whose
+``offload`` is set (Postgres): :func:`in_book`.
 """
 
 from __future__ import annotations
