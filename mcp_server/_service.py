@@ -134,6 +134,8 @@ class _Call:
     """The book's clock when the call began: a job the book made before is an earlier call's."""
     request_id: str | None = None
     note: str | None = None
+    gateway: str = ""
+    """The gateway the client sends to (the book matches identical calls per gateway)."""
 
 
 def _request_id_of(outcome: Outcome) -> str | None:
@@ -191,9 +193,11 @@ class Service:
             # new job": that is true once the entry it named lets go of the call. (A submit of
             # this very call that may have arrived keeps it: the next identical call is told.)
             def release_unknown(b: JobBook) -> None:
-                for record in b.list(principal=who, state="unknown", limit=None):
+                for record in b.list(
+                    principal=who, gateway=call.gateway, state="unknown", limit=None
+                ):
                     if record.twin_key == twin:
-                        b.delivered(who, twin)
+                        b.untwin(record.id)
 
             await noted(book, release_unknown, "a delivered answer")
 
@@ -210,7 +214,11 @@ class Service:
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         book = state.book
-        call = _Call(self._scope(ctx.request_context, tool, args), book.clock() if book else 0.0)
+        call = _Call(
+            self._scope(ctx.request_context, tool, args),
+            book.clock() if book else 0.0,
+            gateway=api.base_url,
+        )
 
         def job(on_status: OnStatus) -> Awaitable[ImageResult]:
             return self._submit_and_wait(api, tool, args, on_status, call.scope)
@@ -387,8 +395,9 @@ class Service:
     # ------------------------------------------------------------------ listing
 
     async def recent(self, state: ServerState, who: str, limit: int) -> list[JobRecord] | None:
-        """The principal's newest jobs made through MCP (by any server sharing the book), or
-        None when there is no book.
+        """The principal's newest jobs made through MCP (by any server sharing the book) on
+        this server's gateway (any gateway when it has no client), or None when there is no
+        book.
 
         Raises:
             JobBookError: the book cannot be read.
@@ -396,7 +405,10 @@ class Service:
         book = state.book
         if book is None:
             return None
-        return await in_book(book, lambda b: b.list(principal=who, surface=SURFACE, limit=limit))
+        gateway = state.client.base_url if state.client is not None else None
+        return await in_book(
+            book, lambda b: b.list(principal=who, gateway=gateway, surface=SURFACE, limit=limit)
+        )
 
     # ------------------------------------------------------------------ tasks
 
@@ -413,7 +425,11 @@ class Service:
         except MAIImageError as exc:
             return await answer(outcome_of(exc), self.settings)
         book = state.book
-        call = _Call(self._scope(request_context, tool, args), book.clock() if book else 0.0)
+        call = _Call(
+            self._scope(request_context, tool, args),
+            book.clock() if book else 0.0,
+            gateway=api.base_url,
+        )
         try:
             submitted = await self._submit(api, tool, args, call.scope)
         except MAIImageError as exc:

@@ -373,12 +373,14 @@ class JobBook:
         state: str | None = None,
         since: float | None = None,
         limit: int | None = 50,
+        gateway: str | None = None,
     ) -> list[JobRecord]:
         """Jobs, the newest first, filtered by whatever is given."""
         where: list[str] = []
         params: list[Any] = []
         for column, value in (
             ("principal", principal),
+            ("gateway", gateway),
             ("surface", surface),
             ("status", status),
             ("state", state),

@@ -27,8 +27,12 @@ from mcp.types import CallToolResult, TextContent
 from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobBook, JobRecord, JobScope, open_job_book
+from mai_tools.jobbook._record import describe, new_id
 from mcp_server import Settings, create_server
+from mcp_server._arguments import ARGUMENTS
+from mcp_server._jobs import argument_key
 from tests.support.fakes import KEY
+from tests.support.jobbook import dead_pid
 from tests.support.waiting import aeventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -351,3 +355,40 @@ async def test_another_principals_job_is_unknown_to_this_one(emulators: Any) -> 
     assert "alice" not in _text(result)
     assert listed.structured_content == {"jobs": []}
     assert emu.control.stats().status_requests == 0  # not even read at the gateway
+
+
+async def test_an_earlier_submit_that_may_have_arrived_is_told_once_then_the_call_is_sent(
+    emulators: Any,
+) -> None:
+    # The server that sent it died during its POST: no request id was ever recorded.
+    emu = emulators(api_keys=(KEY,), min_duration=0.1, max_duration=0.1)
+    args = {"prompt": "a submit that may have arrived"}
+    validated = ARGUMENTS["generate_image"].model_validate(args).model_dump(mode="json")
+    described = describe(GenerateRequest(prompt=args["prompt"]), store_prompts=True)
+    with MAIImageClient(KEY, base_url=emu.base_url) as api:
+        gateway = api.base_url
+    orphan = JobRecord(
+        id=new_id(),
+        principal="local",
+        surface="mcp",
+        operation=described.operation,
+        fingerprint=described.fingerprint,
+        fields=described.fields,
+        prompt=described.prompt,
+        gateway=gateway,
+        twin_key=argument_key("generate_image", validated),
+        owner=f"{socket.gethostname()}:{dead_pid()}",
+    )
+    assert _book().claim(orphan, 3600.0).created
+    settings = Settings(api_key=KEY, base_url=emu.base_url, preview="off")
+    async with Client(create_server(settings)) as client:
+        told = await client.call_tool("generate_image", args)
+        assert emu.control.stats().jobs_created == 0  # not sent: it may exist already
+        again = await client.call_tool("generate_image", args)
+    assert told.is_error
+    assert "may have been created at" in _text(told)
+    assert not again.is_error  # told once: the same call again is sent, as it said
+    assert emu.control.stats().jobs_created == 1
+    record = _book().get(orphan.id)
+    assert record is not None
+    assert (record.state, record.twin_key) == ("unknown", None)
