@@ -179,6 +179,19 @@ async def restart_kill9(servers: Servers) -> None:
         await _answered(url, args)
 
 
+async def restart_sigterm(servers: Servers) -> None:
+    args = {"prompt": "a server stopped (SIGTERM) mid-wait"}
+    with servers.http() as (url, proc):
+
+        def stop() -> None:
+            proc.terminate()  # an orderly stop (a deploy, a restart) while the call waits
+            proc.wait()
+
+        await _give_up_on(servers, url, args, also=stop)
+    with servers.http() as (url, _):
+        await _answered(url, args)
+
+
 async def per_call_stdio(servers: Servers, tries: int = 5) -> None:
     args = {"prompt": "a new stdio server per call"}
     for _ in range(tries - 1):
@@ -221,6 +234,7 @@ async def delivered_then_again(servers: Servers) -> None:
 Scenario = Callable[[Servers], Awaitable[None]]
 SCENARIOS: list[tuple[str, Scenario, int]] = [
     ("HTTP server kill -9 mid-wait, restarted, identical call", restart_kill9, 1),
+    ("HTTP server SIGTERM mid-wait, restarted, identical call", restart_sigterm, 1),
     (
         f"new stdio server per call, host timeout {HOST_TIMEOUT:g} s, 4 timeouts, then a wait",
         per_call_stdio,
