@@ -216,6 +216,7 @@ class JobBook:
         (principal, twin key) while its answer is undelivered and it is within the adoption
         window (an expired one gives its twin key up, and the new intent is written).
         """
+        self.maybe_prune()  # a long-lived server prunes once a day, not only at start
         with self._lock:
             for _ in range(8):
                 t = self.clock()
