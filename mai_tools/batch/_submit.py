@@ -39,12 +39,16 @@ from .._exceptions import (
     ServerError,
 )
 from .._models import Job, JobStatus
+from ..jobbook import JobScope
 from ._gate import LineGate, RunGate
 from ._input import BatchItem, request_of
 from ._journal import Row
 from ._state import RunState, Stopped
 
 T = TypeVar("T")
+
+BATCH_SCOPE: Final = JobScope(surface="batch")
+"""How the batch's jobs are marked in the job book (the client writes them there)."""
 
 UNREACHABLE_AFTER: Final = 20
 """Consecutive lines that could not connect (after the client's retries) before the run stops
@@ -84,7 +88,7 @@ class Submitter:
             request = await asyncio.to_thread(
                 request_of, item, self._base_dir, max_image_bytes=self._max_input
             )
-            job = await self._client.submit(request, gate=gate)
+            job = await self._client.submit(request, gate=gate, job_scope=BATCH_SCOPE)
         except Stopped:
             # Refused by the gate (the run stops): this POST never left, nor did an earlier
             # try of it (the client retries a POST only when it certainly did nothing).
