@@ -31,6 +31,7 @@ from .._exceptions import (
     AuthenticationError,
     InsufficientBalanceError,
     InvalidArgumentError,
+    JobBookError,
     JobFailedError,
     JobTimeoutError,
     NotFoundError,
@@ -96,6 +97,15 @@ class Submitter:
             if row.state == "submitting":
                 state.record(row, state="pending")
             raise
+        except JobBookError as exc:
+            # The job book refused the line's intent, which the client writes before the POST:
+            # nothing was sent. Jobs in flight are still waited for and saved.
+            state.images_requested -= row.num_images
+            state.record(row, state="pending")
+            state.submits.appendleft(row)
+            state.fatal = True
+            state.hold(f"{exc} Nothing was sent for the lines not submitted; fix it and rerun")
+            return
         except (pydantic.ValidationError, InvalidArgumentError) as exc:
             state.images_requested -= row.num_images
             state.record(row, state="invalid", status="INVALID", error=_reason(exc))

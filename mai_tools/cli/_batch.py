@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 BATCH_EPILOG = """\b
 Exit codes (the most urgent when several apply, in this order):
   130  interrupted (Ctrl-C, SIGTERM): everything was recorded; rerun to resume
-  3    key, balance or permission (401/402/403), or a wrong base URL:
-       submitting stopped, nothing is lost; fix it and rerun
+  3    key, balance or permission (401/402/403), a wrong base URL, or a
+       job book that cannot be opened or written: submitting stopped,
+       nothing is lost; fix it and rerun
   7    writing to DIR failed (disk full?) or some images are not saved:
        rerun to save them (no job is submitted again)
   6    the gateway or the connection failed: some lines are UNKNOWN (may be

@@ -6,7 +6,7 @@ does), so its outcome and the saved paths go back into the book. Loaded only whe
 command runs (see ``_LAZY_COMMANDS`` in :mod:`._app`).
 
 Errors take the CLI's usual way (:meth:`._app._Group.invoke`): a book that cannot be opened
-is a :class:`~mai_tools.JobBookError` (exit 3), a request id the book does not hold an
+is a ``JobBookError`` (exit 3), a request id the book does not hold an
 :class:`~mai_tools.InvalidArgumentError` (exit 2, as an unknown request id elsewhere).
 """
 
@@ -187,9 +187,10 @@ def _table(records: list[JobRecord], *, width: int | None) -> Iterable[str]:
 
 @click.group("jobs", epilog=SHORT_EPILOG)
 def jobs_group() -> None:
-    """The job book: every job this installation submitted (the gateway keeps no history).
+    """Your job history: list, show, wait for and export the jobs of the job book.
 
-    The book is a SQLite file in your state directory (or what --job-book / MAI_JOB_BOOK
+    The gateway keeps no list of your jobs; the job book holds every job this installation
+    submitted. It is a SQLite file in your state directory (or what --job-book / MAI_JOB_BOOK
     names: a file, or a postgresql:// URL shared by several machines). Every surface writes
     into it: the client, the CLI, batch runs, the LangChain tools and the MCP server.
     """

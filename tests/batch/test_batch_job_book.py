@@ -4,8 +4,11 @@ with its outcome and saved paths; the journal stays the run's own resumable stat
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from mai_tools._exceptions import JobBookError
 from mai_tools.emulator import RunningEmulator
 from mai_tools.jobbook import SQLiteJobBook, open_job_book
 from tests.batch.conftest import run_all
@@ -82,3 +85,40 @@ def test_batch_with_a_bad_job_book_is_a_configuration_error(
     (line,) = got.error_lines
     assert f"The job book at {not_a_book} cannot be opened" in line
     assert emu.control.stats().submissions == 0
+
+
+class _FillsUp(SQLiteJobBook):
+    """A book that takes ``room`` new jobs, then refuses to write one (a full disk)."""
+
+    room = 2
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if sql.startswith("INSERT INTO mai_jobs "):
+            if self.room == 0:
+                raise JobBookError(f"The job book at {self.path} failed: database or disk is full.")
+            self.room -= 1
+        return super()._execute(sql, params)
+
+
+async def test_a_book_that_fails_stops_submitting_and_sends_nothing_more(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    book = _FillsUp(tmp_path / "book.sqlite3")
+    items = [f"prompt number {i}" for i in range(6)]
+    _, summary = await run_all(
+        emu, items, tmp_path / "out", client_options={"job_book": book}, concurrency=1
+    )
+    assert emu.control.stats().submissions == 2  # nothing sent without its intent
+    assert summary.fatal
+    assert summary.counts == {"COMPLETED": 2, "QUEUED": 4}
+    assert summary.not_submitted == 4
+    assert summary.hold_reason is not None
+    assert "database or disk is full" in summary.hold_reason
+    assert len(book.list(limit=None)) == 2
+    book.room = 10  # the disk has room again: the rerun submits the rest, none twice
+    _, again = await run_all(
+        emu, items, tmp_path / "out", client_options={"job_book": book}, concurrency=1
+    )
+    assert again.counts == {"COMPLETED": 6}
+    assert emu.control.stats().submissions == 6
+    book.close()
