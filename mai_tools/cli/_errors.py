@@ -152,10 +152,12 @@ def _classify(exc: BaseException, session: Session) -> Failure:
     if isinstance(exc, JobUnknownError):
         # Not a gateway failure to retry: the same key gives the same answer, by design (a job
         # may exist and be charged). Its own code, so a script does not loop on it.
-        return Failure(
-            ExitCode.JOB_UNKNOWN,
-            f"{exc} (mai-image: give --idempotency-key a new value to submit a new job.)",
+        hint = (
+            ""
+            if exc.idempotency_key is None
+            else " (mai-image: give --idempotency-key a new value to submit a new job.)"
         )
+        return Failure(ExitCode.JOB_UNKNOWN, f"{exc}{hint}")
     outcome = failure_of(exc)
     code = _CODES[outcome.kind]
     # The person at the terminal is the operator too: the exception's own text (which says

@@ -24,7 +24,7 @@ from typing import IO, Any, Final, TypeVar
 
 import click
 
-from .._exceptions import InvalidArgumentError, JobBookError
+from .._exceptions import InvalidArgumentError, JobBookError, JobUnknownError
 from .._models import Status, short_url
 from ..jobbook import ENV as JOB_BOOK_ENV
 from ..jobbook import STATES, SURFACES, JobBook, JobRecord, open_job_book
@@ -131,12 +131,15 @@ def _records(book: JobBook, params: dict[str, Any]) -> list[JobRecord]:
 
 
 def _found(book: JobBook, request_id: str) -> JobRecord:
-    record = book.find(request_id.strip())
+    """The job ``request_id`` names: a request id, or the book's own id (``id`` in
+    ``list --json``) of a job that has none (its submit's answer was never recorded)."""
+    wanted = request_id.strip()
+    record = book.find(wanted) or book.get(wanted)
     if record is None:
         raise InvalidArgumentError(
-            f"No job with request id {request_id.strip()!r} in the job book at "
-            f"{book.location}. `mai-image jobs list` shows the jobs it holds; a job made "
-            f"with another book needs --job-book (or {JOB_BOOK_ENV}) pointing there."
+            f"No job with request id {wanted!r} in the job book at {book.location}. "
+            "`mai-image jobs list` shows the jobs it holds; a job made with another book "
+            f"needs --job-book (or {JOB_BOOK_ENV}) pointing there."
         )
     return record
 
@@ -235,7 +238,11 @@ def _filtered(params: dict[str, Any]) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
 @click.pass_obj
 def show_command(state: CliState, /, request_id: str, job_book: str | None, as_json: bool) -> None:
-    """Show everything the job book holds about job REQUEST_ID."""
+    """Show everything the job book holds about job REQUEST_ID.
+
+    REQUEST_ID may also be the book's own id of a job without a request id (``id`` in
+    ``jobs list --json``): one whose submit may have reached the gateway unanswered.
+    """
     record = _found(_book(job_book), request_id)
     data = _shown(record)
     if as_json:
@@ -274,11 +281,25 @@ def show_command(state: CliState, /, request_id: str, job_book: str | None, as_j
 def wait_command(state: CliState, /, request_id: str, job_book: str | None, **options: Any) -> None:
     """Wait for job REQUEST_ID of the job book, then save its images (as mai-image wait).
 
-    The job must be in the book (else exit 2); its outcome and the saved paths are written
-    back into it.
+    The job must be in the book (else exit 2) and have a request id (else exit 8: its submit
+    may have arrived unanswered); its outcome and the saved paths are written back into it.
     """
     record = _found(_book(job_book), request_id)
-    assert record.request_id is not None  # found by it
+    if record.request_id is None:
+        raise JobUnknownError(
+            f"Job {record.id} of the job book has no request id (state {record.state}): "
+            + (
+                "its submit may have reached the gateway, but the answer was never recorded, "
+                "so there is nothing to wait for; it may be charged (the Pixazo dashboard "
+                "lists your requests)."
+                if record.state == "unknown"
+                else "its submit was being sent and no answer is recorded yet (if the process "
+                "sending it stopped, it may have reached the gateway and be charged). Wait by "
+                "request id once `mai-image jobs show` lists one."
+            ),
+            idempotency_key=None,
+            created_at=record.created,
+        )
     wait_and_save(state, record.request_id, job_book=job_book, **options)
 
 

@@ -299,3 +299,20 @@ def test_jobs_in_real_processes(emu: RunningEmulator, tmp_path: Path) -> None:
     missing = run("jobs", "show", "nope")
     assert missing.returncode == ExitCode.USAGE
     assert missing.stderr.startswith("error: No job with request id 'nope'")
+
+
+def test_a_job_without_a_request_id_is_shown_by_its_book_id(emu: RunningEmulator) -> None:
+    book_path = os.environ["MAI_JOB_BOOK"]
+    _add(book_path, 2_000_000_000.0, prompt="answer lost", state="unknown", error="lost")
+    (job,) = _listed()
+    assert (job["request_id"], job["state"]) == (None, "unknown")
+    table = invoke("jobs", "list", "--state", "unknown")
+    assert re.search(r"  unknown  +-  +answer lost$", table.stdout, re.M)
+    shown = invoke("jobs", "show", str(job["id"]))
+    assert shown.code == 0
+    assert "state: unknown" in shown.stdout
+    waited = invoke("jobs", "wait", str(job["id"]), "-q")
+    assert waited.code == ExitCode.JOB_UNKNOWN
+    assert "has no request id (state unknown)" in waited.stderr
+    assert "--idempotency-key" not in waited.stderr
+    assert emu.control.stats().submissions == 0
