@@ -3,6 +3,10 @@
     python benchmarks/batch_run.py                      # 10,000 prompts, 5 s jobs, -c 200
     python benchmarks/batch_run.py --prompts 2000       # a smaller run
     python benchmarks/batch_run.py --profile prof.out   # cProfile the batch process
+    python benchmarks/batch_run.py --job-book off       # without the job book
+
+The batch writes every job into a job book (as by default), a fresh file in the run's
+temporary directory unless ``--job-book`` names one (or ``off``): never the user's own book.
 
 The batch runs as a real ``mai-image batch`` process (so its peak RSS is its own); the
 emulator runs in its own process too (``spawn_emulator``). Start-up is the time from launching
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
     parser.add_argument("--long-side", type=int, default=64, help="emulator image size, px")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the batch here")
+    parser.add_argument("--job-book", metavar="PATH|URL|off", help="default: a fresh file")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -81,6 +86,7 @@ def main() -> None:
         )
         out = Path(tmp) / "out"
         env = {**os.environ, "PIXAZO_API_KEY": emu.api_key, "PIXAZO_BASE_URL": emu.base_url}
+        env["MAI_JOB_BOOK"] = args.job_book or str(Path(tmp) / "jobs.sqlite3")
         code = "from mai_tools.cli import main; main()"
         if args.profile:
             code = (
@@ -119,6 +125,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "job_duration_s": args.duration,
         "format": args.format,
+        "job_book": "off" if args.job_book == "off" else "on",
         "exit_code": proc.returncode,
         "wall_s": round(wall, 2),
         "startup_s": round(startup, 2),

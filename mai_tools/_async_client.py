@@ -283,6 +283,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.generate`."""
         body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
@@ -293,6 +294,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             on_status=on_status,
             extra_body=extra_body,
             idempotency_key=idempotency_key,
+            job_scope=job_scope,
         )
 
     async def edit(
@@ -309,6 +311,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> ImageResult:
         """Async :meth:`MAIImageClient.edit`."""
         body = await self._edit_body(
@@ -321,6 +324,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             on_status=on_status,
             extra_body=extra_body,
             idempotency_key=idempotency_key,
+            job_scope=job_scope,
         )
 
     async def submit_generate(

@@ -296,6 +296,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> ImageResult:
         """Generate images from a text prompt and wait for them: :meth:`run` of a
         :class:`GenerateRequest` built from these keywords.
@@ -306,7 +307,8 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             aspect_ratio: ``auto`` or one of 21:9, 16:9, 3:2, 4:3, 5:4, 1:1, 4:5, 3:4, 2:3, 9:16.
             output_format: ``png``, ``jpeg`` or ``webp``.
             sync_mode: ask the gateway to answer inline with data URIs.
-            webhook_url, timeout, on_status, extra_body, idempotency_key: as for :meth:`run`.
+            webhook_url, timeout, on_status, extra_body, idempotency_key, job_scope: as for
+                :meth:`run`.
 
         Raises:
             As for :meth:`run`.
@@ -319,6 +321,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             on_status=on_status,
             extra_body=extra_body,
             idempotency_key=idempotency_key,
+            job_scope=job_scope,
         )
 
     def edit(
@@ -335,6 +338,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
         on_status: OnStatus | None = None,
         extra_body: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        job_scope: JobScope | None = None,
     ) -> ImageResult:
         """Edit an image following an instruction, and wait for the result: :meth:`run` of an
         :class:`EditRequest` built from these keywords.
@@ -355,6 +359,7 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             on_status=on_status,
             extra_body=extra_body,
             idempotency_key=idempotency_key,
+            job_scope=job_scope,
         )
 
     def submit_generate(

@@ -4,6 +4,17 @@
 and records every step in ``out_dir/journal.sqlite3``; running it again with the same input
 resumes without paying for any line twice. ``mai-image batch`` is the same engine on the
 command line. See the README's "Bulk runs" section.
+
+Every job a run submits is also in the installation's job book (:mod:`mai_tools.jobbook`,
+surface ``batch``), written *through the client*: the run calls ``client.submit(...,
+job_scope=JobScope(surface="batch"))``, so the book gets its intent before the POST, the
+request id, the outcome (``client.wait``) and, from the run's downloads, the saved paths. The
+journal stays the run's own state, one SQLite file per output directory: it is what a rerun
+resumes from (line ids, the image budget, the input's hash, what is saved), it is locked by one
+run at a time, and it is local whatever the book is. Two stores on purpose: a journal written
+through the book would make every resume depend on a (maybe shared, maybe remote) database
+being up, and would pour per-directory bookkeeping into everyone's history; the book costs one
+short statement per step on the event loop (SQLite; a network book runs in a worker thread).
 """
 
 from __future__ import annotations

@@ -153,6 +153,7 @@ class BatchRun:
             per_host=per_host,
             http_client=download_client,
             max_bytes=client.max_download_bytes,
+            book=client.job_book,
         )
         self._rows: dict[str, Row] = {}
         self._items: dict[str, BatchItem] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Final
@@ -22,10 +23,13 @@ import httpx
 from .._config import ssl_context
 from .._constants import DOWNLOAD_TIMEOUT
 from .._download import asave_images
-from .._exceptions import DownloadError
+from .._exceptions import DownloadError, JobBookError
 from .._fetch import limit_per_host
+from ..jobbook import JobBook
 from ._journal import Row
 from ._state import RunState, Stopped
+
+logger = logging.getLogger("mai_tools.batch")
 
 IMAGES_DIR: Final = "images"
 _DISK_FULL: Final = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
@@ -47,8 +51,10 @@ class Downloads:
         per_host: int,
         http_client: httpx.AsyncClient | None,
         max_bytes: int,
+        book: JobBook | None = None,
     ) -> None:
         self._state = state
+        self._book = book
         self._images_dir = state.out_dir / IMAGES_DIR
         self._per_host = per_host
         self._max_bytes = max_bytes
@@ -103,6 +109,21 @@ class Downloads:
                 relative = [p.relative_to(state.out_dir).as_posix() for p in paths]
                 state.record(row, state="saved", paths=relative, error=None)
                 state.images_saved_now += len(paths)
+                await self._note_saved(row.request_id, [str(p) for p in paths])
         except Stopped:
             return
         state.settle(row)
+
+    async def _note_saved(self, request_id: str, paths: list[str]) -> None:
+        """Where the job's images are, in the job book (the client recorded the rest). A
+        failure is logged: the images are saved and the journal knows it."""
+        book = self._book
+        if book is None:
+            return
+        try:
+            if book.offload:  # a network book: never on the event loop
+                await asyncio.to_thread(book.saved, request_id, paths)
+            else:
+                book.saved(request_id, paths)
+        except JobBookError as exc:
+            logger.warning("job book: could not record the saved files of %s: %s", request_id, exc)

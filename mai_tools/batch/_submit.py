@@ -31,6 +31,7 @@ from .._exceptions import (
     AuthenticationError,
     InsufficientBalanceError,
     InvalidArgumentError,
+    JobBookError,
     JobFailedError,
     JobTimeoutError,
     NotFoundError,
@@ -39,12 +40,16 @@ from .._exceptions import (
     ServerError,
 )
 from .._models import Job, JobStatus
+from ..jobbook import JobScope
 from ._gate import LineGate, RunGate
 from ._input import BatchItem, request_of
 from ._journal import Row
 from ._state import RunState, Stopped
 
 T = TypeVar("T")
+
+BATCH_SCOPE: Final = JobScope(surface="batch")
+"""How the batch's jobs are marked in the job book (the client writes them there)."""
 
 UNREACHABLE_AFTER: Final = 20
 """Consecutive lines that could not connect (after the client's retries) before the run stops
@@ -84,7 +89,7 @@ class Submitter:
             request = await asyncio.to_thread(
                 request_of, item, self._base_dir, max_image_bytes=self._max_input
             )
-            job = await self._client.submit(request, gate=gate)
+            job = await self._client.submit(request, gate=gate, job_scope=BATCH_SCOPE)
         except Stopped:
             # Refused by the gate (the run stops): this POST never left, nor did an earlier
             # try of it (the client retries a POST only when it certainly did nothing).
@@ -92,6 +97,15 @@ class Submitter:
             if row.state == "submitting":
                 state.record(row, state="pending")
             raise
+        except JobBookError as exc:
+            # The job book refused the line's intent, which the client writes before the POST:
+            # nothing was sent. Jobs in flight are still waited for and saved.
+            state.images_requested -= row.num_images
+            state.record(row, state="pending")
+            state.submits.appendleft(row)
+            state.fatal = True
+            state.hold(f"{exc} Nothing was sent for the lines not submitted; fix it and rerun")
+            return
         except (pydantic.ValidationError, InvalidArgumentError) as exc:
             state.images_requested -= row.num_images
             state.record(row, state="invalid", status="INVALID", error=_reason(exc))

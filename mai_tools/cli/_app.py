@@ -23,11 +23,21 @@ from .. import _duration_cache
 from .._client import MAIImageClient
 from .._config import Secret, resolve_api_key
 from .._constants import API_KEY_ENV, API_KEY_FILE_SHOWN, DEFAULT_MAX_INPUT_BYTES
-from .._exceptions import ConfigurationError, InvalidImageError, MissingAPIKeyError
+from .._exceptions import InvalidImageError, MissingAPIKeyError
 from .._models import OPERATIONS, ImageResult
 from .._version import __version__
 from .._webhooks import WebhookReceiver
+from ..jobbook import JobScope
 from ._errors import ExitCode, Phase, Session, classify
+from ._options import (
+    DEFAULT_OUT,
+    connection_options,
+    idempotency_option,
+    job_book_option,
+    push_options,
+    receiver,
+    wait_options,
+)
 from ._output import Reporter, print_result, print_status
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,7 +45,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 ClientFactory = Callable[..., MAIImageClient]
 """Builds the client: called like ``MAIImageClient(api_key=..., base_url=...)``."""
 
-DEFAULT_OUT = Path("mai-images")
+CLI_SCOPE: Final = JobScope(surface="cli")
+"""How the CLI's jobs are marked in the job book."""
 
 _NO_KEY = (
     f"no API key. Set {API_KEY_ENV} to your Pixazo subscription key (or write it into "
@@ -47,19 +58,25 @@ EPILOG = """\b
 Exit codes:
   0    success
   1    internal error (a bug: please report it)
-  2    bad input: usage, prompt, image, unknown request id
+  2    bad input: usage, prompt, image, unknown request id, an
+       --idempotency-key reused with other arguments
   3    configuration: no or wrong API key (401), no balance (402),
-       no permission (403), bad base URL or route
+       no permission (403), bad base URL or route, a job book that
+       cannot be opened (--job-book, MAI_JOB_BOOK)
   4    the job ended FAILED or ERROR (ERROR is documented as not charged)
   5    timed out waiting; the job may still finish: mai-image wait ID
   6    gateway or connection error, rate limit or used-up quota (retry later)
   7    the job finished but saving its images failed
+  8    an earlier submit with this --idempotency-key may have created a job
+       whose request id was never recorded: not sent again (a new key submits
+       a new job)
   130  interrupted (Ctrl-C); the command to resume is printed
 """
 
 SHORT_EPILOG = (
     "Exit codes: 0 ok, 2 bad input, 3 key/balance/permission, 4 job failed, 5 timed out, "
-    "6 gateway error, 7 saving failed, 130 Ctrl-C (details: mai-image --help)."
+    "6 gateway error, 7 saving failed, 8 job of this key unknown, 130 Ctrl-C (details: "
+    "mai-image --help)."
 )
 
 
@@ -78,6 +95,7 @@ class CliState:
 _LAZY_COMMANDS: Final = {
     "batch": "mai_tools.cli._batch:batch_command",
     "emulator": "mai_tools.emulator._cli:emulator_command",
+    "jobs": "mai_tools.cli._jobs:jobs_group",
 }
 
 
@@ -116,117 +134,6 @@ class _Group(click.Group):
             failure = classify(exc, state.session)
             click.echo(click.style("error:", fg="red", bold=True) + " " + failure.message, err=True)
             raise click.exceptions.Exit(int(failure.code)) from None
-
-
-def _connection_options(func: F) -> F:
-    options = [
-        click.option(
-            "--emulator",
-            is_flag=True,
-            help="Run against a built-in offline emulator (no key, no network).",
-        ),
-        click.option(
-            "--base-url",
-            metavar="URL",
-            default=None,
-            help="Gateway origin (default: $PIXAZO_BASE_URL, else the Pixazo gateway).",
-        ),
-        click.option(
-            "--api-key",
-            metavar="KEY",
-            default=None,
-            help=f"Pixazo key. Prefer ${API_KEY_ENV}: arguments are visible in process lists.",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _wait_options(func: F) -> F:
-    options = [
-        click.option(
-            "--out",
-            "-o",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=DEFAULT_OUT,
-            show_default=True,
-            help="Directory to save the images in.",
-        ),
-        click.option("--no-save", is_flag=True, help="Only print the URLs; save nothing."),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            metavar="SECONDS",
-            help="Stop waiting after this long (default 300); the job may still finish.",
-        ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _host_port(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> tuple[str, int] | None:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; port 0 takes a free one)."""
-    if value is None:
-        return None
-    host, sep, port = value.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(
-            f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:9000 (or [::1]:9000; port 0 takes a "
-            "free port)."
-        )
-    return host, int(port)
-
-
-def _push_options(func: F) -> F:
-    options = [
-        click.option(
-            "--webhook-listen",
-            metavar="HOST:PORT",
-            callback=_host_port,
-            default=None,
-            help="Push waiting: take the gateway's callback on HOST:PORT instead of polling "
-            "(a few fallback reads remain).",
-        ),
-        click.option(
-            "--webhook-public-url",
-            metavar="URL",
-            default=None,
-            help="The URL the gateway reaches --webhook-listen at (a tunnel, a load balancer).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-@contextlib.contextmanager
-def _receiver(
-    listen: tuple[str, int] | None, public_url: str | None
-) -> Iterator[WebhookReceiver | None]:
-    """The command's webhook receiver, serving while the command runs (or None)."""
-    if listen is None:
-        if public_url is not None:
-            raise click.UsageError(
-                "--webhook-public-url needs --webhook-listen HOST:PORT (where the tunnel or "
-                "load balancer forwards the callbacks to)."
-            )
-        yield None
-        return
-    host, port = listen
-    try:
-        receiver = WebhookReceiver(public_url, host=host, port=port)
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from None
-    with receiver:
-        yield receiver
 
 
 FIELD_OPTIONS: Final[dict[str, tuple[tuple[str, ...], str]]] = {
@@ -291,10 +198,13 @@ def _open_client(
     base_url: str | None,
     api_key: str | None,
     webhooks: WebhookReceiver | None = None,
+    job_book: str | None = None,
 ) -> Iterator[MAIImageClient]:
     """The client for this command: on the in-process emulator, or on the configured gateway."""
     session = state.session
     extra: dict[str, Any] = {} if webhooks is None else {"webhooks": webhooks}
+    if job_book is not None:
+        extra["job_book"] = job_book
     if emulator:
         if base_url is not None or api_key is not None:
             raise click.UsageError("--emulator cannot be combined with --base-url or --api-key.")
@@ -393,9 +303,11 @@ def cli() -> None:
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("prompt")
 @_image_options("generate")
-@_wait_options
-@_push_options
-@_connection_options
+@wait_options
+@idempotency_option
+@job_book_option
+@push_options
+@connection_options
 @click.pass_obj
 def generate(
     state: CliState,
@@ -405,6 +317,8 @@ def generate(
     no_save: bool,
     timeout: float | None,
     quiet: bool,
+    idempotency_key: str | None,
+    job_book: str | None,
     webhook_listen: tuple[str, int] | None,
     webhook_public_url: str | None,
     emulator: bool,
@@ -415,14 +329,26 @@ def generate(
 ) -> None:
     """Generate images from PROMPT, wait for them and save them."""
     with (
-        _receiver(webhook_listen, webhook_public_url) as webhooks,
+        receiver(webhook_listen, webhook_public_url) as webhooks,
         _open_client(
-            state, emulator=emulator, base_url=base_url, api_key=api_key, webhooks=webhooks
+            state,
+            emulator=emulator,
+            base_url=base_url,
+            api_key=api_key,
+            webhooks=webhooks,
+            job_book=job_book,
         ) as client,
     ):
         with Reporter(state.session, label="generate", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            result = client.generate(prompt, **fields, timeout=timeout, on_status=reporter)
+            result = client.generate(
+                prompt,
+                **fields,
+                timeout=timeout,
+                on_status=reporter,
+                idempotency_key=idempotency_key,
+                job_scope=CLI_SCOPE,
+            )
         _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
@@ -431,9 +357,11 @@ def generate(
 @click.argument("image")
 @click.argument("prompt")
 @_image_options("edit")
-@_wait_options
-@_push_options
-@_connection_options
+@wait_options
+@idempotency_option
+@job_book_option
+@push_options
+@connection_options
 @click.pass_obj
 def edit(
     state: CliState,
@@ -444,6 +372,8 @@ def edit(
     no_save: bool,
     timeout: float | None,
     quiet: bool,
+    idempotency_key: str | None,
+    job_book: str | None,
     webhook_listen: tuple[str, int] | None,
     webhook_public_url: str | None,
     emulator: bool,
@@ -458,21 +388,34 @@ def edit(
     """
     source = _read_image(image)
     with (
-        _receiver(webhook_listen, webhook_public_url) as webhooks,
+        receiver(webhook_listen, webhook_public_url) as webhooks,
         _open_client(
-            state, emulator=emulator, base_url=base_url, api_key=api_key, webhooks=webhooks
+            state,
+            emulator=emulator,
+            base_url=base_url,
+            api_key=api_key,
+            webhooks=webhooks,
+            job_book=job_book,
         ) as client,
     ):
         with Reporter(state.session, label="edit", quiet=quiet) as reporter:
             state.session.phase = Phase.SUBMITTING
-            result = client.edit(prompt, source, **fields, timeout=timeout, on_status=reporter)
+            result = client.edit(
+                prompt,
+                source,
+                **fields,
+                timeout=timeout,
+                on_status=reporter,
+                idempotency_key=idempotency_key,
+                job_scope=CLI_SCOPE,
+            )
         _save(state, client, result, out, no_save, as_json)
     _emulator_note(state, quiet or as_json)
 
 
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("request_id")
-@_connection_options
+@connection_options
 @click.pass_obj
 def status(
     state: CliState,
@@ -489,23 +432,18 @@ def status(
 
 @cli.command(epilog=SHORT_EPILOG)
 @click.argument("request_id")
-@_wait_options
-@_push_options
-@_connection_options
+@wait_options
+@job_book_option
+@push_options
+@connection_options
 @click.pass_obj
 def wait(
     state: CliState,
+    /,
     request_id: str,
-    out: Path,
-    no_save: bool,
-    timeout: float | None,
-    quiet: bool,
     webhook_listen: tuple[str, int] | None,
     webhook_public_url: str | None,
-    emulator: bool,
-    base_url: str | None,
-    api_key: str | None,
-    as_json: bool,
+    **options: Any,
 ) -> None:
     """Wait for job REQUEST_ID (submitted earlier, anywhere) to finish, then save its images.
 
@@ -513,13 +451,37 @@ def wait(
     URL (by this process); a job submitted by another command sends its callback to that
     command's receiver, so this wait reads its status as usual.
     """
-    request_id = request_id.strip()
-    with (
-        _receiver(webhook_listen, webhook_public_url) as webhooks,
-        _open_client(
-            state, emulator=emulator, base_url=base_url, api_key=api_key, webhooks=webhooks
-        ) as client,
-    ):
+    with receiver(webhook_listen, webhook_public_url) as webhooks:
+        wait_and_save(state, request_id.strip(), webhooks=webhooks, **options)
+
+
+def wait_and_save(
+    state: CliState,
+    request_id: str,
+    *,
+    out: Path,
+    no_save: bool,
+    timeout: float | None,
+    quiet: bool,
+    job_book: str | None,
+    emulator: bool,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
+    webhooks: WebhookReceiver | None = None,
+) -> None:
+    """``mai-image wait`` (and ``jobs wait``): wait for a job by id, save it, print the paths.
+
+    The job's outcome and the saved paths are written into the client's job book.
+    """
+    with _open_client(
+        state,
+        emulator=emulator,
+        base_url=base_url,
+        api_key=api_key,
+        webhooks=webhooks,
+        job_book=job_book,
+    ) as client:
         if webhooks is not None and not quiet:
             click.echo(
                 f"note: {request_id} was submitted by another command: its callback goes to "
@@ -545,4 +507,15 @@ def main() -> None:
     cli.main(prog_name="mai-image")
 
 
-__all__ = ["DEFAULT_OUT", "EPILOG", "CliState", "ClientFactory", "ExitCode", "cli", "main"]
+__all__ = [
+    "CLI_SCOPE",
+    "DEFAULT_OUT",
+    "EPILOG",
+    "CliState",
+    "ClientFactory",
+    "ExitCode",
+    "cli",
+    "job_book_option",
+    "main",
+    "wait_and_save",
+]

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from ..batch import (
 )
 from ._app import CliState
 from ._errors import ExitCode
+from ._options import job_book_option
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,8 +44,9 @@ if TYPE_CHECKING:
 BATCH_EPILOG = """\b
 Exit codes (the most urgent when several apply, in this order):
   130  interrupted (Ctrl-C, SIGTERM): everything was recorded; rerun to resume
-  3    key, balance or permission (401/402/403), or a wrong base URL:
-       submitting stopped, nothing is lost; fix it and rerun
+  3    key, balance or permission (401/402/403), a wrong base URL, or a
+       job book that cannot be opened or written: submitting stopped,
+       nothing is lost; fix it and rerun
   7    writing to DIR failed (disk full?) or some images are not saved:
        rerun to save them (no job is submitted again)
   6    the gateway or the connection failed: some lines are UNKNOWN (may be
@@ -189,7 +192,17 @@ def _resume_command(params: dict[str, Any]) -> str:
             args.append("--json" if flag == "as_json" else f"--{flag.replace('_', '-')}")
     if params.get("base_url"):
         args += ["--base-url", params["base_url"]]
+    if params.get("job_book"):
+        args += ["--job-book", _without_password(params["job_book"])]
     return shlex.join(args)
+
+
+def _without_password(spec: str) -> str:
+    """A --job-book value fit to print: a URL's password (user part or query) masked."""
+    if "://" not in spec:
+        return spec
+    spec = re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", spec)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", spec)
 
 
 def _print_summary(
@@ -336,6 +349,7 @@ async def _run(
     default=None,
     help=f"Pixazo key. Prefer ${API_KEY_ENV}: arguments are visible in process lists.",
 )
+@job_book_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def batch_command(state: CliState, /, **params: Any) -> None:
@@ -345,7 +359,8 @@ def batch_command(state: CliState, /, **params: Any) -> None:
     aspect_ratio, output_format; an image makes the line an edit) or plain text (one prompt
     per line), or - for stdin. Rerunning the same command resumes: saved lines are skipped,
     submitted ones are waited for (never sent again), unsaved images are downloaded again.
-    DIR/manifest.jsonl has one line per input id.
+    DIR/manifest.jsonl has one line per input id. Every job is also written into the job book
+    (surface "batch"; see mai-image jobs), where the rest of your jobs are.
     """
     session = state.session
     shard = parse_shard(params["shard"]) if params["shard"] is not None else None
@@ -365,6 +380,8 @@ def batch_command(state: CliState, /, **params: Any) -> None:
     # The client's own retries: every try passes the run's gate (its pace, and the pause a 429
     # starts for the whole run).
     client_args: dict[str, Any] = {}
+    if params["job_book"] is not None:
+        client_args["job_book"] = params["job_book"]
     with contextlib.ExitStack() as stack:
         if params["emulator"]:
             if params["base_url"] is not None or params["api_key"] is not None:

@@ -16,6 +16,7 @@ from .._exceptions import (
     DownloadError,
     InvalidArgumentError,
     JobTimeoutError,
+    JobUnknownError,
     MAIImageError,
     NotFoundError,
 )
@@ -32,6 +33,7 @@ class ExitCode(enum.IntEnum):
     TIMEOUT = 5  # gave up waiting; the job may still finish: `mai-image wait ID`
     GATEWAY = 6  # the gateway could not be reached or answered with an error
     SAVE_FAILED = 7  # the job finished but its images could not be saved
+    JOB_UNKNOWN = 8  # an earlier submit of this --idempotency-key may exist, id unknown
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -147,6 +149,15 @@ def _classify(exc: BaseException, session: Session) -> Failure:
         )
     if isinstance(exc, JobTimeoutError):  # the agent layer's "still running"
         return Failure(ExitCode.TIMEOUT, _timeout(exc, session))
+    if isinstance(exc, JobUnknownError):
+        # Not a gateway failure to retry: the same key gives the same answer, by design (a job
+        # may exist and be charged). Its own code, so a script does not loop on it.
+        hint = (
+            ""
+            if exc.idempotency_key is None
+            else " (mai-image: give --idempotency-key a new value to submit a new job.)"
+        )
+        return Failure(ExitCode.JOB_UNKNOWN, f"{exc}{hint}")
     outcome = failure_of(exc)
     code = _CODES[outcome.kind]
     # The person at the terminal is the operator too: the exception's own text (which says

@@ -60,6 +60,9 @@ NOT_A_FIELD_CLI_OPTIONS: Final = frozenset(
         "base_url",
         "api_key",
         "as_json",
+        # the job book
+        "idempotency_key",
+        "job_book",
     }
 )
 """CLI parameters of ``generate``/``edit`` that are not request fields."""
