@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from operator import methodcaller
 from typing import Any, cast
 
 from ._actions import Abandoned, BookIO, Flow, Sleep
@@ -35,6 +35,7 @@ from .jobbook._record import (
     first_difference,
     new_id,
     owner,
+    short_value,
 )
 
 logger = logging.getLogger("mai_tools.jobbook")
@@ -158,7 +159,7 @@ def claim(call: BookCall, clock: Clock, deadline: float) -> Flow[Claim]:
         lease = min(max(deadline - clock.monotonic(), 0.0), MAX_LEASE) + 10.0
         record = call.record()
         try:
-            reply = yield BookIO(partial(JobBook.claim, record=record, lease=lease))
+            reply = yield BookIO(methodcaller("claim", record, lease))
             got = cast(Claim, reply)
         except Abandoned:
             yield from note(lambda book: book.release(call.job_id))
@@ -175,13 +176,11 @@ def claim(call: BookCall, clock: Clock, deadline: float) -> Flow[Claim]:
             if by_key:
                 raise _key_reused(call, earlier)
             # The same call's arguments name other content (an edited file changed): a new job.
-            yield BookIO(partial(JobBook.untwin, job_id=earlier.id))
+            yield BookIO(methodcaller("untwin", earlier.id))
             continue
         if earlier.state == "unknown" or got.stale:
             if got.stale:
-                yield from note(
-                    partial(JobBook.unknown, job_id=earlier.id, error="its process stopped")
-                )
+                yield from note(methodcaller("unknown", earlier.id, "its process stopped"))
             raise _unknown(call, earlier)
         if earlier.state != "intent":
             return got
@@ -233,4 +232,6 @@ def submit_failed(call: BookCall, exc: BaseException) -> Flow[None]:
 
 
 def finished(request_id: str, status: str, urls: list[str], error: str | None) -> Flow[None]:
-    yield from note(lambda book: book.finished(request_id, status, urls, error))
+    # Inline (sync mode) images are data: URIs: the book keeps a digest, not the base64.
+    kept = [short_value(u) for u in urls]
+    yield from note(lambda book: book.finished(request_id, status, kept, error))

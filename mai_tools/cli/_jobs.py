@@ -116,6 +116,7 @@ def _book(spec: str | None) -> JobBook:
             f"The job book is off ({where}=off), so there is no job history to read. Point "
             f"{where} at the book's file or postgresql:// URL."
         )
+    book.sweep()  # intents of processes that died show as unknown, not as in progress
     return book
 
 

@@ -405,7 +405,19 @@ class JobBook:
         rows = self._execute(
             "DELETE FROM mai_jobs WHERE created < ? RETURNING id", (t - self.retention,)
         )
+        self.sweep()
         return len(rows)
+
+    def sweep(self) -> int:
+        """Mark ``unknown`` every intent whose process is gone (dead on this machine) or whose
+        lease ran out: its submit may have arrived, and no request id will ever be recorded.
+        How many were marked."""
+        t = self.clock()
+        rows = self._execute("SELECT id, owner, lease FROM mai_jobs WHERE state = 'intent'")
+        stale = [job_id for job_id, who, lease in rows if lease < t or owner_is_dead(who)]
+        for job_id in stale:
+            self.unknown(job_id, "its process stopped before the gateway's answer was recorded")
+        return len(stale)
 
     def maybe_prune(self) -> None:
         if self.clock() - self._pruned_at > _PRUNE_EVERY:

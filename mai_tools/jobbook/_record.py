@@ -121,6 +121,12 @@ def _short(value: Any, *, hide: bool = False) -> Any:
     return value
 
 
+def short_value(value: str) -> str:
+    """``value`` as the book keeps it: a ``data:`` URI or a long text as a digest."""
+    short: str = _short(value)
+    return short
+
+
 @dataclass(frozen=True)
 class Described:
     """A request as the book knows it."""

@@ -7,6 +7,7 @@ the injected clock (``book_clock.advance``), never by sleeping.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,7 @@ from mai_tools.jobbook._book import SCHEMA_VERSION
 from mai_tools.jobbook._postgres import PostgresJobBook, _without_password
 from mai_tools.jobbook._record import RUNNING_ADOPT_WINDOW, new_id, owner
 from tests.jobbook.conftest import START, OpenBook, RawSQL
+from tests.support.jobbook import dead_pid
 from tests.support.postgres import PostgresServer
 
 DAY = 86400.0
@@ -867,3 +869,16 @@ def test_postgres_is_offloaded_and_sqlite_is_not() -> None:
     assert PostgresJobBook.offload is True
     assert SQLiteJobBook.offload is False
     assert (PostgresJobBook.kind, SQLiteJobBook.kind) == ("postgres", "sqlite")
+
+
+def test_sweep_marks_the_intents_of_gone_processes_unknown(
+    job_book: JobBook, book_clock: FakeClock
+) -> None:
+    gone = f"{socket.gethostname()}:{dead_pid()}"
+    assert claim(job_book, key="gone", job_owner=gone, lease=3600.0).created
+    assert claim(job_book, key="live", lease=3600.0).created
+    assert claim(job_book, key="expired", job_owner="another-host:1", lease=5.0).created
+    book_clock.advance(10)
+    assert job_book.sweep() == 2
+    states = {r.idempotency_key: r.state for r in job_book.list()}
+    assert states == {"gone": "unknown", "live": "intent", "expired": "unknown"}
