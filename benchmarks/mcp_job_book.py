@@ -3,6 +3,7 @@
     python benchmarks/mcp_job_book.py                      # this checkout's server
     python benchmarks/mcp_job_book.py --server-python /other/.venv/bin/python --server-cwd /other
     python benchmarks/mcp_job_book.py --postgres postgresql://user:pass@127.0.0.1:5432/db
+    python benchmarks/mcp_job_book.py --postgres auto        # a local server, started here
 
 Each scenario asks for one image, has the host give up on it in the way real hosts do, then
 repeats the identical call, and counts the jobs the emulator (in this process) created. The
@@ -278,6 +279,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server-python", default=sys.executable)
     parser.add_argument("--server-cwd", type=Path, default=ROOT)
-    parser.add_argument("--postgres", help="a postgresql:// URL for the replicas scenario")
+    parser.add_argument(
+        "--postgres",
+        help="a postgresql:// URL for the replicas scenario, or 'auto': start a local server "
+        "with the test suite's helper (tests/support/postgres.py)",
+    )
     ns = parser.parse_args()
-    anyio.run(main, ns.server_python, ns.server_cwd, ns.postgres)
+    if ns.postgres == "auto":
+        sys.path.insert(0, str(ROOT))
+        from tests.support.postgres import postgres_server
+
+        with postgres_server() as url:
+            anyio.run(main, ns.server_python, ns.server_cwd, url)
+    else:
+        anyio.run(main, ns.server_python, ns.server_cwd, ns.postgres)
