@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import json
 import logging
+from types import FrameType
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
+from ._state import STOPPING
 
 logger = logging.getLogger("mcp_server")
 
@@ -239,7 +241,12 @@ def startup_notes(host: str, port: int, settings: Settings, *, insecure_no_auth:
 
 
 def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``app`` with uvicorn until interrupted."""
+    """Serve ``app`` with uvicorn until interrupted (see :data:`_state.STOPPING`)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            STOPPING.set()  # calls still waiting finish, but their answers may go nowhere
+            super().handle_exit(sig, frame)
+
+    _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())).run()

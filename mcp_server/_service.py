@@ -59,7 +59,7 @@ from ._arguments import EditArguments, GenerateArguments
 from ._jobs import argument_key
 from ._resume import MemoryEventStore, client_gone
 from ._settings import Settings
-from ._state import ServerState
+from ._state import STOPPING, ServerState
 
 logger = logging.getLogger("mcp_server")
 
@@ -182,6 +182,13 @@ class Service:
         """The answer reached the caller: an identical call is now a new job."""
         twin = call.scope.twin_key
         if book is None or twin is None:
+            return
+        if STOPPING.is_set():
+            logger.info(
+                "stopping: the answer about %s may not reach its caller; its job stays "
+                "adoptable by an identical call",
+                call.request_id,
+            )
             return
         who = call.scope.principal
         request_id = call.request_id or _request_id_of(outcome)

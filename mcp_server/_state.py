@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -30,6 +31,12 @@ from mai_tools import AsyncMAIImageClient, MAIImageError, WebhookReceiver, _dura
 from mai_tools.jobbook import JobBook, SQLiteJobBook, open_job_book
 
 from ._settings import Settings
+
+STOPPING = threading.Event()
+"""Set when this process was asked to stop (SIGTERM or Ctrl-C under the HTTP server). An answer
+given while it stops may never reach its caller (the client's other requests already fail), so
+it does not release its job: an identical call on the next server continues the job instead of
+paying for another."""
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer

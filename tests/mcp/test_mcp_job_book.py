@@ -392,3 +392,30 @@ async def test_an_earlier_submit_that_may_have_arrived_is_told_once_then_the_cal
     record = _book().get(orphan.id)
     assert record is not None
     assert (record.state, record.twin_key) == ("unknown", None)
+
+
+async def test_an_answer_given_while_the_server_stops_keeps_its_job_for_an_identical_call(
+    emulators: Any,
+) -> None:
+    # A SIGTERM'd HTTP server lets waiting calls finish, but their clients' other requests
+    # already fail: the answer may go nowhere, so the next server's identical call adopts.
+    from mcp_server import _state
+
+    emu = emulators(api_keys=(KEY,), min_duration=0.1, max_duration=0.1)
+    settings = Settings(api_key=KEY, base_url=emu.base_url, preview="off")
+    args = {"prompt": "answered while stopping"}
+    with pytest.MonkeyPatch.context() as stopping:
+        stopping.setattr(_state.STOPPING, "is_set", lambda: True)
+        async with Client(create_server(settings)) as client:
+            first = await client.call_tool("generate_image", args)
+    async with Client(create_server(settings)) as client:
+        again = await client.call_tool("generate_image", args)
+        adopted = emu.control.stats().jobs_created
+        third = await client.call_tool("generate_image", args)
+    rid = _text(first).rsplit("request_id: ", 1)[-1]
+    assert not first.is_error
+    assert adopted == 1
+    assert f"request_id: {rid}" in _text(again)
+    assert "Continuing the job you started at" in _text(again)
+    assert rid not in _text(third)  # the answer before it was delivered: a new job
+    assert emu.control.stats().jobs_created == 2
