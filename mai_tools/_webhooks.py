@@ -457,6 +457,8 @@ class WebhookReceiver:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return self._refuse("the body is not JSON")
+        except RecursionError:  # nested deeper than the parser goes: a 400, not a traceback
+            return self._refuse("the body is nested too deeply")
         if not isinstance(data, dict):
             return self._refuse("the body is not a JSON object")
         with self._lock:

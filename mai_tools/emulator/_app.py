@@ -291,6 +291,8 @@ class EmulatorApp:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return _error(400, "Bad Request", "The request body must be JSON.")
+        except RecursionError:  # nested deeper than the parser goes: a 400, not a traceback
+            return _error(400, "Bad Request", "The request body is nested too deeply.")
         if not isinstance(data, dict):
             return _error(400, "Bad Request", "The request body must be a JSON object.")
         return data

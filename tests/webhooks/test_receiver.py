@@ -111,6 +111,17 @@ def test_bodies_that_are_not_a_json_object_are_refused_without_a_wake(
     assert receiver.stats()["refused"] == 1
 
 
+def test_a_deeply_nested_body_is_refused_with_a_400(
+    receiver: WebhookReceiver, http: TestClient
+) -> None:
+    ticket = _issue(receiver)
+    response = http.post(_path(ticket), content=b"[" * 50_000 + b"]" * 50_000)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["message"]
+    assert ticket.wait(0) is False
+    assert receiver.stats()["refused"] == 1
+
+
 def test_a_callback_for_another_job_is_refused(receiver: WebhookReceiver, http: TestClient) -> None:
     ticket = _issue(receiver)
     ticket.bind(RID)
