@@ -25,6 +25,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -127,6 +128,54 @@ class Ticket:
         return fired
 
 
+class _HideTokens(logging.Filter):
+    """Writes the placeholder ``<token>`` for the token of ``<path>/<token>`` in a record.
+
+    uvicorn's access log (INFO) writes every request's path, and a callback's path ends with
+    its capability token. Installed on the ``uvicorn.access`` logger (a logger's filters see
+    every record logged to it, whichever handler writes it), so whatever serves the receiver,
+    its own server, the MCP server's app or a user's, logs no token.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, path: str) -> None:
+        self.paths.add(path)
+        prefixes = "|".join(re.escape(p) for p in sorted(self.paths, key=len, reverse=True))
+        self._pattern = re.compile(f'((?:{prefixes})/)[^/?#\\s"]+')
+
+    def _hide(self, value: object) -> object:
+        if isinstance(value, str) and self._pattern is not None:
+            return self._pattern.sub(r"\1<token>", value)
+        return value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._hide(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._hide(arg) for arg in record.args)
+        return True
+
+
+_HIDE_TOKENS = _HideTokens()
+_HIDE_LOCK = threading.Lock()
+_LOGS_WITH_PATHS = ("uvicorn.access",)
+
+
+def _hide_tokens_in_logs(path: str) -> None:
+    """Keep callback tokens under ``path`` out of the access logs (once per path)."""
+    with _HIDE_LOCK:
+        if path in _HIDE_TOKENS.paths:
+            return
+        _HIDE_TOKENS.add(path)
+        for name in _LOGS_WITH_PATHS:
+            named = logging.getLogger(name)
+            if _HIDE_TOKENS not in named.filters:
+                named.addFilter(_HIDE_TOKENS)
+
+
 def _check_path(path: object) -> str:
     if not isinstance(path, str) or not path.startswith("/") or has_unsafe_chars(path):
         raise ConfigurationError(
@@ -225,6 +274,7 @@ class WebhookReceiver:
                 f"WebhookReceiver listens on {self.host} (every interface) but no gateway can "
                 "call that address: pass public_url=, the URL the gateway should call."
             )
+        _hide_tokens_in_logs(self.path)
         self._lock = threading.Lock()
         self._tickets: dict[str, Ticket] = {}
         self._parked: OrderedDict[str, float] = OrderedDict()  # token -> when parked

@@ -223,6 +223,7 @@ def test_callbacks_bypass_the_bearer_token_but_nothing_else_does(
     port = _free_port()
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)  # the key file's rule: no access for others
     proc = _spawn(emu, port, "--auth-token-file", str(token_file))
     try:
         unknown = httpx.post(f"http://127.0.0.1:{port}{HOOKS}/{'A' * 43}", json={}, timeout=10)
