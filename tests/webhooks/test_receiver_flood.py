@@ -106,9 +106,13 @@ def test_one_client_gets_its_share_and_the_callbacks_still_come(emu: RunningEmul
             assert stats["connections"] == WEBHOOK_MAX_PER_CLIENT
             assert stats["connections_turned_away"] == flood_size - WEBHOOK_MAX_PER_CLIENT
             _generate_both_ways(emu, receiver)
-            # The emulator (another client) got through: both waits were pushed.
-            assert receiver.stats()["accepted"] == 2
-            assert receiver.stats()["connections_peak"] <= WEBHOOK_MAX_PER_CLIENT + 1
+            # The emulator (another client) gets through: both callbacks arrive, before their
+            # wait ended (accepted) or after a fallback read ended it on a slow machine.
+            deadline = time.monotonic() + 120  # only ends a broken test
+            while (got := receiver.stats())["accepted"] + got["ignored"] < 2:
+                assert time.monotonic() < deadline, got
+                time.sleep(0.02)
+            assert got["connections_peak"] <= WEBHOOK_MAX_PER_CLIENT + 1
         finally:
             _close(socks)
 
