@@ -191,11 +191,27 @@ def api_key_file() -> Path:
     return Path.home() / API_KEY_FILE
 
 
-def read_api_key_file(path: Path) -> str | None:
-    """The key in ``path``, or None if there is no such file or it is empty.
+def read_private_file(
+    path: str | os.PathLike[str], *, label: str, shown: str, advice: str
+) -> str | None:
+    """The text in a file that holds a secret, or None if there is no such file or it is blank.
 
-    Like ssh with a private key, a file that other users may read is refused: the key has
-    leaked to them, or will. The key itself is never part of a message.
+    Like ssh with a private key, a file that other users may read is refused: the secret has
+    leaked to them, or will. One rule and one wording for every such file (the API key file,
+    the MCP server's auth token file). A UTF-8 byte order mark (Notepad writes one) is dropped
+    with the surrounding whitespace: it is never part of a key or token, and it is invisible,
+    so advice to write the key again would not get rid of it. The secret itself is never part
+    of a message.
+
+    Args:
+        path: the file.
+        label: what it is, e.g. "API key file".
+        shown: how the message names it, e.g. "~/.pixazo/api-key".
+        advice: what to write into a file that is not text.
+
+    Raises:
+        ConfigurationError: the file cannot be opened, is not a regular file, is readable or
+            writable by other users (POSIX), or is not UTF-8 text.
     """
     try:
         # Non-blocking: a FIFO planted at the path must not hang the constructor.
@@ -204,29 +220,40 @@ def read_api_key_file(path: Path) -> str | None:
         return None
     except OSError as exc:
         raise ConfigurationError(
-            f"Cannot read the API key file {API_KEY_FILE_SHOWN}: {exc.strerror or exc}."
+            f"Cannot read the {label} {shown}: {exc.strerror or exc}."
         ) from None
     try:
         info = os.fstat(fd)  # the file that was opened, not whatever the path is now
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigurationError(f"The API key file {API_KEY_FILE_SHOWN} is not a file.")
+            raise ConfigurationError(f"The {label} {shown} is not a file.")
         if os.name == "posix" and info.st_mode & 0o077:
             raise ConfigurationError(
-                f"The API key file {API_KEY_FILE_SHOWN} can be read or changed by other users "
+                f"The {label} {shown} can be read or changed by other users "
                 f"(mode {stat.S_IMODE(info.st_mode):03o}); it was not used. Run "
-                f"`chmod 600 {API_KEY_FILE_SHOWN}`."
+                f"`chmod 600 {shown}`."
             )
         raw = os.read(fd, 4096)
     finally:
         os.close(fd)
     try:
-        text = raw.decode("utf-8").strip()
+        text = raw.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
-        raise ConfigurationError(
-            f"The API key file {API_KEY_FILE_SHOWN} is not text; write the key from the Pixazo "
-            "dashboard into it."
-        ) from None
+        raise ConfigurationError(f"The {label} {shown} is not text; {advice}.") from None
     return text or None
+
+
+def read_api_key_file(path: Path) -> str | None:
+    """The key in ``path``, or None if there is no such file or it is empty.
+
+    Raises:
+        ConfigurationError: see :func:`read_private_file`.
+    """
+    return read_private_file(
+        path,
+        label="API key file",
+        shown=API_KEY_FILE_SHOWN,
+        advice="write the key from the Pixazo dashboard into it",
+    )
 
 
 def resolve_api_key(api_key: object) -> Secret:

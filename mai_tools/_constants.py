@@ -87,6 +87,12 @@ WEBHOOK_PARKED_TTL: Final = 3600.0
 """Seconds a parked token is kept for a later ``wait``."""
 WEBHOOK_RECENT: Final = 10_000
 """Tokens of ended waits remembered, so late duplicates get 200 (ignored), not 404."""
+WEBHOOK_MAX_CONNECTIONS: Final = 256
+"""Connections a receiver's own server holds open at once; more are closed on arrival."""
+WEBHOOK_MAX_PER_CLIENT: Final = 64
+"""Of those, from one client address (a tunnel or proxy in front is one client)."""
+WEBHOOK_READ_TIMEOUT: Final = 10.0
+"""Seconds a request may take to arrive (headers and body) before its connection is closed."""
 
 DEFAULT_SAVE_TIMEOUT: Final = 300.0
 """Default bound, in seconds, on a whole save() (every image of a result, retries included)."""

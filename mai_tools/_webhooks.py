@@ -35,14 +35,25 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ._constants import (
     MAX_CALLBACK_BYTES,
+    WEBHOOK_MAX_CONNECTIONS,
     WEBHOOK_MAX_PARKED,
+    WEBHOOK_MAX_PER_CLIENT,
     WEBHOOK_MAX_WAITING,
     WEBHOOK_PARKED_TTL,
     WEBHOOK_PATH,
+    WEBHOOK_READ_TIMEOUT,
     WEBHOOK_RECENT,
 )
 from ._exceptions import ConfigurationError
 from ._urls import has_unsafe_chars, split_url
+from ._webhook_server import (
+    Guard,
+    answer,
+    guarded_protocol,
+    hide_tokens_in_logs,
+    lifespan,
+    read_body,
+)
 
 if TYPE_CHECKING:
     from starlette.routing import Mount
@@ -198,6 +209,15 @@ class WebhookReceiver:
             it. Default: ``http://host:port``.
         host, port: where the receiver's own server listens (``port=0``: a free port).
         path: the path callbacks arrive under (``<path>/<token>``).
+        max_connections, max_connections_per_client: what the receiver's own server holds
+            open at once, in all and from one client address (a tunnel or proxy in front of
+            it is one client). A connection over either is closed on arrival: a flood costs
+            callbacks (their waits fall back to polling), never the process's file descriptors.
+        read_timeout: seconds a request may take to arrive, headers and body; a connection
+            whose request is slower is closed.
+
+    The limits apply to the receiver's own server; an app that mounts :attr:`asgi_app` sets
+    its own (its server's connection limits and timeouts).
 
     Raises:
         ConfigurationError: a ``public_url`` that is not http(s), a bad path or port, or a
@@ -211,8 +231,12 @@ class WebhookReceiver:
         host: str = "127.0.0.1",
         port: int = 0,
         path: str = WEBHOOK_PATH,
+        max_connections: int = WEBHOOK_MAX_CONNECTIONS,
+        max_connections_per_client: int = WEBHOOK_MAX_PER_CLIENT,
+        read_timeout: float = WEBHOOK_READ_TIMEOUT,
     ) -> None:
         self._public = check_public_url(public_url)
+        self._guard = Guard(max_connections, max_connections_per_client, read_timeout)
         self.path = _check_path(path)
         if not isinstance(host, str) or not host.strip() or has_unsafe_chars(host):
             raise ConfigurationError(f"host must be a host name or address; got {host!r:.60}.")
@@ -225,6 +249,7 @@ class WebhookReceiver:
                 f"WebhookReceiver listens on {self.host} (every interface) but no gateway can "
                 "call that address: pass public_url=, the URL the gateway should call."
             )
+        hide_tokens_in_logs(self.path)
         self._lock = threading.Lock()
         self._tickets: dict[str, Ticket] = {}
         self._parked: OrderedDict[str, float] = OrderedDict()  # token -> when parked
@@ -286,12 +311,15 @@ class WebhookReceiver:
 
     def stats(self) -> dict[str, int]:
         """Counters: callbacks accepted / ignored (late) / unknown / refused; jobs waiting
-        and parked."""
+        and parked; the own server's connections open, their peak, those closed on arrival
+        (over a limit) and those closed for a request too slow to arrive."""
+        guard = self._guard
         with self._lock:
             return {
                 **self._counts,
                 "waiting": len(self._tickets) - len(self._parked),
                 "parked": len(self._parked),
+                **guard.counts(),
             }
 
     # ------------------------------------------------------------------ own server
@@ -302,9 +330,14 @@ class WebhookReceiver:
             return self
         import uvicorn
 
-        sock = socket.socket(
-            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
-        )
+        try:
+            sock = socket.socket(
+                socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
+            )
+        except OSError as exc:  # e.g. out of file descriptors
+            raise ConfigurationError(
+                f"The WebhookReceiver cannot open a socket: {exc.strerror or exc}."
+            ) from None
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answer in one go
@@ -323,6 +356,7 @@ class WebhookReceiver:
             lifespan="off",
             timeout_keep_alive=_KEEP_ALIVE,
             backlog=2048,
+            http=guarded_protocol(self._guard),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(
@@ -457,6 +491,8 @@ class WebhookReceiver:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return self._refuse("the body is not JSON")
+        except RecursionError:  # nested deeper than the parser goes: a 400, not a traceback
+            return self._refuse("the body is nested too deeply")
         if not isinstance(data, dict):
             return self._refuse("the body is not a JSON object")
         with self._lock:
@@ -504,28 +540,28 @@ class _CallbackApp:
                     if self.inner is not None:
                         await self.inner(scope, receive, send)
                     else:
-                        await _answer(send, 404, "not found")
+                        await answer(send, 404, "not found")
                     return
                 path = path[len(self.prefix) :]
             await self._callback(path, scope, receive, send)
         elif self.inner is not None:
             await self.inner(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
 
     async def _callback(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         token = path[1:]
         known = self.receiver._known(token)
         if known == 404:
             self.receiver._count("unknown")
-            await _answer(send, 404, "unknown token")
+            await answer(send, 404, "unknown token")
             return
         if scope["method"] != "POST":
-            await _answer(send, 405, "POST only", [(b"allow", b"POST")])
+            await answer(send, 405, "POST only", [(b"allow", b"POST")])
             return
         if known == 204:
             self.receiver._count("ignored")
-            await _answer(send, 200, "the wait already ended")
+            await answer(send, 200, "the wait already ended")
             return
         for name, value in scope.get("headers", ()):
             if name.lower() == b"content-length":
@@ -535,60 +571,15 @@ class _CallbackApp:
                     declared = -1
                 if not 0 <= declared <= MAX_CALLBACK_BYTES:
                     self.receiver._count("refused")
-                    await _answer(send, 413, f"at most {MAX_CALLBACK_BYTES} bytes")
+                    await answer(send, 413, f"at most {MAX_CALLBACK_BYTES} bytes")
                     return
-        body = await _read_body(receive, MAX_CALLBACK_BYTES)
+        body = await read_body(receive, MAX_CALLBACK_BYTES)
         if body is None:
             self.receiver._count("refused")
-            await _answer(send, 413, f"at most {MAX_CALLBACK_BYTES} bytes")
+            await answer(send, 413, f"at most {MAX_CALLBACK_BYTES} bytes")
             return
         status, why = self.receiver._deliver(token, body)
-        await _answer(send, status, why)
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None past ``limit`` bytes (or a disconnect): never buffered past."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _answer(
-    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps({"ok": status == 200, "message": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        await answer(send, status, why)
 
 
 __all__ = ["Ticket", "WebhookReceiver"]

@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mai_tools._config import read_private_file
 from mai_tools._constants import API_KEY_ENV, BASE_URL_ENV
 from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
@@ -119,21 +120,31 @@ def check_auth_token(token: str) -> str:
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in a file (surrounding whitespace, such as the final newline, dropped).
 
+    The file is held to the API key file's rule (no access for other users: mode 600) and
+    read the same way (:func:`mai_tools._config.read_private_file`).
+
     Raises:
-        ValueError: the file cannot be read, is empty, or holds no usable token.
+        ValueError: the file cannot be read, is open to other users, is empty, or holds no
+            usable token.
     """
+    shown = str(path)
     try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ValueError(f"Cannot read the auth token file {str(path)!r}: {reason}.") from None
-    token = text.strip()
-    if not token:
-        raise ValueError(f"The auth token file {str(path)!r} is empty. {TOKEN_HOWTO}")
+        token = read_private_file(
+            Path(path).expanduser(),
+            label="auth token file",
+            shown=shown,
+            advice=f"write the token into it, {TOKEN_HOWTO}",
+        )
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+    if token is None:
+        if not Path(path).expanduser().exists():
+            raise ValueError(f"Cannot read the auth token file {shown}: No such file or directory.")
+        raise ValueError(f"The auth token file {shown} is empty. {TOKEN_HOWTO}")
     try:
         return check_auth_token(token)
     except ValueError as exc:
-        raise ValueError(f"In the auth token file {str(path)!r}: {exc}") from None
+        raise ValueError(f"In the auth token file {shown}: {exc}") from None
 
 
 def check_allowed_host(value: str) -> str:

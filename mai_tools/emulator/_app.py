@@ -48,6 +48,7 @@ logger = logging.getLogger("mai_tools.emulator")
 KEY_HEADER = "ocp-apim-subscription-key"
 _MAX_ADMIN_BODY = 1024 * 1024
 _SENDERS = 32  # callbacks in flight at once, each on a kept-alive connection
+_PER_RECEIVER = 8  # of those, to one receiver: a stalled one holds no more than these
 
 # Azure API Management's own messages, word for word (shared/notes/real-world.md).
 MISSING_KEY: Final = (
@@ -154,12 +155,16 @@ class EmulatorApp:
 
     def __init__(self, emulator: Emulator) -> None:
         self.emu = emulator
-        self._callbacks = CallbackSender(timeout=10, max_idle=_SENDERS)
+        self._callbacks = CallbackSender(
+            timeout=emulator.config.webhook_timeout,
+            max_idle=_SENDERS,
+            per_receiver=_PER_RECEIVER,
+            max_in_flight=_SENDERS,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         # Decoding an edit source can take a few hundred MB for a big (allowed) image: one at
         # a time keeps the peak at one image's worth.
         self._decoding = anyio.CapacityLimiter(1)
-        self._sending = anyio.CapacityLimiter(_SENDERS)  # callbacks in flight
 
     # ------------------------------------------------------------------ helpers
 
@@ -291,6 +296,8 @@ class EmulatorApp:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return _error(400, "Bad Request", "The request body must be JSON.")
+        except RecursionError:  # nested deeper than the parser goes: a 400, not a traceback
+            return _error(400, "Bad Request", "The request body is nested too deeply.")
         if not isinstance(data, dict):
             return _error(400, "Bad Request", "The request body must be a JSON object.")
         return data
@@ -523,8 +530,7 @@ class EmulatorApp:
                     return
                 delivery = {**record, "attempt": attempt}
                 try:
-                    async with self._sending:
-                        status_code = await self._callbacks.post_json(url, body)
+                    status_code = await self._callbacks.post_json(url, body)
                     delivery.update(outcome="sent", status_code=status_code)
                 except CallbackError as exc:
                     delivery.update(outcome="failed", error=str(exc))

@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import re
 import ssl
+from collections.abc import AsyncIterator
 from urllib.parse import quote, urlsplit
 
 from .._urls import split_url
@@ -46,12 +47,39 @@ class _Stale(Exception):
     """A kept-alive connection was closed by the receiver before it answered."""
 
 
-class CallbackSender:
-    """POSTs JSON callbacks, keeping up to ``max_idle`` idle connections per receiver."""
+class _Turns:
+    """The callbacks one receiver (origin) may have in flight, and how many want one."""
 
-    def __init__(self, *, timeout: float = 10.0, max_idle: int = 32) -> None:
+    __slots__ = ("slots", "users")
+
+    def __init__(self, size: int) -> None:
+        self.slots = asyncio.Semaphore(size)
+        self.users = 0
+
+
+class CallbackSender:
+    """POSTs JSON callbacks, keeping up to ``max_idle`` idle connections per receiver.
+
+    Slow receivers are isolated: each receiver (scheme, host, port) gets at most
+    ``per_receiver`` of the ``max_in_flight`` callbacks in flight, and ``timeout`` bounds a
+    callback's whole life, its wait for a turn included. A receiver that never answers thus
+    holds only its own few slots, and delays only its own callbacks (each by ``timeout`` at
+    most); every other receiver's callbacks go out as if it were not there.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_idle: int = 32,
+        per_receiver: int = 8,
+        max_in_flight: int = 32,
+    ) -> None:
         self.timeout = timeout
         self.max_idle = max_idle
+        self.per_receiver = per_receiver
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._turns: dict[_Origin, _Turns] = {}
         self._idle: dict[_Origin, list[_Conn]] = {}
         self._tls: ssl.SSLContext | None = None
         self.connections_opened = 0
@@ -67,7 +95,7 @@ class CallbackSender:
         """
         origin, request = _request(url, body)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout), self._turn(origin), self._in_flight:
                 while True:
                     conn, reused = await self._connection(origin)
                     try:
@@ -87,6 +115,22 @@ class CallbackSender:
                     return status
         except TimeoutError:
             raise CallbackError("Timeout") from None
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, origin: _Origin) -> AsyncIterator[None]:
+        """One of ``origin``'s slots (taken before a global one: a receiver's backlog waits
+        here, never in the shared queue)."""
+        turns = self._turns.get(origin)
+        if turns is None:
+            turns = self._turns[origin] = _Turns(self.per_receiver)
+        turns.users += 1
+        try:
+            async with turns.slots:
+                yield
+        finally:
+            turns.users -= 1
+            if not turns.users:  # memory follows the receivers in use, not all ever seen
+                del self._turns[origin]
 
     async def aclose(self) -> None:
         """Close the idle connections."""

@@ -167,6 +167,14 @@ class EmulatorConfig(BaseModel):
             "(127.0.0.0/8, ::1, localhost) get them."
         ),
     )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds (real time) one callback may take, waiting for its turn at its receiver "
+            "included; a receiver that never answers delays only its own callbacks, by this."
+        ),
+    )
     max_records: int = Field(
         default=100_000,
         ge=1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -203,6 +204,16 @@ def test_non_json_body(http: httpx.Client) -> None:
     response = http.post(GEN, content=b"<xml/>", headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert "JSON" in response.json()["message"]
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_traceback(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    deep = b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = http.post(GEN, content=deep, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 MISSING_KEY = (

@@ -8,6 +8,7 @@ scheduled callback is over), never from sleeping a while.
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -259,3 +260,26 @@ def test_a_webhook_url_no_callback_could_reach_is_refused_at_submit(
     assert message.startswith("X-Webhook-URL: the host ")
     assert "is not an ASCII name or address" in message
     assert emu.control.stats().jobs_created == 0
+
+
+def test_a_receiver_that_never_answers_delays_no_one_else(receiver: Receiver) -> None:
+    # 40 callbacks (more than the emulator sends at once) to a receiver that accepts
+    # connections and never answers, then 5 to an honest one: those 5 arrive while the 40
+    # still wait for their own (long) timeout. Nothing here depends on how fast the machine is.
+    config = EmulatorConfig(min_duration=0.1, max_duration=0.2, webhook_timeout=600)
+    with socket.socket() as stalled, run_emulator(config, clock=ManualClock()) as emu:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(64)  # the kernel completes the handshakes; nobody ever reads
+        never = f"http://127.0.0.1:{stalled.getsockname()[1]}/never"
+        for n in range(40):
+            _submit(emu, never, f"stalled {n}")
+        _advance(emu)
+        honest = {_submit(emu, receiver.url(), f"honest {n}") for n in range(5)}
+        _advance(emu)
+        callbacks = receiver.wait_for(5, timeout=120)  # the timeout only ends a broken test
+        assert {c.body["request_id"] for c in callbacks} == honest
+        records = _deliveries(emu, 5, timeout=120)
+        # Only the honest ones are over; every stalled one is still waiting (600 s).
+        assert {r["request_id"] for r in records} == honest
+        assert all(r["outcome"] == "sent" for r in records)
+        assert emu.control.stats().webhooks_pending >= 40

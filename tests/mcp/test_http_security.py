@@ -322,6 +322,7 @@ def test_token_settings_and_no_token_in_reprs(
     )
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)  # the key file's rule: no access for others
     monkeypatch.setenv("MAI_MCP_AUTH_TOKEN_FILE", str(token_file))
     with pytest.raises(SettingsError, match="not both"):
         Settings.from_env()

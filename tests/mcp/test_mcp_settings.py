@@ -63,6 +63,7 @@ def test_a_flag_overrides_its_variable(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("MAI_MCP_AUTH_TOKEN", "x" * 20)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)  # the key file's rule: no access for others
     from_file = load({"auth_token_file": str(token_file)}).auth_token
     assert from_file is not None
     assert from_file.get_secret_value() == TOKEN

@@ -109,6 +109,38 @@ def test_a_key_file_with_garbage_is_refused_without_echoing_it(home: Path) -> No
         resolve_api_key(None)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_key(home: Path) -> None:
+    # Notepad saves UTF-8 with a BOM; it is invisible, so no advice could get it removed.
+    path = _write_key(home, "")
+    path.write_bytes(b"\xef\xbb\xbf" + FILE_KEY.encode() + b"\r\n")
+    assert resolve_api_key(None).get() == FILE_KEY
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_the_mcp_auth_token_file_is_held_to_the_key_files_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    from mcp_server._settings import Settings, SettingsError
+
+    token = "a-long-random-token-" + "x" * 24
+    path = tmp_path / "token"
+    path.write_bytes(b"\xef\xbb\xbf" + token.encode() + b"\n")
+    path.chmod(0o600)
+    monkeypatch.delenv("MAI_MCP_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("MAI_MCP_AUTH_TOKEN_FILE", str(path))
+    from_file = Settings.from_env().auth_token
+    assert from_file is not None
+    assert from_file.get_secret_value() == token  # the BOM dropped here too
+    path.chmod(mode)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    message = str(caught.value)
+    assert f"The auth token file {path} can be read or changed by other users" in message
+    assert f"(mode {mode:03o}); it was not used. Run `chmod 600 {path}`." in message
+    assert token not in message
+
+
 def test_the_cli_reads_the_key_file(home: Path, mai_emulator: RunningEmulator) -> None:
     _write_key(home, mai_emulator.api_key)
     env = {"PIXAZO_API_KEY": None, "PIXAZO_BASE_URL": mai_emulator.base_url, "HOME": str(home)}

@@ -176,8 +176,8 @@ def _spawn(emu: RunningEmulator, port: int, *extra: str) -> subprocess.Popen[byt
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream: uvicorn's access log goes to stdout
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -186,21 +186,22 @@ def _spawn(emu: RunningEmulator, port: int, *extra: str) -> subprocess.Popen[byt
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "") from None
+                raise AssertionError(proc.stdout.read().decode() if proc.stdout else "") from None
             time.sleep(0.1)
     proc.terminate()
     raise AssertionError("the MCP server did not start")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> str:
+    """What the server wrote (stderr and stdout, in one stream)."""
     proc.terminate()
-    _, stderr = proc.communicate(timeout=10)
-    return stderr.decode()
+    output, _ = proc.communicate(timeout=10)
+    return output.decode()
 
 
 async def test_the_mcp_server_receives_callbacks_on_its_own_app(emu: RunningEmulator) -> None:
     port = _free_port()
-    proc = _spawn(emu, port)
+    proc = _spawn(emu, port, "--log-level", "INFO")  # INFO: uvicorn's access log is on
     try:
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool("generate_image", {"prompt": "a pushed agent"})
@@ -215,6 +216,9 @@ async def test_the_mcp_server_receives_callbacks_on_its_own_app(emu: RunningEmul
     (delivery,) = stats.webhook_deliveries
     assert delivery["url"].startswith(f"http://127.0.0.1:{port}{HOOKS}/")
     assert (delivery["outcome"], delivery["status_code"]) == ("sent", 200)
+    # The callback is in the access log (INFO), its token (a capability) is not.
+    assert f'"POST {HOOKS}/<token> HTTP/1.1" 200' in stderr
+    assert delivery["url"].rsplit("/", 1)[1] not in stderr
 
 
 def test_callbacks_bypass_the_bearer_token_but_nothing_else_does(
@@ -223,6 +227,7 @@ def test_callbacks_bypass_the_bearer_token_but_nothing_else_does(
     port = _free_port()
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)  # the key file's rule: no access for others
     proc = _spawn(emu, port, "--auth-token-file", str(token_file))
     try:
         unknown = httpx.post(f"http://127.0.0.1:{port}{HOOKS}/{'A' * 43}", json={}, timeout=10)

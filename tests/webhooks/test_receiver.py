@@ -111,6 +111,17 @@ def test_bodies_that_are_not_a_json_object_are_refused_without_a_wake(
     assert receiver.stats()["refused"] == 1
 
 
+def test_a_deeply_nested_body_is_refused_with_a_400(
+    receiver: WebhookReceiver, http: TestClient
+) -> None:
+    ticket = _issue(receiver)
+    response = http.post(_path(ticket), content=b"[" * 50_000 + b"]" * 50_000)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["message"]
+    assert ticket.wait(0) is False
+    assert receiver.stats()["refused"] == 1
+
+
 def test_a_callback_for_another_job_is_refused(receiver: WebhookReceiver, http: TestClient) -> None:
     ticket = _issue(receiver)
     ticket.bind(RID)
@@ -330,6 +341,49 @@ def test_no_token_in_any_log_line(
     ours = [r for r in caplog.records if r.name.startswith("mai_tools")]
     assert ours  # the callback was logged (the test's own HTTP client logs the URL it calls)
     assert all(ticket.token not in record.getMessage() for record in ours)
+
+
+def test_no_token_in_the_access_log_of_the_server_that_hosts_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As mai-image-mcp serves it: receiver.wrap(app) under uvicorn with its access log on.
+    import uvicorn
+
+    caplog.set_level(logging.INFO)
+    receiver = WebhookReceiver(PUBLIC)
+    inner = Starlette(routes=[Route("/mcp", lambda request: PlainTextResponse("inner"))])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        receiver.wrap(inner), log_config=None, log_level="info", access_log=True, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        ticket = _issue(receiver)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.post(_path(ticket), json={}).status_code == 200
+            assert http.post(f"{_path(ticket)}?x=1", json={}).status_code == 200
+            assert http.get("/mcp").text == "inner"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+    access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(access) == 3
+    assert f'"POST {WEBHOOK_PATH}/<token> HTTP/1.1" 200' in access[0]
+    assert "/mcp" in access[2]
+    # Every record but the test's own HTTP client's (it logs the URL it calls).
+    server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    assert all(ticket.token not in record.getMessage() for record in server_side)
 
 
 def test_waiting_sync_and_async_for_the_same_receiver_from_many_threads() -> None:
