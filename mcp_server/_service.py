@@ -28,9 +28,11 @@ import functools
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -72,6 +74,9 @@ WATCH_INTERVAL = 0.25
 SURFACE = "mcp"
 """How the job book names the jobs this server makes."""
 TOOL_OF_OPERATION = {spec.operation: spec.name for spec in TOOLS if spec.operation is not None}
+REMEMBERED_SAVES = 4096
+"""How many finished tasks' saves (files, or why not saved) a server remembers, newest kept."""
+SAVE_BUSY = "another read of this task is saving its images right now; they are ready at the URLs"
 
 
 def principal(request_context: object = None) -> str:
@@ -151,6 +156,9 @@ class Service:
     def __init__(self, settings: Settings, events: MemoryEventStore | None = None) -> None:
         self.settings = settings
         self.events = events
+        self._saves: OrderedDict[str, tuple[list[Path], str | None]] = OrderedDict()
+        """Each finished task's save (files, or why not saved): later reads reuse it."""
+        self._saving: dict[str, anyio.Lock] = {}
 
     def _scope(
         self, request_context: object, tool: str, args: GenerateArguments | EditArguments
@@ -474,6 +482,7 @@ class Service:
             UnknownTask: the gateway knows no such job (for this key), the id is malformed, or
                 the book holds it for another principal.
         """
+        started = time.monotonic()
         api = state.api()  # a missing key raises here: the task cannot exist
         book = state.book
         who = principal(request_context)
@@ -500,7 +509,7 @@ class Service:
         final: Outcome | None = None
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            final = Done(result, *(await asave_or_report(api, result, self.settings.output_dir)))
+            final = Done(result, *(await self._save_once(api, result, record, started)))
         elif status.status.is_failure:
             final = failure_of(JobFailedError(status))
         if final is None:
@@ -515,11 +524,69 @@ class Service:
             ),
             "a task's outcome",
         )
-        done = await answer(final, self.settings)
+        done = await answer(final, self.settings, started=started)
         if record is not None and record.twin_key is not None:
             call = _Call(JobScope(who, SURFACE, record.twin_key), 0.0, request_id=task_id)
             await self._delivered(book, call, final)
         return done
+
+    def _known_save(
+        self, request_id: str, record: JobRecord | None, count: int
+    ) -> tuple[list[Path], str | None] | None:
+        """What an earlier read of this task saved (this server's memory, else the book's
+        record of the files, if they are all still there), or None: never saved yet."""
+        known = self._saves.get(request_id)
+        if known is not None:
+            self._saves.move_to_end(request_id)
+            return known
+        if record is not None and record.paths and len(record.paths) == count:
+            paths = [Path(p) for p in record.paths]
+            if all(p.is_file() for p in paths):
+                return paths, None
+        return None
+
+    async def _save_once(
+        self,
+        api: AsyncMAIImageClient,
+        result: ImageResult,
+        record: JobRecord | None,
+        started: float,
+    ) -> tuple[list[Path], str | None]:
+        """Save a finished task's images at most once, within what is left of ``max_wait``.
+
+        ``tasks/get`` is read again and again: a later read answers with the files the first
+        one saved, or with the URLs and why they were not saved (a stalled image host costs
+        one read its ``max_wait``, never every read a download).
+        """
+        directory = self.settings.output_dir
+        rid = result.request_id
+        if directory is None:
+            return [], None
+        known = self._known_save(rid, record, len(result.image_urls))
+        if known is not None:
+            return known
+        lock = self._saving.setdefault(rid, anyio.Lock())
+        locked = False
+        with anyio.move_on_after(self.settings.max_wait - (time.monotonic() - started)):
+            await lock.acquire()
+            locked = True
+        if not locked:
+            return [], SAVE_BUSY
+        try:
+            known = self._known_save(rid, record, len(result.image_urls))
+            if known is not None:
+                return known
+            left = self.settings.max_wait - (time.monotonic() - started)
+            saved = await asave_or_report(api, result, directory, timeout=left)
+            if left > 0:  # tried: its answer stands for every later read
+                self._saves[rid] = saved
+                while len(self._saves) > REMEMBERED_SAVES:
+                    self._saves.popitem(last=False)
+            return saved
+        finally:
+            lock.release()
+            if not lock.statistics().tasks_waiting:
+                self._saving.pop(rid, None)
 
 
 class UnknownTask(LookupError):
