@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -188,6 +190,37 @@ async def test_right_token_runs_the_tool(emu: RunningEmulator) -> None:
     assert result.structured_content["status"] == "COMPLETED"
     assert emu.control.stats().jobs_created == 1
     assert raw.status_code == 200
+
+
+async def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check of a presented token goes through compare_digest (an ``==`` would leak, by
+    its timing, how much of a guess is right)."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    monkeypatch.setattr(secrets, "compare_digest", spy)
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guarded = BearerTokenMiddleware(app, TOKEN)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guarded), base_url="http://127.0.0.1"
+    ) as http:
+        right = await http.get("/right", headers={"Authorization": f"Bearer {TOKEN}"})
+        wrong = await http.get("/wrong", headers={"Authorization": f"Bearer {TOKEN[:-1]}x"})
+    assert (right.status_code, wrong.status_code) == (204, 401)
+    assert reached == ["/right"]
+    assert len(compared) == 2  # both verdicts came from the constant-time comparison
+    assert all(expected == TOKEN.encode() for _, expected in compared)
 
 
 async def test_never_closed_sessions_are_capped_and_idle_out() -> None:
