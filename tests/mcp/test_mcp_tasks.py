@@ -498,3 +498,28 @@ async def test_tasks_get_saves_a_finished_tasks_images_once(tmp_path: Path) -> N
     assert sorted(cdn.downloads) == sorted(cdn.urls)
     for result in (first, again):
         assert len([c for c in result.content if isinstance(c, ImageContent)]) == 2
+
+
+async def test_another_server_sharing_the_book_reuses_a_tasks_saved_images(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    # A per-call stdio host is a new server for every tasks/get: the book remembers the files.
+    settings = _settings(
+        emu, max_wait=30, output_dir=tmp_path / "out", job_book=str(tmp_path / "book.sqlite3")
+    )
+    async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+        first = await client.call_tool("generate_image", {"prompt": "saved once", "num_images": 2})
+    assert first.structured_content is not None
+    paths = first.structured_content["saved_paths"]
+    assert len(paths) == 2
+    downloads = emu.control.stats().downloads
+    async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+        report = await send_task_request(
+            client.session, "tasks/get", first.structured_content["request_id"]
+        )
+    assert report.result is not None
+    again = CallToolResult.model_validate(report.result)
+    assert again.structured_content is not None
+    assert again.structured_content["saved_paths"] == paths
+    assert emu.control.stats().downloads == downloads  # neither saved nor previewed again
+    assert len([c for c in again.content if isinstance(c, ImageContent)]) == 2
