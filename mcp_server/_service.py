@@ -76,7 +76,7 @@ SURFACE = "mcp"
 TOOL_OF_OPERATION = {spec.operation: spec.name for spec in TOOLS if spec.operation is not None}
 REMEMBERED_SAVES = 4096
 """How many finished tasks' saves (files, or why not saved) a server remembers, newest kept."""
-SAVE_BUSY = "another read of this task is saving its images right now; they are ready at the URLs"
+SAVE_BUSY = "another read of this task was still saving them when this one had to answer"
 
 
 def principal(request_context: object = None) -> str:
