@@ -523,3 +523,31 @@ async def test_another_server_sharing_the_book_reuses_a_tasks_saved_images(
     assert again.structured_content["saved_paths"] == paths
     assert emu.control.stats().downloads == downloads  # neither saved nor previewed again
     assert len([c for c in again.content if isinstance(c, ImageContent)]) == 2
+
+
+async def test_concurrent_tasks_get_save_a_tasks_images_once(tmp_path: Path) -> None:
+    import anyio
+
+    cdn = _Cdn(stall=True)
+    settings = Settings(api_key=KEY, max_wait=0.5, preview="off", output_dir=tmp_path)
+    reports: list[TaskReport] = []
+    async with Client(
+        create_server(settings, client=cdn.client()), extensions=[TasksClient()]
+    ) as client:
+
+        async def read() -> None:
+            reports.append(await send_task_request(client.session, "tasks/get", RID))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(read)
+    assert len(cdn.downloads) == len(cdn.urls)  # one save, whoever made it
+    for report in reports:
+        assert report.status == "completed"
+        assert report.result is not None
+        result = CallToolResult.model_validate(report.result)
+        assert not result.is_error
+        assert result.structured_content is not None
+        assert result.structured_content["image_urls"] == cdn.urls
+        assert result.structured_content["save_error"]
