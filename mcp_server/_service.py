@@ -28,11 +28,9 @@ import functools
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -47,7 +45,6 @@ from mai_tools._agent import (
     Outcome,
     Running,
     arun,
-    asave_or_report,
     failure_of,
     outcome_of,
 )
@@ -60,6 +57,7 @@ from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
 from ._jobs import argument_key
 from ._resume import MemoryEventStore, client_gone
+from ._saves import TaskSaves
 from ._settings import Settings
 from ._state import ServerState
 
@@ -74,9 +72,6 @@ WATCH_INTERVAL = 0.25
 SURFACE = "mcp"
 """How the job book names the jobs this server makes."""
 TOOL_OF_OPERATION = {spec.operation: spec.name for spec in TOOLS if spec.operation is not None}
-REMEMBERED_SAVES = 4096
-"""How many finished tasks' saves (files, or why not saved) a server remembers, newest kept."""
-SAVE_BUSY = "another read of this task was still saving them when this one had to answer"
 
 
 def principal(request_context: object = None) -> str:
@@ -156,9 +151,7 @@ class Service:
     def __init__(self, settings: Settings, events: MemoryEventStore | None = None) -> None:
         self.settings = settings
         self.events = events
-        self._saves: OrderedDict[str, tuple[list[Path], str | None]] = OrderedDict()
-        """Each finished task's save (files, or why not saved): later reads reuse it."""
-        self._saving: dict[str, anyio.Lock] = {}
+        self._task_saves = TaskSaves(settings)
 
     def _scope(
         self, request_context: object, tool: str, args: GenerateArguments | EditArguments
@@ -509,7 +502,7 @@ class Service:
         final: Outcome | None = None
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            final = Done(result, *(await self._save_once(api, result, record, started)))
+            final = Done(result, *(await self._task_saves.save(api, result, record, started)))
         elif status.status.is_failure:
             final = failure_of(JobFailedError(status))
         if final is None:
@@ -529,64 +522,6 @@ class Service:
             call = _Call(JobScope(who, SURFACE, record.twin_key), 0.0, request_id=task_id)
             await self._delivered(book, call, final)
         return done
-
-    def _known_save(
-        self, request_id: str, record: JobRecord | None, count: int
-    ) -> tuple[list[Path], str | None] | None:
-        """What an earlier read of this task saved (this server's memory, else the book's
-        record of the files, if they are all still there), or None: never saved yet."""
-        known = self._saves.get(request_id)
-        if known is not None:
-            self._saves.move_to_end(request_id)
-            return known
-        if record is not None and record.paths and len(record.paths) == count:
-            paths = [Path(p) for p in record.paths]
-            if all(p.is_file() for p in paths):
-                return paths, None
-        return None
-
-    async def _save_once(
-        self,
-        api: AsyncMAIImageClient,
-        result: ImageResult,
-        record: JobRecord | None,
-        started: float,
-    ) -> tuple[list[Path], str | None]:
-        """Save a finished task's images at most once, within what is left of ``max_wait``.
-
-        ``tasks/get`` is read again and again: a later read answers with the files the first
-        one saved, or with the URLs and why they were not saved (a stalled image host costs
-        one read its ``max_wait``, never every read a download).
-        """
-        directory = self.settings.output_dir
-        rid = result.request_id
-        if directory is None:
-            return [], None
-        known = self._known_save(rid, record, len(result.image_urls))
-        if known is not None:
-            return known
-        lock = self._saving.setdefault(rid, anyio.Lock())
-        locked = False
-        with anyio.move_on_after(self.settings.max_wait - (time.monotonic() - started)):
-            await lock.acquire()
-            locked = True
-        if not locked:
-            return [], SAVE_BUSY
-        try:
-            known = self._known_save(rid, record, len(result.image_urls))
-            if known is not None:
-                return known
-            left = self.settings.max_wait - (time.monotonic() - started)
-            saved = await asave_or_report(api, result, directory, timeout=left)
-            if left > 0:  # tried: its answer stands for every later read
-                self._saves[rid] = saved
-                while len(self._saves) > REMEMBERED_SAVES:
-                    self._saves.popitem(last=False)
-            return saved
-        finally:
-            lock.release()
-            if not lock.statistics().tasks_waiting:
-                self._saving.pop(rid, None)
 
 
 class UnknownTask(LookupError):
