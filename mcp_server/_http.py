@@ -192,6 +192,10 @@ def http_app(
         event_store=None if stateless else event_store,
         transport_security=transport_security(host, port, settings),
         host=host,
+        # Sessions a client opens and never closes (a flood of them) must neither pile up in
+        # memory nor lock other clients out for long: a cap, and an idle timeout.
+        max_sessions=settings.max_sessions,
+        session_idle_timeout=settings.session_idle_timeout,
     )
     app = ConnectionWatch(app)
     if settings.auth_token is None:

@@ -45,7 +45,6 @@ from mai_tools._agent import (
     Outcome,
     Running,
     arun,
-    asave_or_report,
     failure_of,
     outcome_of,
 )
@@ -58,6 +57,7 @@ from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
 from ._jobs import argument_key
 from ._resume import MemoryEventStore, client_gone
+from ._saves import TaskSaves
 from ._settings import Settings
 from ._state import STOPPING, ServerState
 
@@ -151,6 +151,7 @@ class Service:
     def __init__(self, settings: Settings, events: MemoryEventStore | None = None) -> None:
         self.settings = settings
         self.events = events
+        self._task_saves = TaskSaves(settings)
 
     def _scope(
         self, request_context: object, tool: str, args: GenerateArguments | EditArguments
@@ -481,6 +482,7 @@ class Service:
             UnknownTask: the gateway knows no such job (for this key), the id is malformed, or
                 the book holds it for another principal.
         """
+        started = time.monotonic()
         api = state.api()  # a missing key raises here: the task cannot exist
         book = state.book
         who = principal(request_context)
@@ -507,7 +509,7 @@ class Service:
         final: Outcome | None = None
         if status.status is Status.COMPLETED and status.image_urls:
             result = ImageResult.from_status(status)
-            final = Done(result, *(await asave_or_report(api, result, self.settings.output_dir)))
+            final = Done(result, *(await self._task_saves.save(api, result, record, started)))
         elif status.status.is_failure:
             final = failure_of(JobFailedError(status))
         if final is None:
@@ -522,7 +524,7 @@ class Service:
             ),
             "a task's outcome",
         )
-        done = await answer(final, self.settings)
+        done = await answer(final, self.settings, started=started)
         if record is not None and record.twin_key is not None:
             call = _Call(JobScope(who, SURFACE, record.twin_key), 0.0, request_id=task_id)
             await self._delivered(book, call, final)

@@ -57,6 +57,12 @@ DEFAULT_MAX_WAIT = 45.0
 
 PREVIEW_SIZES: dict[str, int] = {"preview": 384, "thumbnail": 160}
 
+DEFAULT_MAX_SESSIONS = 500
+"""Open HTTP sessions at once (each holds some 45 KB: about 22 MB at the cap)."""
+DEFAULT_SESSION_IDLE_TIMEOUT = 60.0
+"""An HTTP session with no request in flight and no open GET stream for this long is closed:
+a flood of sessions opened and never closed fills the cap for a minute at most."""
+
 _Items = Annotated[tuple[str, ...], NoDecode]  # a variable's text is split by the field's validator
 
 
@@ -251,6 +257,21 @@ class Settings(BaseSettings):
         (),
         description="Also accept this Origin header (https://name[:port]); repeatable (the "
         "variable: comma-separated).",
+    )
+    max_sessions: Annotated[int, Option("--max-sessions", metavar="N")] = Field(
+        DEFAULT_MAX_SESSIONS,
+        gt=0,
+        description="HTTP: most sessions open at once; past it a new client gets 503 until "
+        "one ends or idles out.",
+    )
+    session_idle_timeout: Annotated[float, Option("--session-idle-timeout", metavar="SECONDS")] = (
+        Field(
+            DEFAULT_SESSION_IDLE_TIMEOUT,
+            gt=0,
+            allow_inf_nan=False,
+            description="HTTP: close a session after this long with no request in flight and no "
+            "open GET stream (its client then starts a new one).",
+        )
     )
     webhook_public_url: Annotated[str | None, Option("--webhook-public-url", metavar="URL")] = (
         Field(

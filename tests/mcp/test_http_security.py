@@ -7,9 +7,12 @@ the offline emulator; the emulator's request log proves a refused request reache
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -187,6 +190,74 @@ async def test_right_token_runs_the_tool(emu: RunningEmulator) -> None:
     assert result.structured_content["status"] == "COMPLETED"
     assert emu.control.stats().jobs_created == 1
     assert raw.status_code == 200
+
+
+async def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check of a presented token goes through compare_digest (an ``==`` would leak, by
+    its timing, how much of a guess is right)."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    monkeypatch.setattr(secrets, "compare_digest", spy)
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guarded = BearerTokenMiddleware(app, TOKEN)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guarded), base_url="http://127.0.0.1"
+    ) as http:
+        right = await http.get("/right", headers={"Authorization": f"Bearer {TOKEN}"})
+        wrong = await http.get("/wrong", headers={"Authorization": f"Bearer {TOKEN[:-1]}x"})
+    assert (right.status_code, wrong.status_code) == (204, 401)
+    assert reached == ["/right"]
+    assert len(compared) == 2  # both verdicts came from the constant-time comparison
+    assert all(expected == TOKEN.encode() for _, expected in compared)
+
+
+async def test_never_closed_sessions_are_capped_and_idle_out() -> None:
+    """A flood of sessions opened and never closed: new clients get 503 at the cap, and only
+    until the idle timeout (60 s by default) closes them. The loop's clock is moved on, not
+    slept through."""
+    assert Settings().session_idle_timeout <= 60
+    assert Settings().max_sessions <= 1000  # ~45 KB each: memory stays bounded
+    config = Settings(api_key=KEY, preview="off", max_sessions=2, session_idle_timeout=60)
+    server = create_server(config)
+    app = http_app(server, config, host="127.0.0.1", port=8000)
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    async with (
+        server.session_manager.run(),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
+        ) as http,
+    ):
+        flood = [await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS) for _ in range(3)]
+        assert [r.status_code for r in flood] == [200, 200, 503]
+        try:
+            loop.time = lambda: real_time() + 61  # type: ignore[method-assign]
+            for _ in range(100):  # the expired sessions end within a few loop turns
+                await asyncio.sleep(0.01)
+                late = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+                if late.status_code != 503:
+                    break
+        finally:
+            del loop.time
+        gone = await http.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
+            headers={**MCP_HEADERS, "mcp-session-id": flood[0].headers["mcp-session-id"]},
+        )
+    assert late.status_code == 200  # a new client gets in once the idle ones are closed
+    assert gone.status_code == 404  # an idled-out session is gone (its client starts anew)
 
 
 def test_foreign_host_or_origin_refused_even_with_the_token(emu: RunningEmulator) -> None:

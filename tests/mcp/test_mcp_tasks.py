@@ -25,7 +25,7 @@ from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run
 from mcp_server import Settings, create_server
 from mcp_server._service import job_started_at
 from mcp_server._tasks import TASKS_EXTENSION
-from tests.support.fakes import BASE, KEY, RID, queued
+from tests.support.fakes import BASE, KEY, RID, queued, status_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -403,3 +403,151 @@ def test_tasks_clients_from_other_projects(emu: RunningEmulator, script: str) ->
     assert structured["done"] is True, structured
     assert structured["image_urls"][0].startswith(f"{emu.base_url}/files/")
     assert emu.control.stats().jobs_created == 1
+
+
+# --------------------------------------------------------------------------- finished tasks' images
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "teal").save(out, "PNG")
+    return out.getvalue()
+
+
+class _Cdn:
+    """A gateway whose job is COMPLETED, and a CDN that serves (or stalls on) its images."""
+
+    def __init__(self, *, stall: bool, images: int = 2) -> None:
+        self.stall = stall
+        self.urls = [f"https://cdn.example.com/v1/{RID}/{n}.png" for n in range(images)]
+        self.downloads: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        import anyio
+
+        if request.url.host == "cdn.example.com":
+            self.downloads.append(str(request.url))
+            if self.stall:
+                await anyio.sleep_forever()  # a host that accepts and never answers
+            return httpx.Response(200, content=_png(), headers={"content-type": "image/png"})
+        return httpx.Response(200, json=status_body("COMPLETED", urls=self.urls))
+
+    def client(self) -> AsyncMAIImageClient:
+        return AsyncMAIImageClient(
+            KEY,
+            base_url=BASE,
+            http_client=httpx.AsyncClient(transport=httpx.MockTransport(self)),
+            poll_policy=PollPolicy.immediate(),
+        )
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.iterdir())
+
+
+async def _get_twice(cdn: _Cdn, settings: Settings) -> list[CallToolResult]:
+    import anyio
+
+    results = []
+    async with Client(
+        create_server(settings, client=cdn.client()), extensions=[TasksClient()]
+    ) as client:
+        for _ in range(2):
+            # Generous: today's code took the save's own 300 s default on a stalled host.
+            with anyio.fail_after(60):
+                report = await send_task_request(client.session, "tasks/get", RID)
+            assert report.status == "completed"
+            assert report.result is not None
+            results.append(CallToolResult.model_validate(report.result))
+    return results
+
+
+async def test_tasks_get_on_a_stalled_image_host_answers_within_max_wait(
+    tmp_path: Path,
+) -> None:
+    cdn = _Cdn(stall=True)
+    settings = Settings(api_key=KEY, max_wait=0.5, preview="off", output_dir=tmp_path)
+    first, again = await _get_twice(cdn, settings)
+    for result in (first, again):
+        assert not result.is_error  # finished (and charged): its URLs, never a failure
+        assert result.structured_content is not None
+        assert result.structured_content["image_urls"] == cdn.urls
+        assert result.structured_content["saved_paths"] == []
+        assert result.structured_content["save_error"]
+        assert "not saved to disk" in _text(result)
+    # The second read did not download again: it answered with the URLs at once.
+    assert len(cdn.downloads) == len(cdn.urls)
+    assert _files(tmp_path) == []  # no .part file left behind
+
+
+async def test_tasks_get_saves_a_finished_tasks_images_once(tmp_path: Path) -> None:
+    cdn = _Cdn(stall=False)
+    settings = Settings(api_key=KEY, max_wait=30, output_dir=tmp_path)
+    first, again = await _get_twice(cdn, settings)
+    assert first.structured_content is not None
+    assert again.structured_content is not None
+    paths = first.structured_content["saved_paths"]
+    assert len(paths) == 2
+    assert again.structured_content["saved_paths"] == paths
+    assert _files(tmp_path) == sorted(paths)
+    # Each image was downloaded once; the previews of both reads come from the saved files.
+    assert sorted(cdn.downloads) == sorted(cdn.urls)
+    for result in (first, again):
+        assert len([c for c in result.content if isinstance(c, ImageContent)]) == 2
+
+
+async def test_another_server_sharing_the_book_reuses_a_tasks_saved_images(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    # A per-call stdio host is a new server for every tasks/get: the book remembers the files.
+    settings = _settings(
+        emu, max_wait=30, output_dir=tmp_path / "out", job_book=str(tmp_path / "book.sqlite3")
+    )
+    async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+        first = await client.call_tool("generate_image", {"prompt": "saved once", "num_images": 2})
+    assert first.structured_content is not None
+    paths = first.structured_content["saved_paths"]
+    assert len(paths) == 2
+    downloads = emu.control.stats().downloads
+    async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+        report = await send_task_request(
+            client.session, "tasks/get", first.structured_content["request_id"]
+        )
+    assert report.result is not None
+    again = CallToolResult.model_validate(report.result)
+    assert again.structured_content is not None
+    assert again.structured_content["saved_paths"] == paths
+    assert emu.control.stats().downloads == downloads  # neither saved nor previewed again
+    assert len([c for c in again.content if isinstance(c, ImageContent)]) == 2
+
+
+async def test_concurrent_tasks_get_save_a_tasks_images_once(tmp_path: Path) -> None:
+    import anyio
+
+    cdn = _Cdn(stall=True)
+    settings = Settings(api_key=KEY, max_wait=0.5, preview="off", output_dir=tmp_path)
+    reports: list[TaskReport] = []
+    async with Client(
+        create_server(settings, client=cdn.client()), extensions=[TasksClient()]
+    ) as client:
+
+        async def read() -> None:
+            reports.append(await send_task_request(client.session, "tasks/get", RID))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(read)
+    assert len(cdn.downloads) == len(cdn.urls)  # one save, whoever made it
+    for report in reports:
+        assert report.status == "completed"
+        assert report.result is not None
+        result = CallToolResult.model_validate(report.result)
+        assert not result.is_error
+        assert result.structured_content is not None
+        assert result.structured_content["image_urls"] == cdn.urls
+        assert result.structured_content["save_error"]

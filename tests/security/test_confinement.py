@@ -107,6 +107,39 @@ def test_symlink_swapped_in_for_the_file_never_leaks(dirs: tuple[Path, Path]) ->
 
 
 @posix_only
+@pytest.mark.skipif(
+    os.open not in os.supports_dir_fd, reason="the confined open walks with openat() here"
+)
+def test_a_link_swapped_in_after_the_check_is_not_followed_at_the_last_component(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final component is opened with O_NOFOLLOW: a symlink that replaced the file right
+    after it was checked is refused, even one pointing at a file inside (it could as well
+    point at a FIFO or a device, which must never be opened)."""
+    allowed, _ = dirs
+    name = allowed / "image.png"
+    name.write_bytes(INSIDE)
+    (allowed / "other.png").write_bytes(PNG_1PX + b"another file, reached through a link")
+    real_stat = os.stat
+    swapped: list[bool] = []
+
+    def stat_then_swap(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        result = real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+        if path == name.name and kwargs.get("dir_fd") is not None and not swapped:
+            # The race, made certain: the file checked, then a link put in its place.
+            (allowed / ".link").symlink_to(allowed / "other.png")
+            os.replace(allowed / ".link", name)
+            swapped.append(True)
+        return result
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    monkeypatch.setattr(os, "supports_dir_fd", os.supports_dir_fd | {stat_then_swap})
+    with pytest.raises(InvalidImageError, match="symbolic link"):
+        read_confined_image(str(name), [allowed])
+    assert swapped, "the check before the open did not run: the race was not made"
+
+
+@posix_only
 def test_symlink_swapped_in_for_a_directory_never_leaks(dirs: tuple[Path, Path]) -> None:
     allowed, outside = dirs
     sub = allowed / "sub"
