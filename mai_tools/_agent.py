@@ -143,7 +143,7 @@ def outcome_of(exc: BaseException) -> Running | Failed:
     if isinstance(exc, JobTimeoutError):
         # No status read at all (a resumed wait whose reads failed): say so, don't guess.
         status = exc.last_status.status.value if exc.last_status else Status.UNKNOWN.value
-        return Running(exc.request_id, status, exc.timeout, reason=str(exc))
+        return Running(exc.request_id, status, exc.waited, reason=str(exc))
     return failure_of(exc)
 
 
@@ -417,7 +417,7 @@ def answer_text(outcome: Done | Running, *, inline_shown: str = "kept in the too
     if isinstance(outcome, Running):
         return (
             f"The image job is still running (status {outcome.status}) after "
-            f"{outcome.waited:g}s.\nrequest_id: {outcome.request_id}\n{outcome.next_step}"
+            f"{round(outcome.waited, 1):g}s.\nrequest_id: {outcome.request_id}\n{outcome.next_step}"
         )
     result = outcome.result
     inline = result.has_data_uris

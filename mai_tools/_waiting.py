@@ -253,6 +253,7 @@ class WaitSteps:
                     timeout=plan.timeout,
                     # What the gateway answered, not its advice ("retry later"): the job runs on.
                     reason=f"The last status read failed: {_without_advice(exc.last_error)}",
+                    waited=self._waited(plan),
                 ) from exc.last_error
             polls += 1
             last = status
@@ -282,7 +283,13 @@ class WaitSteps:
                     polling_url=plan.polling_url,
                     last_status=status,
                     timeout=plan.timeout,
+                    waited=self._waited(plan),
                 )
+
+    def _waited(self, plan: _Wait) -> float:
+        """Seconds since the call started (its deadline is ``timeout`` after that)."""
+        started = plan.deadline - plan.timeout
+        return max(self.clock.monotonic() - started, 0.0)
 
     def _callback_outcome(self, request_id: str, *, arrived: bool) -> None:
         self.callbacks.record(arrived)

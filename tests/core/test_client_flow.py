@@ -38,6 +38,7 @@ from mai_tools import (
     __version__,
     image_to_url,
 )
+from mai_tools._agent import Running, answer_text, outcome_of
 from tests.support.fakes import (
     BASE,
     EDIT_RID,
@@ -694,3 +695,23 @@ def test_result_json_roundtrip(harness: Harness) -> None:
     result = harness.call("generate", "a cat")
     data = json.loads(result.model_dump_json())
     assert ImageResult.model_validate(data).model_dump() == result.model_dump()
+
+
+def test_a_wait_ended_early_says_the_time_waited_not_the_timeout(harness: Harness) -> None:
+    # A status read answered 429 "wait an hour": the wait ends at once, as still running.
+    harness.gateway.polls = [httpx.Response(429, headers={"Retry-After": "3600"})]
+    start = harness.clock.monotonic()
+    with pytest.raises(JobTimeoutError) as info:
+        harness.call("generate", "a cat", timeout=300)
+    waited = harness.clock.monotonic() - start
+    error = info.value
+    assert error.timeout == 300
+    assert error.waited == pytest.approx(waited, abs=0.05)
+    assert waited < 30
+    assert "after 300s" not in str(error)
+    assert f"after {round(waited, 1):g}s of the 300s allowed" in str(error)
+    assert "retry later" not in str(error).lower()
+    running = outcome_of(error)
+    assert isinstance(running, Running)
+    assert running.waited == error.waited
+    assert "after 300s" not in answer_text(running)
