@@ -391,7 +391,15 @@ class FlowCore(WaitSteps):
 
     @staticmethod
     def _submitted(job: Job | JobStatus) -> Job | JobStatus:
-        """The gateway's answer, if its request id is one we can poll; the job exists now."""
+        """The gateway's answer, if its request id is one we can poll; the job exists now.
+
+        A finished answer (sync mode: the images inline, or FAILED/ERROR) needs no poll: its
+        id is kept as sent, never a reason to throw the images away.
+        """
+        if isinstance(job, JobStatus) and (
+            job.status.is_failure or (job.status is Status.COMPLETED and job.image_urls)
+        ):
+            return job
         try:
             check_request_id(job.request_id)
         except InvalidArgumentError:

@@ -715,3 +715,30 @@ def test_a_wait_ended_early_says_the_time_waited_not_the_timeout(harness: Harnes
     assert isinstance(running, Running)
     assert running.waited == error.waited
     assert "after 300s" not in answer_text(running)
+
+
+@pytest.mark.parametrize("request_id", ["has spaces/and slashes", "x" * 300, "-leading-dash"])
+def test_sync_mode_keeps_the_inline_image_when_the_request_id_cannot_be_polled(
+    harness: Harness, request_id: str, tmp_path: Path
+) -> None:
+    # The image is in the answer: nothing needs to be polled, so an id we could not poll with
+    # is no reason to raise (and lose a charged image).
+    uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    body = status_body("COMPLETED", request_id, urls=[uri])
+    harness.gateway.submits = [httpx.Response(200, json=body)]
+    result = harness.call("generate", "inline please", sync_mode=True)
+    assert result.request_id == request_id
+    assert result.image_urls == [uri]
+    assert harness.gateway.gets == []
+    (path,) = harness.call("save", result, tmp_path)
+    assert path.parent == tmp_path
+    assert path.read_bytes() == PNG_1PX
+
+
+def test_a_queued_answer_whose_request_id_cannot_be_polled_is_still_refused(
+    harness: Harness,
+) -> None:
+    harness.gateway.submits = [httpx.Response(202, json={"request_id": "a b", "status": "QUEUED"})]
+    with pytest.raises(APIResponseError, match="cannot be used to poll") as info:
+        harness.call("generate", "a cat")
+    assert info.value.may_have_arrived
