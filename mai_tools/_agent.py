@@ -260,7 +260,7 @@ def save_or_report(
     job.
     """
     if directory is None:
-        return [], None
+        return [], _unavailable(result)
     if timeout is not None and timeout <= 0:
         return [], _NO_TIME_LEFT
     try:
@@ -278,13 +278,18 @@ async def asave_or_report(
 ) -> tuple[list[Path], str | None]:
     """Async twin of :func:`save_or_report`."""
     if directory is None:
-        return [], None
+        return [], _unavailable(result)
     if timeout is not None and timeout <= 0:
         return [], _NO_TIME_LEFT
     try:
         return await client.save(result, directory, timeout=timeout), None
     except DownloadError as exc:
         return [], str(exc)
+
+
+def _unavailable(result: ImageResult) -> str | None:
+    """Why images cannot be fetched, when nothing is saved (an empty URL from the gateway)."""
+    return "; ".join(result.unavailable) or None
 
 
 _NO_TIME_LEFT = "the wait used up the call's time; no time was left to download them"

@@ -122,7 +122,7 @@ class FlowCore(WaitSteps):
         started_at = self.clock.monotonic()
         if isinstance(submitted, JobStatus):
             # Answered inline (sync_mode): the whole job ran inside the POST.
-            if submitted.status is Status.COMPLETED and submitted.image_urls:
+            if submitted.status is Status.COMPLETED and submitted.has_output:
                 yield Notify(submitted, started_at - call_started)
                 yield from self._note_final(submitted)
                 return ImageResult.from_status(submitted, body)
@@ -397,7 +397,7 @@ class FlowCore(WaitSteps):
         id is kept as sent, never a reason to throw the images away.
         """
         if isinstance(job, JobStatus) and (
-            job.status.is_failure or (job.status is Status.COMPLETED and job.image_urls)
+            job.status.is_failure or (job.status is Status.COMPLETED and job.has_output)
         ):
             return job
         try:

@@ -269,7 +269,7 @@ class WaitSteps:
             if status.status is Status.COMPLETED:
                 self._learn(operation, status, elapsed if plan.submitted_here else None)
                 result = ImageResult.from_status(status, plan.request)
-                if not result.image_urls:
+                if not status.has_output:
                     raise APIResponseError(
                         f"Job {request_id} COMPLETED without output.media_url",
                         request_id=request_id,

@@ -32,6 +32,10 @@ from ._state import RunState, Stopped
 logger = logging.getLogger("mai_tools.batch")
 
 IMAGES_DIR: Final = "images"
+_NO_URL: Final = (
+    "the job finished but the gateway sent no usable image URL (an empty string); "
+    "no image can be fetched"
+)
 _DISK_FULL: Final = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
 
 
@@ -81,6 +85,10 @@ class Downloads:
 
     def start(self, row: Row) -> None:
         """Download ``row``'s images in a task of the run; the line settles when it ends."""
+        if not row.image_urls:  # the gateway sent only empty URLs: nothing can be fetched
+            self._state.record(row, state="saved", paths=[], error=_NO_URL)
+            self._state.settle(row)
+            return
         self._state.spawn(self._download(row))
 
     async def _download(self, row: Row) -> None:

@@ -20,6 +20,7 @@ from mai_tools import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    DownloadError,
     EditRequest,
     GenerateRequest,
     ImageResult,
@@ -38,7 +39,7 @@ from mai_tools import (
     __version__,
     image_to_url,
 )
-from mai_tools._agent import Running, answer_text, outcome_of
+from mai_tools._agent import Done, Running, answer_text, arun, outcome_of, run, structured
 from tests.support.fakes import (
     BASE,
     EDIT_RID,
@@ -742,3 +743,59 @@ def test_a_queued_answer_whose_request_id_cannot_be_polled_is_still_refused(
     with pytest.raises(APIResponseError, match="cannot be used to poll") as info:
         harness.call("generate", "a cat")
     assert info.value.may_have_arrived
+
+
+# --------------------------------------------------------------------------- empty media URLs
+
+
+def test_an_empty_media_url_is_not_an_image_url(harness: Harness, tmp_path: Path) -> None:
+    harness.gateway.polls = [ok("COMPLETED", urls=[""])]
+    result = harness.call("generate", "a cat")
+    assert result.image_urls == []
+    assert result.request_id == RID
+    assert result.unavailable == [
+        f"image 1 of {RID} cannot be fetched: the gateway sent an empty URL"
+    ]
+    with pytest.raises(DownloadError, match=r"image 1 of .* cannot be fetched.*not saved"):
+        harness.call("save", result, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_media_url_beside_a_good_one_saves_the_good_one(
+    harness: Harness, tmp_path: Path
+) -> None:
+    good = "https://cdn.example.com/v1/good.png"
+    harness.gateway.downloads[good] = httpx.Response(
+        200, content=PNG_1PX, headers={"content-type": "image/png"}
+    )
+    harness.gateway.polls = [ok("COMPLETED", urls=["", good, "  "])]
+    result = harness.call("generate", "a cat")
+    assert result.image_urls == [good]
+    assert [u.split(":")[0] for u in result.unavailable] == [
+        f"image 1 of {RID} cannot be fetched",
+        f"image 3 of {RID} cannot be fetched",
+    ]
+    with pytest.raises(DownloadError, match=r"image 1 .*image 3 .*not saved \(saved: ") as info:
+        harness.call("save", result, tmp_path)
+    (saved,) = tmp_path.iterdir()
+    assert str(saved) in str(info.value)
+    assert saved.read_bytes() == PNG_1PX
+
+
+def test_the_agent_answer_names_the_job_and_why_its_image_cannot_be_fetched(
+    harness: Harness,
+) -> None:
+    harness.gateway.polls = [ok("COMPLETED", urls=[""])]
+    if harness.mode == "sync":
+        outcome = run(harness.sync_client, lambda c: c.generate("a cat"))
+    else:
+        outcome = harness.loop.run_until_complete(
+            arun(harness.async_client, lambda c: c.generate("a cat"))
+        )
+    assert isinstance(outcome, Done)
+    assert outcome.result.image_urls == []
+    text = answer_text(outcome)
+    assert f"request_id: {RID}" in text
+    assert "cannot be fetched: the gateway sent an empty URL" in text
+    assert structured(outcome).save_error == outcome.save_error
+    assert "try again" not in text.lower()
