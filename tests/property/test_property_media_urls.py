@@ -1,6 +1,8 @@
 """Property: whatever URL a finished job's ``media_url`` holds, every path that finishes the job
-reports it done, with its URLs, and the save of that image "not saved" (a DownloadError), never
-a crash, never a failure and never "try again" (which would pay for a second job).
+(client save sync and async, the agent answer of LangChain and MCP, the MCP tool, the CLI, a
+batch line) reports it done, with its URLs, and the save of that image "not saved" (a
+DownloadError), never a crash, never a failure and never "try again" (which would pay for a
+second job).
 
 The gateway is scripted (no network). A URL whose port no socket can take is handed to httpx's
 real transport, so the socket layer's own error (``OverflowError`` under asyncio) is what a
@@ -21,9 +23,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mai_tools import AsyncMAIImageClient, DownloadError, MAIImageClient, PollPolicy
+from mai_tools import AsyncMAIImageClient, DownloadError, FakeClock, MAIImageClient, PollPolicy
 from mai_tools._agent import Done, answer_text, arun, run
 from mai_tools.batch import BatchRun, LineStatus
+from mai_tools.cli import CliState, ExitCode
+from tests.cli.cli_support import invoke
 from tests.support.fakes import BASE, FAST_RETRY, KEY, PNG_1PX, RID, Gateway, ok, queued
 
 SETTINGS = settings(
@@ -264,3 +268,52 @@ def test_a_redirect_to_a_port_past_65535_is_a_download_error(mode: str, tmp_path
     assert isinstance(outcome, Done)
     assert outcome.save_error is not None
     assert "not saved" in answer_text(outcome)
+
+
+@settings(SETTINGS, max_examples=25)
+@given(url=media_urls)
+@_reported
+def test_cli_generate_and_wait_exit_ok_or_save_failed_whatever_the_url(url: str) -> None:
+    def factory(**kwargs: Any) -> MAIImageClient:
+        options = _options(_Routes(_gateway(url)), httpx.Client)
+        return MAIImageClient(clock=FakeClock(), **options | kwargs)
+
+    env = {"PIXAZO_API_KEY": KEY, "PIXAZO_BASE_URL": BASE, "MAI_JOB_BOOK": "off"}
+    with tempfile.TemporaryDirectory() as folder:
+        for args in (["generate", "a lighthouse"], ["wait", RID]):
+            got = invoke(*args, "-o", folder, env=env, obj=CliState(client_factory=factory))
+            assert got.code in (ExitCode.OK, ExitCode.SAVE_FAILED), got
+            if got.code == ExitCode.SAVE_FAILED:
+                (line,) = got.error_lines
+                assert f"mai-image wait {RID}" in line  # the job is done: save it, not resubmit
+
+
+@settings(SETTINGS, max_examples=15)
+@given(url=media_urls)
+@_reported
+def test_mcp_generate_image_answers_done_whatever_the_url(url: str) -> None:
+    from mcp import Client  # the MCP SDK is loaded only by this test
+    from mcp.types import TextContent
+
+    from mcp_server import Settings, create_server
+
+    async def call(folder: str) -> None:
+        settings = Settings(api_key=KEY, output_dir=Path(folder))
+        async with (
+            _async_client(url) as api,
+            Client(create_server(settings, client=api)) as client,
+        ):
+            result = await client.call_tool("generate_image", {"prompt": "a lighthouse"})
+        assert not result.is_error, result
+        first = result.content[0]
+        assert isinstance(first, TextContent)
+        assert f"request_id: {RID}" in first.text
+        assert "try again" not in first.text.lower()
+        structured = result.structured_content
+        assert structured is not None
+        assert structured["done"] is True
+        assert "" not in structured["image_urls"]
+        assert bool(structured["saved_paths"]) != (structured["save_error"] is not None)
+
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(call(folder))
