@@ -73,6 +73,10 @@ class Job(_ResponseModel):
         return parse_status(value)
 
 
+_NAMED_BLANKS: Final = 4
+"""How many empty URLs :attr:`JobStatus.unavailable` names one by one."""
+
+
 class JobOutput(_ResponseModel):
     """The `output` object of a finished job.
 
@@ -98,7 +102,7 @@ class JobOutput(_ResponseModel):
         blank = tuple(i for i, u in enumerate(urls) if isinstance(u, str) and not u.strip())
         if not blank:
             return data
-        kept = [u for i, u in enumerate(urls) if i not in blank]
+        kept = [u for u in urls if not (isinstance(u, str) and not u.strip())]
         return {**data, "media_url": kept, "blank_urls": blank}
 
     @field_validator("media_url", mode="before")
@@ -140,10 +144,13 @@ class JobStatus(_ResponseModel):
     def unavailable(self) -> list[str]:
         """Why some images of the job cannot be fetched (an empty URL in ``media_url``)."""
         blank = self.output.blank_urls if self.output else ()
-        return [
+        why = [
             f"image {i + 1} of {self.request_id} cannot be fetched: the gateway sent an empty URL"
-            for i in blank
+            for i in blank[:_NAMED_BLANKS]
         ]
+        if len(blank) > _NAMED_BLANKS:  # a hostile answer must not become a huge text
+            why.append(f"and {len(blank) - _NAMED_BLANKS} more empty URLs")
+        return why
 
     @property
     def has_output(self) -> bool:

@@ -799,3 +799,11 @@ def test_the_agent_answer_names_the_job_and_why_its_image_cannot_be_fetched(
     assert "cannot be fetched: the gateway sent an empty URL" in text
     assert structured(outcome).save_error == outcome.save_error
     assert "try again" not in text.lower()
+
+
+def test_a_flood_of_empty_media_urls_is_read_quickly_and_reported_briefly() -> None:
+    body = status_body("COMPLETED", urls=[""] * 200_000)
+    status = JobStatus.from_body(body)  # linear: this took minutes when each was looked up
+    assert status.image_urls == []
+    assert len(status.unavailable) == 5
+    assert status.unavailable[-1] == "and 199996 more empty URLs"
