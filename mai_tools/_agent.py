@@ -143,7 +143,7 @@ def outcome_of(exc: BaseException) -> Running | Failed:
     if isinstance(exc, JobTimeoutError):
         # No status read at all (a resumed wait whose reads failed): say so, don't guess.
         status = exc.last_status.status.value if exc.last_status else Status.UNKNOWN.value
-        return Running(exc.request_id, status, exc.timeout, reason=str(exc))
+        return Running(exc.request_id, status, exc.waited, reason=str(exc))
     return failure_of(exc)
 
 
@@ -260,7 +260,7 @@ def save_or_report(
     job.
     """
     if directory is None:
-        return [], None
+        return [], _unavailable(result)
     if timeout is not None and timeout <= 0:
         return [], _NO_TIME_LEFT
     try:
@@ -278,13 +278,18 @@ async def asave_or_report(
 ) -> tuple[list[Path], str | None]:
     """Async twin of :func:`save_or_report`."""
     if directory is None:
-        return [], None
+        return [], _unavailable(result)
     if timeout is not None and timeout <= 0:
         return [], _NO_TIME_LEFT
     try:
         return await client.save(result, directory, timeout=timeout), None
     except DownloadError as exc:
         return [], str(exc)
+
+
+def _unavailable(result: ImageResult) -> str | None:
+    """Why images cannot be fetched, when nothing is saved (an empty URL from the gateway)."""
+    return "; ".join(result.unavailable) or None
 
 
 _NO_TIME_LEFT = "the wait used up the call's time; no time was left to download them"
@@ -417,7 +422,7 @@ def answer_text(outcome: Done | Running, *, inline_shown: str = "kept in the too
     if isinstance(outcome, Running):
         return (
             f"The image job is still running (status {outcome.status}) after "
-            f"{outcome.waited:g}s.\nrequest_id: {outcome.request_id}\n{outcome.next_step}"
+            f"{round(outcome.waited, 1):g}s.\nrequest_id: {outcome.request_id}\n{outcome.next_step}"
         )
     result = outcome.result
     inline = result.has_data_uris

@@ -268,6 +268,7 @@ class AsyncMAIImageClient(_ClientBase[httpx.AsyncClient]):
             await asyncio.to_thread(self._note_saved, result, paths)
         else:
             self._note_saved(result, paths)
+        self._check_unavailable(result, paths)
         return paths
 
     async def generate(

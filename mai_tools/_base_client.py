@@ -33,7 +33,13 @@ from ._constants import (
     DEFAULT_WAIT_TIMEOUT,
 )
 from ._download import check_file_stem, write_sidecar
-from ._exceptions import ConfigurationError, InvalidArgumentError, JobBookError, JobTimeoutError
+from ._exceptions import (
+    ConfigurationError,
+    DownloadError,
+    InvalidArgumentError,
+    JobBookError,
+    JobTimeoutError,
+)
 from ._flow import FlowCore, job_ref
 from ._images import ImageInput, image_to_url
 from ._models import (
@@ -470,6 +476,14 @@ class _ClientBase(Generic[HttpT]):
                 f"directory must be a path (str or os.PathLike); got {type(directory).__name__}."
             )
         return result, result.request_id if name is None else check_file_stem(name)
+
+    @staticmethod
+    def _check_unavailable(result: ImageResult, paths: list[Path]) -> None:
+        """After the other images are saved: a DownloadError naming each image of ``result``
+        that cannot be fetched (the gateway sent an empty URL for it)."""
+        if result.unavailable:
+            others = f" (saved: {', '.join(str(p) for p in paths)})" if paths else ""
+            raise DownloadError(f"{'; '.join(result.unavailable)}; not saved{others}.")
 
     @staticmethod
     def _saved(

@@ -281,7 +281,10 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             stem, result.image_urls, directory, max_bytes=max_bytes, timeout=timeout
         )
         self._note_saved(result, paths)
-        return self._saved(result, directory, stem, paths) if metadata else paths
+        if metadata:
+            self._saved(result, directory, stem, paths)
+        self._check_unavailable(result, paths)
+        return paths
 
     def generate(
         self,

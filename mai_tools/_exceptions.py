@@ -325,7 +325,11 @@ class JobTimeoutError(MAIImageError, TimeoutError):
         request_id: the job's id.
         polling_url: its status URL.
         last_status: the last status read, if any.
-        timeout: the deadline that passed, in seconds.
+        timeout: the call's timeout, in seconds.
+        waited: how long the call actually waited, in seconds (less than ``timeout`` when the
+            wait ended early, e.g. the gateway asked for a longer pause than was left).
+        reason: why the wait ended early, if it did (what the gateway answered, without
+            advice such as "retry later": the job runs on).
     """
 
     def __init__(
@@ -336,19 +340,30 @@ class JobTimeoutError(MAIImageError, TimeoutError):
         last_status: JobStatus | None,
         timeout: float,
         reason: str | None = None,
+        waited: float | None = None,
     ) -> None:
         self.request_id = request_id
         self.polling_url = polling_url
         self.last_status = last_status
         self.timeout = timeout
+        self.waited = timeout if waited is None else waited
+        self.reason = reason
         state = last_status.status.value if last_status else "unknown"
         text = (
-            f"Job {request_id} not finished after {timeout:g}s (last status: {state}). "
+            f"Job {request_id} not finished after {self.waited_text()} (last status: {state}). "
             f"It may still complete: resume with wait({request_id!r})."
         )
         if reason:
             text = f"{text} {reason}"
         super().__init__(text)
+
+    def waited_text(self) -> str:
+        """The time waited, as people read it ("1.5s"; "1.5s of the 300s allowed" when the
+        wait ended well before its timeout)."""
+        waited = f"{round(self.waited, 1):g}s"
+        if self.timeout - self.waited >= max(1.0, self.timeout * 0.1):
+            return f"{waited} of the {self.timeout:g}s allowed"
+        return waited
 
 
 class JobBookError(ConfigurationError):

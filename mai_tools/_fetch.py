@@ -6,8 +6,9 @@ GET, safe to repeat, so those are retried with backoff (``RetryPolicy``), but on
 whole save's deadline allows: a stalled or byte-dripping host is cut off by the deadline (the
 elapsed time is checked on every chunk, and every HTTP timeout is capped by the time left).
 
-A URL that httpx cannot send (a space or tab in it, a bad IPv6 literal, a host IDNA refuses)
-is a :class:`DownloadError` before anything is sent, never httpx's or idna's own exception:
+A URL that httpx cannot send (a space or tab in it, a bad IPv6 literal, a host IDNA refuses,
+a port outside 1-65535, an empty string) is a :class:`DownloadError` before anything is sent,
+and so is one a redirect leads to, never httpx's or idna's own exception:
 the job has finished, and the adapters report such a save as "not saved", with the URLs.
 
 This module writes no files (that is :mod:`mai_tools._download`); the API key is never sent.
@@ -37,9 +38,13 @@ from ._constants import (
 from ._exceptions import DownloadError
 from ._policies import RetryPolicy, parse_retry_after
 
+_MAX_PORT = 65535
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 # Failures a second try cannot fix: a redirect to another scheme, a request httpx refused.
 _FINAL_TRANSPORT_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+# What a URL httpx accepted can still raise below it, when it is sent (a redirect's Location is
+# not checked like the result's URLs): idna's and the socket layer's own errors.
+_UNSENDABLE = (httpx.InvalidURL, ValueError, OverflowError)
 
 
 def short(url: str) -> str:
@@ -54,10 +59,14 @@ def check_download_url(url: str) -> str:
         parsed = httpx.URL(url)
         parsed.host  # noqa: B018 - decoding the IDNA host is what raises for a bad one
         host = parsed.raw_host.decode("ascii")
+        port = parsed.port
     except (httpx.InvalidURL, ValueError) as exc:  # ValueError: UnicodeError, idna.IDNAError
         raise DownloadError(f"{url[:100]!r} is not a valid URL ({exc}); not downloaded.") from None
     if not _valid_host(host):
         raise DownloadError(f"{url[:100]!r} has an invalid host name; not downloaded.")
+    # httpx keeps any number: the socket layer would raise OverflowError (asyncio) for it.
+    if port is not None and not 0 < port <= _MAX_PORT:
+        raise DownloadError(f"{url[:100]!r} has port {port}, not 1-65535; not downloaded.")
     return url
 
 
@@ -194,7 +203,7 @@ def fetch(
             if isinstance(failure_or_final, DownloadError):
                 raise failure_or_final from exc
             failure = failure_or_final
-        except (httpx.InvalidURL, ValueError) as exc:  # e.g. a host IDNA refuses at connect
+        except _UNSENDABLE as exc:  # e.g. a redirect to a host IDNA refuses, or to port 10**8
             raise DownloadError(f"Downloading {short(url)} failed: {exc}") from None
         body.reset()
         # Waiting on the event: a save given up on stops at once, not after the pause.
@@ -232,8 +241,15 @@ async def afetch(
             if isinstance(failure_or_final, DownloadError):
                 raise failure_or_final from exc
             failure = failure_or_final
-        except (httpx.InvalidURL, ValueError) as exc:
+        except _UNSENDABLE as exc:
             raise DownloadError(f"Downloading {short(url)} failed: {exc}") from None
+        except ExceptionGroup as group:  # anyio's connect raises its OverflowError in a group
+            unsendable, rest = group.split(_UNSENDABLE)
+            if unsendable is None or rest is not None:
+                raise
+            raise DownloadError(
+                f"Downloading {short(url)} failed: {unsendable.exceptions[0]}"
+            ) from None
         body.reset()
         await asyncio.sleep(_pause(failure, attempt, deadline, policy))
 

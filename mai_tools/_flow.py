@@ -122,7 +122,7 @@ class FlowCore(WaitSteps):
         started_at = self.clock.monotonic()
         if isinstance(submitted, JobStatus):
             # Answered inline (sync_mode): the whole job ran inside the POST.
-            if submitted.status is Status.COMPLETED and submitted.image_urls:
+            if submitted.status is Status.COMPLETED and submitted.has_output:
                 yield Notify(submitted, started_at - call_started)
                 yield from self._note_final(submitted)
                 return ImageResult.from_status(submitted, body)
@@ -391,7 +391,15 @@ class FlowCore(WaitSteps):
 
     @staticmethod
     def _submitted(job: Job | JobStatus) -> Job | JobStatus:
-        """The gateway's answer, if its request id is one we can poll; the job exists now."""
+        """The gateway's answer, if its request id is one we can poll; the job exists now.
+
+        A finished answer (sync mode: the images inline, or FAILED/ERROR) needs no poll: its
+        id is kept as sent, never a reason to throw the images away.
+        """
+        if isinstance(job, JobStatus) and (
+            job.status.is_failure or (job.status is Status.COMPLETED and job.has_output)
+        ):
+            return job
         try:
             check_request_id(job.request_id)
         except InvalidArgumentError:

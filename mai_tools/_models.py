@@ -340,6 +340,10 @@ class ImageResult(BaseModel):
     updated_at: datetime | None = None
     completed_at: datetime | None = None
     request: GenerateRequest | EditRequest | None = None
+    unavailable: list[str] = Field(default_factory=list)
+    """Why some of the job's images cannot be fetched (the gateway sent an empty URL for
+    them); they are not in ``image_urls``, and ``client.save`` reports them as a
+    :class:`DownloadError` after saving the others."""
 
     def with_saver(self, saver: object) -> ImageResult:
         """Deprecated, does nothing: a result no longer carries a client's saver."""
@@ -413,6 +417,7 @@ class ImageResult(BaseModel):
             updated_at=status.updated_at,
             completed_at=status.completed_at,
             request=request,
+            unavailable=status.unavailable,
         )
 
     @property

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 logger = logging.getLogger("mai_tools")
 
@@ -73,11 +73,37 @@ class Job(_ResponseModel):
         return parse_status(value)
 
 
+_NAMED_BLANKS: Final = 4
+"""How many empty URLs :attr:`JobStatus.unavailable` names one by one."""
+
+
 class JobOutput(_ResponseModel):
-    """The `output` object of a finished job."""
+    """The `output` object of a finished job.
+
+    An empty (or blank) string is not an image URL: it is left out of ``media_url``, and its
+    position (0-based, in the gateway's list) is kept in ``blank_urls`` so the job can say
+    which image cannot be fetched.
+    """
 
     media_url: list[str] = Field(default_factory=list)
     media_type: str | None = None
+    blank_urls: tuple[int, ...] = Field(default=(), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_blanks(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        urls = data.get("media_url")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list):
+            return data
+        blank = tuple(i for i, u in enumerate(urls) if isinstance(u, str) and not u.strip())
+        if not blank:
+            return data
+        kept = [u for u in urls if not (isinstance(u, str) and not u.strip())]
+        return {**data, "media_url": kept, "blank_urls": blank}
 
     @field_validator("media_url", mode="before")
     @classmethod
@@ -113,6 +139,23 @@ class JobStatus(_ResponseModel):
     @property
     def image_urls(self) -> list[str]:
         return list(self.output.media_url) if self.output else []
+
+    @property
+    def unavailable(self) -> list[str]:
+        """Why some images of the job cannot be fetched (an empty URL in ``media_url``)."""
+        blank = self.output.blank_urls if self.output else ()
+        why = [
+            f"image {i + 1} of {self.request_id} cannot be fetched: the gateway sent an empty URL"
+            for i in blank[:_NAMED_BLANKS]
+        ]
+        if len(blank) > _NAMED_BLANKS:  # a hostile answer must not become a huge text
+            why.append(f"and {len(blank) - _NAMED_BLANKS} more empty URLs")
+        return why
+
+    @property
+    def has_output(self) -> bool:
+        """True when ``media_url`` named at least one image (usable or not)."""
+        return bool(self.image_urls or self.unavailable)
 
     @property
     def server_seconds(self) -> float | None:

@@ -253,6 +253,7 @@ class WaitSteps:
                     timeout=plan.timeout,
                     # What the gateway answered, not its advice ("retry later"): the job runs on.
                     reason=f"The last status read failed: {_without_advice(exc.last_error)}",
+                    waited=self._waited(plan),
                 ) from exc.last_error
             polls += 1
             last = status
@@ -268,7 +269,7 @@ class WaitSteps:
             if status.status is Status.COMPLETED:
                 self._learn(operation, status, elapsed if plan.submitted_here else None)
                 result = ImageResult.from_status(status, plan.request)
-                if not result.image_urls:
+                if not status.has_output:
                     raise APIResponseError(
                         f"Job {request_id} COMPLETED without output.media_url",
                         request_id=request_id,
@@ -282,7 +283,13 @@ class WaitSteps:
                     polling_url=plan.polling_url,
                     last_status=status,
                     timeout=plan.timeout,
+                    waited=self._waited(plan),
                 )
+
+    def _waited(self, plan: _Wait) -> float:
+        """Seconds since the call started (its deadline is ``timeout`` after that)."""
+        started = plan.deadline - plan.timeout
+        return max(self.clock.monotonic() - started, 0.0)
 
     def _callback_outcome(self, request_id: str, *, arrived: bool) -> None:
         self.callbacks.record(arrived)

@@ -16,7 +16,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Final
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -25,6 +24,7 @@ from .._constants import DOWNLOAD_TIMEOUT
 from .._download import asave_images
 from .._exceptions import DownloadError, JobBookError
 from .._fetch import limit_per_host
+from .._urls import split_url
 from ..jobbook import JobBook
 from ._journal import Row
 from ._state import RunState, Stopped
@@ -32,6 +32,10 @@ from ._state import RunState, Stopped
 logger = logging.getLogger("mai_tools.batch")
 
 IMAGES_DIR: Final = "images"
+_NO_URL: Final = (
+    "the job finished but the gateway sent no usable image URL (an empty string); "
+    "no image can be fetched"
+)
 _DISK_FULL: Final = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
 
 
@@ -81,11 +85,17 @@ class Downloads:
 
     def start(self, row: Row) -> None:
         """Download ``row``'s images in a task of the run; the line settles when it ends."""
+        if not row.image_urls:  # the gateway sent only empty URLs: nothing can be fetched
+            self._state.record(row, state="saved", paths=[], error=_NO_URL)
+            self._state.settle(row)
+            return
         self._state.spawn(self._download(row))
 
     async def _download(self, row: Row) -> None:
         state = self._state
-        host = urlsplit(row.image_urls[0]).netloc if row.image_urls else ""
+        # A malformed URL (``http://[::1/x``) has no host: the save reports it on this line.
+        parts = split_url(row.image_urls[0]) if row.image_urls else None
+        host = parts.netloc if parts is not None else ""
         limit = self._host_limits.setdefault(host, asyncio.Semaphore(self._per_host))
         assert row.request_id is not None
         try:

@@ -222,12 +222,9 @@ class Submitter:
         state.record(row, state="completed", status="COMPLETED", image_urls=list(result.image_urls))
 
     def _still_running(self, exc: JobTimeoutError) -> str:
-        limit = f"{self._job_timeout:g}s"
-        if exc.__cause__ is not None:  # the last status read failed
-            return (
-                f"still running after {limit} (last status read failed: {exc.__cause__}); "
-                "rerun to keep waiting"
-            )
+        limit = exc.waited_text()
+        if exc.reason:  # the last status read failed (what it answered, without advice)
+            return f"still running after {limit} ({exc.reason}); rerun to keep waiting"
         last = exc.last_status.status.value if exc.last_status is not None else "running"
         return f"still {last} after {limit}; rerun to keep waiting"
 

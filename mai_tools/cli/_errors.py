@@ -100,10 +100,13 @@ def _interrupted(session: Session) -> str:
 def _timeout(exc: JobTimeoutError, session: Session) -> str:
     state = exc.last_status.status.value if exc.last_status else "unknown"
     text = (
-        f"timed out after {exc.timeout:g}s waiting for job {exc.request_id} "
+        f"timed out after {exc.waited_text()} waiting for job {exc.request_id} "
         f"(last status: {state}); it may still finish. {_resume(session, exc.request_id)}"
     )
-    if exc.__cause__ is not None:
+    # What the gateway answered, without its advice ("Slow down or retry later"): the job runs.
+    if exc.reason:
+        text += f" ({exc.reason})"
+    elif exc.__cause__ is not None:
         text += f" (last error: {exc.__cause__})"
     return text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -191,8 +192,10 @@ async def test_a_job_past_the_job_timeout_is_left_running_and_the_rerun_waits_fo
     assert {o.status for o in outcomes} <= {LineStatus.QUEUED, LineStatus.PROCESSING}
     assert all(o.request_id for o in outcomes)
     assert all(
-        str(o.error).startswith(("still QUEUED after 0.2s", "still PROCESSING after 0.2s"))
-        and str(o.error).endswith("rerun to keep waiting")
+        # The time actually waited: 0.2 s and whatever the last read took on a busy machine.
+        re.match(
+            r"still (QUEUED|PROCESSING) after \d+(\.\d)?s; rerun to keep waiting$", str(o.error)
+        )
         for o in outcomes
     ), [o.error for o in outcomes]
     assert summary.running == 3

@@ -20,6 +20,7 @@ from mai_tools import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    DownloadError,
     EditRequest,
     GenerateRequest,
     ImageResult,
@@ -38,6 +39,7 @@ from mai_tools import (
     __version__,
     image_to_url,
 )
+from mai_tools._agent import Done, Running, answer_text, arun, outcome_of, run, structured
 from tests.support.fakes import (
     BASE,
     EDIT_RID,
@@ -694,3 +696,114 @@ def test_result_json_roundtrip(harness: Harness) -> None:
     result = harness.call("generate", "a cat")
     data = json.loads(result.model_dump_json())
     assert ImageResult.model_validate(data).model_dump() == result.model_dump()
+
+
+def test_a_wait_ended_early_says_the_time_waited_not_the_timeout(harness: Harness) -> None:
+    # A status read answered 429 "wait an hour": the wait ends at once, as still running.
+    harness.gateway.polls = [httpx.Response(429, headers={"Retry-After": "3600"})]
+    start = harness.clock.monotonic()
+    with pytest.raises(JobTimeoutError) as info:
+        harness.call("generate", "a cat", timeout=300)
+    waited = harness.clock.monotonic() - start
+    error = info.value
+    assert error.timeout == 300
+    assert error.waited == pytest.approx(waited, abs=0.05)
+    assert waited < 30
+    assert "after 300s" not in str(error)
+    assert f"after {round(waited, 1):g}s of the 300s allowed" in str(error)
+    assert "retry later" not in str(error).lower()
+    running = outcome_of(error)
+    assert isinstance(running, Running)
+    assert running.waited == error.waited
+    assert "after 300s" not in answer_text(running)
+
+
+@pytest.mark.parametrize("request_id", ["has spaces/and slashes", "x" * 300, "-leading-dash"])
+def test_sync_mode_keeps_the_inline_image_when_the_request_id_cannot_be_polled(
+    harness: Harness, request_id: str, tmp_path: Path
+) -> None:
+    # The image is in the answer: nothing needs to be polled, so an id we could not poll with
+    # is no reason to raise (and lose a charged image).
+    uri = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    body = status_body("COMPLETED", request_id, urls=[uri])
+    harness.gateway.submits = [httpx.Response(200, json=body)]
+    result = harness.call("generate", "inline please", sync_mode=True)
+    assert result.request_id == request_id
+    assert result.image_urls == [uri]
+    assert harness.gateway.gets == []
+    (path,) = harness.call("save", result, tmp_path)
+    assert path.parent == tmp_path
+    assert path.read_bytes() == PNG_1PX
+
+
+def test_a_queued_answer_whose_request_id_cannot_be_polled_is_still_refused(
+    harness: Harness,
+) -> None:
+    harness.gateway.submits = [httpx.Response(202, json={"request_id": "a b", "status": "QUEUED"})]
+    with pytest.raises(APIResponseError, match="cannot be used to poll") as info:
+        harness.call("generate", "a cat")
+    assert info.value.may_have_arrived
+
+
+# --------------------------------------------------------------------------- empty media URLs
+
+
+def test_an_empty_media_url_is_not_an_image_url(harness: Harness, tmp_path: Path) -> None:
+    harness.gateway.polls = [ok("COMPLETED", urls=[""])]
+    result = harness.call("generate", "a cat")
+    assert result.image_urls == []
+    assert result.request_id == RID
+    assert result.unavailable == [
+        f"image 1 of {RID} cannot be fetched: the gateway sent an empty URL"
+    ]
+    with pytest.raises(DownloadError, match=r"image 1 of .* cannot be fetched.*not saved"):
+        harness.call("save", result, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_media_url_beside_a_good_one_saves_the_good_one(
+    harness: Harness, tmp_path: Path
+) -> None:
+    good = "https://cdn.example.com/v1/good.png"
+    harness.gateway.downloads[good] = httpx.Response(
+        200, content=PNG_1PX, headers={"content-type": "image/png"}
+    )
+    harness.gateway.polls = [ok("COMPLETED", urls=["", good, "  "])]
+    result = harness.call("generate", "a cat")
+    assert result.image_urls == [good]
+    assert [u.split(":")[0] for u in result.unavailable] == [
+        f"image 1 of {RID} cannot be fetched",
+        f"image 3 of {RID} cannot be fetched",
+    ]
+    with pytest.raises(DownloadError, match=r"image 1 .*image 3 .*not saved \(saved: ") as info:
+        harness.call("save", result, tmp_path)
+    (saved,) = tmp_path.iterdir()
+    assert str(saved) in str(info.value)
+    assert saved.read_bytes() == PNG_1PX
+
+
+def test_the_agent_answer_names_the_job_and_why_its_image_cannot_be_fetched(
+    harness: Harness,
+) -> None:
+    harness.gateway.polls = [ok("COMPLETED", urls=[""])]
+    if harness.mode == "sync":
+        outcome = run(harness.sync_client, lambda c: c.generate("a cat"))
+    else:
+        outcome = harness.loop.run_until_complete(
+            arun(harness.async_client, lambda c: c.generate("a cat"))
+        )
+    assert isinstance(outcome, Done)
+    assert outcome.result.image_urls == []
+    text = answer_text(outcome)
+    assert f"request_id: {RID}" in text
+    assert "cannot be fetched: the gateway sent an empty URL" in text
+    assert structured(outcome).save_error == outcome.save_error
+    assert "try again" not in text.lower()
+
+
+def test_a_flood_of_empty_media_urls_is_read_quickly_and_reported_briefly() -> None:
+    body = status_body("COMPLETED", urls=[""] * 200_000)
+    status = JobStatus.from_body(body)  # linear: this took minutes when each was looked up
+    assert status.image_urls == []
+    assert len(status.unavailable) == 5
+    assert status.unavailable[-1] == "and 199996 more empty URLs"
