@@ -85,8 +85,7 @@ class Downloads:
 
     async def _download(self, row: Row) -> None:
         state = self._state
-        host = urlsplit(row.image_urls[0]).netloc if row.image_urls else ""
-        limit = self._host_limits.setdefault(host, asyncio.Semaphore(self._per_host))
+        limit = self._host_limits.setdefault(_host(row), asyncio.Semaphore(self._per_host))
         assert row.request_id is not None
         try:
             try:
@@ -105,6 +104,12 @@ class Downloads:
                     state.disk_trouble = True
                     state.hold(f"the disk is full ({text}); free some space and rerun")
                 state.record(row, error=f"images not saved: {text}; rerun to download them again")
+            except Exception as exc:  # a URL or an answer nothing foresaw: this line's error only
+                logger.error("batch: saving the images of %s failed", row.id, exc_info=exc)
+                state.record(
+                    row,
+                    error=f"images not saved: {type(exc).__name__}: {exc}; rerun to try again",
+                )
             else:
                 relative = [p.relative_to(state.out_dir).as_posix() for p in paths]
                 state.record(row, state="saved", paths=relative, error=None)
@@ -127,3 +132,11 @@ class Downloads:
                 book.saved(request_id, paths)
         except JobBookError as exc:
             logger.warning("job book: could not record the saved files of %s: %s", request_id, exc)
+
+
+def _host(row: Row) -> str:
+    """The host whose download slots the line waits for ("" when its URL has none)."""
+    try:
+        return urlsplit(row.image_urls[0]).netloc if row.image_urls else ""
+    except ValueError:  # e.g. "http://[::1/x.png": the save reports it
+        return ""
