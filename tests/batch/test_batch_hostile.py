@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ from mai_tools.batch import (
     BatchSummary,
     LineOutcome,
     LineStatus,
+    _journal,
     _submit,
 )
 from mai_tools.batch._input import request_of as request_of_item
+from mai_tools.emulator import RunningEmulator
 from tests.batch.conftest import FAST_POLL, FAST_RETRY
+from tests.cli.cli_support import invoke
 from tests.support.fakes import BASE, KEY, PNG_1PX
 
 BAD_URL = "http://[::1/x.png"
@@ -142,3 +146,74 @@ async def test_an_unexpected_error_in_one_lines_step_is_that_lines_error(
     monkeypatch.undo()
     outcomes, summary = await run(gateway, items, tmp_path)  # the rerun sends it
     assert summary.clean
+
+
+# ---------------------------------------------------------------- L12: hostile JSONL lines
+
+HOSTILE_LINES = {
+    "line-2": '{"prompt": "deep", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+    "line-3": '{"prompt": "a prompt of many images", "num_images": ' + str(10**30) + "}",
+    "line-4": '{"id": "\\ud800", "prompt": "a lone surrogate id"}',
+    "line-5": '{"prompt": "a lone surrogate \\udfff in the prompt"}',
+    "line-6": "[" * 100_000,
+}
+
+
+def test_hostile_jsonl_lines_are_invalid_with_a_reason_and_the_run_exits_2(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = ['{"id": "ok", "prompt": "a fine prompt"}', *HOSTILE_LINES.values()]
+    source.write_text("\n".join(lines) + "\n")
+    env: dict[str, str | None] = {"PIXAZO_API_KEY": KEY, "PIXAZO_BASE_URL": emu.base_url}
+    for _ in range(2):  # the rerun alike
+        got = invoke("batch", str(source), "--out", str(tmp_path / "out"), env=env)
+        assert got.code == 2, got.stderr
+        assert "COMPLETED 1, INVALID 5" in got.stdout
+        assert "line-2: INVALID: not a usable JSON line: nested too deeply" in got.stderr
+        assert "line-3: INVALID: num_images" in got.stderr
+        assert "line-4: INVALID: id must be" in got.stderr
+        assert "line-5: INVALID: 'prompt': not valid Unicode text" in got.stderr
+        assert "line-6: INVALID: not a usable JSON line: nested too deeply" in got.stderr
+    assert emu.control.stats().submissions == 1
+
+
+# ---------------------------------------------------------------- L12: tampered journal rows
+
+TAMPERED = {
+    "urls-not-json": "UPDATE lines SET state = 'completed', image_urls = 'not json' WHERE id = ?",
+    "urls-not-text": "UPDATE lines SET state = 'completed', image_urls = '[1, 2]' WHERE id = ?",
+    "no-request-id": "UPDATE lines SET state = 'submitted', request_id = NULL WHERE id = ?",
+    "images-as-text": "UPDATE lines SET state = 'pending', num_images = 'lots' WHERE id = ?",
+    "huge-images": "UPDATE lines SET state = 'submitted', num_images = 1e300 WHERE id = ?",
+    "path-escapes": "UPDATE lines SET paths = '[\"../../../../etc/passwd\"]' WHERE id = ?",
+    "paths-not-list": "UPDATE lines SET paths = '{\"a\": 1}' WHERE id = ?",
+    "error-as-bytes": "UPDATE lines SET state = 'failed', error = X'FF00' WHERE id = ?",
+    "bad-utf8": "UPDATE lines SET status = CAST(X'C328' AS TEXT) WHERE id = ?",
+}
+
+
+def test_tampered_journal_rows_get_a_clear_error_each_and_the_rerun_goes_on(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    ids = ["fine", *TAMPERED]
+    source.write_text("".join(json.dumps({"id": i, "prompt": f"prompt {i}"}) + "\n" for i in ids))
+    out = tmp_path / "out"
+    env: dict[str, str | None] = {"PIXAZO_API_KEY": KEY, "PIXAZO_BASE_URL": emu.base_url}
+    first = invoke("batch", str(source), "--out", str(out), env=env)
+    assert first.code == 0, first.stderr
+    with sqlite3.connect(out / _journal.JOURNAL_NAME) as db:
+        for row_id, sql in TAMPERED.items():
+            db.execute(sql, (row_id,))
+    got = invoke("batch", str(source), "--out", str(out), env=env)
+    assert got.code == 6, got.stderr  # UNKNOWN lines: never 1, "internal error"
+    assert "Traceback" not in got.stderr
+    lines = {d["id"]: d for d in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert lines["fine"]["status"] == "COMPLETED"
+    assert lines["fine"]["paths"]
+    for row_id in TAMPERED:
+        assert lines[row_id]["status"] == "UNKNOWN", row_id
+        assert "journal row of this line is damaged" in lines[row_id]["error"], row_id
+    assert lines["path-escapes"]["paths"] == []
+    assert emu.control.stats().submissions == len(ids)  # nothing was sent again
