@@ -254,6 +254,12 @@ def line_outcome(
             "its POST was sent but the journal could not record the answer; it may be "
             "charged: the next run reports it UNKNOWN (--resubmit-unknown sends it again)"
         )
+        if row.request_id is not None:
+            error = (
+                f"its job {row.request_id} was created but the journal could not record it; "
+                "keep this request id: the next run reports the line UNKNOWN "
+                "(--resubmit-unknown sends it again)"
+            )
     elif row.state == "pending" and error is None:
         error = f"not submitted: {not_sent_because or 'run stopped'}"
     elif row.state == "submitted" and error is None:

@@ -27,6 +27,7 @@ from mai_tools.batch import (
     _submit,
 )
 from mai_tools.batch._input import request_of as request_of_item
+from mai_tools.batch._journal import JournalError, Row
 from mai_tools.emulator import RunningEmulator
 from tests.batch.conftest import FAST_POLL, FAST_RETRY
 from tests.cli.cli_support import invoke
@@ -217,3 +218,31 @@ def test_tampered_journal_rows_get_a_clear_error_each_and_the_rerun_goes_on(
         assert "journal row of this line is damaged" in lines[row_id]["error"], row_id
     assert lines["path-escapes"]["paths"] == []
     assert emu.control.stats().submissions == len(ids)  # nothing was sent again
+
+
+# ---------------------------------------------------------------- L14: the request id of a job
+
+
+def test_a_journal_write_failing_after_the_post_still_tells_the_request_id(
+    emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_put = _journal.Journal.put
+
+    def put(self: _journal.Journal, row: Row, *, durable: bool = False) -> None:
+        if row.request_id is not None:  # the disk fills right after the POST was answered
+            raise JournalError("Writing the journal failed: database or disk is full.")
+        real_put(self, row, durable=durable)
+
+    monkeypatch.setattr(_journal.Journal, "put", put)
+    source = tmp_path / "in.txt"
+    source.write_text("a prompt whose job exists\n")
+    out = tmp_path / "out"
+    env: dict[str, str | None] = {"PIXAZO_API_KEY": KEY, "PIXAZO_BASE_URL": emu.base_url}
+    got = invoke("batch", str(source), "--out", str(out), "--quiet", env=env)
+    assert got.code == 7, got.stderr  # writing to DIR failed
+    (request_id,) = emu.control.stats().outcomes
+    assert request_id in got.stderr  # even with --quiet
+    (line,) = map(json.loads, (out / "manifest.jsonl").read_text().splitlines())
+    assert line["status"] == "UNKNOWN"
+    assert line["request_id"] == request_id
+    assert request_id in line["error"]
