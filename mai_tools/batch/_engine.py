@@ -210,6 +210,7 @@ class BatchRun:
         try:
             journal.claim(self._fingerprint, force=self._force)
             state.journal = journal
+            self._downloads.remove_leftovers()
             self._plan(journal)
         except BaseException:
             state.journal = None

@@ -22,7 +22,7 @@ import httpx
 
 from .._config import ssl_context
 from .._constants import DOWNLOAD_TIMEOUT
-from .._download import asave_images
+from .._download import asave_images, remove_part_files
 from .._exceptions import DownloadError, JobBookError
 from .._fetch import limit_per_host
 from ..jobbook import JobBook
@@ -78,6 +78,13 @@ class Downloads:
         finally:
             if owned:
                 await http.aclose()
+
+    def remove_leftovers(self) -> None:
+        """Delete the ``.part`` files of saves a killed run left in ``images/`` (the run holds
+        the directory's lock: no other save writes there)."""
+        removed = remove_part_files(self._images_dir)
+        if removed:
+            logger.info("batch: removed %d unfinished download(s) of an earlier run", removed)
 
     def start(self, row: Row) -> None:
         """Download ``row``'s images in a task of the run; the line settles when it ends."""

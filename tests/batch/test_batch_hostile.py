@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ from mai_tools.batch._journal import JournalError, Row
 from mai_tools.emulator import RunningEmulator
 from tests.batch.conftest import FAST_POLL, FAST_RETRY
 from tests.cli.cli_support import invoke
+from tests.network.servers import hostile_host
+from tests.support.emulators import EmulatorPool
 from tests.support.fakes import BASE, KEY, PNG_1PX
 
 BAD_URL = "http://[::1/x.png"
@@ -246,3 +253,70 @@ def test_a_journal_write_failing_after_the_post_still_tells_the_request_id(
     assert line["status"] == "UNKNOWN"
     assert line["request_id"] == request_id
     assert request_id in line["error"]
+
+
+# ---------------------------------------------------------------- L6, L15: no .part file left
+
+
+async def test_a_rerun_removes_the_part_files_a_killed_run_left_in_its_images_dir(
+    tmp_path: Path,
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    left = [images / f".mai-{n:016x}.part" for n in range(3)]  # as a kill -9 leaves them
+    for path in left:
+        path.write_bytes(b"\x89PNG half an image")
+    mine = images / "notes.part"  # not a name the saves use: not the run's to remove
+    mine.write_text("keep me")
+    _, summary = await run(Gateway(), ["a fine prompt"], tmp_path)
+    assert summary.clean
+    assert not any(path.exists() for path in left)
+    assert mine.read_text() == "keep me"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_saving_leaves_no_part_file(
+    emulators: EmulatorPool, tmp_path: Path, sig: signal.Signals, twice: bool
+) -> None:
+    with hostile_host(mode="half") as host:  # a few bytes of each image, then silence
+        emu = emulators(
+            api_keys=(KEY,),
+            min_duration=0.0,
+            max_duration=0.0,
+            long_side=32,
+            public_url=host.origin,
+        )
+        source = tmp_path / "in.txt"
+        source.write_text("".join(f"a prompt saved slowly {i}\n" for i in range(4)))
+        out = tmp_path / "out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIXAZO_")}
+        env.update(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url)
+        command = [sys.executable, "-c", "from mai_tools.cli import main; main()", "batch"]
+        proc = subprocess.Popen(
+            [*command, str(source), "--out", str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(list((out / "images").glob("*.part"))) < 4:  # every save under way
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the saves never started"
+                time.sleep(0.01)
+            proc.send_signal(sig)
+            if twice:  # the second one stops at once
+                while "stopping" not in (line := proc.stderr.readline() if proc.stderr else ""):
+                    assert line, "the run ended before the first signal was seen"
+                proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert list((out / "images").iterdir()) == []
