@@ -320,3 +320,49 @@ def test_a_signal_while_saving_leaves_no_part_file(
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert list((out / "images").iterdir()) == []
+
+
+# ---------------------------------------------------------------- the manifest: atomic
+
+_REWRITE_MANIFEST = """
+import asyncio, resource, sys
+from mai_tools import AsyncMAIImageClient
+from mai_tools.batch import BatchRun
+
+async def main() -> None:
+    async with AsyncMAIImageClient("{key}", base_url="{base}") as client:
+        run = BatchRun(client, [{{"prompt": "no"}}] * 40, sys.argv[1])
+        run.open()
+        if sys.argv[2] != "-":  # the disk fills: no file may grow past this size any more
+            resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+        run.close()  # rewrites the manifest
+        print(run.summary().manifest_error)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE")
+def test_a_manifest_rewrite_that_fails_midway_leaves_the_old_manifest_whole(
+    tmp_path: Path,
+) -> None:
+    # A manifest written in place would be cut short here: a reader (or the user after a full
+    # disk) must find the last whole manifest, never a torn one.
+    def rewrite(limit: str) -> str:
+        script = _REWRITE_MANIFEST.format(key=KEY, base=BASE)
+        got = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), limit],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert got.returncode == 0, got.stderr
+        return got.stdout
+
+    assert rewrite("-").strip() == "None"  # 40 INVALID lines, nothing sent
+    manifest = tmp_path / "manifest.jsonl"
+    before = manifest.read_bytes()
+    assert before.count(b"\n") == 40
+    assert "cannot write" in rewrite(str(len(before) // 2))  # the run knows (exit 7 in the CLI)
+    assert manifest.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if "manifest" in p.name) == ["manifest.jsonl"]
