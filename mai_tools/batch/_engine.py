@@ -303,13 +303,15 @@ class BatchRun:
                         await manifest
         finally:
             self._finished = time.monotonic()
-            for row_id in self._order:
-                if isinstance(row_id, LineOutcome):
-                    state.outcomes.put_nowait(row_id)
-                elif row_id not in state.emitted:
-                    state.settle(self._rows[row_id])
-            await asyncio.to_thread(self._write_manifest_now)
-            state.outcomes.put_nowait(None)
+            try:
+                for row_id in self._order:
+                    if isinstance(row_id, LineOutcome):
+                        state.outcomes.put_nowait(row_id)
+                    elif row_id not in state.emitted:
+                        state.settle(self._rows[row_id])
+                await asyncio.to_thread(self._write_manifest_now)
+            finally:  # whatever happened: the reader must not wait for ever
+                state.outcomes.put_nowait(None)
 
     async def _work(self) -> None:
         """Start the downloads and workers; wait until they end, or the stop and its grace."""

@@ -93,6 +93,17 @@ MAX_NUM_IMAGES: Final = 1_000_000
 """More images than any row this program writes asks for: a larger number is damage."""
 
 
+def _storable(value: object) -> object:
+    """``value`` as SQLite can store it: text with a lone surrogate (a hostile gateway's
+    ``"\\ud800"`` in an error) keeps it as an escape instead of failing the write."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _text(data: bytes) -> str:
     # Text that is not UTF-8 (written by hand) reads as what it can be, not as an exception.
     return data.decode("utf-8", "replace")
@@ -333,6 +344,7 @@ class Journal:
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         start = time.perf_counter()
+        args = tuple(_storable(a) for a in args)
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:
@@ -346,7 +358,7 @@ class Journal:
         try:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
-                self._db.executemany(sql, rows)
+                self._db.executemany(sql, [tuple(_storable(a) for a in r) for r in rows])
         except sqlite3.Error as exc:
             raise JournalError(f"Writing the journal in {self.directory} failed: {exc}.") from exc
         finally:

@@ -192,7 +192,8 @@ def write_manifest(path: Path, lines: list[dict[str, Any]]) -> None:
     """Rewrite the manifest atomically: a temporary file, synced, renamed over the old one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        # A lone surrogate (a hostile gateway's "\\ud800") is written as its JSON escape.
+        with tmp.open("w", encoding="utf-8", errors="backslashreplace") as fh:
             for data in lines:
                 fh.write(json.dumps(data, ensure_ascii=False))
                 fh.write("\n")

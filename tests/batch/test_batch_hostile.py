@@ -42,6 +42,7 @@ from tests.support.fakes import BASE, KEY, PNG_1PX
 
 BAD_URL = "http://[::1/x.png"
 CDN = "https://cdn.example.com"
+_JSON = {"content-type": "application/json"}
 
 
 class Gateway:
@@ -78,7 +79,8 @@ class Gateway:
             "error": None,
             "output": {"media_url": urls, "media_type": "image/png"},
         }
-        return httpx.Response(200, json=body)
+        # json.dumps escapes what the URLs hold (a lone surrogate is sent as "\\ud800").
+        return httpx.Response(200, content=json.dumps(body), headers=_JSON)
 
 
 async def run(
@@ -104,10 +106,13 @@ async def run(
 # ---------------------------------------------------------------- M7: a poisoned media URL
 
 
+@pytest.mark.parametrize(
+    "bad_url", [BAD_URL, f"{CDN}/\ud800.png"], ids=["ipv6-bracket", "lone-surrogate"]
+)
 async def test_a_malformed_media_url_is_that_lines_save_error_and_reruns_go_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad_url: str
 ) -> None:
-    gateway = Gateway({"a poisoned prompt": [BAD_URL]})
+    gateway = Gateway({"a poisoned prompt": [bad_url]})
     items = [
         {"id": "good", "prompt": "a fine prompt"},
         {"id": "bad", "prompt": "a poisoned prompt"},
@@ -118,7 +123,7 @@ async def test_a_malformed_media_url_is_that_lines_save_error_and_reruns_go_on(
             assert outcomes["good"].saved
             bad = outcomes["bad"]
             assert bad.status is LineStatus.COMPLETED
-            assert bad.image_urls == (BAD_URL,)
+            assert bad.image_urls == (bad_url,)
             assert bad.request_id == "rid-2"
             assert bad.error is not None
             assert "not saved" in bad.error
@@ -127,6 +132,7 @@ async def test_a_malformed_media_url_is_that_lines_save_error_and_reruns_go_on(
                 d["id"]: d for d in map(json.loads, summary.manifest.read_text().split("\n")[:-1])
             }
             assert lines["bad"]["status"] == "COMPLETED"
+            assert lines["bad"]["image_urls"] == [bad_url]
             assert "not saved" in lines["bad"]["error"]
     assert gateway.posts == 2  # nothing was sent again
     assert "exception was never retrieved" not in caplog.text
