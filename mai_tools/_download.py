@@ -513,3 +513,26 @@ class Saver:
 
     def __repr__(self) -> str:
         return f"Saver(max_bytes={self.max_bytes})"
+
+
+_PART_NAME = re.compile(r"\.mai-[0-9a-f]{16}\.part")
+
+
+def remove_part_files(directory: str | os.PathLike[str]) -> int:
+    """Delete the temporary files of saves that never ended (a process killed while saving)
+    from ``directory``; how many were deleted.
+
+    Only a caller that owns ``directory`` may call it (the batch, under its directory lock): a
+    save running in another process would lose its file.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:  # no directory yet: nothing was left
+        return 0
+    for entry in entries:
+        if _PART_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections import deque
@@ -55,6 +56,8 @@ from ._plan import plan
 from ._save import Downloads
 from ._state import RunState, Stopped
 from ._submit import Submitter
+
+logger = logging.getLogger("mai_tools.batch")
 
 DEFAULT_CONCURRENCY: Final = 32
 DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
@@ -207,6 +210,7 @@ class BatchRun:
         try:
             journal.claim(self._fingerprint, force=self._force)
             state.journal = journal
+            self._downloads.remove_leftovers()
             self._plan(journal)
         except BaseException:
             state.journal = None
@@ -299,13 +303,15 @@ class BatchRun:
                         await manifest
         finally:
             self._finished = time.monotonic()
-            for row_id in self._order:
-                if isinstance(row_id, LineOutcome):
-                    state.outcomes.put_nowait(row_id)
-                elif row_id not in state.emitted:
-                    state.settle(self._rows[row_id])
-            await asyncio.to_thread(self._write_manifest_now)
-            state.outcomes.put_nowait(None)
+            try:
+                for row_id in self._order:
+                    if isinstance(row_id, LineOutcome):
+                        state.outcomes.put_nowait(row_id)
+                    elif row_id not in state.emitted:
+                        state.settle(self._rows[row_id])
+                await asyncio.to_thread(self._write_manifest_now)
+            finally:  # whatever happened: the reader must not wait for ever
+                state.outcomes.put_nowait(None)
 
     async def _work(self) -> None:
         """Start the downloads and workers; wait until they end, or the stop and its grace."""
@@ -333,13 +339,12 @@ class BatchRun:
             await asyncio.gather(main, *state.tasks, return_exceptions=True)
 
     async def _drain(self) -> None:
-        """Until every worker and download has ended; re-raises a worker's bug."""
-        tasks = self._state.tasks
-        while tasks:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
+        """Until every worker and download has ended; re-raises a task's bug."""
+        state = self._state
+        while state.tasks:
+            await asyncio.wait([*state.tasks])
+        if state.crashes:
+            raise state.crashes[0]
 
     # ------------------------------------------------------------------ one line
 
@@ -379,6 +384,32 @@ class BatchRun:
                     self._state.settle(row)
             except Stopped:
                 return
+            except Exception as exc:  # nothing foresaw it: this line's error, the run goes on
+                try:
+                    self._line_failed(row, exc)
+                except Stopped:
+                    return
+
+    def _line_failed(self, row: Row, exc: Exception) -> None:
+        state = self._state
+        logger.error("batch: line %s failed unexpectedly", row.id, exc_info=exc)
+        what = f"{type(exc).__name__}: {exc}"
+        if row.state == "submitting":  # admitted: its POST may have left
+            state.gateway_trouble = True
+            state.record(
+                row,
+                state="unknown",
+                status="UNKNOWN",
+                error=f"unexpected error while submitting ({what}). The gateway may have "
+                "received this line: a job may exist (and be charged). It is not sent again "
+                "unless you rerun with --resubmit-unknown.",
+            )
+        elif row.state == "pending":  # the gate never admitted its POST: nothing was sent
+            state.images_requested -= row.num_images
+            state.record(row, error=f"not submitted: unexpected error ({what}); rerun to retry")
+        else:
+            state.record(row, error=f"unexpected error ({what}); rerun to continue this line")
+        state.settle(row)
 
     # ------------------------------------------------------------------ manifest
 

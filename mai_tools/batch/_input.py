@@ -27,6 +27,7 @@ from .._images import image_to_url
 from .._models import FIELDS_OF, OPERATIONS, EditRequest, GenerateRequest, JobRequest
 
 MAX_ID_LENGTH: Final = 200
+_TOO_DEEP: Final = "not a usable JSON line: nested too deeply (a line is one flat object)"
 _ID_OK = re.compile(r"^[^\x00-\x1f\x7f]+$")
 _URL_LIKE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]+://|data:)", re.I)
 
@@ -136,7 +137,12 @@ def _check_id(raw: str | int | None, line: int | None) -> tuple[str, str | None]
     if raw is None:
         return generated_id(line or 0), None
     text = str(raw)
-    if not text.strip() or len(text) > MAX_ID_LENGTH or not _ID_OK.match(text):
+    if (
+        not text.strip()
+        or len(text) > MAX_ID_LENGTH
+        or not _ID_OK.match(text)
+        or not _is_unicode(text)
+    ):
         fallback = generated_id(line or 0)
         return fallback, (
             f"id must be 1-{MAX_ID_LENGTH} characters without control characters; got {text[:40]!r}"
@@ -144,9 +150,25 @@ def _check_id(raw: str | int | None, line: int | None) -> tuple[str, str | None]
     return text, None
 
 
+def _is_unicode(text: str) -> bool:
+    """False for text no file or request can hold (a lone surrogate, as ``"\\ud800"`` reads)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def item_from_mapping(data: Mapping[str, object], line: int | None = None) -> InputLine:
     """One JSON object (as in a JSONL line) as an item, or the reason it is not one."""
     raw_id = data.get("id")
+    for key, value in data.items():
+        if key != "id" and not all(_is_unicode(t) for t in (key, value) if isinstance(t, str)):
+            ident = (
+                raw_id if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
+            )
+            good_id, _ = _check_id(ident, line)
+            return InvalidLine(good_id, f"{key!r}: not valid Unicode text (a lone surrogate)", line)
     try:
         values = _LineModel.model_validate(dict(data)).model_dump()
     except pydantic.ValidationError as exc:
@@ -190,6 +212,9 @@ def parse_lines(text: str, *, name: str | None = None) -> list[InputLine]:
             data = json.loads(raw)
         except ValueError as exc:
             out.append(InvalidLine(generated_id(number), f"not valid JSON ({exc})", number))
+            continue
+        except RecursionError:
+            out.append(InvalidLine(generated_id(number), _TOO_DEEP, number))
             continue
         if not isinstance(data, dict):
             out.append(
@@ -320,7 +345,7 @@ def fingerprint(lines: Iterable[InputLine], shard: tuple[int, int] | None) -> st
             fields: list[object] = [getattr(entry, name) for name in LINE_FIELDS]
         else:
             fields = [entry.id, "invalid", entry.reason]
-        digest.update(json.dumps(fields, ensure_ascii=False).encode())
+        digest.update(json.dumps(fields, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         digest.update(b"\n")
     return digest.hexdigest()
 

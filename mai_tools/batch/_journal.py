@@ -81,6 +81,97 @@ CREATE TABLE IF NOT EXISTS lines (
 """
 
 
+class _Damaged(ValueError):
+    """A journal row holds what this program never writes."""
+
+
+_STATUSES: Final = frozenset(
+    {"QUEUED", "PROCESSING", "COMPLETED", "FAILED", "ERROR", "INVALID", "UNKNOWN"}
+)
+_NEEDS_REQUEST_ID: Final = frozenset({"submitted", "completed", "saved"})
+MAX_NUM_IMAGES: Final = 1_000_000
+"""More images than any row this program writes asks for: a larger number is damage."""
+
+
+def _storable(value: object) -> object:
+    """``value`` as SQLite can store it: text with a lone surrogate (a hostile gateway's
+    ``"\\ud800"`` in an error) keeps it as an escape instead of failing the write."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _text(data: bytes) -> str:
+    # Text that is not UTF-8 (written by hand) reads as what it can be, not as an exception.
+    return data.decode("utf-8", "replace")
+
+
+def _string_list(raw: object, name: str) -> list[str]:
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Damaged(f"{name} is not a JSON list of strings")
+    return value
+
+
+def _relative_path(path: str) -> str:
+    parts = Path(path).parts
+    if not path or Path(path).is_absolute() or ".." in parts or "\\" in path:
+        raise _Damaged(f"saved path {path[:80]!r} is not inside the output directory")
+    return path
+
+
+def _row(values: tuple[object, ...]) -> Row:
+    """A row as read: checked field by field, as this program writes it."""
+    rid, line, num, state, status, request_id, urls, paths, error = values
+    assert isinstance(rid, str)
+    try:
+        if line is not None and (not isinstance(line, int) or line < 0):
+            raise _Damaged("line is not a line number")
+        if not isinstance(num, int) or not 0 <= num <= MAX_NUM_IMAGES:
+            raise _Damaged("num_images is not a number of images")
+        if not isinstance(state, str) or not isinstance(status, str):
+            raise _Damaged("state or status is not text")
+        if request_id is not None and (not isinstance(request_id, str) or not request_id):
+            raise _Damaged("request_id is not text")
+        if error is not None and not isinstance(error, str):
+            raise _Damaged("error is not text")
+        if status not in _STATUSES:
+            raise _Damaged(f"status {status[:40]!r} is none this program writes")
+        if state in _NEEDS_REQUEST_ID and request_id is None:
+            raise _Damaged(f"a {state} line without its request id")
+        return Row(
+            id=rid,
+            line=line,
+            num_images=num,
+            state=state if state in STATES else "unknown",
+            status=status,
+            request_id=request_id,
+            image_urls=_string_list(urls, "image_urls"),
+            paths=[_relative_path(p) for p in _string_list(paths, "paths")],
+            error=error,
+        )
+    except _Damaged as exc:
+        return Row(
+            id=rid,
+            line=line if isinstance(line, int) and line >= 0 else None,
+            num_images=num if isinstance(num, int) and 0 <= num <= MAX_NUM_IMAGES else 0,
+            state="unknown",
+            status="UNKNOWN",
+            request_id=request_id if isinstance(request_id, str) and request_id else None,
+            error=(
+                f"the journal row of this line is damaged ({exc}; was it edited?): it may "
+                "have been sent (a job may exist and be charged); it is not sent again unless "
+                "you rerun with --resubmit-unknown"
+            ),
+        )
+
+
 def _lock(directory: Path) -> IO[bytes]:
     """An exclusive lock on the directory for this process's lifetime (freed when it dies)."""
     handle = (directory / LOCK_NAME).open("a+b")
@@ -123,6 +214,7 @@ class Journal:
         self.writes = 0
         try:
             self._db = sqlite3.connect(directory / JOURNAL_NAME, isolation_level=None)
+            self._db.text_factory = _text
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -141,7 +233,13 @@ class Journal:
     # ------------------------------------------------------------------ meta
 
     def meta(self, key: str) -> str | None:
-        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        try:
+            found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise BatchDirectoryError(
+                f"{str(self.directory / JOURNAL_NAME)!r} cannot be read ({exc}); give this run "
+                "another --out."
+            ) from None
         return None if found is None else str(found[0])
 
     def claim(self, input_fingerprint: str, *, force: bool) -> None:
@@ -165,25 +263,28 @@ class Journal:
     # ------------------------------------------------------------------ rows
 
     def rows(self) -> dict[str, Row]:
+        """Every row; one that cannot be read as written (edited by hand, damaged) comes back
+        ``unknown`` with the reason, never as an exception.
+
+        Raises:
+            BatchDirectoryError: the journal itself cannot be read.
+        """
         out: dict[str, Row] = {}
         query = (
             "SELECT id, line, num_images, state, status, request_id, image_urls, paths, error "
             "FROM lines"
         )
-        for rid, line, num, state, status, request_id, urls, paths, error in self._db.execute(
-            query
-        ):
-            out[rid] = Row(
-                id=rid,
-                line=line,
-                num_images=num,
-                state=state if state in STATES else "unknown",
-                status=status,
-                request_id=request_id,
-                image_urls=json.loads(urls),
-                paths=json.loads(paths),
-                error=error,
-            )
+        try:
+            found = self._db.execute(query).fetchall()
+        except sqlite3.Error as exc:
+            raise BatchDirectoryError(
+                f"{str(self.directory / JOURNAL_NAME)!r} cannot be read ({exc}); give this run "
+                "another --out."
+            ) from None
+        for values in found:
+            rid = values[0]
+            if isinstance(rid, str):  # another id matches no line of any input
+                out[rid] = _row(values)
         return out
 
     def add(self, rows: list[Row]) -> None:
@@ -243,6 +344,7 @@ class Journal:
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         start = time.perf_counter()
+        args = tuple(_storable(a) for a in args)
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:
@@ -256,7 +358,7 @@ class Journal:
         try:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
-                self._db.executemany(sql, rows)
+                self._db.executemany(sql, [tuple(_storable(a) for a in r) for r in rows])
         except sqlite3.Error as exc:
             raise JournalError(f"Writing the journal in {self.directory} failed: {exc}.") from exc
         finally:

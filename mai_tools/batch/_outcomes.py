@@ -192,7 +192,8 @@ def write_manifest(path: Path, lines: list[dict[str, Any]]) -> None:
     """Rewrite the manifest atomically: a temporary file, synced, renamed over the old one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        # A lone surrogate (a hostile gateway's "\\ud800") is written as its JSON escape.
+        with tmp.open("w", encoding="utf-8", errors="backslashreplace") as fh:
             for data in lines:
                 fh.write(json.dumps(data, ensure_ascii=False))
                 fh.write("\n")
@@ -254,6 +255,12 @@ def line_outcome(
             "its POST was sent but the journal could not record the answer; it may be "
             "charged: the next run reports it UNKNOWN (--resubmit-unknown sends it again)"
         )
+        if row.request_id is not None:
+            error = (
+                f"its job {row.request_id} was created but the journal could not record it; "
+                "keep this request id: the next run reports the line UNKNOWN "
+                "(--resubmit-unknown sends it again)"
+            )
     elif row.state == "pending" and error is None:
         error = f"not submitted: {not_sent_because or 'run stopped'}"
     elif row.state == "submitted" and error is None:

@@ -70,7 +70,7 @@ def plan(
             if isinstance(entry, InvalidLine)
             else check_item(entry, base_dir, max_image_bytes=DEFAULT_MAX_INPUT_BYTES)
         )
-        num = entry.num_images if isinstance(entry, BatchItem) else 0
+        num = _images_of(entry, problem)
         if isinstance(entry, BatchItem):
             found.items[entry.id] = entry
         row = existing.get(entry.id)
@@ -87,6 +87,12 @@ def plan(
         if isinstance(row_id, str):
             _classify(found, found.rows[row_id])
     return found
+
+
+def _images_of(entry: InputLine, problem: str | None) -> int:
+    """The images a line asks for; none for a line that is never sent (whose number may be
+    anything a JSON line can hold, 10**30 included, which SQLite cannot)."""
+    return entry.num_images if isinstance(entry, BatchItem) and problem is None else 0
 
 
 def _set_fields(row: Row, problem: str | None) -> None:
@@ -110,7 +116,7 @@ def _reconcile(
         before = (row.state, row.error, row.line, row.num_images)
         _set_fields(row, problem)
         row.line = entry.line
-        row.num_images = entry.num_images if isinstance(entry, BatchItem) else 0
+        row.num_images = _images_of(entry, problem)
         if (row.state, row.error, row.line, row.num_images) != before:
             journal.put(row)
         return

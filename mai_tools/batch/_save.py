@@ -21,7 +21,7 @@ import httpx
 
 from .._config import ssl_context
 from .._constants import DOWNLOAD_TIMEOUT
-from .._download import asave_images
+from .._download import asave_images, remove_part_files
 from .._exceptions import DownloadError, JobBookError
 from .._fetch import limit_per_host
 from .._urls import split_url
@@ -83,6 +83,13 @@ class Downloads:
             if owned:
                 await http.aclose()
 
+    def remove_leftovers(self) -> None:
+        """Delete the ``.part`` files of saves a killed run left in ``images/`` (the run holds
+        the directory's lock: no other save writes there)."""
+        removed = remove_part_files(self._images_dir)
+        if removed:
+            logger.info("batch: removed %d unfinished download(s) of an earlier run", removed)
+
     def start(self, row: Row) -> None:
         """Download ``row``'s images in a task of the run; the line settles when it ends."""
         if not row.image_urls:  # the gateway sent only empty URLs: nothing can be fetched
@@ -93,10 +100,7 @@ class Downloads:
 
     async def _download(self, row: Row) -> None:
         state = self._state
-        # A malformed URL (``http://[::1/x``) has no host: the save reports it on this line.
-        parts = split_url(row.image_urls[0]) if row.image_urls else None
-        host = parts.netloc if parts is not None else ""
-        limit = self._host_limits.setdefault(host, asyncio.Semaphore(self._per_host))
+        limit = self._host_limits.setdefault(_host(row), asyncio.Semaphore(self._per_host))
         assert row.request_id is not None
         try:
             try:
@@ -115,6 +119,12 @@ class Downloads:
                     state.disk_trouble = True
                     state.hold(f"the disk is full ({text}); free some space and rerun")
                 state.record(row, error=f"images not saved: {text}; rerun to download them again")
+            except Exception as exc:  # a URL or an answer nothing foresaw: this line's error only
+                logger.error("batch: saving the images of %s failed", row.id, exc_info=exc)
+                state.record(
+                    row,
+                    error=f"images not saved: {type(exc).__name__}: {exc}; rerun to try again",
+                )
             else:
                 relative = [p.relative_to(state.out_dir).as_posix() for p in paths]
                 state.record(row, state="saved", paths=relative, error=None)
@@ -137,3 +147,10 @@ class Downloads:
                 book.saved(request_id, paths)
         except JobBookError as exc:
             logger.warning("job book: could not record the saved files of %s: %s", request_id, exc)
+
+
+def _host(row: Row) -> str:
+    """The host whose download slots the line waits for ("" when its URL has none)."""
+    # A malformed URL (``http://[::1/x``) has no host: the save reports it on this line.
+    parts = split_url(row.image_urls[0]) if row.image_urls else None
+    return parts.netloc if parts is not None else ""

@@ -39,6 +39,7 @@ class RunState:
         images_requested: images asked for by this input (earlier runs included), counted
             when a line is taken for sending and given back when it certainly was not sent.
         tasks: every worker and download of the run (``stop(now=True)`` cancels them).
+        crashes: what ended a task other than a stop (a bug: the run re-raises the first).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class RunState:
         self.stop_event = asyncio.Event()
         self.outcomes: asyncio.Queue[LineOutcome | None] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.crashes: list[BaseException] = []
         self.submits: deque[Row] = deque()
         self.submitted_at: dict[str, float] = {}
         self.emitted: set[str] = set()
@@ -147,7 +149,17 @@ class RunState:
         """Run ``coro`` as one of the run's tasks."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        # Every task's end is looked at here, however soon it ends: one that ended before the
+        # run gathered its tasks must not take its exception with it.
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, Stopped):
+            self.crashes.append(exc)
 
     # ------------------------------------------------------------------ pacing
 

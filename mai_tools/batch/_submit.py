@@ -151,9 +151,25 @@ class Submitter:
         self._consecutive_unreachable = 0
         state.submitted_now += 1
         state.submitted_at[row.id] = time.monotonic()
-        state.record(
-            row, state="submitted", status=_job_status(job), request_id=job.request_id, error=None
-        )
+        try:
+            state.record(
+                row,
+                state="submitted",
+                status=_job_status(job),
+                request_id=job.request_id,
+                error=None,
+            )
+        except Stopped:
+            # The job exists (and is charged) but the journal could not say so: its id must
+            # still reach the user (the line's outcome, the manifest, a warning).
+            row.request_id = job.request_id
+            state.emit(
+                "warning",
+                f"{row.id}: submitted as {job.request_id}, but the journal could not record "
+                "it: keep this request id (the job exists and may be charged)",
+                row.id,
+            )
+            raise
         state.emit("submitted", f"{row.id}: submitted as {job.request_id}", row.id)
 
     def _not_sent(self, row: Row, exc: APIConnectionError) -> None:

@@ -141,6 +141,8 @@ class _Progress:
 
     def event(self, event: BatchEvent) -> None:
         if self.quiet:
+            if event.kind == "warning":  # not progress: e.g. the request id of a job
+                click.echo(f"{event.kind}: {event.message}", err=True)
             return
         if self._live is not None:
             if event.kind not in ("submitted", "retrying"):
