@@ -14,7 +14,8 @@ front forwards and misbehaves on purpose:
   30000x30000 pixels) or an HTML page instead of an image;
 - status reads now and then carry another job's ``request_id``, a truncated body, an HTML page
   with status 200, a 429 with ``Retry-After: 120``, or a finished job whose media URLs are
-  malformed (``http://[::1/...``, a space in the host, a bare ``xn--``);
+  malformed (``http://[::1/...``, a space in the host, a bare ``xn--``, a port past 65535,
+  odd IPv6 brackets, an empty string);
 - a few submits reach the gateway (the job is created, and may be charged) but their answer is
   never delivered: the connection drops.
 
@@ -65,7 +66,16 @@ import httpx
 OUT = Path(__file__).resolve().parent / "out"
 KEY = "soak-benchmark-key-0123456789"
 STATUS_PREFIX = "/v2/requests/status/"
-MALFORMED_MEDIA = ("http://[::1/broken.png", "https://exa mple.com/a.png", "https://xn--/a.png")
+MALFORMED_MEDIA = (
+    "http://[::1/broken.png",
+    "https://exa mple.com/a.png",
+    "https://xn--/a.png",
+    # Issue 23: a port past 65535 (a raw OverflowError on async saves), bracket forms, empty.
+    "http://127.0.0.1:99999999/x.png",
+    "http://[::1]:65536/x.png",
+    "http://[::1]]/x.png",
+    "",
+)
 
 # ---------------------------------------------------------------------------------------------
 # The hostile front (its own process)
@@ -393,7 +403,8 @@ async def _langchain_call(call: Call, base_url: str, out: Path, source: Path, ed
     started = time.monotonic()
     try:
         message = await tool.ainvoke(
-            {"type": "tool_call", "id": "c", "name": tool.name, "args": args}
+            # A fresh id per call, as models make them (the id keys the job in the job book).
+            {"type": "tool_call", "id": f"call-{id(call)}", "name": tool.name, "args": args}
         )
         assert isinstance(message, ToolMessage)
         call.text = str(message.content)
@@ -724,6 +735,9 @@ def main() -> None:
         hostile_front(emu.base_url, port, args.seed) as front_url,
         tempfile.TemporaryDirectory(prefix="mai-soak-") as tmp,
     ):
+        # Every process of the soak (this one and the MCP server) writes a book of its own
+        # run, never the user's.
+        os.environ["MAI_JOB_BOOK"] = str(Path(tmp) / "jobs.sqlite3")
         calls, lags, mcp = asyncio.run(soak(args, front_url, Path(tmp)))
         cpu = {"client_cpu_s": _cpu_seconds(os.getpid()), "mcp_server_cpu_s": mcp["cpu_s"]}
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
