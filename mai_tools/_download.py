@@ -249,11 +249,17 @@ def _download_to_file(
     policy: RetryPolicy,
 ) -> Path:
     sink = _Sink(folder, url, max_bytes)
+    with deadline.lock:
+        if deadline.abandoned.is_set():
+            sink.discard()
+            raise deadline.expired(url)
+        deadline.parts.add(sink.tmp)
     try:
         fetch(client, url, sink, deadline, policy)
         return _commit(sink, request_id, index, deadline)
     finally:
         sink.discard()
+        deadline.parts.discard(sink.tmp)
 
 
 async def _adownload_to_file(
@@ -290,12 +296,11 @@ def _within(deadline: Deadline, url: str, work: Callable[[], T]) -> T:
     try:
         worker.join(max(deadline.left(), 0.0))
     except BaseException:  # Ctrl-C while waiting: the worker must not rename anything later
-        deadline.abandoned.set()
+        deadline.abandon()  # ... and its .part file must not outlive the process
         raise
-    with deadline.lock:
-        if worker.is_alive():
-            deadline.abandoned.set()
-            raise deadline.expired(url)
+    if worker.is_alive():
+        deadline.abandon()
+        raise deadline.expired(url)
     worker.join()
     if failure:
         raise failure[0]

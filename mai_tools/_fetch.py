@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -91,6 +92,19 @@ class Deadline:
         self.at = time.monotonic() + seconds
         self.abandoned = threading.Event()
         self.lock = threading.Lock()
+        self.parts: set[Path] = set()
+        """Temporary files of a sync save's worker, removed by :meth:`abandon`."""
+
+    def abandon(self) -> None:
+        """Give the save up (Ctrl-C, SIGTERM, the deadline): nothing is renamed after this,
+        and the worker's temporary files go now (the process may exit before the worker wakes
+        up to remove them itself)."""
+        self.abandoned.set()
+        with self.lock:
+            for part in list(self.parts):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+            self.parts.clear()
 
     def left(self) -> float:
         return self.at - time.monotonic()

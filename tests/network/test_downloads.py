@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +329,41 @@ async def test_downloads_given_up_on_leave_no_unseen_failure(
     del tasks
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+class _Stalls(httpx.SyncByteStream):
+    """A body that sends one chunk, then waits until the test lets it go."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield PNG_1PX[:16]
+        self.release.wait(30)
+        yield b"\0" * 16
+
+
+def test_ctrl_c_during_a_sync_save_leaves_no_part_file(tmp_path: Path) -> None:
+    # L6: on Ctrl-C the caller returns at once while the worker thread sits in a read; the
+    # process may exit before the worker wakes, so its .part file must go with the caller.
+    release = threading.Event()
+    http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, stream=_Stalls(release)))
+    )
+    join = threading.Thread.join
+
+    def ctrl_c_while_waiting(self: threading.Thread, timeout: float | None = None) -> None:
+        if self.name == "mai-tools-save" and timeout is not None:
+            eventually(lambda: list(tmp_path.glob(".mai-*.part")), "the worker writes")
+            raise KeyboardInterrupt  # what Ctrl-C does to the caller's wait
+        join(self, timeout)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(threading.Thread, "join", ctrl_c_while_waiting)
+            with pytest.raises(KeyboardInterrupt):
+                save_images("rid_1", ["https://cdn.example.com/a.png"], tmp_path, http_client=http)
+        assert list(tmp_path.glob(".mai-*.part")) == []
+    finally:
+        release.set()
+        http.close()
