@@ -246,17 +246,16 @@ class JobBook:
         )
 
     def _holder(self, record: JobRecord) -> JobRecord | None:
-        if record.idempotency_key is not None:
+        # The idempotency key first: a key names its job whatever the twin says.
+        for column, key in (
+            ("idempotency_key", record.idempotency_key),
+            ("twin_key", record.twin_key),
+        ):
+            if key is None:
+                continue
             rows = self._execute(
-                f"{_SELECT} WHERE principal = ? AND gateway = ? AND idempotency_key = ?",
-                (record.principal, record.gateway, record.idempotency_key),
-            )
-            if rows:
-                return _row(rows[0])
-        if record.twin_key is not None:
-            rows = self._execute(
-                f"{_SELECT} WHERE principal = ? AND gateway = ? AND twin_key = ?",
-                (record.principal, record.gateway, record.twin_key),
+                f"{_SELECT} WHERE principal = ? AND gateway = ? AND {column} = ?",
+                (record.principal, record.gateway, key),
             )
             if rows:
                 return _row(rows[0])

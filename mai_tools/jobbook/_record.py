@@ -133,7 +133,8 @@ class Described:
 
     operation: str
     fingerprint: str
-    """sha256 of the operation and the exact JSON body (what makes two submits the same job)."""
+    """sha256 of the operation and the JSON body with large values as their digests (what
+    makes two submits the same job)."""
     fields: dict[str, Any]
     """The body's fields, short (see :func:`_short`), in the request model's order."""
     prompt: str | None
@@ -143,13 +144,14 @@ def describe(
     request: JobRequest, extra_body: Mapping[str, Any] | None = None, *, store_prompts: bool
 ) -> Described:
     body = request_body(request, extra_body)
+    # Digest each large value once (an edit's data URI can be megabytes): the short forms keep a
+    # whole digest, so they are equal only when the values are, and the fingerprint is taken
+    # over them rather than over the body serialized again.
+    shown = {name: _short(value) for name, value in body.items()}
     canonical = json.dumps(
-        [request.operation, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        [request.operation, shown], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    fields = {
-        name: _short(value, hide=not store_prompts and name == "prompt")
-        for name, value in body.items()
-    }
+    fields = shown if store_prompts else {**shown, "prompt": _short(request.prompt, hide=True)}
     prompt = None
     if store_prompts:
         prompt = " ".join(request.prompt.split())

@@ -21,7 +21,7 @@ from mai_tools import (
     JobFailedError,
     MAIImageClient,
 )
-from mai_tools._exceptions import JobBookError, JobUnknownError
+from mai_tools._exceptions import IdempotencyKeyReusedError, JobBookError, JobUnknownError
 from mai_tools.jobbook import JobBook, open_job_book
 from tests.support.fakes import BASE, KEY, PNG_1PX, Harness, ok, queued
 from tests.support.jobbook import dead_intent
@@ -243,3 +243,20 @@ async def test_a_call_cancelled_before_its_post_left_frees_its_key() -> None:
             await task
         assert _book().list() == []
     await http.aclose()
+
+
+def test_an_edit_key_reused_with_another_image_names_the_image(harness: Harness) -> None:
+    import base64
+
+    from mai_tools import EditRequest
+
+    def edit(pixel: bytes) -> EditRequest:
+        uri = "data:image/png;base64," + base64.b64encode(PNG_1PX + pixel * 4000).decode()
+        return EditRequest(prompt="make it warmer", image_urls=[uri])
+
+    harness.call("run", edit(b"a"), idempotency_key="edit-1")
+    harness.call("run", edit(b"a"), idempotency_key="edit-1")  # the same image: the same job
+    with pytest.raises(IdempotencyKeyReusedError) as err:
+        harness.call("run", edit(b"b"), idempotency_key="edit-1")
+    assert err.value.field == "image_urls"
+    assert len(harness.gateway.posts) == 1
