@@ -23,8 +23,9 @@ from mai_tools._exceptions import JobBookError
 from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
 
 from ._arguments import LimitField
+from ._identity import is_operator
 from ._resume import MemoryEventStore
-from ._service import TOOL_OF_OPERATION, Service, ToolContext, principal
+from ._service import TOOL_OF_OPERATION, Service, ToolContext
 from ._settings import Settings
 from ._state import ServerState, lifespan
 from ._tasks import ImageTasks
@@ -63,6 +64,11 @@ class RecentJobInfo(BaseModel):
         "but no request id was recorded)."
     )
     image_urls: list[str]
+    principal: str | None = Field(
+        None,
+        description="Whose job it is (only in an operator's list, which holds every "
+        "principal's jobs).",
+    )
 
 
 class RecentJobs(BaseModel):
@@ -166,8 +172,9 @@ def create_server(
         ctx: ToolContext, limit: LimitField = 10
     ) -> Annotated[CallToolResult, RecentJobs]:
         state = ctx.request_context.lifespan_context
+        operator = is_operator(ctx.request_context, settings.operators)
         try:
-            records = await service.recent(state, principal(ctx.request_context), limit)
+            records = await service.recent(state, ctx.request_context, limit)
         except JobBookError as exc:
             return CallToolResult(
                 content=[TextContent(type="text", text=f"The job list cannot be read: {exc}")],
@@ -181,12 +188,15 @@ def create_server(
                 started_at=datetime.fromtimestamp(job.created, UTC).isoformat(timespec="seconds"),
                 status=job.status or ("QUEUED" if job.state == "submitted" else "UNKNOWN"),
                 image_urls=job.image_urls,
+                principal=job.principal if operator else None,
             )
             for job in records or ()
             if job.request_id is not None or job.state == "unknown"
         ]
         lines = [
-            f"{j.request_id or '(no request id)'}  {j.status}  {j.started_at}  {j.tool}: {j.prompt}"
+            (f"[{j.principal}]  " if j.principal is not None else "")
+            + f"{j.request_id or '(no request id)'}  {j.status}  {j.started_at}  "
+            + f"{j.tool}: {j.prompt}"
             for j in jobs
         ]
         if not lines:

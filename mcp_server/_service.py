@@ -51,10 +51,11 @@ from mai_tools._agent import (
 from mai_tools._exceptions import JobBookError, JobFailedError, JobUnknownError
 from mai_tools._models import JobRequest, operation_of
 from mai_tools._tools import TOOL_SPECS, TOOLS, job_request
-from mai_tools.jobbook import LOCAL_PRINCIPAL, JobBook, JobRecord, JobScope
+from mai_tools.jobbook import JobBook, JobRecord, JobScope
 
 from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
+from ._identity import is_operator, many_principals, principal
 from ._jobs import argument_key
 from ._resume import MemoryEventStore, client_gone
 from ._saves import TaskSaves
@@ -72,16 +73,6 @@ WATCH_INTERVAL = 0.25
 SURFACE = "mcp"
 """How the job book names the jobs this server makes."""
 TOOL_OF_OPERATION = {spec.operation: spec.name for spec in TOOLS if spec.operation is not None}
-
-
-def principal(request_context: object = None) -> str:
-    """Whose jobs a request makes, adopts and lists.
-
-    One local user for now: a stdio server serves the user who started it, and the HTTP
-    server's bearer token is one shared secret, so every caller is that user. Per-user
-    identities (an authenticated token's subject) replace this function.
-    """
-    return LOCAL_PRINCIPAL
 
 
 def job_started_at(request_id: str) -> datetime | None:
@@ -260,7 +251,10 @@ class Service:
             return await answer(outcome_of(exc), self.settings)
         book = state.book
         who = principal(ctx.request_context)
-        record = await self._own(book, who, request_id)
+        try:
+            record = await self._own(book, ctx.request_context, request_id)
+        except JobBookError as exc:
+            return await answer(outcome_of(exc), self.settings)
         if isinstance(record, Failed):
             return await answer(record, self.settings)
         scope = JobScope(who, SURFACE, record.twin_key if record is not None else None)
@@ -281,19 +275,32 @@ class Service:
         return result
 
     async def _own(
-        self, book: JobBook | None, who: str, request_id: str
+        self, book: JobBook | None, request_context: object, request_id: str
     ) -> JobRecord | Failed | None:
-        """The book's entry of ``request_id``; a job the book holds for another principal is
-        answered as unknown (nothing about it is told). None: not in the book (a job started
-        elsewhere, read from the gateway as before)."""
-        if book is None:
-            return None
-        try:
-            record = await in_book(book, lambda b: b.find(request_id))
-        except JobBookError as exc:
-            logger.warning("job book: could not read job %s: %s", request_id, exc)
-            return None
-        if record is not None and record.principal != who:
+        """The book's entry of ``request_id`` if the caller may read it; None: not in the book
+        (a job started elsewhere, read from the gateway as before).
+
+        Another principal's job is answered exactly like an unknown id (nothing about it is
+        told). On a server with many principals (:func:`~._identity.many_principals`) a job
+        the book does not hold is answered so too, without asking the gateway, and so is
+        every id while the book cannot be read (it fails closed). An operator reads any job.
+
+        Raises:
+            JobBookError: the book cannot be read on a server with many principals.
+        """
+        who = principal(request_context)
+        operator = is_operator(request_context, self.settings.operators)
+        strict = many_principals(self.settings) and not operator
+        record: JobRecord | None = None
+        if book is not None:
+            try:
+                record = await in_book(book, lambda b: b.find(request_id))
+            except JobBookError as exc:
+                logger.warning("job book: could not read job %s: %s", request_id, exc)
+                if strict:
+                    raise
+        foreign = record is not None and record.principal != who and not operator
+        if foreign or (record is None and strict):
             text = (
                 f"Request '{request_id}' not found. Use the request_id exactly as a tool "
                 "returned it."
@@ -402,10 +409,12 @@ class Service:
 
     # ------------------------------------------------------------------ listing
 
-    async def recent(self, state: ServerState, who: str, limit: int) -> list[JobRecord] | None:
-        """The principal's newest jobs made through MCP (by any server sharing the book) on
-        this server's gateway (any gateway when it has no client), or None when there is no
-        book.
+    async def recent(
+        self, state: ServerState, request_context: object, limit: int
+    ) -> list[JobRecord] | None:
+        """The caller's newest jobs made through MCP (by any server sharing the book) on this
+        server's gateway (any gateway when it has no client), every principal's for an
+        operator; None when there is no book.
 
         Raises:
             JobBookError: the book cannot be read.
@@ -413,6 +422,11 @@ class Service:
         book = state.book
         if book is None:
             return None
+        who = (
+            None
+            if is_operator(request_context, self.settings.operators)
+            else principal(request_context)
+        )
         gateway = state.client.base_url if state.client is not None else None
         return await in_book(
             book, lambda b: b.list(principal=who, gateway=gateway, surface=SURFACE, limit=limit)
@@ -486,7 +500,7 @@ class Service:
         api = state.api()  # a missing key raises here: the task cannot exist
         book = state.book
         who = principal(request_context)
-        record = await self._own(book, who, task_id)
+        record = await self._own(book, request_context, task_id)
         if isinstance(record, Failed):
             raise UnknownTask(record.message)
         created = job_started_at(task_id)

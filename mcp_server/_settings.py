@@ -290,6 +290,12 @@ class Settings(BaseSettings):
         "a file path, a postgresql:// URL (shared by replicas), or off (this process only); "
         "default: jobs.sqlite3 in the user's state directory.",
     )
+    # Team server: who may see every principal's jobs.
+    operators: Annotated[_Items, Option("--operator", metavar="NAME")] = Field(
+        (),
+        description="A principal (a named token's name, an OAuth principal) that sees and may "
+        "read every principal's jobs; repeatable (the variable: comma-separated).",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -383,6 +389,15 @@ class Settings(BaseSettings):
     @classmethod
     def _allowed_origins(cls, value: object) -> tuple[str, ...]:
         return tuple(check_allowed_origin(o) for o in _items(value, ",") if o)
+
+    @field_validator("operators", mode="before")
+    @classmethod
+    def _operators(cls, value: object) -> tuple[str, ...]:
+        names = tuple(str(n) for n in _items(value, ",") if n)
+        for name in names:
+            if not name.isprintable() or name != name.strip():
+                raise ValueError(f"operator name {name!r}: use the principal's name as is")
+        return names
 
     @field_validator("auth_token")
     @classmethod

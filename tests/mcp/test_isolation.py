@@ -1,0 +1,227 @@
+"""Principals on one HTTP server see only their own jobs: listing, reading (get_image_job,
+tasks/get, tasks/cancel) and adopting an identical call's undelivered job; another principal's
+request id is answered exactly like an unknown one. An operator sees and reads every job.
+
+The servers are real uvicorn servers on loopback ports, called by the SDK's client over
+Streamable HTTP with each principal's bearer token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client, MCPError
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.provider import AccessToken
+from mcp.types import CallToolResult, TextContent
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mai_tools import GenerateRequest, MAIImageClient
+from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.jobbook import JobScope
+from mcp_server import Settings, create_server
+from mcp_server._arguments import ARGUMENTS
+from mcp_server._http import http_app
+from mcp_server._identity import PRINCIPAL_CLAIM
+from mcp_server._jobs import argument_key
+from tests.mcp.test_mcp_tasks import send_task_request
+from tests.support.fakes import KEY
+
+TOKENS = {"alice": "token-of-alice-0123456789", "bob": "token-of-bob-0123456789"}
+TOKENS["carol"] = "token-of-carol-0123456789"  # the operator
+
+
+class _Verifier:
+    """Named tokens, as the server's own verifiers report them (the principal in a claim)."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        for name, value in TOKENS.items():
+            if token == value:
+                return AccessToken(
+                    token=token, client_id=name, scopes=[], claims={PRINCIPAL_CLAIM: name}
+                )
+        return None
+
+
+def _authenticated(app: ASGIApp) -> ASGIApp:
+    required = RequireAuthMiddleware(AuthContextMiddleware(app), [])
+    checked = AuthenticationMiddleware(required, backend=BearerAuthBackend(_Verifier()))
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        await (checked if scope["type"] == "http" else app)(scope, receive, send)
+
+    return serve
+
+
+@pytest.fixture(scope="module")
+def module_emu() -> Iterator[RunningEmulator]:
+    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=0.1, max_duration=0.1)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(module_emu: RunningEmulator) -> RunningEmulator:
+    module_emu.control.reset()
+    return module_emu
+
+
+@contextlib.contextmanager
+def _serving(emu: RunningEmulator, **settings: Any) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as mp:
+        # Many principals: what a tokens file or OAuth turns on.
+        mp.setattr("mcp_server._service.many_principals", lambda _settings: True)
+        config = Settings(
+            api_key=KEY, base_url=emu.base_url, preview="off", operators=("carol",), **settings
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        app = _authenticated(http_app(create_server(config), config, port=port))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            assert time.monotonic() < deadline, "the server did not start in time"
+            time.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _as(url: str, name: str) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {TOKENS[name]}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
+
+
+def _text(result: CallToolResult) -> str:
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    return first.text
+
+
+def _rid(result: CallToolResult) -> str:
+    assert result.structured_content is not None, _text(result)
+    rid = result.structured_content["request_id"]
+    assert isinstance(rid, str)
+    return rid
+
+
+def _guess(real: str) -> str:
+    """An id of the same shape as ``real`` that no job has."""
+    return real.rsplit("_", 1)[0] + "_" + str(uuid.uuid4())
+
+
+def _masked(text: str, rid: str) -> str:
+    return text.replace(rid, "<id>")
+
+
+async def _task_error(session: ClientSession, method: Any, rid: str) -> str:
+    with pytest.raises(MCPError) as caught:
+        await send_task_request(session, method, rid)
+    return _masked(str(caught.value), rid[:80])
+
+
+async def test_a_principal_sees_only_its_own_jobs_and_foreign_ids_look_unknown(
+    emu: RunningEmulator,
+) -> None:
+    with _serving(emu) as url:
+        async with _as(url, "alice") as alice:
+            made = await alice.call_tool("generate_image", {"prompt": "alice's secret garden"})
+            mine = _rid(made)
+            assert not (await alice.call_tool("get_image_job", {"request_id": mine})).is_error
+        reads_before = emu.control.stats().status_requests
+        async with _as(url, "bob") as bob:
+            listed = await bob.call_tool("list_recent_jobs", {})
+            foreign = await bob.call_tool("get_image_job", {"request_id": mine})
+            guessed_id = _guess(mine)
+            guessed = await bob.call_tool("get_image_job", {"request_id": guessed_id})
+            foreign_task = await _task_error(bob.session, "tasks/get", mine)
+            guessed_task = await _task_error(bob.session, "tasks/get", guessed_id)
+            foreign_cancel = await _task_error(bob.session, "tasks/cancel", mine)
+            guessed_cancel = await _task_error(bob.session, "tasks/cancel", guessed_id)
+    assert listed.structured_content == {"jobs": []}
+    assert "alice" not in _text(listed)
+    assert foreign.is_error
+    assert guessed.is_error
+    assert _masked(_text(foreign), mine) == _masked(_text(guessed), guessed_id)
+    assert foreign.structured_content == guessed.structured_content
+    assert "garden" not in _text(foreign)
+    assert foreign_task == guessed_task
+    assert foreign_cancel == guessed_cancel
+    assert "not found" in foreign_task
+    # Neither the foreign nor the guessed id was read at the gateway: no timing oracle either.
+    assert emu.control.stats().status_requests == reads_before
+
+
+async def test_an_identical_call_never_adopts_another_principals_undelivered_job(
+    emu: RunningEmulator,
+) -> None:
+    args = {"prompt": "the same words from two people"}
+    with _serving(emu) as url:
+        # Alice's identical call is undelivered (her client went away): adoptable by her only.
+        with MAIImageClient(KEY, base_url=emu.base_url) as api:
+            validated = ARGUMENTS["generate_image"].model_validate(args).model_dump(mode="json")
+            twin = argument_key("generate_image", validated)
+            theirs = api.submit(
+                GenerateRequest(prompt=args["prompt"]),
+                job_scope=JobScope(principal="alice", surface="mcp", twin_key=twin),
+            )
+        created = emu.control.stats().jobs_created
+        async with _as(url, "bob") as bob:
+            result = await bob.call_tool("generate_image", args)
+        assert emu.control.stats().jobs_created == created + 1  # Bob's own, paid job
+        assert _rid(result) != theirs.request_id
+        async with _as(url, "alice") as alice:
+            again = await alice.call_tool("generate_image", args)
+        assert emu.control.stats().jobs_created == created + 1  # Alice continued hers
+        assert _rid(again) == theirs.request_id
+
+
+async def test_an_operator_lists_every_principals_jobs_marked_and_reads_any(
+    emu: RunningEmulator,
+) -> None:
+    with _serving(emu) as url:
+        rids = {}
+        for name in ("alice", "bob"):
+            async with _as(url, name) as client:
+                rids[name] = _rid(await client.call_tool("generate_image", {"prompt": name}))
+        async with _as(url, "carol") as carol:
+            listed = await carol.call_tool("list_recent_jobs", {"limit": 10})
+            read = await carol.call_tool("get_image_job", {"request_id": rids["alice"]})
+        async with _as(url, "alice") as alice:
+            own = await alice.call_tool("list_recent_jobs", {})
+    assert listed.structured_content is not None
+    marked = {j["request_id"]: j["principal"] for j in listed.structured_content["jobs"]}
+    assert marked == {rids["alice"]: "alice", rids["bob"]: "bob"}
+    assert re.search(rf"\[alice\]\s+{re.escape(rids['alice'])}", _text(listed))
+    assert not read.is_error
+    assert _rid(read) == rids["alice"]
+    assert own.structured_content is not None
+    assert [j["request_id"] for j in own.structured_content["jobs"]] == [rids["alice"]]
+    assert own.structured_content["jobs"][0]["principal"] is None  # no marks for a principal
