@@ -225,3 +225,23 @@ async def test_an_operator_lists_every_principals_jobs_marked_and_reads_any(
     assert own.structured_content is not None
     assert [j["request_id"] for j in own.structured_content["jobs"]] == [rids["alice"]]
     assert own.structured_content["jobs"][0]["principal"] is None  # no marks for a principal
+
+
+async def test_isolation_holds_across_replicas_sharing_a_postgres_book(
+    emu: RunningEmulator, postgres_url: str
+) -> None:
+    with _serving(emu, job_book=postgres_url) as first, _serving(emu, job_book=postgres_url) as two:
+        async with _as(first, "alice") as alice:
+            mine = _rid(await alice.call_tool("generate_image", {"prompt": "replica one"}))
+        async with _as(two, "bob") as bob:
+            foreign = await bob.call_tool("get_image_job", {"request_id": mine})
+            listed = await bob.call_tool("list_recent_jobs", {})
+        async with _as(two, "alice") as alice:
+            own = await alice.call_tool("get_image_job", {"request_id": mine})
+            own_list = await alice.call_tool("list_recent_jobs", {})
+    assert foreign.is_error
+    assert "not found" in _text(foreign)
+    assert listed.structured_content == {"jobs": []}
+    assert not own.is_error
+    assert own_list.structured_content is not None
+    assert [j["request_id"] for j in own_list.structured_content["jobs"]] == [mine]
