@@ -13,6 +13,7 @@ to repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import time
@@ -41,7 +42,8 @@ from ._exceptions import (
     OperatorError,
     RateLimitError,
 )
-from ._models import ImageResult, Status, short_url
+from ._models import ImageResult, Status, operation_of, short_url
+from ._policies import DurationStats
 
 RESUME_TOOL = "get_image_job"
 """The tool (LangChain and MCP alike) that resumes waiting for a job by its request id."""
@@ -99,10 +101,20 @@ class Running:
     status: str
     waited: float
     reason: str | None = None
+    typical: float | None = None
+    """Seconds jobs like this one usually take in all (the client's learned median), if known."""
 
     @property
     def next_step(self) -> str:
         return next_step(self.request_id)
+
+    def expecting(self, durations: DurationStats) -> Running:
+        """This answer with the typical duration of its operation, learned in ``durations``."""
+        operation = operation_of(self.request_id)
+        if self.typical is not None or operation is None:
+            return self
+        typical = durations.typical(operation)
+        return self if typical is None else dataclasses.replace(self, typical=typical)
 
 
 @dataclass(frozen=True)
@@ -295,6 +307,10 @@ def _unavailable(result: ImageResult) -> str | None:
 _NO_TIME_LEFT = "the wait used up the call's time; no time was left to download them"
 
 
+def _expecting(outcome: Running | Failed, durations: DurationStats) -> Running | Failed:
+    return outcome.expecting(durations) if isinstance(outcome, Running) else outcome
+
+
 def _time_left(budget: float | None, started: float) -> float | None:
     return None if budget is None else budget - (time.monotonic() - started)
 
@@ -316,7 +332,7 @@ def run(
     try:
         result = call(client)
     except MAIImageError as exc:
-        return outcome_of(exc)
+        return _expecting(outcome_of(exc), client.durations)
     left = _time_left(budget, started)
     return Done(result, *save_or_report(client, result, save_to, timeout=left))
 
@@ -333,7 +349,7 @@ async def arun(
     try:
         result = await call(client)
     except MAIImageError as exc:
-        return outcome_of(exc)
+        return _expecting(outcome_of(exc), client.durations)
     left = _time_left(budget, started)
     return Done(result, *(await asave_or_report(client, result, save_to, timeout=left)))
 
@@ -357,6 +373,10 @@ class ImageJobResult(BaseModel):
         default=None, description="Why saving failed, if it did (the images are still ready)."
     )
     done: bool = Field(description=f"False if the job is still running: call {RESUME_TOOL}.")
+    typical_seconds: float | None = Field(
+        default=None,
+        description="While running: how long jobs like it usually take in all (seconds), if known.",
+    )
     next_step: str | None = Field(
         default=None,
         description=f"What to do next (while the job runs: call {RESUME_TOOL}); null when the "
@@ -397,6 +417,7 @@ def structured(outcome: Done | Running, *, full_urls: bool = False) -> ImageJobR
             status=outcome.status,
             image_urls=[],
             done=False,
+            typical_seconds=None if outcome.typical is None else round(outcome.typical, 1),
             next_step=outcome.next_step,
         )
     result = outcome.result
@@ -413,6 +434,12 @@ def structured(outcome: Done | Running, *, full_urls: bool = False) -> ImageJobR
     )
 
 
+def _usually(running: Running) -> str:
+    if running.typical is None:
+        return ""
+    return f"; jobs like it usually take about {max(round(running.typical), 1)}s in all"
+
+
 def answer_text(outcome: Done | Running, *, inline_shown: str = "kept in the tool artifact") -> str:
     """The plain-text answer for a model: image URLs first, one per line; never base64.
 
@@ -422,7 +449,8 @@ def answer_text(outcome: Done | Running, *, inline_shown: str = "kept in the too
     if isinstance(outcome, Running):
         return (
             f"The image job is still running (status {outcome.status}) after "
-            f"{round(outcome.waited, 1):g}s.\nrequest_id: {outcome.request_id}\n{outcome.next_step}"
+            f"{round(outcome.waited, 1):g}s{_usually(outcome)}.\nrequest_id: {outcome.request_id}\n"
+            f"{outcome.next_step}"
         )
     result = outcome.result
     inline = result.has_data_uris

@@ -418,6 +418,16 @@ class DurationStats:
         with self._lock:
             return len(self._samples.get(operation, ()))
 
+    def typical(self, operation: str) -> float | None:
+        """The median of the recent durations of ``operation`` (None before the first one): what
+        a "still running" answer tells a model to expect, so it neither polls impatiently nor
+        gives up early."""
+        with self._lock:
+            recent = sorted(self._samples.get(operation, ()))
+        if not recent:
+            return None
+        return _quantile(recent, 0.5)
+
     def window(self, operation: str, policy: PollPolicy) -> tuple[float, float] | None:
         """The learned (q_low, q_high) duration window, or None if too few samples."""
         with self._lock:

@@ -30,12 +30,13 @@ MAX_PREVIEW_TIME = 10.0
 left: a call ends within ``max_wait``, previews included)."""
 
 
-def preview_budget(settings: Settings, started: float | None) -> float:
-    """Seconds previews may take: what is left of the call's wait (within fixed bounds)."""
-    if started is None:
-        left = settings.max_wait
-    else:
-        left = settings.max_wait - (time.monotonic() - started)
+def preview_budget(
+    settings: Settings, started: float | None, max_wait: float | None = None
+) -> float:
+    """Seconds previews may take: what is left of the call's wait (``max_wait``, by default
+    the server's) within fixed bounds."""
+    wait = settings.max_wait if max_wait is None else max_wait
+    left = wait if started is None else wait - (time.monotonic() - started)
     return min(max(left, 0.0), MAX_PREVIEW_TIME)
 
 
@@ -45,12 +46,15 @@ async def answer(
     *,
     started: float | None = None,
     note: str | None = None,
+    max_wait: float | None = None,
 ) -> CallToolResult:
     """The tool result for ``outcome``: text (+ ``note``), structured answer, links, previews.
 
     Args:
         started: ``time.monotonic()`` when the call began (previews fit in what is left).
         note: a line added after the answer (for example that an earlier job was continued).
+        max_wait: the call's wait, when shorter than the server's (a client that gives up
+            sooner).
     """
     if isinstance(outcome, Failed):
         text = outcome.message if note is None else f"{outcome.message}\n{note}"
@@ -81,7 +85,7 @@ async def answer(
                 await previews(
                     result.image_urls,
                     side=PREVIEW_SIZES[settings.preview],
-                    budget=preview_budget(settings, started),
+                    budget=preview_budget(settings, started, max_wait),
                     request_id=result.request_id,
                     saved=outcome.saved,
                 )

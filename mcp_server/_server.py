@@ -139,6 +139,8 @@ def create_server(
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
         extensions=[ImageTasks(service)],
+        # Learns each client's tool-call timeout from its cancellations (calls answer within it).
+        middleware=[service.host_timeouts],
         subscriptions=False,  # nothing here changes: no list_changed streams to offer
     )
     for method in _UNSERVED:

@@ -55,6 +55,7 @@ from mai_tools.jobbook import JobBook, JobRecord, JobScope
 
 from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
+from ._host_timeouts import HostTimeouts
 from ._identity import is_operator, many_principals, principal
 from ._jobs import argument_key
 from ._resume import MemoryEventStore, client_gone
@@ -127,6 +128,9 @@ class _Call:
     note: str | None = None
     gateway: str = ""
     """The gateway the client sends to (the book matches identical calls per gateway)."""
+    max_wait: float = 0.0
+    """How long this call may wait: the server's ``max_wait``, or less for a client known to
+    give up sooner (:class:`~._host_timeouts.HostTimeouts`)."""
 
 
 def _request_id_of(outcome: Outcome) -> str | None:
@@ -142,6 +146,7 @@ class Service:
     def __init__(self, settings: Settings, events: MemoryEventStore | None = None) -> None:
         self.settings = settings
         self.events = events
+        self.host_timeouts = HostTimeouts()
         self._task_saves = TaskSaves(settings)
 
     def _scope(
@@ -217,10 +222,11 @@ class Service:
             self._scope(ctx.request_context, tool, args),
             book.clock() if book else 0.0,
             gateway=api.base_url,
+            max_wait=self.host_timeouts.max_wait(ctx.request_context, self.settings.max_wait),
         )
 
         def job(on_status: OnStatus) -> Awaitable[ImageResult]:
-            return self._submit_and_wait(api, tool, args, on_status, call.scope)
+            return self._submit_and_wait(api, tool, args, on_status, call)
 
         async def first_seen(request_id: str) -> None:
             if call.request_id is not None:
@@ -235,7 +241,9 @@ class Service:
                 )
 
         outcome, gone = await self._wait(ctx, job, first_seen, call)
-        result = await answer(outcome, self.settings, started=started, note=call.note)
+        result = await answer(
+            outcome, self.settings, started=started, note=call.note, max_wait=call.max_wait
+        )
         if gone:
             logger.info("answer about %s not delivered: kept for adoption", call.request_id)
         else:
@@ -258,17 +266,18 @@ class Service:
         if isinstance(record, Failed):
             return await answer(record, self.settings)
         scope = JobScope(who, SURFACE, record.twin_key if record is not None else None)
-        call = _Call(scope, 0.0, request_id=request_id)
+        wait = self.host_timeouts.max_wait(ctx.request_context, self.settings.max_wait)
+        call = _Call(scope, 0.0, request_id=request_id, max_wait=wait)
         started = time.monotonic()
 
         def job(on_status: OnStatus) -> Awaitable[ImageResult]:
-            return api.wait(request_id, timeout=self.settings.max_wait, on_status=on_status)
+            return api.wait(request_id, timeout=wait, on_status=on_status)
 
         async def first_seen(rid: str) -> None:
             return None
 
         outcome, gone = await self._wait(ctx, job, first_seen, call)
-        result = await answer(outcome, self.settings, started=started)
+        result = await answer(outcome, self.settings, started=started, max_wait=wait)
         if not gone and not isinstance(outcome, Running):
             # The job's end reached the model: an identical generate call is a new job now.
             await self._delivered(book, call, outcome)
@@ -328,11 +337,11 @@ class Service:
         tool: str,
         args: GenerateArguments | EditArguments,
         on_status: OnStatus,
-        scope: JobScope,
+        call: _Call,
     ) -> ImageResult:
         request = await self._request(api, tool, args)
         return await api.run(
-            request, timeout=self.settings.max_wait, on_status=on_status, job_scope=scope
+            request, timeout=call.max_wait, on_status=on_status, job_scope=call.scope
         )
 
     async def _wait(
@@ -392,7 +401,7 @@ class Service:
                         api,
                         lambda _client: job(on_status),
                         save_to=settings.output_dir,
-                        budget=settings.max_wait,
+                        budget=call.max_wait,
                     )
                 finally:
                     group.cancel_scope.cancel()
@@ -402,7 +411,7 @@ class Service:
                 state["status"],
                 round(time.monotonic() - start, 1),
                 reason="the client disconnected",
-            )
+            ).expecting(api.durations)
         elif isinstance(outcome, Done):
             await server.remember()
         return outcome, gone
@@ -480,6 +489,9 @@ class Service:
         elapsed = max((datetime.now(UTC) - created).total_seconds(), 0.0)
         operation = operation_of(request_id)
         window = None if operation is None else api.durations.window(operation, api.poll_policy)
+        typical = None if operation is None else api.durations.typical(operation)
+        if typical is not None:
+            message += f"; jobs like it usually take about {max(round(typical), 1)}s in all"
         return TaskState(
             request_id, created, next_poll(api, elapsed=elapsed, window=window), message
         )
