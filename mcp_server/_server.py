@@ -28,7 +28,7 @@ from ._resume import MemoryEventStore
 from ._service import TOOL_OF_OPERATION, Service, ToolContext
 from ._settings import Settings
 from ._state import ServerState, lifespan
-from ._tasks import ImageTasks
+from ._tasks import ImageTasks, LegacyTasksSurface
 
 logger = logging.getLogger("mcp_server")
 
@@ -140,7 +140,7 @@ def create_server(
         log_level=settings.log_level,
         extensions=[ImageTasks(service)],
         # Learns each client's tool-call timeout from its cancellations (calls answer within it).
-        middleware=[service.host_timeouts],
+        middleware=[service.host_timeouts, LegacyTasksSurface(service)],
         subscriptions=False,  # nothing here changes: no list_changed streams to offer
     )
     for method in _UNSERVED:

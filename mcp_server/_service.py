@@ -419,11 +419,11 @@ class Service:
     # ------------------------------------------------------------------ listing
 
     async def recent(
-        self, state: ServerState, request_context: object, limit: int
+        self, state: ServerState, request_context: object, limit: int, *, everyone: bool = True
     ) -> list[JobRecord] | None:
         """The caller's newest jobs made through MCP (by any server sharing the book) on this
         server's gateway (any gateway when it has no client), every principal's for an
-        operator; None when there is no book.
+        operator (unless not ``everyone``); None when there is no book.
 
         Raises:
             JobBookError: the book cannot be read.
@@ -431,11 +431,8 @@ class Service:
         book = state.book
         if book is None:
             return None
-        who = (
-            None
-            if is_operator(request_context, self.settings.operators)
-            else principal(request_context)
-        )
+        all_principals = everyone and is_operator(request_context, self.settings.operators)
+        who = None if all_principals else principal(request_context)
         gateway = state.client.base_url if state.client is not None else None
         return await in_book(
             book, lambda b: b.list(principal=who, gateway=gateway, surface=SURFACE, limit=limit)

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, MCPError
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -40,6 +36,7 @@ from mcp_server._identity import PRINCIPAL_CLAIM
 from mcp_server._jobs import argument_key
 from tests.mcp.test_mcp_tasks import send_task_request
 from tests.support.fakes import KEY
+from tests.support.serving import free_socket, serving
 
 TOKENS = {"alice": "token-of-alice-0123456789", "bob": "token-of-bob-0123456789"}
 TOKENS["carol"] = "token-of-carol-0123456789"  # the operator
@@ -87,26 +84,11 @@ def _serving(emu: RunningEmulator, **settings: Any) -> Iterator[str]:
         config = Settings(
             api_key=KEY, base_url=emu.base_url, preview="off", operators=("carol",), **settings
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock = free_socket()
         port = sock.getsockname()[1]
         app = _authenticated(http_app(create_server(config), config, port=port))
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            assert time.monotonic() < deadline, "the server did not start in time"
-            time.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
+        with serving(app, sock) as origin:
+            yield f"{origin}/mcp"
 
 
 @contextlib.asynccontextmanager
