@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,8 +31,12 @@ from mcp_server._tasks import RELATED_TASK_META
 from tests.support.fakes import KEY
 from tests.support.serving import free_socket, serving
 
+ROOT = Path(__file__).resolve().parents[2]
 D = 30.0
 VERSION = "2025-11-25"
+TS_SDK = "@modelcontextprotocol/sdk@1.32.2"
+"""The TypeScript SDK 1.x: its client speaks the 2025-11-25 tasks (the README's test command
+installs it into .ci/node)."""
 
 
 class RawClient:
@@ -216,3 +224,53 @@ async def test_a_call_without_a_task_field_is_the_waiting_call(client: RawClient
     )
     assert "task" not in result
     assert "still running" in result["content"][0]["text"]  # max_wait 5 s, the job takes 30
+
+
+def _typescript_sdk() -> Path:
+    sdk = ROOT / ".ci" / "node" / "node_modules" / "@modelcontextprotocol" / "sdk"
+    if not (sdk / "package.json").exists():
+        hint = f"the TypeScript SDK 1.x is not installed: npm install --prefix .ci/node {TS_SDK}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the TypeScript client's test, and {hint} (the test command)")
+        pytest.skip(hint)
+    return sdk
+
+
+def test_the_typescript_sdk_1x_client_gets_a_long_jobs_result_through_tasks(
+    emulators: Any,
+) -> None:
+    emu = emulators(api_keys=(KEY,), min_duration=1.0, max_duration=1.0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_MCP_"))}
+    env |= {
+        "PIXAZO_API_KEY": KEY,
+        "PIXAZO_BASE_URL": emu.base_url,
+        "MAI_MCP_PREVIEW": "off",
+        "PROMPT": "a lighthouse, asked for by TypeScript",
+    }
+    script = ROOT / "tests" / "mcp" / "clients" / "ts_tasks_2025.mjs"
+    run = subprocess.run(
+        ["node", str(script), str(_typescript_sdk()), sys.executable, "-m", "mcp_server"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    messages = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        by_type.setdefault(message["type"], []).append(message)
+    assert "error" not in by_type, by_type["error"]
+    (created,) = by_type["taskCreated"]
+    rid = created["task"]["taskId"]
+    (result,) = by_type["result"]
+    final = CallToolResult.model_validate(result["result"])
+    assert not final.is_error
+    assert final.structured_content is not None
+    assert final.structured_content["request_id"] == rid
+    assert final.structured_content["image_urls"]
+    assert by_type["listed"][0]["tasks"] == [rid]
+    assert by_type["got"][0]["task"]["status"] == "completed"
+    assert emu.control.stats().jobs_created == 1
