@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from typing import Any
 
-from mai_tools import JobRequest
-from mai_tools.jobbook import JobBook, JobRecord
+from mai_tools import GenerateRequest, JobRequest
+from mai_tools.jobbook import JobBook, JobRecord, open_job_book
 from mai_tools.jobbook._record import describe, new_id
 
 
@@ -39,5 +40,31 @@ def dead_intent(
         idempotency_key=key,
         owner=f"{socket.gethostname()}:{dead_pid()}",
     )
+    assert book.claim(record, 3600.0).created
+    return record
+
+
+def dead_call_intent(tool: str, args: dict[str, Any], *, gateway: str) -> JobRecord:
+    """Write into the test's book (``MAI_JOB_BOOK``) the intent an MCP server left when it died
+    sending the submit of the call ``tool(args)``: an identical call finds it by its twin key."""
+    from mcp_server._arguments import ARGUMENTS
+    from mcp_server._jobs import argument_key
+
+    validated = ARGUMENTS[tool].model_validate(args).model_dump(mode="json")
+    described = describe(GenerateRequest(prompt=args["prompt"]), store_prompts=True)
+    record = JobRecord(
+        id=new_id(),
+        principal="local",
+        surface="mcp",
+        operation=described.operation,
+        fingerprint=described.fingerprint,
+        fields=described.fields,
+        prompt=described.prompt,
+        gateway=gateway,
+        twin_key=argument_key(tool, validated),
+        owner=f"{socket.gethostname()}:{dead_pid()}",
+    )
+    book = open_job_book()
+    assert book is not None
     assert book.claim(record, 3600.0).created
     return record
