@@ -6,20 +6,26 @@ path that cannot be opened stops the server at start."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from click.testing import CliRunner
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 from PIL import Image
 
@@ -196,6 +202,73 @@ def test_a_refusal_is_recorded_at_no_cost(tmp_path: Path) -> None:
     assert (record["estimated_cost"], record["currency"]) == ("0", "USD")  # nothing sent
     assert record["reason"].startswith("daily image limit")
     assert record["prompt_sha256"] is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _mai_image_mcp(emu: RunningEmulator, where: Path, *args: str) -> Iterator[tuple[str, Path]]:
+    """``mai-image-mcp --transport streamable-http ARGS`` with the test's key and token: its
+    URL, and a file its stderr goes to."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_MCP_"))}
+    env.update(
+        PIXAZO_API_KEY=KEY,
+        PIXAZO_BASE_URL=emu.base_url,
+        MAI_MCP_AUTH_TOKEN=TOKEN,
+        MAI_MCP_PREVIEW="off",
+    )
+    command = [sys.executable, "-m", "mcp_server", "--transport", "streamable-http"]
+    err = where / "stderr.txt"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*command, "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        while True:  # until it listens (or has exited: then say why)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, err.read_text()
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp", err
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def test_an_http_server_audits_its_callers_and_never_their_token(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    with _mai_image_mcp(emu, tmp_path, "--audit-log", str(log), "--audit-prompts") as (url, err):
+        async with httpx2.AsyncClient(timeout=30) as stranger:
+            refused = await stranger.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=30) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            result = await client.call_tool("generate_image", {"prompt": "a shared cat"})
+    assert refused.status_code == 401
+    assert not result.is_error
+    assert f"audit log: {log}" in err.read_text()
+    records = _records(log)
+    assert [r["event"] for r in records] == ["intent", "submitted", "finished"]
+    assert {r["prompt"] for r in records} == {"a shared cat"}
+    text = log.read_text()
+    assert KEY not in text
+    assert TOKEN not in text
+    assert not any(r["by"].endswith(f":{os.getpid()}") for r in records)  # the server wrote them
 
 
 # ---------------------------------------------------------------------- the file
