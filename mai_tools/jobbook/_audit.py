@@ -50,8 +50,13 @@ MAX_ERROR_CHARS: Final = 500
 AGENT_SURFACES: Final = frozenset({"mcp", "langchain"})
 """Surfaces whose jobs are made by a named tool (``tool_names`` maps operations to it)."""
 
-_SHORT_FORM: Final = re.compile(r"(?s).{200}… \(\d+ characters, sha256:([0-9a-f]{64})\)")
-_HIDDEN: Final = re.compile(r"sha256:([0-9a-f]{64})")
+# What the book keeps of a prompt it shortened (jobbook._record._short): a digest alone, the
+# head of a long one, or (a value starting with "data:") the part before its first comma.
+_DIGEST_FORMS: Final = (
+    re.compile(r"sha256:([0-9a-f]{64})"),
+    re.compile(r"(?s).{200}… \(\d+ characters, sha256:([0-9a-f]{64})\)"),
+    re.compile(r"(?is)data:[^,]{0,75},… \(\d+ characters, sha256:([0-9a-f]{64})\)"),
+)
 _DATA_URI: Final = re.compile(r"data:[^\s,]{0,200},[A-Za-z0-9+/=%_\-.]*", re.IGNORECASE)
 _JWT: Final = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _REDACTED: Final = "[redacted]"
@@ -68,11 +73,19 @@ def prompt_sha256(stored: object) -> str | None:
     prompt itself, or (long, or hidden with ``MAI_JOB_BOOK_PROMPTS=off``) its digest."""
     if not isinstance(stored, str):
         return None
-    for form in (_HIDDEN, _SHORT_FORM):
+    for form in _DIGEST_FORMS:
         found = form.fullmatch(stored)
         if found is not None:
             return found.group(1)
     return hashlib.sha256(stored.encode("utf-8")).hexdigest()
+
+
+def _prompt_text(stored: object, listed: str | None) -> str | None:
+    """The prompt's text as the book keeps it: whole (up to 1000 characters), else the short
+    form it lists (200 characters), else None (the book keeps only digests)."""
+    if isinstance(stored, str) and not any(f.fullmatch(stored) for f in _DIGEST_FORMS):
+        return stored
+    return listed
 
 
 class AuditLog:
@@ -81,8 +94,8 @@ class AuditLog:
     Args:
         path: the file (created with mode 600 if missing; its directory must exist).
         prompts: also write each prompt's text (as the book keeps it: up to 1000 characters
-            whole, a longer one cut; none when the book keeps only digests). Off: only its
-            sha256.
+            whole, a longer one's first 200; none when the book keeps only digests,
+            ``MAI_JOB_BOOK_PROMPTS=off``). Off: only its sha256.
         price_per_image: adds ``estimated_cost`` (``num_images`` times this, as a decimal
             string) to each record; None leaves it out.
         currency: written beside ``estimated_cost`` (e.g. ``"USD"``).
@@ -169,9 +182,7 @@ class AuditLog:
             status=record.status,
             charged=charged,
             sha=prompt_sha256(stored),
-            prompt=stored
-            if isinstance(stored, str) and _HIDDEN.fullmatch(stored) is None
-            else None,
+            prompt=_prompt_text(stored, record.prompt),
             error=record.error if event in ("finished", "unknown") else None,
         )
 

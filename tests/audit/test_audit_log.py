@@ -32,7 +32,7 @@ from PIL import Image
 from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools._exceptions import ConfigurationError
 from mai_tools.emulator import RunningEmulator
-from mai_tools.jobbook import AuditLog
+from mai_tools.jobbook import AuditLog, JobRecord
 from mai_tools.jobbook._audit import MAX_RECORD_BYTES, prompt_sha256
 from mai_tools.jobbook._record import describe
 from mcp_server import Settings, SettingsError, create_server
@@ -277,7 +277,7 @@ async def test_an_http_server_audits_its_callers_and_never_their_token(
 _APPENDER = """
 import sys
 from pathlib import Path
-from mai_tools.jobbook import AuditLog
+from mai_tools.jobbook import AuditLog, JobRecord
 path, me, other, least = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 log = AuditLog(path)
 print("ready", flush=True)
@@ -357,14 +357,49 @@ def test_a_record_never_passes_the_size_cap(tmp_path: Path) -> None:
     assert record["prompt_sha256"] == hashlib.sha256(("ü" * 5000 + "\n\x00").encode()).hexdigest()
 
 
-@pytest.mark.parametrize("length", [50, 1500])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a short one",
+        ("a long winding road " * 100)[:1500],
+        "Data: quarterly sales, as a bar chart",  # the book keeps a "data:…" value as a digest
+    ],
+)
 @pytest.mark.parametrize("store_prompts", [True, False])
-def test_the_prompt_hash_is_of_the_whole_prompt(length: int, store_prompts: bool) -> None:
+def test_the_prompt_hash_is_of_the_whole_prompt(prompt: str, store_prompts: bool) -> None:
     """Whatever the book keeps of a prompt (all of it, a long one's head and digest, or a digest
     only), the record's hash is the sha256 of the prompt as the caller gave it."""
-    prompt = ("a long winding road " * 100)[:length]
     fields = describe(GenerateRequest(prompt=prompt), store_prompts=store_prompts).fields
     assert prompt_sha256(fields["prompt"]) == hashlib.sha256(prompt.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "store_prompts", "written"),
+    [
+        ("a short one", True, "a short one"),
+        ("Data: quarterly sales, as a bar chart", True, "Data: quarterly sales, as a bar chart"),
+        ("word " * 300, True, ("word " * 40)[:199] + "…"),  # a long one: as jobs list shows it
+        ("a short one", False, None),  # the book keeps digests only: so does the log
+    ],
+)
+def test_opted_in_prompt_text_is_what_the_book_keeps(
+    tmp_path: Path, prompt: str, store_prompts: bool, written: str | None
+) -> None:
+    described = describe(GenerateRequest(prompt=prompt), store_prompts=store_prompts)
+    record = JobRecord(
+        id="job-1",
+        principal="alice",
+        surface="cli",
+        operation=described.operation,
+        fingerprint=described.fingerprint,
+        fields=described.fields,
+        prompt=described.prompt,
+    )
+    with AuditLog(tmp_path / "audit.jsonl", prompts=True) as audit:
+        entry = audit.entry("intent", record)
+    assert entry["prompt"] == written
+    assert entry["prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest()
+    assert entry["tool"] == "generate"  # not an agent surface: the operation
 
 
 # ---------------------------------------------------------------------- bad input
