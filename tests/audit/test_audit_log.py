@@ -32,14 +32,14 @@ from PIL import Image
 from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools._exceptions import ConfigurationError
 from mai_tools.emulator import RunningEmulator
-from mai_tools.jobbook import AuditLog, JobRecord
+from mai_tools.jobbook import AuditLog
 from mai_tools.jobbook._audit import MAX_RECORD_BYTES, prompt_sha256
 from mai_tools.jobbook._record import describe
 from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
-from tests.support.jobbook import dead_call_intent
+from tests.support.jobbook import dead_call_intent, record_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "audit-test-bearer-token-0123456789"
@@ -385,16 +385,7 @@ def test_the_prompt_hash_is_of_the_whole_prompt(prompt: str, store_prompts: bool
 def test_opted_in_prompt_text_is_what_the_book_keeps(
     tmp_path: Path, prompt: str, store_prompts: bool, written: str | None
 ) -> None:
-    described = describe(GenerateRequest(prompt=prompt), store_prompts=store_prompts)
-    record = JobRecord(
-        id="job-1",
-        principal="alice",
-        surface="cli",
-        operation=described.operation,
-        fingerprint=described.fingerprint,
-        fields=described.fields,
-        prompt=described.prompt,
-    )
+    record = record_of(GenerateRequest(prompt=prompt), store_prompts=store_prompts, surface="cli")
     with AuditLog(tmp_path / "audit.jsonl", prompts=True) as audit:
         entry = audit.entry("intent", record)
     assert entry["prompt"] == written

@@ -1,4 +1,5 @@
-"""Job-book helpers for tests: the intent a process leaves when it dies during its POST."""
+"""Job-book helpers for tests: a request's row, and the intent a process leaves when it dies
+during its POST."""
 
 from __future__ import annotations
 
@@ -23,19 +24,30 @@ def dead_pid() -> int:
     return int(gone.stdout)
 
 
-def dead_intent(
-    book: JobBook, request: JobRequest, *, key: str, gateway: str, surface: str = "client"
+def record_of(
+    request: JobRequest, *, store_prompts: bool = True, surface: str = "client", **columns: Any
 ) -> JobRecord:
-    """Write the intent of ``request`` as a process that died during its POST left it."""
-    described = describe(request, store_prompts=True)
-    record = JobRecord(
+    """The row a client writes for ``request`` (``columns``: the row's other fields)."""
+    described = describe(request, store_prompts=store_prompts)
+    columns.setdefault("principal", "local")
+    return JobRecord(
         id=new_id(),
-        principal="local",
         surface=surface,
         operation=described.operation,
         fingerprint=described.fingerprint,
         fields=described.fields,
         prompt=described.prompt,
+        **columns,
+    )
+
+
+def dead_intent(
+    book: JobBook, request: JobRequest, *, key: str, gateway: str, surface: str = "client"
+) -> JobRecord:
+    """Write the intent of ``request`` as a process that died during its POST left it."""
+    record = record_of(
+        request,
+        surface=surface,
         gateway=gateway,
         idempotency_key=key,
         owner=f"{socket.gethostname()}:{dead_pid()}",
@@ -51,15 +63,9 @@ def dead_call_intent(tool: str, args: dict[str, Any], *, gateway: str) -> JobRec
     from mcp_server._jobs import argument_key
 
     validated = ARGUMENTS[tool].model_validate(args).model_dump(mode="json")
-    described = describe(GenerateRequest(prompt=args["prompt"]), store_prompts=True)
-    record = JobRecord(
-        id=new_id(),
-        principal="local",
+    record = record_of(
+        GenerateRequest(prompt=args["prompt"]),
         surface="mcp",
-        operation=described.operation,
-        fingerprint=described.fingerprint,
-        fields=described.fields,
-        prompt=described.prompt,
         gateway=gateway,
         twin_key=argument_key(tool, validated),
         owner=f"{socket.gethostname()}:{dead_pid()}",
