@@ -37,6 +37,7 @@ from mai_tools.jobbook._audit import MAX_RECORD_BYTES, prompt_sha256
 from mai_tools.jobbook._record import describe
 from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
+from tests.mcp.test_mcp_tasks import TasksClient, send_task_request
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 from tests.support.jobbook import dead_call_intent, record_of
@@ -122,6 +123,29 @@ async def test_a_call_through_the_server_is_audited_in_order(
     for record in records:
         assert record["time"].endswith("Z")
         assert record["by"].endswith(f":{os.getpid()}")
+
+
+async def test_a_task_s_outcome_read_again_is_audited_once(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    """An MCP task (the 2026-07-28 tasks extension): tasks/get records the outcome; reading
+    the finished task again changes nothing, so adds no record."""
+    log = tmp_path / "audit.jsonl"
+    tasks = TasksClient()
+    async with Client(create_server(_settings(emu, log)), extensions=[tasks]) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a task"})
+        (created,) = tasks.created
+        for _ in range(2):
+            again = await send_task_request(client.session, "tasks/get", created.task_id)
+            assert again.status == "completed"
+    assert not result.is_error
+    records = _records(log)
+    assert [(r["event"], r["status"]) for r in records] == [
+        ("intent", None),
+        ("submitted", "QUEUED"),
+        ("finished", "COMPLETED"),
+    ]
+    assert records[2]["request_id"] == created.task_id
 
 
 async def test_a_refused_submit_is_released(emu: RunningEmulator, tmp_path: Path) -> None:
