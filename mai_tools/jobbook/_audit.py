@@ -60,7 +60,9 @@ _DIGEST_FORMS: Final = (
 _DATA_URI: Final = re.compile(r"data:[^\s,]{0,200},[A-Za-z0-9+/=%_\-.]*", re.IGNORECASE)
 _JWT: Final = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _REDACTED: Final = "[redacted]"
-_CUTTABLE: Final = ("prompt", "error", "reason", "principal")
+_FREE_TEXT: Final = ("prompt", "error", "reason", "principal")
+"""The values that come from people or other systems: scrubbed, and cut when a record is long
+(the others are this library's names, ids and times)."""
 
 
 def _iso(epoch: float) -> str:
@@ -269,7 +271,10 @@ class AuditLog:
         if reason is not None:
             entry["reason"] = reason
         entry["by"] = self._owner
-        return {k: self._clean(v) if isinstance(v, str) else v for k, v in entry.items()}
+        for name in _FREE_TEXT:
+            if isinstance(entry.get(name), str):
+                entry[name] = self._clean(entry[name])
+        return entry
 
     def _clean(self, text: str) -> str:
         for secret in self._redact:
@@ -289,7 +294,7 @@ class AuditLog:
             excess = len(encoded) - MAX_RECORD_BYTES
             if excess <= 0:
                 return encoded
-            name = next((n for n in _CUTTABLE if len(data.get(n) or "") > 1), None)
+            name = next((n for n in _FREE_TEXT if len(data.get(n) or "") > 1), None)
             if name is None:
                 raise ValueError(f"an audit record of {len(encoded)} bytes does not fit")
             value: str = data[name]
