@@ -37,6 +37,9 @@ from mai_tools.jobbook._audit import MAX_RECORD_BYTES, prompt_sha256
 from mai_tools.jobbook._record import describe
 from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
+from tests.cli.cli_support import invoke
+from tests.mcp.test_isolation import TOKENS
+from tests.mcp.test_isolation import _serving as _isolation_server
 from tests.mcp.test_mcp_tasks import TasksClient, send_task_request
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
@@ -293,6 +296,37 @@ async def test_an_http_server_audits_its_callers_and_never_their_token(
     assert KEY not in text
     assert TOKEN not in text
     assert not any(r["by"].endswith(f":{os.getpid()}") for r in records)  # the server wrote them
+
+
+async def test_two_principals_are_audited_apart_and_exported_apart(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    """Alice and Bob call one HTTP server with their own tokens: each record names its caller,
+    no token is in the file, and ``mai-image jobs export --principal`` gives each their own."""
+    log = tmp_path / "audit.jsonl"
+    with _isolation_server(emu, audit_log=log) as url:
+        for name in ("alice", "bob"):
+            headers = {"Authorization": f"Bearer {TOKENS[name]}"}
+            async with (
+                httpx2.AsyncClient(headers=headers, timeout=30) as http,
+                Client(streamable_http_client(url, http_client=http)) as client,
+            ):
+                done = await client.call_tool("generate_image", {"prompt": f"{name}'s cat"})
+                assert not done.is_error
+    records = _records(log)
+    assert [(r["principal"], r["event"]) for r in records] == [
+        (name, event) for name in ("alice", "bob") for event in ("intent", "submitted", "finished")
+    ]
+    text = log.read_text()
+    assert not [name for name, token in TOKENS.items() if token in text]
+    for name in ("alice", "bob"):
+        got = invoke("jobs", "export", "--principal", name)
+        assert got.code == 0, got.stderr
+        (row,) = [json.loads(line) for line in got.stdout.splitlines()]
+        assert (row["principal"], row["prompt"]) == (name, f"{name}'s cat")
+        assert row["request_id"] == next(
+            r["request_id"] for r in records if r["principal"] == name and r["request_id"]
+        )
 
 
 # ---------------------------------------------------------------------- the file
