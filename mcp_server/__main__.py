@@ -6,6 +6,7 @@ import contextlib
 import sys
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -139,6 +140,7 @@ def cli(
         book = open_job_book(settings.job_book)
     except JobBookError as exc:
         raise _Refused(f"{exc} (--job-book / MAI_JOB_BOOK){_NOTHING_SENT}") from None
+    audit = _check_audit_log(settings)
 
     from ._resume import MemoryEventStore
     from ._server import create_server
@@ -157,6 +159,8 @@ def cli(
         # Replicas adopt each other's jobs only through one shared (Postgres) book: say which.
         where = "off (this process only)" if book is None else book.location
         print(f"mai-image-mcp: job book: {where}", file=sys.stderr)
+        if audit is not None:
+            print(f"mai-image-mcp: audit log: {audit}", file=sys.stderr)
         app = http_app(
             server, effective, host=host, port=port, stateless=stateless, event_store=events
         )
@@ -169,6 +173,22 @@ def cli(
                 file=sys.stderr,
             )
         serve(app, host=host, port=port, log_level=effective.log_level)
+
+
+def _check_audit_log(settings: Settings) -> Path | None:
+    """The audit log's path, once it is known to open (the server's lifespan opens its own)."""
+    from mai_tools._exceptions import ConfigurationError
+
+    from ._state import open_audit_log
+
+    try:
+        audit = open_audit_log(settings)
+    except ConfigurationError as exc:
+        raise _Refused(f"{exc} (--audit-log / MAI_MCP_AUDIT_LOG){_NOTHING_SENT}") from None
+    if audit is None:
+        return None
+    audit.close()
+    return audit.path
 
 
 def _receiver(settings: Settings) -> WebhookReceiver | None:

@@ -296,6 +296,18 @@ class Settings(BaseSettings):
         description="A principal (a named token's name, an OAuth principal) that sees and may "
         "read every principal's jobs; repeatable (the variable: comma-separated).",
     )
+    # The audit log (issue 22 item 5; mai_tools.jobbook.AuditLog):
+    audit_log: Annotated[Path | None, Option("--audit-log", metavar="PATH")] = Field(
+        None,
+        description="Append one JSON line per change of a job's state (and per call a limit "
+        "refused) to this file, created with mode 600: time, principal, tool, request id, "
+        "images, status, estimated cost, the prompt's sha256. Processes and replicas may share "
+        "one local file.",
+    )
+    audit_prompts: Annotated[bool, Option("--audit-prompts", off="--no-audit-prompts")] = Field(
+        False,
+        description="Also write each prompt's text into the audit log (else only its sha256).",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -405,6 +417,16 @@ class Settings(BaseSettings):
         if value is not None:
             check_auth_token(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _audit_prompts_need_a_log(self) -> Settings:
+        if self.audit_prompts and self.audit_log is None:
+            raise _FieldProblem(
+                "audit_prompts",
+                "writes prompts into the audit log, and there is none: give --audit-log PATH "
+                "(MAI_MCP_AUDIT_LOG) too, or drop it.",
+            )
+        return self
 
     @field_validator("webhook_public_url")
     @classmethod

@@ -11,6 +11,10 @@ opened first, whether or not there is a key (``list_recent_jobs`` reads it): a b
 cannot be opened stops the server at start, never a silent fallback that could pay twice.
 With ``off`` the server keeps a book of its own in a temporary file, removed when it stops:
 identical calls within this process still share a job, as before the durable book.
+
+The audit log (``--audit-log``) is opened with the book and attached to it as an observer
+(:class:`~mai_tools.jobbook.AuditLog`): each change of a job's state made through this process
+becomes a record; it is detached and closed when the run ends.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from mai_tools import AsyncMAIImageClient, MAIImageError, WebhookReceiver, _duration_cache
-from mai_tools.jobbook import JobBook, SQLiteJobBook, open_job_book
+from mai_tools._tools import TOOLS
+from mai_tools.jobbook import AuditLog, JobBook, SQLiteJobBook, open_job_book
 
 from ._settings import Settings
 
@@ -55,6 +61,8 @@ class ServerState:
             for a caller's client that has no book: then nothing is adopted or listed).
         owned: the server made the client (it closes it, and saves what it learned); a client
             given to ``create_server(client=...)`` is the caller's.
+        audit: the audit log (``--audit-log``), attached to ``book``; its
+            :meth:`~mai_tools.jobbook.AuditLog.refused` records a call a limit stopped.
     """
 
     settings: Settings
@@ -62,6 +70,7 @@ class ServerState:
     book: JobBook | None = None
     problem: MAIImageError | None = None
     owned: bool = True
+    audit: AuditLog | None = None
     _stored_at: float | None = field(default=None, repr=False)
     _scratch: Path | None = field(default=None, repr=False)
 
@@ -134,6 +143,10 @@ class ServerState:
                 await self.remember(now=True)
             await self.client.aclose()
         finally:
+            if self.audit is not None:
+                if self.book is not None:
+                    self.audit.detach(self.book)
+                self.audit.close()
             if self._scratch is not None and self.book is not None:
                 self.book.close()
                 shutil.rmtree(self._scratch, ignore_errors=True)
@@ -148,10 +161,19 @@ def lifespan(
 
     @asynccontextmanager
     async def run(server: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
-        book, scratch = None, None
-        if client is None:  # a Postgres book connects: not on the event loop
-            book, scratch = await anyio.to_thread.run_sync(open_server_book, settings)
-        state = ServerState.open(settings, client, webhooks, book=book, scratch=scratch)
+        audit = open_audit_log(settings)  # first: a bad path stops the run with nothing open
+        try:
+            book, scratch = None, None
+            if client is None:  # a Postgres book connects: not on the event loop
+                book, scratch = await anyio.to_thread.run_sync(open_server_book, settings)
+            state = ServerState.open(settings, client, webhooks, book=book, scratch=scratch)
+        except BaseException:
+            if audit is not None:
+                audit.close()
+            raise
+        if audit is not None and state.book is not None:
+            audit.attach(state.book)
+        state.audit = audit
         try:
             yield state
         finally:
@@ -173,3 +195,24 @@ def open_server_book(settings: Settings) -> tuple[JobBook, Path | None]:
         return book, None
     scratch = Path(tempfile.mkdtemp(prefix="mai-image-mcp-"))
     return SQLiteJobBook(scratch / "jobs.sqlite3"), scratch
+
+
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    """The audit log the settings name (None without ``--audit-log``).
+
+    Raises:
+        ConfigurationError: the file cannot be opened for appending.
+    """
+    if settings.audit_log is None:
+        return None
+    secrets = [s.get_secret_value() for s in (settings.api_key, settings.auth_token) if s]
+    # The spending limits' price (another part of issue 22) names the cost when it is set.
+    price = getattr(settings, "price_per_image", None)
+    return AuditLog(
+        settings.audit_log,
+        prompts=settings.audit_prompts,
+        price_per_image=None if price is None else Decimal(str(price)),
+        currency=getattr(settings, "currency", None),
+        tool_names={spec.operation: spec.name for spec in TOOLS if spec.operation is not None},
+        redact=secrets,
+    )

@@ -27,7 +27,7 @@ import click
 from .._exceptions import InvalidArgumentError, JobBookError, JobUnknownError
 from .._models import Status, short_url
 from ..jobbook import ENV as JOB_BOOK_ENV
-from ..jobbook import STATES, SURFACES, JobBook, JobRecord, open_job_book
+from ..jobbook import LOCAL_PRINCIPAL, STATES, SURFACES, JobBook, JobRecord, open_job_book
 from ._app import SHORT_EPILOG, CliState, wait_and_save
 from ._options import connection_options, job_book_option, wait_options
 
@@ -64,6 +64,13 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 def _filter_options(*, limit: int | None) -> Callable[[F], F]:
     def wrap(func: F) -> F:
         options = [
+            click.option(
+                "--principal",
+                metavar="NAME",
+                default=None,
+                help="Only the jobs of this principal (who made them: a team MCP server's "
+                "caller; local for a single user's own jobs).",
+            ),
             click.option(
                 "--surface",
                 type=click.Choice(SURFACES),
@@ -123,6 +130,7 @@ def _book(spec: str | None) -> JobBook:
 def _records(book: JobBook, params: dict[str, Any]) -> list[JobRecord]:
     status = params["status"]
     return book.list(
+        principal=params["principal"],
         surface=params["surface"],
         status=None if status is None else status.upper(),
         state=params["state"],
@@ -166,10 +174,15 @@ def _state_text(record: JobRecord) -> str:
 
 
 def _table(records: list[JobRecord], *, width: int | None) -> Iterable[str]:
-    """The rows under a header; the prompt is cut to ``width`` columns (None: never cut)."""
+    """The rows under a header; the prompt is cut to ``width`` columns (None: never cut).
+
+    A PRINCIPAL column appears when a job of someone other than the local user is listed (a
+    book a team server writes into)."""
+    who = any(r.principal != LOCAL_PRINCIPAL for r in records)
     rows = [
         (
             datetime.fromtimestamp(r.created, UTC).strftime("%Y-%m-%d %H:%M"),
+            *((r.principal,) if who else ()),
             r.surface,
             _state_text(r),
             r.request_id or "-",
@@ -177,11 +190,19 @@ def _table(records: list[JobRecord], *, width: int | None) -> Iterable[str]:
         )
         for r in records
     ]
-    header = ("CREATED (UTC)", "SURFACE", "STATUS", "REQUEST ID", "PROMPT")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    header = (
+        "CREATED (UTC)",
+        *(("PRINCIPAL",) if who else ()),
+        "SURFACE",
+        "STATUS",
+        "REQUEST ID",
+        "PROMPT",
+    )
+    last = len(header) - 1
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(last)]
     for row in [header, *rows]:
         head = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
-        prompt = " ".join(row[4].split())
+        prompt = " ".join(row[last].split())
         if width is not None:
             room = max(width - len(head) - 2, 20)
             if len(prompt) > room:
@@ -208,11 +229,12 @@ def jobs_group() -> None:
 def list_command(state: CliState, /, job_book: str | None, as_json: bool, **params: Any) -> None:
     """List jobs, the newest first.
 
-    A table (created, surface, status, request id, prompt), or with --json one JSON object
-    per line with every field the book holds (full request ids, times in seconds since the
-    epoch). STATUS is the gateway's (QUEUED, PROCESSING, COMPLETED, FAILED, ERROR) once a
-    request id is known, else the book's state: intent (being sent) or unknown (the submit
-    may have reached the gateway, its request id was never recorded: it may be charged).
+    A table (created, principal when not only yours, surface, status, request id, prompt),
+    or with --json one JSON object per line with every field the book holds (full request
+    ids, times in seconds since the epoch). STATUS is the gateway's (QUEUED, PROCESSING,
+    COMPLETED, FAILED, ERROR) once a request id is known, else the book's state: intent
+    (being sent) or unknown (the submit may have reached the gateway, its request id was
+    never recorded: it may be charged).
     """
     records = _records(_book(job_book), params)
     if as_json:
@@ -230,7 +252,9 @@ def list_command(state: CliState, /, job_book: str | None, as_json: bool, **para
 
 
 def _filtered(params: dict[str, Any]) -> bool:
-    return any(params[name] is not None for name in ("surface", "status", "state", "since"))
+    return any(
+        params[name] is not None for name in ("principal", "surface", "status", "state", "since")
+    )
 
 
 @jobs_group.command("show", epilog=SHORT_EPILOG)
@@ -359,7 +383,10 @@ def export_command(
     job_book: str | None,
     **params: Any,
 ) -> None:
-    """Export the jobs of the book (every one unless filtered), the newest first."""
+    """Export the jobs of the book (every one unless filtered), the newest first.
+
+    Every principal's jobs unless --principal names one; each row carries its principal.
+    """
     records = _records(_book(job_book), params)
     target = "-" if output is None else str(output)
     with click.open_file(target, "w", encoding="utf-8", atomic=output is not None) as stream:

@@ -7,7 +7,8 @@ the job the book already holds. SQLite by default (one file per user, many proce
 Postgres across machines (``MAI_JOB_BOOK=postgresql://…``); ``MAI_JOB_BOOK=off`` turns it off.
 """
 
-from ._book import JobBook
+from ._audit import AuditLog
+from ._book import BookObserver, JobBook
 from ._open import (
     ENV,
     JobBookSpec,
@@ -17,6 +18,7 @@ from ._open import (
 )
 from ._record import (
     ADOPT_WINDOW,
+    EVENTS,
     LOCAL_PRINCIPAL,
     RETENTION_DAYS,
     STATES,
@@ -30,10 +32,13 @@ from ._sqlite import SQLiteJobBook
 __all__ = [
     "ADOPT_WINDOW",
     "ENV",
+    "EVENTS",
     "LOCAL_PRINCIPAL",
     "RETENTION_DAYS",
     "STATES",
     "SURFACES",
+    "AuditLog",
+    "BookObserver",
     "Claim",
     "JobBook",
     "JobBookSpec",

@@ -21,6 +21,7 @@ from ._record import (
     RETENTION_DAYS,
     RUNNING_ADOPT_WINDOW,
     Claim,
+    Event,
     JobRecord,
     now,
     owner_is_dead,
@@ -101,7 +102,11 @@ _INSERT: Final = (
     f"INSERT INTO mai_jobs ({', '.join(COLUMNS)}) VALUES "  # noqa: S608
     f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING RETURNING id"
 )
+_RETURNING: Final = f" RETURNING {', '.join(COLUMNS)}"
 _PRUNE_EVERY: Final = 86400.0
+
+BookObserver = Callable[[Event, JobRecord], None]
+"""Told each committed change of a job's state (see :attr:`JobBook.observers`)."""
 
 
 def _row(values: Sequence[Any]) -> JobRecord:
@@ -155,6 +160,12 @@ class JobBook:
         self.clock = clock
         self._lock = threading.RLock()
         self._pruned_at = 0.0
+        self.observers: list[BookObserver] = []
+        """Called with (event, the row as committed) after each change of a job's state made
+        through this object: ``intent`` (claimed), ``submitted``, ``finished`` (the first
+        time), ``unknown`` (also a peer's stale intent, by :meth:`sweep`) and ``released``.
+        An observer's exception is logged, never raised: the change stands. (The audit log,
+        :class:`~mai_tools.jobbook.AuditLog`, is one.)"""
 
     # ------------------------------------------------------------------ backend hooks
 
@@ -224,6 +235,7 @@ class JobBook:
                 record.lease = t + lease
                 inserted = self._execute(_INSERT, _values(record))
                 if inserted:
+                    self._notify("intent", [record])
                     return Claim(record, created=True)
                 earlier = self._holder(record)
                 if earlier is None:
@@ -279,11 +291,14 @@ class JobBook:
 
     def release(self, job_id: str) -> None:
         """Forget an intent whose submit certainly created nothing (never sent, 429, 4xx)."""
-        self._execute("DELETE FROM mai_jobs WHERE id = ? AND state = 'intent'", (job_id,))
+        self._changed(
+            "released", "DELETE FROM mai_jobs WHERE id = ? AND state = 'intent'", (job_id,)
+        )
 
     def unknown(self, job_id: str, error: str | None = None) -> None:
         """The intent's submit may have arrived, and no request id is known."""
-        self._execute(
+        self._changed(
+            "unknown",
             "UPDATE mai_jobs SET state = 'unknown', error = ?, updated = ? "
             "WHERE id = ? AND state = 'intent'",
             (error, self.clock(), job_id),
@@ -292,7 +307,8 @@ class JobBook:
     def submitted(self, job_id: str, request_id: str, polling_url: str | None, status: str) -> None:
         """The gateway answered the submit: the job is ``request_id``."""
         t = self.clock()
-        self._execute(
+        self._changed(
+            "submitted",
             "UPDATE mai_jobs SET state = 'submitted', request_id = ?, polling_url = ?, "
             "status = ?, submitted_at = ?, updated = ? WHERE id = ?",
             (request_id, polling_url, status, t, t, job_id),
@@ -307,7 +323,8 @@ class JobBook:
     ) -> None:
         """The job ``request_id`` ended (COMPLETED, FAILED or ERROR); no-op if not in the book."""
         t = self.clock()
-        self._execute(
+        self._changed(
+            "finished",
             "UPDATE mai_jobs SET state = 'finished', status = ?, image_urls = ?, error = ?, "
             "finished_at = COALESCE(finished_at, ?), updated = ? WHERE request_id = ?",
             (status, json.dumps(list(image_urls)), error, t, t, request_id),
@@ -347,6 +364,28 @@ class JobBook:
     def untwin(self, job_id: str) -> None:
         """Stop ``job_id`` from being adopted by identical calls (its content changed)."""
         self._execute("UPDATE mai_jobs SET twin_key = NULL WHERE id = ?", (job_id,))
+
+    # ------------------------------------------------------------------ observers
+
+    def _changed(self, event: Event, sql: str, params: Sequence[Any]) -> None:
+        """Run one state change; with observers, tell them each row it changed."""
+        if not self.observers:
+            self._execute(sql, params)
+            return
+        rows = [_row(r) for r in self._execute(sql + _RETURNING, params)]
+        if event == "finished":
+            # finished_at is set once (COALESCE) and updated every time: only the first
+            # outcome of a job is a change (a task's result read again is not).
+            rows = [r for r in rows if r.finished_at == r.updated]
+        self._notify(event, rows)
+
+    def _notify(self, event: Event, records: Sequence[JobRecord]) -> None:
+        for record in records:
+            for observer in list(self.observers):
+                try:
+                    observer(event, record)
+                except Exception:
+                    logger.exception("job book: an observer of %s events failed", event)
 
     # ------------------------------------------------------------------ reading
 

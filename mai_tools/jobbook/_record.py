@@ -22,6 +22,11 @@ from .._models import JobRequest, request_body
 State = Literal["intent", "submitted", "finished", "unknown"]
 STATES: Final[tuple[State, ...]] = ("intent", "submitted", "finished", "unknown")
 
+Event = Literal["intent", "submitted", "finished", "unknown", "released"]
+EVENTS: Final[tuple[Event, ...]] = ("intent", "submitted", "finished", "unknown", "released")
+"""The changes of a job's state the book tells its observers of (``released``: an intent whose
+submit certainly created nothing was forgotten)."""
+
 Surface = Literal["client", "langchain", "mcp", "batch", "cli"]
 SURFACES: Final[tuple[Surface, ...]] = ("client", "langchain", "mcp", "batch", "cli")
 

@@ -27,12 +27,9 @@ from mcp.types import CallToolResult, TextContent
 from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobBook, JobRecord, JobScope, open_job_book
-from mai_tools.jobbook._record import describe, new_id
 from mcp_server import Settings, create_server
-from mcp_server._arguments import ARGUMENTS
-from mcp_server._jobs import argument_key
 from tests.support.fakes import KEY
-from tests.support.jobbook import dead_pid
+from tests.support.jobbook import dead_call_intent
 from tests.support.waiting import aeventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -363,23 +360,8 @@ async def test_an_earlier_submit_that_may_have_arrived_is_told_once_then_the_cal
     # The server that sent it died during its POST: no request id was ever recorded.
     emu = emulators(api_keys=(KEY,), min_duration=0.1, max_duration=0.1)
     args = {"prompt": "a submit that may have arrived"}
-    validated = ARGUMENTS["generate_image"].model_validate(args).model_dump(mode="json")
-    described = describe(GenerateRequest(prompt=args["prompt"]), store_prompts=True)
     with MAIImageClient(KEY, base_url=emu.base_url) as api:
-        gateway = api.base_url
-    orphan = JobRecord(
-        id=new_id(),
-        principal="local",
-        surface="mcp",
-        operation=described.operation,
-        fingerprint=described.fingerprint,
-        fields=described.fields,
-        prompt=described.prompt,
-        gateway=gateway,
-        twin_key=argument_key("generate_image", validated),
-        owner=f"{socket.gethostname()}:{dead_pid()}",
-    )
-    assert _book().claim(orphan, 3600.0).created
+        orphan = dead_call_intent("generate_image", args, gateway=api.base_url)
     settings = Settings(api_key=KEY, base_url=emu.base_url, preview="off")
     async with Client(create_server(settings)) as client:
         told = await client.call_tool("generate_image", args)
