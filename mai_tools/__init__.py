@@ -41,6 +41,7 @@ from ._exceptions import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    SpendingLimitError,
 )
 from ._images import ImageInput, image_to_url, sniff_image_type
 from ._models import (
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from ._client import MAIImageClient
     from ._policies import Clock, DurationStats, FakeClock, PollPolicy, RetryPolicy, SystemClock
     from ._webhooks import WebhookReceiver
+    from .jobbook._limits import SpendingLimits
     from .langchain import (
         MAIImageEditTool,
         MAIImageGenerateTool,
@@ -92,6 +94,7 @@ _LAZY = {
     "RetryPolicy": "mai_tools._policies",
     "SystemClock": "mai_tools._policies",
     "WebhookReceiver": "mai_tools._webhooks",
+    "SpendingLimits": "mai_tools.jobbook._limits",
     "MAIImageEditTool": "mai_tools.langchain",
     "MAIImageGenerateTool": "mai_tools.langchain",
     "MAIImageJobTool": "mai_tools.langchain",
@@ -173,6 +176,8 @@ __all__ = [
     "RequestGate",
     "RetryPolicy",
     "ServerError",
+    "SpendingLimitError",
+    "SpendingLimits",
     "Status",
     "SystemClock",
     "WebhookReceiver",

@@ -41,6 +41,7 @@ from ._exceptions import (
     NotFoundError,
     OperatorError,
     RateLimitError,
+    SpendingLimitError,
 )
 from ._models import ImageResult, Status, operation_of, short_url
 from ._policies import DurationStats
@@ -173,6 +174,15 @@ def failure_of(exc: BaseException) -> Failed:
         else:
             text = f"{exc} Nothing was sent."
         return Failed(FailureKind.INVALID_INPUT, text, exc)
+    if isinstance(exc, SpendingLimitError):
+        # Never "try again": the message says what the limit is, what is left and when it
+        # resets. A call asking for more than one call may is the model's to fix.
+        kind = (
+            FailureKind.INVALID_INPUT
+            if exc.limit_name == "max_images_per_call"
+            else FailureKind.OPERATOR
+        )
+        return Failed(kind, str(exc), exc)
     if isinstance(exc, JobUnknownError):
         # The job book holds an earlier submit that may have created a job: never "try again".
         return Failed(FailureKind.MAY_EXIST, str(exc), exc)

@@ -56,6 +56,7 @@ from ._models import (
 from ._policies import Clock, DurationStats, PollPolicy, RetryPolicy
 from ._webhooks import Ticket, WebhookReceiver
 from .jobbook import JobBook, JobBookSpec, JobScope, open_job_book
+from .jobbook._limits import SpendingLimits
 
 logger = logging.getLogger("mai_tools")
 
@@ -164,6 +165,10 @@ class _ClientBase(Generic[HttpT]):
             path, a ``postgresql://`` URL, a :class:`~mai_tools.jobbook.JobBook`, or
             ``"off"``. Default: ``$MAI_JOB_BOOK``, else ``jobs.sqlite3`` in the user's state
             directory. It is what makes ``idempotency_key=`` work across processes.
+        spending_limits: a :class:`~mai_tools.SpendingLimits`: a call that would pass one
+            raises :class:`~mai_tools.SpendingLimitError` before anything is sent. Daily
+            limits are counted and reserved in the job book (so they need one), atomically
+            across every process sharing it.
 
     Raises:
         ConfigurationError: no API key, a malformed base URL, or a bad option.
@@ -193,7 +198,14 @@ class _ClientBase(Generic[HttpT]):
         webhooks: WebhookReceiver | None = None,
         timeout: float | httpx.Timeout | None = None,
         job_book: JobBookSpec = None,
+        spending_limits: SpendingLimits | None = None,
     ) -> None:
+        if spending_limits is not None and not isinstance(spending_limits, SpendingLimits):
+            raise ConfigurationError(
+                "spending_limits must be a mai_tools.SpendingLimits; got "
+                f"{type(spending_limits).__name__}."
+            )
+        self._limits = spending_limits
         if webhooks is not None and not isinstance(webhooks, WebhookReceiver):
             raise ConfigurationError(
                 f"webhooks must be a mai_tools.WebhookReceiver; got {type(webhooks).__name__}."
@@ -232,6 +244,12 @@ class _ClientBase(Generic[HttpT]):
             durations=durations,
             book=open_job_book(job_book),
         )
+        if spending_limits is not None and spending_limits.daily and self._core.book is None:
+            raise ConfigurationError(
+                "Daily spending limits are counted in the job book, and this client has none "
+                "(job_book='off' or MAI_JOB_BOOK=off): turn the book on, or keep only "
+                "max_images_per_call."
+            )
         self._owns_http = http_client is None
         if http_client is None:
             # Both clients honour HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; a bad one is the operator's.
@@ -274,6 +292,11 @@ class _ClientBase(Generic[HttpT]):
     def durations(self) -> DurationStats:
         """The job durations this client has learned (and polls by), per operation."""
         return self._core.durations
+
+    @property
+    def spending_limits(self) -> SpendingLimits | None:
+        """The limits every call of this client is held to (None: none)."""
+        return self._limits
 
     @property
     def job_book(self) -> JobBook | None:
@@ -319,6 +342,17 @@ class _ClientBase(Generic[HttpT]):
             raise
         self._webhooks.release(ticket)
 
+    def _plan(
+        self,
+        body: JobRequest,
+        extra_body: Mapping[str, Any] | None,
+        key: str | None,
+        scope: JobScope | None,
+    ) -> bk.BookCall | None:
+        return bk.plan_call(
+            self._core.book, self.base_url, body, extra_body, key, scope, self._limits
+        )
+
     def _submit_flow(
         self,
         body: JobRequest,
@@ -329,9 +363,7 @@ class _ClientBase(Generic[HttpT]):
         job_scope: JobScope | None = None,
     ) -> tuple[Flow[ImageResult], Ticket | None]:
         body = _checked_request(body)
-        call = bk.plan_call(
-            self._core.book, self.base_url, body, extra_body, idempotency_key, job_scope
-        )
+        call = self._plan(body, extra_body, idempotency_key, job_scope)
         ticket = self._ticket(webhook_url)
         url = ticket.url if ticket is not None else webhook_url
         flow = self._core.run_flow(
@@ -353,9 +385,7 @@ class _ClientBase(Generic[HttpT]):
         job_scope: JobScope | None = None,
     ) -> tuple[Flow[Job], Ticket | None]:
         body = _checked_request(body)
-        call = bk.plan_call(
-            self._core.book, self.base_url, body, extra_body, idempotency_key, job_scope
-        )
+        call = self._plan(body, extra_body, idempotency_key, job_scope)
         ticket = self._ticket(webhook_url)
         url = ticket.url if ticket is not None else webhook_url
         flow = self._core.submit_only_flow(

@@ -27,6 +27,7 @@ from ._exceptions import (
 from ._models import Job, JobRequest, JobStatus
 from ._policies import Clock
 from .jobbook import JobBook, JobRecord, JobScope
+from .jobbook._limits import SpendingLimits, per_call_refusal
 from .jobbook._record import (
     Claim,
     Described,
@@ -57,6 +58,8 @@ class BookCall:
     scope: JobScope
     described: Described
     gateway: str
+    limits: SpendingLimits | None = None
+    """The operator's spending limits: the claim reserves the call's images within them."""
 
     def record(self) -> JobRecord:
         d = self.described
@@ -82,8 +85,17 @@ def plan_call(
     extra_body: Mapping[str, Any] | None,
     key: str | None,
     scope: JobScope | None,
+    limits: SpendingLimits | None = None,
 ) -> BookCall | None:
-    """The call's book entry (checked before anything is sent), or None without a book."""
+    """The call's book entry (checked before anything is sent), or None without a book.
+
+    Raises:
+        SpendingLimitError: the call asks for more images than one call may.
+    """
+    if limits is not None:
+        refused = per_call_refusal(limits, request.num_images)
+        if refused is not None:
+            raise refused
     if key is not None:
         key = check_idempotency_key(key)
     if scope is not None and not isinstance(scope, JobScope):
@@ -99,7 +111,7 @@ def plan_call(
             )
         return None
     described = describe(request, extra_body, store_prompts=book.store_prompts)
-    return BookCall(new_id(), key, scope or JobScope(), described, gateway)
+    return BookCall(new_id(), key, scope or JobScope(), described, gateway, limits)
 
 
 def _when(epoch: float) -> str:
@@ -159,7 +171,10 @@ def claim(call: BookCall, clock: Clock, deadline: float) -> Flow[Claim]:
         lease = min(max(deadline - clock.monotonic(), 0.0), MAX_LEASE) + 10.0
         record = call.record()
         try:
-            reply = yield BookIO(methodcaller("claim", record, lease))
+            if call.limits is not None and call.limits.daily:
+                reply = yield BookIO(methodcaller("claim", record, lease, limits=call.limits))
+            else:
+                reply = yield BookIO(methodcaller("claim", record, lease))
             got = cast(Claim, reply)
         except Abandoned:
             yield from note(lambda book: book.release(call.job_id))

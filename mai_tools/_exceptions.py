@@ -22,6 +22,7 @@ MAIImageError
 │       └── ServerError              5xx      gateway trouble (status reads are retried)
 ├── JobFailedError                            the job ended FAILED or ERROR
 ├── JobTimeoutError                           the wait deadline passed; the job may still finish
+├── SpendingLimitError                        a spending limit the operator set; nothing was sent
 └── DownloadError                             saving a result image failed
 ```
 
@@ -41,6 +42,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+    from decimal import Decimal
+
     import httpx
     import pydantic
     from pydantic_core import ErrorDetails
@@ -73,6 +77,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ServerError",
+    "SpendingLimitError",
 ]
 
 
@@ -387,6 +392,48 @@ class JobUnknownError(MAIImageError):
         super().__init__(message)
         self.idempotency_key = idempotency_key
         self.created_at = created_at
+
+
+class SpendingLimitError(MAIImageError):
+    """The call would pass a spending limit the operator set (images per call, images or money
+    per UTC day, per principal or for the whole server); nothing was sent.
+
+    Never retryable as it is: the same call is refused until the limit resets (``resets_at``,
+    the next UTC midnight; None for the per-call cap), or a smaller call fits what is left.
+
+    Attributes:
+        limit_name: which limit: ``max_images_per_call``, ``daily_images`` (per principal),
+            ``server_daily_images`` or ``daily_spend`` (per principal).
+        limit: the limit's value (images, or an amount of ``currency`` for ``daily_spend``).
+        used: what today's earlier jobs used of it (0 for the per-call cap).
+        remaining: what is left of it today (for the per-call cap: the cap itself).
+        requested: what this call asked for (images, or its price for ``daily_spend``).
+        resets_at: when the daily count starts again (a UTC datetime), None for the per-call cap.
+        currency: the currency of a money limit (None for image limits).
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_name: str,
+        limit: int | Decimal,
+        used: int | Decimal,
+        remaining: int | Decimal,
+        requested: int | Decimal,
+        resets_at: datetime | None,
+        currency: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.limit_name = limit_name
+        self.limit = limit
+        self.used = used
+        self.remaining = remaining
+        self.requested = requested
+        self.resets_at = resets_at
+        self.currency = currency
 
 
 class DownloadError(MAIImageError):

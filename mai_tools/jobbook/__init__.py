@@ -9,6 +9,7 @@ Postgres across machines (``MAI_JOB_BOOK=postgresql://…``); ``MAI_JOB_BOOK=off
 
 from ._audit import AuditLog
 from ._book import BookObserver, JobBook
+from ._limits import SpendingLimits
 from ._open import (
     ENV,
     JobBookSpec,
@@ -45,6 +46,7 @@ __all__ = [
     "JobRecord",
     "JobScope",
     "SQLiteJobBook",
+    "SpendingLimits",
     "default_job_book_path",
     "forget_open_books",
     "open_job_book",

@@ -2,7 +2,8 @@
 
 A backend supplies a connection (:meth:`JobBook._execute`); everything else is here, so both
 backends pass one test suite. Each operation is one statement in autocommit mode, so no
-transaction is ever left open; :meth:`JobBook.claim` is an ``INSERT … ON CONFLICT DO NOTHING``
+transaction is ever left open (a claim under daily spending limits is one short transaction:
+:mod:`._limits`); :meth:`JobBook.claim` is an ``INSERT … ON CONFLICT DO NOTHING``
 that either writes the new intent or finds the earlier job holding the same key (two partial
 unique indexes: the idempotency key, and the twin key of an undelivered call).
 """
@@ -13,9 +14,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Final
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .._exceptions import JobBookError
+from ._limits import insert_within_limits
 from ._record import (
     ADOPT_WINDOW,
     RETENTION_DAYS,
@@ -26,6 +29,9 @@ from ._record import (
     now,
     owner_is_dead,
 )
+
+if TYPE_CHECKING:
+    from ._limits import Execute, SpendingLimits
 
 logger = logging.getLogger("mai_tools.jobbook")
 
@@ -145,6 +151,9 @@ class JobBook:
     kind: ClassVar[str] = "abstract"
     offload: ClassVar[bool] = False
     """Whether an event loop should call this book from a worker thread (network backends)."""
+    limit_lock: ClassVar[str | None] = None
+    """The statement that serializes limited claims inside :meth:`_transaction` (None: the
+    transaction itself does, as SQLite's ``BEGIN IMMEDIATE``); see :mod:`._limits`."""
 
     def __init__(
         self,
@@ -176,6 +185,12 @@ class JobBook:
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement (``?`` placeholders) in autocommit mode; the rows it returns."""
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractContextManager[Execute]:
+        """One transaction (committed on leaving, rolled back on an exception) that holds the
+        book's write lock or :attr:`limit_lock` against every other limited claim; yields a
+        function that runs one statement in it."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -217,11 +232,19 @@ class JobBook:
 
     # ------------------------------------------------------------------ the submit path
 
-    def claim(self, record: JobRecord, lease: float = 130.0) -> Claim:
+    def claim(
+        self, record: JobRecord, lease: float = 130.0, *, limits: SpendingLimits | None = None
+    ) -> Claim:
         """Write ``record`` as a new intent, or find the earlier job holding one of its keys.
 
         ``lease``: seconds the new intent's owner may take to send its submit; past that a
         peer treats the intent as stale (its submit may have arrived: state unknown).
+        ``limits``: with daily limits, the new intent is written only if the day's images
+        leave room for it, atomically (:mod:`._limits`); finding an earlier job is never
+        refused.
+
+        Raises:
+            SpendingLimitError: a new intent would pass a daily limit (nothing was written).
 
         An earlier job is found by the same (principal, idempotency key), or by the same
         (principal, twin key) while its answer is undelivered and it is within the adoption
@@ -233,7 +256,10 @@ class JobBook:
                 t = self.clock()
                 record.created = record.updated = t
                 record.lease = t + lease
-                inserted = self._execute(_INSERT, _values(record))
+                if limits is not None and limits.daily:
+                    inserted = insert_within_limits(self, _INSERT, _values(record), record, limits)
+                else:
+                    inserted = bool(self._execute(_INSERT, _values(record)))
                 if inserted:
                     self._notify("intent", [record])
                     return Claim(record, created=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -70,6 +70,8 @@ class PostgresJobBook(JobBook):
 
     kind: ClassVar[str] = "postgres"
     offload: ClassVar[bool] = True
+    # Held until the transaction ends: every replica's limited claims queue on one key.
+    limit_lock: ClassVar[str | None] = "SELECT pg_advisory_xact_lock(?)"
 
     def __init__(
         self,
@@ -142,6 +144,27 @@ class PostgresJobBook(JobBook):
                 except psycopg.Error as exc:
                     raise self._error("failed", exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]]:
+        # Not retried on a dropped connection (unlike one statement): the call fails with a
+        # JobBookError before anything is sent, and the transaction's work is rolled back.
+        with self._conn_lock:
+            conn = self._connect()
+
+            def execute(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                with conn.cursor() as cursor:
+                    cursor.execute(sql.replace("?", "%s"), tuple(params))
+                    return list(cursor.fetchall()) if cursor.description else []
+
+            try:
+                with conn.transaction():
+                    yield execute
+            except psycopg.OperationalError as exc:
+                self._drop()
+                raise self._error("failed", exc) from None
+            except psycopg.Error as exc:
+                raise self._error("failed", exc) from None
 
     def _drop(self) -> None:
         if self._conn is not None and self._pid != os.getpid():

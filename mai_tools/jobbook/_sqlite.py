@@ -8,10 +8,11 @@ an OS crash or power cut may lose the last moments. ``busy_timeout`` lets many p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -98,6 +99,36 @@ class SQLiteJobBook(JobBook):
             try:
                 return conn.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
+                raise self._error("failed", exc) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]]:
+        # BEGIN IMMEDIATE takes the file's write lock at once (waiting up to busy_timeout for
+        # another process's): the sum and the insert that follow see and write one state.
+        with self._conn_lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error("failed", exc) from None
+
+            def execute(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                try:
+                    return conn.execute(sql, tuple(params)).fetchall()
+                except sqlite3.Error as exc:
+                    raise self._error("failed", exc) from None
+
+            try:
+                yield execute
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise self._error("failed", exc) from None
 
     def close(self) -> None:
