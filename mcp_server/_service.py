@@ -48,10 +48,17 @@ from mai_tools._agent import (
     failure_of,
     outcome_of,
 )
-from mai_tools._exceptions import JobBookError, JobFailedError, JobUnknownError
+from mai_tools._exceptions import (
+    JobBookError,
+    JobFailedError,
+    JobUnknownError,
+    SpendingLimitError,
+)
 from mai_tools._models import JobRequest, operation_of
 from mai_tools._tools import TOOL_SPECS, TOOLS, job_request
 from mai_tools.jobbook import JobBook, JobRecord, JobScope
+from mai_tools.jobbook._limits import check as check_limits
+from mai_tools.jobbook._limits import per_call_refusal
 
 from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
@@ -204,6 +211,38 @@ class Service:
                         b.untwin(record.id)
 
             await noted(book, release_unknown, "a delivered answer")
+
+    # ------------------------------------------------------------------ spending limits
+
+    async def check_limits(
+        self, state: ServerState, scope: JobScope, num_images: int
+    ) -> CallToolResult | None:
+        """The refusal (an ``isError`` result saying the limit, what is left and when it
+        resets) of a call of ``num_images`` images that would pass a spending limit now, or
+        None when it fits. Reserves nothing: the submit's claim checks again, atomically. For a
+        step before submitting (asking the user to confirm a costly call): the hard limits come
+        first, so nobody is asked to confirm a call that will be refused.
+        """
+        client = state.client
+        limits = client.spending_limits if client is not None else None
+        if limits is None or client is None:
+            return None
+        book = state.book
+        try:
+            if book is None:
+                refused = per_call_refusal(limits, num_images)
+                if refused is not None:
+                    raise refused
+            else:
+                await in_book(
+                    book,
+                    lambda b: check_limits(b, limits, scope.principal, client.base_url, num_images),
+                )
+        except SpendingLimitError as exc:
+            return await answer(outcome_of(exc), self.settings)
+        except JobBookError as exc:  # the claim will tell (and send nothing without its intent)
+            logger.warning("job book: could not check the spending limits: %s", exc)
+        return None
 
     # ------------------------------------------------------------------ calls
 

@@ -15,10 +15,18 @@ import re
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -34,6 +42,8 @@ from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
 from mai_tools._webhooks import check_public_url
 from mai_tools.jobbook import ENV as JOB_BOOK_ENV
+from mai_tools.jobbook import SpendingLimits
+from mai_tools.jobbook._limits import DEFAULT_CURRENCY, parse_amount, parse_currency
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -308,6 +318,38 @@ class Settings(BaseSettings):
         False,
         description="Also write each prompt's text into the audit log (else only its sha256).",
     )
+    # Spending limits (issue 22, helper "limits"): all off unless set; counted and reserved in
+    # the job book (mai_tools.jobbook._limits says what counts).
+    daily_images: Annotated[int | None, Option("--daily-images", metavar="N")] = Field(
+        None, ge=0, description="Images each principal may make per UTC day."
+    )
+    server_daily_images: Annotated[int | None, Option("--server-daily-images", metavar="N")] = (
+        Field(
+            None,
+            ge=0,
+            description="Images all principals together may make per UTC day (every replica "
+            "sharing the job book counts).",
+        )
+    )
+    max_images_per_call: Annotated[int | None, Option("--max-images-per-call", metavar="N")] = (
+        Field(None, ge=0, description="Most images (num_images) one call may ask for.")
+    )
+    price_per_image: Annotated[Decimal | None, Option("--price-per-image", metavar="AMOUNT")] = (
+        Field(
+            None,
+            description="What one image costs, in --currency (e.g. 0.04); needed by --daily-spend.",
+        )
+    )
+    daily_spend: Annotated[Decimal | None, Option("--daily-spend", metavar="AMOUNT")] = Field(
+        None,
+        description="Money each principal may spend per UTC day, in --currency (images times "
+        "--price-per-image).",
+    )
+    currency: Annotated[str, Option("--currency", metavar="CODE")] = Field(
+        DEFAULT_CURRENCY,
+        description="ISO 4217 code of --price-per-image and --daily-spend (your gateway "
+        "wallet's currency).",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -427,6 +469,46 @@ class Settings(BaseSettings):
                 "(MAI_MCP_AUDIT_LOG) too, or drop it.",
             )
         return self
+
+    @field_validator("price_per_image", "daily_spend", mode="before")
+    @classmethod
+    def _amount(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            return None
+        try:
+            return parse_amount(value, info.field_name or "amount")
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: object) -> str:
+        try:
+            return parse_currency(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _spend_needs_price(self) -> Settings:
+        if self.daily_spend is not None and self.price_per_image is None:
+            raise _FieldProblem(
+                "daily_spend",
+                "needs --price-per-image (MAI_MCP_PRICE_PER_IMAGE): give the price of one "
+                "image, e.g. 0.04, so that a day's spending can be counted.",
+            )
+        return self
+
+    def spending_limits(self) -> SpendingLimits | None:
+        """The limits these settings set (None: none)."""
+        limits = SpendingLimits(
+            daily_images=self.daily_images,
+            server_daily_images=self.server_daily_images,
+            max_images_per_call=self.max_images_per_call,
+            price_per_image=self.price_per_image,
+            daily_spend=self.daily_spend,
+            currency=self.currency,
+        )
+        return limits if limits.any else None
 
     @field_validator("webhook_public_url")
     @classmethod

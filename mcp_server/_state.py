@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from mai_tools import AsyncMAIImageClient, MAIImageError, WebhookReceiver, _duration_cache
+from mai_tools._exceptions import ConfigurationError
 from mai_tools._tools import TOOLS
 from mai_tools.jobbook import AuditLog, JobBook, SQLiteJobBook, open_job_book
 
@@ -89,8 +90,17 @@ class ServerState:
 
         Raises:
             JobBookError: no ``book`` was given and the settings' book cannot be opened.
+            ConfigurationError: the settings set spending limits that a given ``client`` does
+                not hold.
         """
+        limits = settings.spending_limits()
         if client is not None:
+            if limits is not None and client.spending_limits != limits:
+                # The client does the reserving: limits it does not hold would not be enforced.
+                raise ConfigurationError(
+                    "The settings set spending limits, and the client given to create_server "
+                    "does not hold them: make it with spending_limits=settings.spending_limits()."
+                )
             return cls(settings, client, client.job_book, owned=False)
         if book is None:
             book, scratch = open_server_book(settings)
@@ -102,6 +112,7 @@ class ServerState:
                 wait_timeout=settings.max_wait,
                 webhooks=webhooks,
                 job_book=book,
+                spending_limits=limits,
             )
         except MAIImageError as exc:
             return cls(settings, None, book, problem=exc, _scratch=scratch)

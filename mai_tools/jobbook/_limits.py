@@ -31,18 +31,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from .._exceptions import ConfigurationError, SpendingLimitError
-
-if TYPE_CHECKING:
-    from ._book import JobBook
-    from ._record import JobRecord
+from ._record import JobRecord
 
 DAY: Final = 86400.0
 DEFAULT_CURRENCY: Final = "USD"
@@ -55,7 +52,20 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-Transaction = Callable[[], AbstractContextManager[Execute]]
+
+
+class Book(Protocol):
+    """What limits need of a :class:`~mai_tools.jobbook.JobBook` (named here, not imported:
+    the book calls this module)."""
+
+    clock: Callable[[], float]
+
+    @property
+    def limit_lock(self) -> str | None: ...
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def _transaction(self) -> AbstractContextManager[Execute]: ...
 
 
 def _count(value: object, name: str) -> int:
@@ -323,7 +333,7 @@ def daily_refusal(
 
 
 def check(
-    book: JobBook, limits: SpendingLimits, principal: str, gateway: str, num_images: int
+    book: Book, limits: SpendingLimits, principal: str, gateway: str, num_images: int
 ) -> None:
     """Whether a call of ``num_images`` fits now, without reserving anything (a pre-check,
     e.g. before asking the user to confirm); the claim checks again, atomically.
@@ -342,7 +352,7 @@ def check(
 
 
 def insert_within_limits(
-    book: JobBook, insert: str, values: Sequence[Any], record: JobRecord, limits: SpendingLimits
+    book: Book, insert: str, values: Sequence[Any], record: JobRecord, limits: SpendingLimits
 ) -> bool:
     """Insert a new intent (``insert``: the book's ``INSERT … ON CONFLICT DO NOTHING``) if the
     day's images leave room for it, as one transaction under the book's limit lock.
@@ -365,17 +375,3 @@ def insert_within_limits(
         if refused is not None:
             raise refused  # the transaction is rolled back: the new intent is gone
     return True
-
-
-def iter_limits(limits: SpendingLimits) -> Iterator[tuple[str, object]]:
-    """(name, value) of each limit set, for logs and docs."""
-    for name in (
-        "max_images_per_call",
-        "daily_images",
-        "server_daily_images",
-        "price_per_image",
-        "daily_spend",
-    ):
-        value = getattr(limits, name)
-        if value is not None:
-            yield name, value

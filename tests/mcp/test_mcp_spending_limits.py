@@ -1,0 +1,185 @@
+"""Spending limits on the MCP server: a refused call is an ``isError`` result that says the
+limit, what is left and when it resets (never "try again"), and nothing reaches the gateway
+(the emulator counts every submission). Concurrent callers racing for the last slots create
+exactly the cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+from click.testing import CliRunner
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
+
+from mai_tools import AsyncMAIImageClient, SpendingLimitError, SpendingLimits
+from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.jobbook import JobScope
+from mcp_server import Settings, create_server
+from mcp_server.__main__ import cli
+from mcp_server._service import Service
+from mcp_server._state import ServerState
+from tests.support.fakes import KEY
+
+CAP = 5
+CALLERS = 50
+
+
+@pytest.fixture(scope="module")
+def module_emu() -> Iterator[RunningEmulator]:
+    with run_emulator(EmulatorConfig(api_keys=(KEY,), min_duration=0.0, max_duration=0.1)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(module_emu: RunningEmulator) -> RunningEmulator:
+    module_emu.control.reset()
+    return module_emu
+
+
+def _settings(emu: RunningEmulator, **kw: Any) -> Settings:
+    return Settings(api_key=KEY, base_url=emu.base_url, preview="off", **kw)
+
+
+def _text(result: CallToolResult) -> str:
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    return first.text
+
+
+async def test_a_call_past_the_daily_limit_is_refused_before_anything_is_sent(
+    emu: RunningEmulator,
+) -> None:
+    async with Client(create_server(_settings(emu, daily_images=3))) as client:
+        first = await client.call_tool("generate_image", {"prompt": "a fox", "num_images": 2})
+        assert not first.is_error, _text(first)
+        refused = await client.call_tool("generate_image", {"prompt": "a cat", "num_images": 2})
+    assert refused.is_error
+    text = _text(refused)
+    assert "you may make 3 images a day" in text
+    assert "1 of the 3 are left today (2 used)" in text
+    assert "Nothing was sent" in text
+    assert "00:00 UTC" in text
+    assert "try again" not in text.lower()
+    assert emu.control.stats().submissions == 1
+
+
+async def test_a_call_asking_for_too_many_images_sends_nothing(emu: RunningEmulator) -> None:
+    async with Client(create_server(_settings(emu, max_images_per_call=1))) as client:
+        refused = await client.call_tool("generate_image", {"prompt": "a fox", "num_images": 4})
+    assert refused.is_error
+    assert "at most 1 image, and this one asks for 4" in _text(refused)
+    assert "try again" not in _text(refused).lower()
+    assert emu.control.stats().submissions == 0
+
+
+async def test_daily_spend_names_the_money_left(emu: RunningEmulator) -> None:
+    settings = _settings(emu, price_per_image="0.04", daily_spend="0.10", currency="eur")
+    async with Client(create_server(settings)) as client:
+        first = await client.call_tool("generate_image", {"prompt": "a fox", "num_images": 2})
+        assert not first.is_error, _text(first)
+        refused = await client.call_tool("generate_image", {"prompt": "a cat", "num_images": 2})
+    text = _text(refused)
+    assert refused.is_error
+    assert "0.1 EUR a day" in text
+    assert "0.02 EUR is left today (0.08 EUR used)" in text
+    assert "this call costs 0.08 EUR (2 image(s) at 0.04 EUR)" in text
+    assert emu.control.stats().submissions == 1
+
+
+async def test_the_client_continues_a_keyed_job_at_the_limit_and_refuses_a_new_one(
+    emu: RunningEmulator,
+) -> None:
+    """The client path: adopting an earlier job (same idempotency key) reserves nothing, so
+    the limit never refuses it; a new job past the limit raises before any POST."""
+    limits = SpendingLimits(daily_images=1)
+    async with AsyncMAIImageClient(KEY, base_url=emu.base_url, spending_limits=limits) as api:
+        first = await api.generate("a keyed fox", idempotency_key="step-1")
+        again = await api.generate("a keyed fox", idempotency_key="step-1")
+        assert again.request_id == first.request_id
+        with pytest.raises(SpendingLimitError) as caught:
+            await api.generate("another fox", idempotency_key="step-2")
+    assert caught.value.limit_name == "daily_images"
+    assert caught.value.retryable is False
+    assert emu.control.stats().submissions == 1
+
+
+async def test_fifty_concurrent_callers_create_exactly_the_cap(emu: RunningEmulator) -> None:
+    results: list[CallToolResult] = []
+    async with Client(create_server(_settings(emu, server_daily_images=CAP))) as client:
+
+        async def caller(i: int) -> None:
+            results.append(await client.call_tool("generate_image", {"prompt": f"fox {i}"}))
+
+        async with anyio.create_task_group() as group:
+            for i in range(CALLERS):
+                group.start_soon(caller, i)
+    made = [r for r in results if not r.is_error]
+    refused = [r for r in results if r.is_error]
+    assert len(made) == CAP
+    assert all("for all its users together" in _text(r) for r in refused), _text(refused[0])
+    assert emu.control.stats().submissions == CAP
+
+
+async def test_check_limits_is_a_pre_check_that_reserves_nothing(emu: RunningEmulator) -> None:
+    settings = _settings(emu, daily_images=2, max_images_per_call=2)
+    state = ServerState.open(settings)
+    try:
+        service = Service(settings)
+        scope = JobScope("ann", "mcp")
+        assert await service.check_limits(state, scope, 2) is None
+        assert await service.check_limits(state, scope, 2) is None  # nothing was reserved
+        too_many = await service.check_limits(state, scope, 3)
+        assert too_many is not None
+        assert too_many.is_error
+        assert "at most 2 images" in _text(too_many)
+        assert emu.control.stats().submissions == 0
+    finally:
+        await state.aclose()
+
+
+async def test_a_given_client_must_hold_the_settings_limits(emu: RunningEmulator) -> None:
+    settings = _settings(emu, daily_images=2)
+    async with AsyncMAIImageClient(KEY, base_url=emu.base_url) as bare:
+        with pytest.raises(ValueError, match=r"spending_limits=settings\.spending_limits"):
+            ServerState.open(settings, bare)
+    limits = settings.spending_limits()
+    assert limits == SpendingLimits(daily_images=2)
+    async with AsyncMAIImageClient(KEY, base_url=emu.base_url, spending_limits=limits) as held:
+        assert ServerState.open(settings, held).client is held
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--daily-images", "-1"], {}, "--daily-images: Input should be greater than or equal"),
+        (["--max-images-per-call", "two"], {}, "--max-images-per-call: Input should be a valid"),
+        ([], {"MAI_MCP_SERVER_DAILY_IMAGES": "lots"}, "MAI_MCP_SERVER_DAILY_IMAGES: Input"),
+        (["--daily-spend", "5"], {}, "--daily-spend: needs --price-per-image"),
+        (["--price-per-image", "$0.04"], {}, "no sign or code"),
+        ([], {"MAI_MCP_PRICE_PER_IMAGE": "-1"}, "MAI_MCP_PRICE_PER_IMAGE: price_per_image must"),
+        (["--currency", "dollar"], {}, "--currency: currency must be a three-letter"),
+    ],
+)
+def test_bad_limits_stop_the_server_at_start(
+    args: list[str], env: dict[str, str], words: str
+) -> None:
+    result = CliRunner().invoke(cli, args, env={"MAI_JOB_BOOK": "off", **env})
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+
+
+def test_settings_read_the_limits_from_the_environment() -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MAI_MCP_DAILY_IMAGES", "20")
+        mp.setenv("MAI_MCP_PRICE_PER_IMAGE", "0.04")
+        mp.setenv("MAI_MCP_DAILY_SPEND", "1.50")
+        settings = Settings.from_env()
+    assert settings.spending_limits() == SpendingLimits(
+        daily_images=20, price_per_image=Decimal("0.04"), daily_spend=Decimal("1.50")
+    )
+    assert Settings().spending_limits() is None
