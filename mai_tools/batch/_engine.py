@@ -22,6 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -32,6 +33,8 @@ from .._async_client import AsyncMAIImageClient
 from .._config import require_positive, require_whole
 from .._exceptions import InvalidArgumentError
 from .._policies import RetryPolicy
+from ..jobbook._limits import DEFAULT_CURRENCY
+from ._budget import Budget
 from ._gate import RunGate
 from ._input import (
     BatchItem,
@@ -104,6 +107,9 @@ class BatchRun:
         concurrency: int = DEFAULT_CONCURRENCY,
         rps: float | None = None,
         max_images: int | None = None,
+        price_per_image: Decimal | str | None = None,
+        max_spend: Decimal | str | None = None,
+        currency: str = DEFAULT_CURRENCY,
         shard: tuple[int, int] | str | None = None,
         resubmit_unknown: bool = False,
         force: bool = False,
@@ -119,9 +125,7 @@ class BatchRun:
         self._client = client
         self._concurrency = _whole(concurrency, "concurrency")
         rate = None if rps is None else _positive(rps, "rps")
-        self._max_images = (
-            None if max_images is None else _whole(max_images, "max_images", minimum=0)
-        )
+        self._budget = Budget.of(max_images, price_per_image, max_spend, currency)
         parts = check_shard(shard)
         self._resubmit_unknown = resubmit_unknown
         self._force = force
@@ -357,14 +361,10 @@ class BatchRun:
         if state.hold_reason is not None or not state.submits:
             return None
         row = state.submits[0]
-        if self._max_images is not None and (
-            state.images_requested + row.num_images > self._max_images
-        ):
+        held = self._budget.hold(state.images_requested, row.num_images)
+        if held is not None:
             state.budget_reached = True
-            state.hold(
-                f"--max-images {self._max_images} reached ({state.images_requested} images "
-                "requested so far, this input's earlier runs included)"
-            )
+            state.hold(held)
             return None
         state.submits.popleft()
         # Counted when taken, not when sent: two workers must not both fit in the last slot.
@@ -507,6 +507,7 @@ class BatchRun:
             fatal=state.fatal,
             balance=state.balance,
             budget_reached=state.budget_reached,
+            spend=self._budget.spent(state.images_requested),
             gateway_trouble=state.gateway_trouble,
             disk_trouble=state.disk_trouble,
             manifest_error=self._manifest_error,
@@ -526,6 +527,7 @@ async def run_batch(
     ``items`` are :class:`BatchItem` objects, dicts with the JSONL keys (``id``, ``prompt``,
     ``image``, ``num_images``, ``aspect_ratio``, ``output_format``) or prompt strings.
     ``options`` are those of :class:`BatchRun` (``concurrency``, ``rps``, ``max_images``,
+    ``price_per_image`` with ``max_spend`` (Decimal amounts in ``currency``, USD by default),
     ``shard``, ``resubmit_unknown``, ``force``, ``base_dir``, ``job_timeout``, ...). Running
     it again with the same items and ``out_dir`` resumes. Use it inside
     ``contextlib.aclosing(...)`` to stop early cleanly::

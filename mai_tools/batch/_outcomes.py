@@ -135,7 +135,8 @@ class BatchSummary:
         hold_reason: why submitting stopped (budget, 402, unreachable gateway), if it did.
         fatal: the stop was a key, permission, configuration or disk problem.
         balance: submitting stopped on 402 (no balance).
-        budget_reached: ``max_images`` held lines back.
+        budget_reached: ``max_images`` or ``max_spend`` held lines back.
+        spend: with a price per image, what the images requested cost (earlier runs included).
         journal_seconds: time spent writing the journal.
     """
 
@@ -155,6 +156,7 @@ class BatchSummary:
     fatal: bool = False
     balance: bool = False
     budget_reached: bool = False
+    spend: str | None = None
     gateway_trouble: bool = False
     disk_trouble: bool = False
     manifest_error: str | None = None

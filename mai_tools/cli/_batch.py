@@ -13,6 +13,7 @@ import re
 import shlex
 import signal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from ..batch import (
     parse_shard,
     read_input,
 )
+from ..jobbook._limits import DEFAULT_CURRENCY, parse_amount, parse_currency
 from ._app import CliState
 from ._errors import ExitCode
 from ._options import job_book_option
@@ -52,7 +54,7 @@ Exit codes (the most urgent when several apply, in this order):
   6    the gateway or the connection failed: some lines are UNKNOWN (may be
        charged; --resubmit-unknown sends them again) or were not sent
   5    some lines are not finished: still running (--timeout) or held back
-       by --max-images; rerun to continue
+       by --max-images / --max-spend; rerun to continue
   4    some jobs ended FAILED or ERROR (not retried)
   2    bad input: options, unreadable INPUT, DIR holds another input's
        journal (--force), or some lines are INVALID (the rest ran)
@@ -182,7 +184,15 @@ def _eta(c: BatchCounts) -> str:
 def _resume_command(params: dict[str, Any]) -> str:
     """The same command (never the key), to print for a rerun."""
     args = ["mai-image", "batch", params["input"], "--out", os.fspath(params["out"])]
-    for name in ("concurrency", "rps", "max_images", "shard", "timeout"):
+    for name in (
+        "concurrency",
+        "rps",
+        "max_images",
+        "price_per_image",
+        "max_spend",
+        "shard",
+        "timeout",
+    ):
         value = params.get(name)
         if value is not None and not (name == "concurrency" and value == DEFAULT_CONCURRENCY):
             args += [
@@ -192,6 +202,8 @@ def _resume_command(params: dict[str, Any]) -> str:
     for flag in ("resubmit_unknown", "force", "emulator", "quiet", "as_json"):
         if params.get(flag):
             args.append("--json" if flag == "as_json" else f"--{flag.replace('_', '-')}")
+    if params.get("currency", DEFAULT_CURRENCY) != DEFAULT_CURRENCY:
+        args += ["--currency", params["currency"]]
     if params.get("base_url"):
         args += ["--base-url", params["base_url"]]
     if params.get("job_book"):
@@ -246,6 +258,8 @@ def _print_summary(
     click.echo(f"manifest: {summary.manifest}")
     if summary.hold_reason:
         click.echo(f"submitting stopped: {summary.hold_reason}")
+    if summary.spend:
+        click.echo(f"estimated spend: {summary.spend}")
     if summary.unsaved:
         click.echo(f"{summary.unsaved} completed line(s) not saved yet")
     if summary.running:
@@ -297,6 +311,23 @@ async def _run(
     return summary, interrupted
 
 
+def _amount(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
+    """An amount flag as an exact Decimal; a bad one is a usage error naming the flag."""
+    if value is None:
+        return None
+    try:
+        return parse_amount(value, f"--{param.name or 'amount'}".replace("_", "-"))
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _currency(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return parse_currency(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("batch", epilog=BATCH_EPILOG)
 @click.argument("input", metavar="INPUT")
 @click.option(
@@ -325,6 +356,30 @@ async def _run(
     type=click.IntRange(min=0),
     default=None,
     help="Stop submitting once this many images were requested (earlier runs included).",
+)
+@click.option(
+    "--price-per-image",
+    metavar="AMOUNT",
+    default=None,
+    callback=_amount,
+    help="What one image costs (e.g. 0.04, in --currency): needed by --max-spend, and the "
+    "summary estimates the spend.",
+)
+@click.option(
+    "--max-spend",
+    metavar="AMOUNT",
+    default=None,
+    callback=_amount,
+    help="Stop submitting before the images requested would cost more than this (earlier "
+    "runs included; images times --price-per-image).",
+)
+@click.option(
+    "--currency",
+    metavar="CODE",
+    default=DEFAULT_CURRENCY,
+    show_default=True,
+    callback=_currency,
+    help="ISO 4217 code of --price-per-image and --max-spend.",
 )
 @click.option("--shard", metavar="K/N", default=None, help="Take every N-th line from the K-th.")
 @click.option(
@@ -366,6 +421,11 @@ def batch_command(state: CliState, /, **params: Any) -> None:
     """
     session = state.session
     shard = parse_shard(params["shard"]) if params["shard"] is not None else None
+    if params["max_spend"] is not None and params["price_per_image"] is None:
+        raise click.UsageError(
+            "--max-spend needs --price-per-image: the price of one image (e.g. 0.04) turns the "
+            "amount into images."
+        )
     lines, base = read_input(params["input"])
     progress = _Progress(quiet=params["quiet"])
     options: dict[str, Any] = {
@@ -373,6 +433,9 @@ def batch_command(state: CliState, /, **params: Any) -> None:
         "concurrency": params["concurrency"],
         "rps": params["rps"],
         "max_images": params["max_images"],
+        "price_per_image": params["price_per_image"],
+        "max_spend": params["max_spend"],
+        "currency": params["currency"],
         "shard": shard,
         "resubmit_unknown": params["resubmit_unknown"],
         "force": params["force"],

@@ -147,6 +147,40 @@ def test_max_images_exits_5_and_says_how_to_go_on(
     assert f"resume with: mai-image batch {source} --out {tmp_path / 'o'}" in got.stdout
 
 
+def test_max_spend_exits_5_and_says_so_in_the_summary(
+    emu: RunningEmulator, env: dict[str, str | None], tmp_path: Path
+) -> None:
+    source = write(tmp_path / "p.txt", [f"priced prompt {i}" for i in range(4)])
+    out = tmp_path / "o"
+    money = ["--price-per-image", "0.05", "--max-spend", "0.10", "--currency", "eur"]
+    got = batch(env, str(source), "--out", str(out), *money)
+    assert got.code == 5
+    assert "submitting stopped: --max-spend 0.1 EUR reached (2 images requested" in got.stdout
+    assert "estimated spend: 0.1 EUR for 2 images requested at 0.05 EUR each" in got.stdout
+    resume = f"mai-image batch {source} --out {out} --price-per-image 0.05 --max-spend 0.10"
+    assert f"resume with: {resume} --currency EUR" in got.stdout
+    assert emu.control.stats().submissions == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--max-spend", "1"], "--max-spend needs --price-per-image"),
+        (["--price-per-image", "-1"], "--price-per-image must be a plain amount"),
+        (["--price-per-image", "1", "--max-spend", "$5"], "no sign or code"),
+        (["--currency", "bitcoin"], "three-letter ISO 4217 code"),
+    ],
+)
+def test_bad_money_flags_are_usage_errors(
+    emu: RunningEmulator, env: dict[str, str | None], tmp_path: Path, args: list[str], words: str
+) -> None:
+    source = write(tmp_path / "p.txt", ["never sent"])
+    got = batch(env, str(source), "--out", str(tmp_path / "o"), *args)
+    assert got.code == 2
+    assert words in got.stderr
+    assert emu.control.stats().submissions == 0
+
+
 def test_a_forbidden_key_exits_3_and_names_the_problem(
     emu: RunningEmulator, env: dict[str, str | None], tmp_path: Path
 ) -> None:

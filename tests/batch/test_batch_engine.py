@@ -6,7 +6,9 @@ import json
 import re
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -417,6 +419,39 @@ async def test_max_images_counts_what_the_journal_holds(
     assert emu.control.stats().submissions == 6
 
 
+async def test_max_spend_holds_lines_back_like_max_images(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    """0.30 at 0.04 an image buys 7 images: three pairs, then the fourth would pass it."""
+    items = [{"prompt": f"priced pair {i}", "num_images": 2} for i in range(6)]
+    money: dict[str, Any] = {"price_per_image": Decimal("0.04"), "max_spend": Decimal("0.30")}
+    outcomes, summary = await run_all(emu, items, tmp_path, concurrency=6, **money)
+    assert summary.saved == 3
+    assert summary.not_submitted == 3
+    assert summary.budget_reached
+    assert summary.hold_reason is not None
+    assert summary.hold_reason.startswith("--max-spend 0.3 USD reached (6 images requested")
+    assert "0.24 USD" in summary.hold_reason
+    assert summary.spend == (
+        "0.24 USD for 6 images requested at 0.04 USD each (earlier runs included) of "
+        "--max-spend 0.3 USD"
+    )
+    held = [o for o in outcomes if not o.saved]
+    assert all("--max-spend 0.3 USD" in str(o.error) for o in held)
+    # A rerun counts what the journal holds: nothing more fits.
+    _, summary = await run_all(emu, items, tmp_path, **money)
+    assert summary.submitted_now == 0
+    assert emu.control.stats().submissions == 3
+    # The tighter of the two budgets holds.
+    _, summary = await run_all(emu, items, tmp_path, max_images=8, **money)
+    assert summary.submitted_now == 0
+    _, summary = await run_all(emu, items, tmp_path, max_images=8, price_per_image="0.04")
+    assert summary.submitted_now == 1
+    assert summary.hold_reason is not None
+    assert summary.hold_reason.startswith("--max-images 8 reached")
+    assert emu.control.stats().submissions == 4
+
+
 async def test_no_balance_stops_submitting_but_waits_for_submitted_jobs(
     emu: RunningEmulator, tmp_path: Path
 ) -> None:
@@ -497,6 +532,10 @@ async def test_another_inputs_directory_is_refused_unless_forced(
         ({"concurrency": True}, "concurrency must be a whole number"),
         ({"concurrency": 2.5}, "concurrency must be a whole number"),
         ({"max_images": -1}, "max_images must be a whole number, at least 0"),
+        ({"max_spend": "1"}, "max_spend .--max-spend. needs price_per_image"),
+        ({"price_per_image": "-0.04"}, "price_per_image must be a plain amount"),
+        ({"price_per_image": "1", "max_spend": "lots"}, "max_spend must be a plain amount"),
+        ({"currency": "$"}, "currency must be a three-letter ISO 4217 code"),
         ({"downloads_per_host": 0}, "downloads_per_host must be a whole number"),
         ({"rps": 0}, "rps must be a positive number"),
         ({"rps": float("nan")}, "rps must be a positive number"),
