@@ -17,66 +17,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
-
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "sk-bench-0123456789abcdef"
+sys.path.insert(0, str(ROOT))  # benchmarks.mcp_job_book, tests.support.postgres
+
+from benchmarks.mcp_job_book import KEY, Servers  # noqa: E402
+from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator  # noqa: E402
+
 LIMITS = {"server": "MAI_MCP_SERVER_DAILY_IMAGES", "principal": "MAI_MCP_DAILY_IMAGES"}
 
 
-@contextlib.contextmanager
-def server(emu: RunningEmulator, book: str, limit: str, cap: int) -> Iterator[str]:
-    """One ``mai-image-mcp`` HTTP server on loopback: its MCP URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_"))}
-    env.update(
-        {
-            "PIXAZO_API_KEY": KEY,
-            "PIXAZO_BASE_URL": emu.base_url,
-            "MAI_MCP_MAX_WAIT": "60",
-            "MAI_MCP_PREVIEW": "off",
-            "MAI_JOB_BOOK": book,
-            LIMITS[limit]: str(cap),
-        }
-    )
-    command = [sys.executable, "-m", "mcp_server", "--transport", "streamable-http"]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(20)
+class LimitedServers(Servers):
+    """``mai-image-mcp`` HTTP servers on loopback, with a cap of ``cap`` images a day."""
+
+    def __init__(self, emu: RunningEmulator, book: str, limit: str, cap: int) -> None:
+        super().__init__(sys.executable, ROOT, emu, book)
+        self.limit, self.cap = limit, cap
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), LIMITS[self.limit]: str(self.cap)}
 
 
 def _text(result: CallToolResult) -> str:
@@ -133,11 +100,9 @@ async def main(postgres: str | None, callers: int, cap: int, rounds: int) -> Non
                     else:
                         book = str(Path(tmp) / f"{name}-{limit}-{r}.sqlite3".replace(" ", "_"))
                     emu.control.reset()
+                    servers = LimitedServers(emu, book, limit, cap)
                     with contextlib.ExitStack() as stack:
-                        urls = [
-                            stack.enter_context(server(emu, book, limit, cap))
-                            for _ in range(replicas)
-                        ]
+                        urls = [stack.enter_context(servers.http())[0] for _ in range(replicas)]
                         got = await race(urls, callers, f"{name} {limit} {r}")
                     created = emu.control.stats().jobs_created
                     rows.append((name, backend, limit, r + 1, created, *got))
@@ -177,7 +142,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     ns = parser.parse_args()
     if ns.postgres == "auto":
-        sys.path.insert(0, str(ROOT))
         from tests.support.postgres import postgres_server
 
         with postgres_server() as url:
