@@ -51,6 +51,7 @@ from mai_tools import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    SpendingLimitError,
     Status,
 )
 from mai_tools._agent import (
@@ -65,6 +66,7 @@ from mai_tools._agent import (
     structured,
 )
 from mai_tools.emulator import EmulatorConfig, run_emulator
+from mai_tools.jobbook._limits import SpendingLimits, Usage, daily_refusal, per_call_refusal
 from mai_tools.langchain import MAIImageGenerateTool
 from mcp_server import Settings, create_server
 from tests.support.fakes import KEY, RID
@@ -84,6 +86,11 @@ def _validation_error() -> pydantic.ValidationError:
 
 def _status_error(cls: type[APIStatusError], code: int, **kw: Any) -> APIStatusError:
     return cls("refused", status_code=code, **kw)
+
+
+def _refused(error: SpendingLimitError | None) -> SpendingLimitError:
+    assert error is not None
+    return error
 
 
 # (exception, outcome kind or "running", who must act, a phrase the answer must contain)
@@ -182,6 +189,18 @@ TABLE: list[tuple[BaseException, FailureKind | str, str, str]] = [
     (MAIImageError("anything else"), FailureKind.SERVICE, "service", "anything else"),
     (APIError("gateway trouble"), FailureKind.SERVICE, "service", "gateway trouble"),
     (OperatorError("wallet"), FailureKind.OPERATOR, "operator", "must fix this"),
+    (
+        _refused(per_call_refusal(SpendingLimits(max_images_per_call=2), 4)),
+        FailureKind.INVALID_INPUT,
+        "model",
+        "Ask for 2 or fewer",
+    ),
+    (
+        _refused(daily_refusal(SpendingLimits(daily_images=3), 1, Usage(3, 3), 1_800_000_000.0)),
+        FailureKind.OPERATOR,
+        "operator",
+        "No image can be made until the limit resets at 2027-01-16 00:00 UTC",
+    ),
     (
         JobTimeoutError(
             request_id=RID, polling_url=None, last_status=_status("PROCESSING"), timeout=5

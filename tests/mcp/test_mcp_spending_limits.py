@@ -23,6 +23,7 @@ from mcp_server import Settings, create_server
 from mcp_server.__main__ import cli
 from mcp_server._service import Service
 from mcp_server._state import ServerState
+from tests.mcp.test_mcp_tasks import TasksClient
 from tests.support.fakes import KEY
 
 CAP = 5
@@ -183,3 +184,18 @@ def test_settings_read_the_limits_from_the_environment() -> None:
         daily_images=20, price_per_image=Decimal("0.04"), daily_spend=Decimal("1.50")
     )
     assert Settings().spending_limits() is None
+
+
+async def test_a_task_past_the_limit_is_refused_before_a_task_is_made(
+    emu: RunningEmulator,
+) -> None:
+    tasks = TasksClient()
+    settings = _settings(emu, daily_images=1, max_wait=30)
+    async with Client(create_server(settings), extensions=[tasks]) as client:
+        first = await client.call_tool("generate_image", {"prompt": "a task fox"})
+        refused = await client.call_tool("generate_image", {"prompt": "a task cat"})
+    assert not first.is_error, _text(first)
+    assert len(tasks.created) == 1
+    assert refused.is_error
+    assert "you may make 1 image a day; all 1 are used today" in _text(refused)
+    assert emu.control.stats().submissions == 1
