@@ -154,6 +154,8 @@ class JobBook:
     limit_lock: ClassVar[str | None] = None
     """The statement that serializes limited claims inside :meth:`_transaction` (None: the
     transaction itself does, as SQLite's ``BEGIN IMMEDIATE``); see :mod:`._limits`."""
+    images_sql: ClassVar[str] = "json_extract(fields, '$.num_images')"
+    """A row's ``num_images`` (NULL if its fields lack it), in the backend's SQL."""
 
     def __init__(
         self,

@@ -29,7 +29,6 @@ How the day's images are counted (what the gateway charges, per its spec):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -62,6 +61,9 @@ class Book(Protocol):
 
     @property
     def limit_lock(self) -> str | None: ...
+
+    @property
+    def images_sql(self) -> str: ...
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
@@ -202,27 +204,32 @@ def images_of(fields: dict[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
-# Column names are constants; every value is a placeholder.
+# Column names and the backend's expression are constants; every value is a placeholder.
 _USAGE: Final = (
-    "SELECT principal, fields FROM mai_jobs WHERE gateway = ? AND created >= ? "
-    "AND (state <> 'finished' OR COALESCE(status, '') <> 'ERROR')"
+    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(CASE WHEN principal = ? THEN n ELSE 0 END), 0) "
+    "FROM (SELECT principal, COALESCE({images}, 1) AS n FROM mai_jobs "
+    "WHERE gateway = ? AND created >= ? {mine}"
+    "AND (state <> 'finished' OR COALESCE(status, '') <> 'ERROR')) AS today"
 )
 
 
 def usage(
-    execute: Execute, limits: SpendingLimits, principal: str, gateway: str, t: float
+    execute: Execute,
+    images_sql: str,
+    limits: SpendingLimits,
+    principal: str,
+    gateway: str,
+    t: float,
 ) -> Usage:
-    """The day's counted images of ``principal`` and of everyone, on ``gateway``."""
-    sql, params = _USAGE, [gateway, day_start(t)]
+    """The day's counted images of ``principal`` and of everyone, on ``gateway``, summed by
+    the database (``images_sql``: the backend's expression for a row's ``num_images``)."""
+    params: list[Any] = [principal, gateway, day_start(t)]
+    mine = ""
     if limits.server_daily_images is None:  # only the principal's rows matter
-        sql, params = f"{sql} AND principal = ?", [*params, principal]
-    mine = everyone = 0
-    for who, fields in execute(sql, params):
-        n = images_of(json.loads(fields))
-        everyone += n
-        if who == principal:
-            mine += n
-    return Usage(mine, everyone)
+        mine, params = "AND principal = ? ", [*params, principal]
+    sql = _USAGE.format(images=images_sql, mine=mine)
+    ((everyone, own),) = execute(sql, params)
+    return Usage(int(own), int(everyone))
 
 
 # ---------------------------------------------------------------------- deciding (pure)
@@ -345,7 +352,7 @@ def check(
     refused = per_call_refusal(limits, num_images)
     if refused is None and limits.daily:
         t = book.clock()
-        counted = usage(book._execute, limits, principal, gateway, t)
+        counted = usage(book._execute, book.images_sql, limits, principal, gateway, t)
         refused = daily_refusal(limits, num_images, counted, t)
     if refused is not None:
         raise refused
@@ -368,7 +375,9 @@ def insert_within_limits(
             execute(book.limit_lock, (LOCK_KEY,))
         if not execute(insert, values):
             return False
-        counted = usage(execute, limits, record.principal, record.gateway, record.created)
+        counted = usage(
+            execute, book.images_sql, limits, record.principal, record.gateway, record.created
+        )
         n = images_of(record.fields)
         before = Usage(counted.principal_images - n, counted.server_images - n)
         refused = daily_refusal(limits, n, before, record.created)

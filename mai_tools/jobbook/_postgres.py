@@ -72,6 +72,7 @@ class PostgresJobBook(JobBook):
     offload: ClassVar[bool] = True
     # Held until the transaction ends: every replica's limited claims queue on one key.
     limit_lock: ClassVar[str | None] = "SELECT pg_advisory_xact_lock(?)"
+    images_sql: ClassVar[str] = "CAST(CAST(fields AS jsonb) ->> 'num_images' AS INTEGER)"
 
     def __init__(
         self,
