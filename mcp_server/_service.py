@@ -244,6 +244,29 @@ class Service:
             logger.warning("job book: could not check the spending limits: %s", exc)
         return None
 
+    @staticmethod
+    def _audit_refusal(
+        state: ServerState,
+        scope: JobScope,
+        tool: str,
+        args: GenerateArguments | EditArguments,
+        outcome: Outcome,
+    ) -> None:
+        """Write a call a spending limit refused into the audit log (if there is one)."""
+        if state.audit is None or not isinstance(outcome, Failed):
+            return
+        error = outcome.error
+        if isinstance(error, SpendingLimitError):
+            state.audit.refused(
+                principal=scope.principal,
+                surface=SURFACE,
+                tool=tool,
+                num_images=args.num_images,
+                reason=f"{error.limit_name}: {error}",
+                operation=TOOL_SPECS[tool].operation,
+                prompt=args.prompt,
+            )
+
     # ------------------------------------------------------------------ calls
 
     async def call(
@@ -280,6 +303,7 @@ class Service:
                 )
 
         outcome, gone = await self._wait(ctx, job, first_seen, call)
+        self._audit_refusal(state, call.scope, tool, args, outcome)
         result = await answer(
             outcome, self.settings, started=started, note=call.note, max_wait=call.max_wait
         )
@@ -501,6 +525,7 @@ class Service:
             submitted = await self._submit(api, tool, args, call.scope)
         except MAIImageError as exc:
             failed = outcome_of(exc)
+            self._audit_refusal(state, call.scope, tool, args, failed)
             await self._delivered(book, call, failed)
             return await answer(failed, self.settings)
         message = submitted.status.value

@@ -6,8 +6,10 @@ exactly the cap.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -198,4 +200,25 @@ async def test_a_task_past_the_limit_is_refused_before_a_task_is_made(
     assert len(tasks.created) == 1
     assert refused.is_error
     assert "you may make 1 image a day; all 1 are used today" in _text(refused)
+    assert emu.control.stats().submissions == 1
+
+
+async def test_a_refused_call_is_in_the_audit_log_with_its_cost(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    settings = _settings(emu, daily_images=2, price_per_image="0.04", currency="usd", audit_log=log)
+    async with Client(create_server(settings)) as client:
+        assert not (await client.call_tool("generate_image", {"prompt": "audited fox"})).is_error
+        refused = await client.call_tool(
+            "generate_image", {"prompt": "audited cat", "num_images": 2}
+        )
+    assert refused.is_error
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [r["event"] for r in records] == ["intent", "submitted", "finished", "refused"]
+    assert records[2]["estimated_cost"] == "0.04"
+    last = records[-1]
+    assert (last["tool"], last["num_images"], last["request_id"]) == ("generate_image", 2, None)
+    assert last["reason"].startswith("daily_images: Spending limit: you may make 2 images a day")
+    assert "prompt" not in last
     assert emu.control.stats().submissions == 1
