@@ -21,6 +21,8 @@ from ._book import JobBook
 from ._record import RETENTION_DAYS, now
 
 CONNECT_TIMEOUT = 5
+SCHEMA_LOCK_KEY = 0x6D61695F736368
+"""The advisory lock books hold while they create the tables (another key than the limits')."""
 
 _INHERITED: list[object] = []
 """Connections a forked child inherited from its parent: never used, never closed by it."""
@@ -93,6 +95,17 @@ class PostgresJobBook(JobBook):
     @property
     def location(self) -> str:
         return _without_password(self._url)
+
+    def _create_tables(self) -> None:
+        # Two replicas starting at once on an empty database: concurrent CREATE TABLE IF NOT
+        # EXISTS can fail ("duplicate key value violates unique constraint
+        # pg_type_typname_nsp_index"); one at a time, the second finds the tables.
+        self._execute("SELECT pg_advisory_lock(?)", (SCHEMA_LOCK_KEY,))
+        try:
+            super()._create_tables()
+        finally:
+            with contextlib.suppress(JobBookError):  # a dropped session released it anyway
+                self._execute("SELECT pg_advisory_unlock(?)", (SCHEMA_LOCK_KEY,))
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is not None and self._pid != os.getpid():

@@ -882,3 +882,40 @@ def test_sweep_marks_the_intents_of_gone_processes_unknown(
     assert job_book.sweep() == 2
     states = {r.idempotency_key: r.state for r in job_book.list()}
     assert states == {"gone": "unknown", "live": "intent", "expired": "unknown"}
+
+
+_OPEN_AT_GO = (
+    "import sys\n"
+    "from mai_tools.jobbook._postgres import PostgresJobBook\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "PostgresJobBook(sys.argv[1]).close()\n"
+)
+
+
+def test_replicas_opening_an_empty_postgres_book_at_once_all_start(
+    postgres_server: PostgresServer,
+) -> None:
+    """Concurrent CREATE TABLE IF NOT EXISTS can fail on Postgres; the books take turns."""
+    for _ in range(3):
+        url = postgres_server.create_database()
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT_GO, url],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=Path(__file__).resolve().parents[2],
+            )
+            for _ in range(4)
+        ]
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+        for process in processes:  # every interpreter is up: they open the book together
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+        assert [p.returncode for p in processes] == [0, 0, 0, 0], errors

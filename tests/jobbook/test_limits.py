@@ -286,7 +286,8 @@ _RACER = textwrap.dedent(
 
 
 def test_two_processes_create_exactly_the_cap(backend: str, book_location: str) -> None:
-    """Two replicas (processes) sharing one book, 25 callers each, race for CAP images."""
+    """Two replicas (processes) sharing one book, 25 callers each, race for CAP images; both
+    open the new, empty book at once (Postgres: the tables are created one at a time)."""
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _RACER, backend, book_location, "25", str(CAP), str(START)],
@@ -297,18 +298,24 @@ def test_two_processes_create_exactly_the_cap(backend: str, book_location: str) 
         )
         for _ in range(2)
     ]
-    for process in processes:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-    for process in processes:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-    made = []
-    for process in processes:
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0
-        made.append(int(out.strip()))
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        made = []
+        for process in processes:
+            out, _ = process.communicate(timeout=120)
+            assert process.returncode == 0
+            made.append(int(out.strip()))
+    finally:
+        for process in processes:  # a failed step leaves no process holding the book
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     assert sum(made) == CAP, made
 
 
