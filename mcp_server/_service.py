@@ -48,23 +48,18 @@ from mai_tools._agent import (
     failure_of,
     outcome_of,
 )
-from mai_tools._exceptions import (
-    JobBookError,
-    JobFailedError,
-    JobUnknownError,
-    SpendingLimitError,
-)
+from mai_tools._exceptions import JobBookError, JobFailedError, JobUnknownError
 from mai_tools._models import JobRequest, operation_of
 from mai_tools._tools import TOOL_SPECS, TOOLS, job_request
 from mai_tools.jobbook import JobBook, JobRecord, JobScope
-from mai_tools.jobbook._limits import check as check_limits
-from mai_tools.jobbook._limits import per_call_refusal
 
 from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
 from ._host_timeouts import HostTimeouts
 from ._identity import is_operator, many_principals, principal
 from ._jobs import argument_key
+from ._limits import audit_refusal
+from ._limits import refusal as limit_refusal
 from ._resume import MemoryEventStore, client_gone
 from ._saves import TaskSaves
 from ._settings import Settings
@@ -223,49 +218,8 @@ class Service:
         step before submitting (asking the user to confirm a costly call): the hard limits come
         first, so nobody is asked to confirm a call that will be refused.
         """
-        client = state.client
-        limits = client.spending_limits if client is not None else None
-        if limits is None or client is None:
-            return None
-        book = state.book
-        try:
-            if book is None:
-                refused = per_call_refusal(limits, num_images)
-                if refused is not None:
-                    raise refused
-            else:
-                await in_book(
-                    book,
-                    lambda b: check_limits(b, limits, scope.principal, client.base_url, num_images),
-                )
-        except SpendingLimitError as exc:
-            return await answer(outcome_of(exc), self.settings)
-        except JobBookError as exc:  # the claim will tell (and send nothing without its intent)
-            logger.warning("job book: could not check the spending limits: %s", exc)
-        return None
-
-    @staticmethod
-    def _audit_refusal(
-        state: ServerState,
-        scope: JobScope,
-        tool: str,
-        args: GenerateArguments | EditArguments,
-        outcome: Outcome,
-    ) -> None:
-        """Write a call a spending limit refused into the audit log (if there is one)."""
-        if state.audit is None or not isinstance(outcome, Failed):
-            return
-        error = outcome.error
-        if isinstance(error, SpendingLimitError):
-            state.audit.refused(
-                principal=scope.principal,
-                surface=SURFACE,
-                tool=tool,
-                num_images=args.num_images,
-                reason=f"{error.limit_name}: {error}",
-                operation=TOOL_SPECS[tool].operation,
-                prompt=args.prompt,
-            )
+        refused = await limit_refusal(state.client, state.book, scope, num_images)
+        return None if refused is None else await answer(outcome_of(refused), self.settings)
 
     # ------------------------------------------------------------------ calls
 
@@ -303,7 +257,7 @@ class Service:
                 )
 
         outcome, gone = await self._wait(ctx, job, first_seen, call)
-        self._audit_refusal(state, call.scope, tool, args, outcome)
+        audit_refusal(state.audit, call.scope, tool, args, outcome)
         result = await answer(
             outcome, self.settings, started=started, note=call.note, max_wait=call.max_wait
         )
@@ -525,7 +479,7 @@ class Service:
             submitted = await self._submit(api, tool, args, call.scope)
         except MAIImageError as exc:
             failed = outcome_of(exc)
-            self._audit_refusal(state, call.scope, tool, args, failed)
+            audit_refusal(state.audit, call.scope, tool, args, failed)
             await self._delivered(book, call, failed)
             return await answer(failed, self.settings)
         message = submitted.status.value

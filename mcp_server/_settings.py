@@ -15,7 +15,6 @@ import re
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +22,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,7 +41,9 @@ from mai_tools._images import allowed_directory
 from mai_tools._webhooks import check_public_url
 from mai_tools.jobbook import ENV as JOB_BOOK_ENV
 from mai_tools.jobbook import SpendingLimits
-from mai_tools.jobbook._limits import DEFAULT_CURRENCY, parse_amount, parse_currency
+from mai_tools.jobbook._limits import DEFAULT_CURRENCY
+
+from ._limits import Amount, Currency
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -334,18 +334,16 @@ class Settings(BaseSettings):
     max_images_per_call: Annotated[int | None, Option("--max-images-per-call", metavar="N")] = (
         Field(None, ge=0, description="Most images (num_images) one call may ask for.")
     )
-    price_per_image: Annotated[Decimal | None, Option("--price-per-image", metavar="AMOUNT")] = (
-        Field(
-            None,
-            description="What one image costs, in --currency (e.g. 0.04); needed by --daily-spend.",
-        )
+    price_per_image: Annotated[Amount, Option("--price-per-image", metavar="AMOUNT")] = Field(
+        None,
+        description="What one image costs, in --currency (e.g. 0.04); needed by --daily-spend.",
     )
-    daily_spend: Annotated[Decimal | None, Option("--daily-spend", metavar="AMOUNT")] = Field(
+    daily_spend: Annotated[Amount, Option("--daily-spend", metavar="AMOUNT")] = Field(
         None,
         description="Money each principal may spend per UTC day, in --currency (images times "
         "--price-per-image).",
     )
-    currency: Annotated[str, Option("--currency", metavar="CODE")] = Field(
+    currency: Annotated[Currency, Option("--currency", metavar="CODE")] = Field(
         DEFAULT_CURRENCY,
         description="ISO 4217 code of --price-per-image and --daily-spend (your gateway "
         "wallet's currency).",
@@ -469,24 +467,6 @@ class Settings(BaseSettings):
                 "(MAI_MCP_AUDIT_LOG) too, or drop it.",
             )
         return self
-
-    @field_validator("price_per_image", "daily_spend", mode="before")
-    @classmethod
-    def _amount(cls, value: object, info: ValidationInfo) -> object:
-        if value is None:
-            return None
-        try:
-            return parse_amount(value, info.field_name or "amount")
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("currency", mode="before")
-    @classmethod
-    def _currency(cls, value: object) -> str:
-        try:
-            return parse_currency(value)
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _spend_needs_price(self) -> Settings:
