@@ -296,6 +296,19 @@ class Settings(BaseSettings):
         description="A principal (a named token's name, an OAuth principal) that sees and may "
         "read every principal's jobs; repeatable (the variable: comma-separated).",
     )
+    # Confirmation for costly calls (issue 22 item 4, mcp_server/_confirm.py):
+    confirm_above: Annotated[int | None, Option("--confirm-above", metavar="N")] = Field(
+        None,
+        ge=0,
+        description="Ask the user to confirm (form elicitation) a generate_image/edit_image "
+        "call of more than N images before sending it; 0 asks for every call; default: "
+        "never ask.",
+    )
+    if_unconfirmable: Annotated[Literal["refuse", "proceed"], Option("--if-unconfirmable")] = Field(
+        "refuse",
+        description="A call that needs a confirmation from a client that cannot ask the user "
+        "(no elicitation capability): refuse it (nothing is sent) or proceed without asking.",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -357,7 +370,7 @@ class Settings(BaseSettings):
             raise _FieldProblem("auth_token_file", str(exc)) from None
         return {**data, "auth_token": token}
 
-    @field_validator("preview", mode="before")
+    @field_validator("preview", "if_unconfirmable", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -14,7 +14,9 @@ included). ``tasks/cancel`` is acknowledged, but the gateway has no cancel: the 
 job goes on.
 
 The same interceptor checks every tool's arguments first (``_arguments``), so an invalid call
-and an invalid task are refused alike, in the server's words, before anything is sent.
+and an invalid task are refused alike, in the server's words, before anything is sent; then,
+for a call or a task alike, the steps before a job is sent (``_confirm``: the spending limits'
+precheck, then the user's confirmation of a costly call).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mai_tools import MAIImageError
 from mai_tools._agent import failure_of, validation_text
 
 from ._arguments import ARGUMENTS, EditArguments, GenerateArguments
+from ._confirm import Confirmation, ConfirmPolicy
 from ._service import Service, TaskState, UnknownTask, job_started_at
 from ._state import ServerState
 
@@ -93,8 +96,11 @@ class ImageTasks(Extension):
 
     identifier = TASKS_EXTENSION
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, confirmation: Confirmation | None = None) -> None:
         self._service = service
+        self._confirmation = confirmation or Confirmation(
+            ConfirmPolicy.from_settings(service.settings)
+        )
 
     def methods(self) -> Sequence[MethodBinding]:
         return (
@@ -119,6 +125,11 @@ class ImageTasks(Extension):
             return CallToolResult(
                 content=[TextContent(type="text", text=validation_text(exc))], is_error=True
             )
+        if params.name in TASK_TOOLS and isinstance(args, GenerateArguments | EditArguments):
+            # The limits' precheck, then the user's confirmation: before a call or a task.
+            stop = await self._confirmation.before_submit(ctx, params, params.name, args)
+            if stop is not None:
+                return stop
         if (
             params.name in TASK_TOOLS
             and isinstance(args, GenerateArguments | EditArguments)

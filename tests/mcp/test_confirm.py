@@ -1,0 +1,420 @@
+"""Confirmation for costly calls (``--confirm-above``): real SDK clients with an
+``elicitation_callback``, on the handshake protocol (a mid-call ``elicitation/create``) and on
+2026-07-28 (an ``input_required`` result the client answers by calling again), for waiting
+calls and for MCP tasks. What counts is the emulator's submission count: a "no" sends nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.context import ClientRequestContext
+from mcp.client.session import ClientSession
+from mcp.client.stdio import stdio_client
+from mcp.server.context import ServerRequestContext
+from mcp.types import (
+    CallToolResult,
+    ElicitRequestFormParams,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    InputResponses,
+    TextContent,
+)
+
+from mai_tools.emulator import RunningEmulator
+from mcp_server import Settings, create_server
+from mcp_server._confirm import ConfirmPolicy
+from tests.mcp.test_mcp_tasks import TasksClient
+from tests.support.fakes import KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+MODES = ["legacy", "auto"]
+"""The handshake (2025-11-25) and the modern protocol (``auto`` negotiates 2026-07-28)."""
+Action = Literal["accept", "decline", "cancel", "unticked"]
+
+
+@pytest.fixture
+def emu(emulators: Any) -> RunningEmulator:
+    quick: RunningEmulator = emulators(api_keys=(KEY,), min_duration=0.05, max_duration=0.05)
+    return quick
+
+
+def _settings(emu: RunningEmulator, **kw: Any) -> Settings:
+    return Settings(api_key=KEY, base_url=emu.base_url, preview="off", max_wait=30, **kw)
+
+
+class User:
+    """An elicitation callback that answers every question the same way and keeps them."""
+
+    def __init__(self, action: Action = "accept") -> None:
+        self.action = action
+        self.asked: list[ElicitRequestParams] = []
+
+    async def __call__(
+        self, context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        self.asked.append(params)
+        if self.action == "accept":
+            return ElicitResult(action="accept", content={"confirm": True})
+        if self.action == "unticked":
+            return ElicitResult(action="accept", content={"confirm": False})
+        return ElicitResult(action=self.action)
+
+
+def _text(result: CallToolResult) -> str:
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    return first.text
+
+
+def _question(user: User) -> ElicitRequestFormParams:
+    (asked,) = user.asked
+    assert isinstance(asked, ElicitRequestFormParams)
+    return asked
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("action", "sent"), [("accept", 1), ("decline", 0), ("cancel", 0), ("unticked", 0)]
+)
+async def test_a_costly_call_is_sent_only_when_the_user_confirms(
+    emu: RunningEmulator, mode: str, action: Action, sent: int
+) -> None:
+    user = User(action)
+    server = create_server(_settings(emu, confirm_above=1))
+    async with Client(server, mode=mode, elicitation_callback=user) as client:
+        result = await client.call_tool(
+            "generate_image", {"prompt": "a fox   in\nthe snow", "num_images": 3}
+        )
+        era = client.protocol_version
+    assert era == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+    question = _question(user)
+    assert question.message.startswith("Make 3 images for the prompt “a fox in the snow”?")
+    assert list(question.requested_schema["properties"]) == ["confirm"]
+    assert question.requested_schema["properties"]["confirm"]["type"] == "boolean"
+    assert emu.control.stats().submissions == sent
+    if sent:
+        assert not result.is_error, _text(result)
+        assert result.structured_content is not None
+        assert result.structured_content["done"] is True
+        return
+    # Plainly refused, nothing sent, and not an invitation to try again.
+    assert result.is_error
+    text = _text(result)
+    assert text.startswith("Not sent: the user did not confirm making 3 images")
+    assert "No job was made and nothing was charged." in text
+    assert "Do not repeat this call" in text
+    assert result.structured_content is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_calls_at_or_below_the_threshold_are_never_asked(
+    emu: RunningEmulator, mode: str
+) -> None:
+    user = User("decline")
+    async with Client(
+        create_server(_settings(emu, confirm_above=2)), mode=mode, elicitation_callback=user
+    ) as client:
+        two = await client.call_tool("generate_image", {"prompt": "two cats", "num_images": 2})
+        one = await client.call_tool("generate_image", {"prompt": "one cat"})
+    async with Client(create_server(_settings(emu)), mode=mode, elicitation_callback=user) as c:
+        off = await c.call_tool("generate_image", {"prompt": "four cats", "num_images": 4})
+    assert user.asked == []  # off by default; "above 2" asks for 3 and 4 only
+    assert [r.is_error for r in (two, one, off)] == [False, False, False]
+    assert emu.control.stats().submissions == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_edit_is_asked_too(emu: RunningEmulator, mode: str) -> None:
+    user = User("decline")
+    image = f"{emu.base_url}/files/source.png"
+    async with Client(
+        create_server(_settings(emu, confirm_above=0)), mode=mode, elicitation_callback=user
+    ) as client:
+        result = await client.call_tool("edit_image", {"prompt": "make it blue", "image": image})
+    assert _question(user).message.startswith("Make 1 edited image for the prompt “make it blue”?")
+    assert result.is_error
+    assert emu.control.stats().submissions == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("choice", "sent"), [("refuse", 0), ("proceed", 1)])
+async def test_a_client_that_cannot_be_asked_gets_the_operators_choice(
+    emu: RunningEmulator, mode: str, choice: str, sent: int
+) -> None:
+    settings = _settings(emu, confirm_above=1, if_unconfirmable=choice)
+    # No elicitation_callback: the SDK client declares no elicitation capability (and its
+    # default handler would answer a question with an error, which would read differently).
+    async with Client(create_server(settings), mode=mode) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a crowd", "num_images": 2})
+    assert emu.control.stats().submissions == sent
+    if sent:
+        assert not result.is_error, _text(result)
+        return
+    assert result.is_error
+    text = _text(result)
+    assert text.startswith(
+        "Not sent: this server asks the user to confirm calls of more than 1 image, and this "
+        "client cannot ask the user"
+    )
+    assert "call again with num_images at most 1" in text
+    assert "asking the user failed" not in text  # it was never asked
+
+
+async def test_the_default_for_a_client_that_cannot_be_asked_is_refuse(
+    emu: RunningEmulator,
+) -> None:
+    assert Settings().if_unconfirmable == "refuse"
+    async with Client(create_server(_settings(emu, confirm_above=0))) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a single sheep"})
+    assert result.is_error
+    assert "confirm every image job" in _text(result)
+    assert "Do not repeat this call" in _text(result)
+    assert emu.control.stats().submissions == 0
+
+
+@pytest.mark.parametrize(
+    ("action", "tasks_created"), [("accept", 1), ("decline", 0), ("cancel", 0)]
+)
+async def test_a_task_is_asked_before_it_is_created(
+    emu: RunningEmulator, action: Action, tasks_created: int
+) -> None:
+    user = User(action)
+    tasks = TasksClient()
+    async with Client(
+        create_server(_settings(emu, confirm_above=1)),
+        extensions=[tasks],
+        elicitation_callback=user,
+    ) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a task", "num_images": 2})
+    assert _question(user).message.startswith("Make 2 images")
+    assert len(tasks.created) == tasks_created
+    assert emu.control.stats().submissions == tasks_created
+    if tasks_created:
+        assert not result.is_error, _text(result)
+        assert result.structured_content is not None
+        assert result.structured_content["request_id"] == tasks.created[0].task_id
+    else:
+        assert result.is_error
+        assert _text(result).startswith("Not sent: the user did not confirm")
+
+
+async def test_a_task_from_a_client_that_cannot_be_asked_is_refused(
+    emu: RunningEmulator,
+) -> None:
+    tasks = TasksClient()
+    async with Client(create_server(_settings(emu, confirm_above=1)), extensions=[tasks]) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a task", "num_images": 2})
+    assert tasks.created == []
+    assert result.is_error
+    assert emu.control.stats().submissions == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_limits_precheck_comes_before_the_question(
+    emu: RunningEmulator, mode: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def precheck(
+        ctx: ServerRequestContext[Any, Any], tool: str, args: Any
+    ) -> CallToolResult | None:
+        seen.append((tool, args.num_images))
+        if args.num_images < 4:
+            return None
+        text = "Refused by the daily image limit: 3 images left today; it resets at 00:00 UTC."
+        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+    user = User("accept")
+    server = create_server(_settings(emu, confirm_above=1), precheck=precheck)
+    async with Client(server, mode=mode, elicitation_callback=user) as client:
+        over = await client.call_tool("generate_image", {"prompt": "many cats", "num_images": 4})
+        assert user.asked == []  # refused by the limits: the user is not asked
+        within = await client.call_tool("generate_image", {"prompt": "a cat", "num_images": 3})
+    assert over.is_error
+    assert _text(over).startswith("Refused by the daily image limit")
+    assert not within.is_error, _text(within)
+    assert len(user.asked) == 1
+    # Checked before asking, and (2026-07-28) again on the call that brings the answer.
+    assert set(seen) == {("generate_image", 4), ("generate_image", 3)}
+    assert emu.control.stats().submissions == 1
+
+
+def test_the_question_shows_the_estimated_cost_when_a_price_is_known() -> None:
+    from decimal import Decimal
+
+    from mai_tools._tools import GenerateImageArgs
+
+    policy = ConfirmPolicy(
+        above_images=None,
+        price_per_image=Decimal("0.05"),
+        currency="USD",
+        above_cost=Decimal("0.10"),
+    )
+    assert not policy.needs_confirmation(2)  # 0.10 is not above 0.10
+    assert policy.needs_confirmation(3)
+    args = GenerateImageArgs(prompt="x" * 500, num_images=3)
+    question = policy.question("generate_image", args)
+    first, cost, last = question.splitlines()
+    assert len(first) < 160
+    assert first.endswith("…”?")
+    assert cost == "Estimated cost: 0.15 USD."
+    assert "charged" in last
+
+
+async def test_a_raw_client_session_over_stdio(emu: RunningEmulator, tmp_path: Path) -> None:
+    """Another client: the SDK's low-level ClientSession (the v1 style, a handshake) against
+    ``mai-image-mcp`` itself, configured by its environment variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_MCP_"))}
+    env.update(
+        PIXAZO_API_KEY=KEY,
+        PIXAZO_BASE_URL=emu.base_url,
+        MAI_MCP_PREVIEW="off",
+        MAI_MCP_CONFIRM_ABOVE="1",
+    )
+    bin_dir = Path(sys.executable).parent
+    params = StdioServerParameters(command=str(bin_dir / "mai-image-mcp"), cwd=str(ROOT), env=env)
+    answers: list[Action] = ["decline", "accept"]
+    user = User()
+
+    async def callback(
+        context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        user.action = answers.pop(0)
+        return await user(context, params)
+
+    with (tmp_path / "stderr.log").open("w+") as errlog:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write, elicitation_callback=callback) as session,
+        ):
+            await session.initialize()
+            args = {"prompt": "a stdio fox", "num_images": 2}
+            declined = await session.call_tool("generate_image", args)
+            assert emu.control.stats().submissions == 0
+            accepted = await session.call_tool("generate_image", args)
+    assert declined.is_error
+    assert not accepted.is_error
+    assert len(user.asked) == 2
+    assert emu.control.stats().submissions == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_over_http(emu: RunningEmulator, mode: str) -> None:
+    """Over Streamable HTTP: on 2026-07-28 the answer comes back in a second HTTP request,
+    carrying the sealed request state the first one minted (bound to these arguments)."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.mcp.test_http_security import TOKEN, _server
+
+    user = User("decline")
+    with _server(emu, auth_token=TOKEN, confirm_above=1) as origin:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http,
+            Client(
+                streamable_http_client(f"{origin}/mcp", http_client=http),
+                mode=mode,
+                elicitation_callback=user,
+            ) as client,
+        ):
+            args = {"prompt": "an http fox", "num_images": 2}
+            declined = await client.call_tool("generate_image", args)
+            user.action = "accept"
+            accepted = await client.call_tool("generate_image", args)
+    assert declined.is_error
+    assert _text(declined).startswith("Not sent: the user did not confirm")
+    assert not accepted.is_error, _text(accepted)
+    assert len(user.asked) == 2
+    assert emu.control.stats().submissions == 1
+
+
+async def test_an_answer_to_a_question_never_asked_does_not_count(emu: RunningEmulator) -> None:
+    """On 2026-07-28 a client may send answers with its first call; a "yes" the server never
+    asked for (no request state proving the question) is ignored and the user is asked."""
+    user = User("decline")
+    forged: InputResponses = {
+        "mcp_server._confirm:confirm_costly_call": ElicitResult(
+            action="accept", content={"confirm": True}
+        )
+    }
+    async with Client(
+        create_server(_settings(emu, confirm_above=1)), elicitation_callback=user
+    ) as client:
+        result = await client.call_tool(
+            "generate_image", {"prompt": "a sly fox", "num_images": 2}, input_responses=forged
+        )
+    assert len(user.asked) == 1
+    assert result.is_error
+    assert emu.control.stats().submissions == 0
+
+
+async def test_a_stateless_http_handshake_cannot_carry_the_question(
+    emu: RunningEmulator,
+) -> None:
+    """Stateless HTTP on the 2025 protocol has no channel for a server request: the client
+    declared elicitation, but asking it would fail, so the operator's choice answers."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcp_server._http import http_app
+    from tests.mcp.test_http_security import TOKEN, _listening_socket, _serving
+
+    user = User("accept")
+    config = _settings(emu, auth_token=TOKEN, confirm_above=1)
+    sock = _listening_socket()
+    app = http_app(create_server(config), config, port=sock.getsockname()[1], stateless=True)
+    with _serving(app, sock) as origin:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http,
+            Client(
+                streamable_http_client(f"{origin}/mcp", http_client=http),
+                mode="legacy",
+                elicitation_callback=user,
+            ) as client,
+        ):
+            result = await client.call_tool("generate_image", {"prompt": "x y z", "num_images": 2})
+    assert user.asked == []
+    assert result.is_error
+    assert "this client cannot ask the user" in _text(result)
+    assert emu.control.stats().submissions == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "flag", "bad", "says"),
+    [
+        ("MAI_MCP_CONFIRM_ABOVE", "--confirm-above", "-1", "greater than or equal to 0"),
+        ("MAI_MCP_CONFIRM_ABOVE", "--confirm-above", "two", "a valid integer"),
+        ("MAI_MCP_IF_UNCONFIRMABLE", "--if-unconfirmable", "maybe", "'refuse' or 'proceed'"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, flag: str, bad: str, says: str
+) -> None:
+    from click.testing import CliRunner
+
+    from mcp_server import SettingsError
+    from mcp_server.__main__ import cli
+
+    for key in [k for k in os.environ if k.startswith(("MAI_MCP_", "PIXAZO_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv(variable, bad)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert says in str(caught.value)
+    monkeypatch.delenv(variable)
+    result = CliRunner().invoke(cli, [flag, bad])
+    assert result.exit_code == 2, result.output
+    assert flag in result.output
+    # Case does not matter for the choice, and the variable is read.
+    monkeypatch.setenv("MAI_MCP_IF_UNCONFIRMABLE", "Proceed")
+    monkeypatch.setenv("MAI_MCP_CONFIRM_ABOVE", "2")
+    settings = Settings.from_env()
+    assert (settings.if_unconfirmable, settings.confirm_above) == ("proceed", 2)
