@@ -53,6 +53,7 @@ from mcp.server.mcpserver import (
     Context,
     Elicit,
     ElicitationResult,
+    RequestStateSecurity,
     Resolve,
 )
 from mcp.server.mcpserver.exceptions import ToolError
@@ -161,6 +162,18 @@ class ConfirmPolicy:
             lines.append(f"Estimated cost: {_money(cost, self.currency)}.")
         lines.append("The job is charged once sent. Tick confirm and accept to send it.")
         return "\n".join(lines)
+
+
+def request_state_security(settings: Settings) -> RequestStateSecurity | None:
+    """How the SDK seals a 2026-07-28 confirmation's state: under the operator's shared key,
+    so that the call bringing the answer may land on any replica (and survive a restart);
+    None keeps the SDK's default, a key only this process holds. The SDK also binds the state
+    to the tool, its arguments, this server's name and the authenticated caller, with a
+    10-minute lifetime."""
+    key = settings.request_state_key
+    if key is None:
+        return None
+    return RequestStateSecurity(keys=[key.get_secret_value()])
 
 
 def _money(amount: Decimal, currency: str) -> str:

@@ -23,7 +23,7 @@ from mai_tools._exceptions import JobBookError
 from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
 
 from ._arguments import LimitField
-from ._confirm import Confirmation, ConfirmPolicy, Precheck
+from ._confirm import Confirmation, ConfirmPolicy, Precheck, request_state_security
 from ._identity import is_operator
 from ._resume import MemoryEventStore
 from ._service import TOOL_OF_OPERATION, Service, ToolContext
@@ -149,6 +149,7 @@ def create_server(
         # Learns each client's tool-call timeout from its cancellations (calls answer within it).
         middleware=[service.host_timeouts],
         subscriptions=False,  # nothing here changes: no list_changed streams to offer
+        request_state_security=request_state_security(settings),
     )
     for method in _UNSERVED:
         # Capabilities are derived from the registered handlers: advertise only what is served.

@@ -52,6 +52,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: safe in any 
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
 
+MIN_STATE_KEY_LENGTH = 32
+"""The MCP SDK's floor for a request-state key (bytes of secret randomness)."""
+
 DEFAULT_MAX_WAIT = 45.0
 """Under the ~60 s tool timeout many MCP clients use."""
 
@@ -309,6 +312,12 @@ class Settings(BaseSettings):
         description="A call that needs a confirmation from a client that cannot ask the user "
         "(no elicitation capability): refuse it (nothing is sent) or proceed without asking.",
     )
+    request_state_key: Annotated[SecretStr | None, Option()] = Field(
+        None,
+        description="A secret of at least 32 characters, the same on every replica, that seals "
+        "a 2026-07-28 confirmation's state so its answer may reach any replica (or a restarted "
+        "server); default: a key of this process only.",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -417,6 +426,17 @@ class Settings(BaseSettings):
     def _auth_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             check_auth_token(value.get_secret_value())
+        return value
+
+    @field_validator("request_state_key")
+    @classmethod
+    def _request_state_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_STATE_KEY_LENGTH:
+            raise ValueError(
+                f"the key is too short (at least {MIN_STATE_KEY_LENGTH} characters); make one "
+                """with: python -c "import secrets; print(secrets.token_urlsafe(32))" and give """
+                "every replica the same one."
+            )
         return value
 
     @field_validator("webhook_public_url")

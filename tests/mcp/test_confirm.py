@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.context import ClientRequestContext
 from mcp.client.session import ClientSession
 from mcp.client.stdio import stdio_client
@@ -23,6 +23,7 @@ from mcp.types import (
     ElicitRequestParams,
     ElicitResult,
     ErrorData,
+    InputRequiredResult,
     InputResponses,
     TextContent,
 )
@@ -418,3 +419,89 @@ def test_a_bad_setting_stops_the_server_at_start(
     monkeypatch.setenv("MAI_MCP_CONFIRM_ABOVE", "2")
     settings = Settings.from_env()
     assert (settings.if_unconfirmable, settings.confirm_above) == ("proceed", 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_client_whose_question_fails_sends_nothing(emu: RunningEmulator, mode: str) -> None:
+    """The client declared elicitation but answers the question with an error: nobody said
+    yes. (On 2026-07-28 the SDK client itself raises the error from its retry loop.)"""
+
+    async def broken(
+        context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        return ErrorData(code=-32603, message="the host's dialog crashed")
+
+    async with Client(
+        create_server(_settings(emu, confirm_above=1)), mode=mode, elicitation_callback=broken
+    ) as client:
+        if mode == "legacy":
+            result = await client.call_tool("generate_image", {"prompt": "abc", "num_images": 2})
+            assert result.is_error
+            assert "asking the user failed" in _text(result)
+        else:
+            with pytest.raises(MCPError, match="dialog crashed"):
+                await client.call_tool("generate_image", {"prompt": "abc", "num_images": 2})
+    assert emu.control.stats().submissions == 0
+
+
+STATE_KEY = "sk-canary-request-state-key-0123456789abcdef"  # the suite's log guard looks for it
+
+
+@pytest.mark.parametrize(("shared", "sent"), [(True, 1), (False, 0)])
+async def test_the_answer_may_reach_another_replica_with_a_shared_key(
+    emu: RunningEmulator, shared: bool, sent: int
+) -> None:
+    """2026-07-28: the question is asked by one replica and the answer lands on another. With
+    MAI_MCP_REQUEST_STATE_KEY the same on both, that replica sends the job; without it, the
+    state is refused (-32602) and nothing is sent."""
+    key = {"request_state_key": STATE_KEY} if shared else {}
+    user = User("accept")
+    first = create_server(_settings(emu, confirm_above=1, **key))
+    other = create_server(_settings(emu, confirm_above=1, **key))
+    args = {"prompt": "a fox on two replicas", "num_images": 2}
+    async with (
+        Client(first, elicitation_callback=user) as a,
+        Client(other, elicitation_callback=user) as b,
+    ):
+        asked = await a.session.call_tool("generate_image", args, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult)
+        assert asked.input_requests is not None
+        (question,) = asked.input_requests
+        assert asked.request_state is not None
+        assert STATE_KEY not in asked.request_state
+        answer: InputResponses = {
+            question: ElicitResult(action="accept", content={"confirm": True})
+        }
+        if shared:
+            result = await b.session.call_tool(
+                "generate_image", args, input_responses=answer, request_state=asked.request_state
+            )
+            assert not result.is_error, _text(result)
+        else:
+            with pytest.raises(MCPError, match="Invalid or expired requestState"):
+                await b.session.call_tool(
+                    "generate_image",
+                    args,
+                    input_responses=answer,
+                    request_state=asked.request_state,
+                )
+    assert emu.control.stats().submissions == sent
+
+
+def test_a_short_request_state_key_stops_the_server_and_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mcp_server import SettingsError
+
+    for key in [k for k in os.environ if k.startswith(("MAI_MCP_", "PIXAZO_"))]:
+        monkeypatch.delenv(key)
+    short = "sk-canary-short-key"
+    monkeypatch.setenv("MAI_MCP_REQUEST_STATE_KEY", short)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    assert str(caught.value).startswith("MAI_MCP_REQUEST_STATE_KEY: the key is too short")
+    assert short not in str(caught.value)
+    monkeypatch.setenv("MAI_MCP_REQUEST_STATE_KEY", STATE_KEY)
+    settings = Settings.from_env()
+    assert STATE_KEY not in repr(settings)
+    assert settings.request_state_key is not None
