@@ -505,3 +505,112 @@ def test_a_short_request_state_key_stops_the_server_and_is_never_shown(
     settings = Settings.from_env()
     assert STATE_KEY not in repr(settings)
     assert settings.request_state_key is not None
+
+
+_FASTMCP_USER = """
+import asyncio, json, sys
+import fastmcp_tasks  # noqa: F401  # opts in to SEP-2663 tasks
+from fastmcp import Client
+from fastmcp.client.elicitation import ElicitResult
+from fastmcp.client.transports import StdioTransport
+
+async def main():
+    env, cwd = json.loads(sys.argv[2]), sys.argv[3]
+    answers, asked, results = ["decline", "accept"], [], []
+
+    async def user(message, response_type, params, context):
+        asked.append(message)
+        action = answers.pop(0)
+        return {"confirm": True} if action == "accept" else ElicitResult(action=action)
+
+    transport = StdioTransport(command=sys.argv[1], args=["-m", "mcp_server"], env=env, cwd=cwd)
+    async with Client(transport, init_timeout=60, elicitation_handler=user) as client:
+        for _ in range(2):
+            result = await client.call_tool(
+                "generate_image", {"prompt": "via fastmcp", "num_images": 2}, raise_on_error=False
+            )
+            results.append({"is_error": result.is_error, "text": result.content[0].text})
+        era = client.session.protocol_version
+    print(json.dumps({"era": era, "asked": asked, "results": results}))
+
+asyncio.run(main())
+"""
+
+
+def test_fastmcps_client_is_asked_over_stdio(emu: RunningEmulator) -> None:
+    """A client nobody here wrote: fastmcp's, with an elicitation handler and fastmcp-tasks
+    (2026-07-28, so the question comes as an input_required result before the task)."""
+    import json
+    import subprocess
+
+    from tests.mcp.test_mcp_tasks import TASKS_VENV
+
+    if not TASKS_VENV.exists():
+        pytest.skip(
+            "no tasks-client environment: python -m venv .ci/tasks-venv && "
+            '.ci/tasks-venv/bin/pip install "pydantic-ai-slim[mcp,mcp-tasks]"'
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_MCP_"))}
+    env.update(
+        PIXAZO_API_KEY=KEY,
+        PIXAZO_BASE_URL=emu.base_url,
+        MAI_MCP_PREVIEW="off",
+        MAI_MCP_CONFIRM_ABOVE="1",
+    )
+    ran = subprocess.run(
+        [str(TASKS_VENV), "-c", _FASTMCP_USER, sys.executable, json.dumps(env), str(ROOT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    out = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert out["era"] == "2026-07-28"
+    assert len(out["asked"]) == 2
+    assert out["asked"][0].startswith("Make 2 images for the prompt “via fastmcp”?")
+    declined, accepted = out["results"]
+    assert declined["is_error"]
+    assert declined["text"].startswith("Not sent: the user did not confirm")
+    assert not accepted["is_error"], accepted["text"]
+    assert emu.control.stats().submissions == 1
+
+
+def test_the_mcp_inspector_cli_cannot_be_asked_and_is_refused(emu: RunningEmulator) -> None:
+    """The MCP Inspector's CLI declares no elicitation: it is never asked, and the default
+    (refuse) answers, on both eras, with nothing sent."""
+    import json
+    import subprocess
+
+    from tests.mcp.test_mcp_tasks import _inspector
+
+    inspector = _inspector()
+    if inspector is None:
+        pytest.skip("MCP Inspector not installed (npm install --prefix .ci/node ...)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_MCP_"))}
+    server_env = {
+        "PIXAZO_API_KEY": KEY,
+        "PIXAZO_BASE_URL": emu.base_url,
+        "MAI_MCP_CONFIRM_ABOVE": "0",
+    }
+    env_args = [a for k, v in server_env.items() for a in ("-e", f"{k}={v}")]
+    call = [inspector, "--cli", sys.executable, "-m", "mcp_server", *env_args, "--method"]
+    call += ["tools/call", "--tool-name", "generate_image", "--tool-arg", "prompt=an inspector cat"]
+    for era in ("modern", "legacy"):
+        ran = subprocess.run(
+            [*call, "--protocol-era", era],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        result = json.loads(ran.stdout)  # exit status 5: the tool answered isError
+        assert result["isError"] is True, (era, ran.stdout, ran.stderr)
+        assert result["content"][0]["text"].startswith(
+            "Not sent: this server asks the user to confirm every image job"
+        )
+    assert emu.control.stats().submissions == 0
