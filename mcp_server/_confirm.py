@@ -240,7 +240,7 @@ class Confirmation:
         if not self.policy.needs_confirmation(count):
             return None
         if not can_ask(ctx):
-            return self._unconfirmable(tool, count)
+            return self.unconfirmable(tool, count)
         question = self.policy.question(tool, args)
         context: Context[Any, Any] = Context(request_context=ctx, input_params=params)
         try:
@@ -268,7 +268,9 @@ class Confirmation:
             "want instead."
         )
 
-    def _unconfirmable(self, tool: str, count: int) -> CallToolResult | None:
+    def unconfirmable(self, tool: str, count: int) -> CallToolResult | None:
+        """The operator's choice for a call of ``count`` images that needs a confirmation its
+        client cannot give: None to proceed, or the refusal (naming the rule that asked)."""
         if self.policy.unconfirmable == "proceed":
             logger.info(
                 "%s: %s needs a confirmation, but the client cannot be asked: proceeding "
@@ -279,15 +281,15 @@ class Confirmation:
             return None
         logger.info("%s: %s needs a confirmation the client cannot give; refused", tool, count)
         above = self.policy.above_images
-        if above is not None and above > 0 and count > above:
+        step = "Do not repeat this call:"
+        if above is None or count <= above:  # asked because of the estimated cost
+            limit = _money(self.policy.above_cost or Decimal(0), self.policy.currency)
+            rule = f"calls estimated to cost more than {limit}"
+        elif above == 0:
+            rule = "every image job"
+        else:
             rule = f"calls of more than {_images(above)}"
             step = f"To go on, call again with num_images at most {above}. For more,"
-        else:
-            rule = "every image job" if above is not None else "this call"
-            if above is None and self.policy.above_cost is not None:
-                limit = _money(self.policy.above_cost, self.policy.currency)
-                rule = f"calls estimated to cost more than {limit}"
-            step = "Do not repeat this call:"
         return _refusal(
             f"Not sent: this server asks the user to confirm {rule}, and this client cannot ask "
             "the user (it did not declare the elicitation capability, or its connection cannot "

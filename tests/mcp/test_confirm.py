@@ -30,7 +30,7 @@ from mcp.types import (
 
 from mai_tools.emulator import RunningEmulator
 from mcp_server import Settings, create_server
-from mcp_server._confirm import ConfirmPolicy
+from mcp_server._confirm import Confirmation, ConfirmPolicy
 from tests.mcp.test_mcp_tasks import TasksClient
 from tests.support.fakes import KEY
 
@@ -252,12 +252,12 @@ def test_the_question_shows_the_estimated_cost_when_a_price_is_known() -> None:
 
     from mai_tools._tools import GenerateImageArgs
 
-    policy = ConfirmPolicy(
-        above_images=None,
-        price_per_image=Decimal("0.05"),
-        currency="USD",
-        above_cost=Decimal("0.10"),
-    )
+    priced: dict[str, Any] = {
+        "price_per_image": Decimal("0.05"),
+        "currency": "USD",
+        "above_cost": Decimal("0.10"),
+    }
+    policy = ConfirmPolicy(above_images=None, **priced)
     assert not policy.needs_confirmation(2)  # 0.10 is not above 0.10
     assert policy.needs_confirmation(3)
     args = GenerateImageArgs(prompt="x" * 500, num_images=3)
@@ -267,6 +267,12 @@ def test_the_question_shows_the_estimated_cost_when_a_price_is_known() -> None:
     assert first.endswith("…”?")
     assert cost == "Estimated cost: 0.15 USD."
     assert "charged" in last
+    # A client that cannot be asked is told which rule asked, whether count or cost.
+    by_cost = Confirmation(ConfirmPolicy(above_images=3, **priced)).unconfirmable(
+        "generate_image", 3
+    )
+    assert by_cost is not None
+    assert "confirm calls estimated to cost more than 0.10 USD" in _text(by_cost)
 
 
 async def test_a_raw_client_session_over_stdio(emu: RunningEmulator, tmp_path: Path) -> None:
