@@ -42,6 +42,7 @@ not to repeat the call, so the error does not invite a retry loop.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -64,6 +65,7 @@ from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
 from ._arguments import EditArguments, GenerateArguments
+from ._identity import principal
 from ._settings import Settings
 
 logger = logging.getLogger("mcp_server")
@@ -164,16 +166,19 @@ class ConfirmPolicy:
         return "\n".join(lines)
 
 
-def request_state_security(settings: Settings) -> RequestStateSecurity | None:
-    """How the SDK seals a 2026-07-28 confirmation's state: under the operator's shared key,
-    so that the call bringing the answer may land on any replica (and survive a restart);
-    None keeps the SDK's default, a key only this process holds. The SDK also binds the state
-    to the tool, its arguments, this server's name and the authenticated caller, with a
-    10-minute lifetime."""
+def request_state_security(settings: Settings) -> RequestStateSecurity:
+    """How the SDK seals a 2026-07-28 confirmation's state (``requestState``).
+
+    Under the operator's shared key (``MAI_MCP_REQUEST_STATE_KEY``) the call that brings the
+    answer may land on any replica, and survive a restart; without one, under a key only this
+    process holds (what the SDK does by default). The SDK binds the state to the tool, its
+    arguments and this server's name, for 10 minutes; here also to the caller's principal
+    (``_identity.principal``, the one every job is kept under), so one principal's "yes"
+    cannot stand for another's call.
+    """
     key = settings.request_state_key
-    if key is None:
-        return None
-    return RequestStateSecurity(keys=[key.get_secret_value()])
+    secret = key.get_secret_value() if key is not None else os.urandom(32)
+    return RequestStateSecurity(keys=[secret], bind_principal=principal)
 
 
 def _money(amount: Decimal, currency: str) -> str:

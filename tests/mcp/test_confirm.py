@@ -620,3 +620,53 @@ def test_the_mcp_inspector_cli_cannot_be_asked_and_is_refused(emu: RunningEmulat
             "Not sent: this server asks the user to confirm every image job"
         )
     assert emu.control.stats().submissions == 0
+
+
+async def test_one_principals_yes_does_not_stand_for_anothers_call(
+    emu: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two principals over authenticated HTTP (2026-07-28): Bob sending Alice's sealed
+    request state with a "yes" for the very same arguments is refused and sends nothing;
+    Alice's own answer sends her job."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.mcp.test_isolation import TOKENS, _serving
+
+    @contextlib.asynccontextmanager
+    async def caller(url: str, name: str) -> AsyncIterator[Client]:
+        headers = {"Authorization": f"Bearer {TOKENS[name]}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=30) as http,
+            Client(
+                streamable_http_client(url, http_client=http), elicitation_callback=User()
+            ) as client,
+        ):
+            yield client
+
+    args = {"prompt": "alice's foxes", "num_images": 2}
+    with _serving(emu, confirm_above=1) as url:
+        async with caller(url, "alice") as alice, caller(url, "bob") as bob:
+            asked = await alice.session.call_tool("generate_image", args, allow_input_required=True)
+            assert isinstance(asked, InputRequiredResult)
+            assert asked.input_requests is not None
+            (question,) = asked.input_requests
+            yes: InputResponses = {
+                question: ElicitResult(action="accept", content={"confirm": True})
+            }
+            state = asked.request_state
+            with pytest.raises(MCPError, match="Invalid or expired requestState"):
+                await bob.session.call_tool(
+                    "generate_image", args, input_responses=yes, request_state=state
+                )
+            assert emu.control.stats().submissions == 0
+            # Refused for whose it is (the SDK logs the reason; the wire says only "invalid").
+            assert "requestState rejected on tools/call: principal" in caplog.text
+            sent = await alice.session.call_tool(
+                "generate_image", args, input_responses=yes, request_state=state
+            )
+    assert not sent.is_error, _text(sent)
+    assert emu.control.stats().submissions == 1
