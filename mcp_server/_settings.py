@@ -52,6 +52,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: safe in any 
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
 
+MIN_STATE_KEY_LENGTH = 32
+"""The MCP SDK's floor for a request-state key (bytes of secret randomness)."""
+
 DEFAULT_MAX_WAIT = 45.0
 """Under the ~60 s tool timeout many MCP clients use."""
 
@@ -308,6 +311,25 @@ class Settings(BaseSettings):
         False,
         description="Also write each prompt's text into the audit log (else only its sha256).",
     )
+    # Confirmation for costly calls (issue 22 item 4, mcp_server/_confirm.py):
+    confirm_above: Annotated[int | None, Option("--confirm-above", metavar="N")] = Field(
+        None,
+        ge=0,
+        description="Ask the user to confirm (form elicitation) a generate_image/edit_image "
+        "call of more than N images before sending it; 0 asks for every call; default: "
+        "never ask.",
+    )
+    if_unconfirmable: Annotated[Literal["refuse", "proceed"], Option("--if-unconfirmable")] = Field(
+        "refuse",
+        description="A call that needs a confirmation from a client that cannot ask the user "
+        "(no elicitation capability): refuse it (nothing is sent) or proceed without asking.",
+    )
+    request_state_key: Annotated[SecretStr | None, Option()] = Field(
+        None,
+        description="A secret of at least 32 characters, the same on every replica, that seals "
+        "a 2026-07-28 confirmation's state so its answer may reach any replica (or a restarted "
+        "server); default: a key of this process only.",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -369,7 +391,7 @@ class Settings(BaseSettings):
             raise _FieldProblem("auth_token_file", str(exc)) from None
         return {**data, "auth_token": token}
 
-    @field_validator("preview", mode="before")
+    @field_validator("preview", "if_unconfirmable", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -427,6 +449,17 @@ class Settings(BaseSettings):
                 "(MAI_MCP_AUDIT_LOG) too, or drop it.",
             )
         return self
+
+    @field_validator("request_state_key")
+    @classmethod
+    def _request_state_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_STATE_KEY_LENGTH:
+            raise ValueError(
+                f"the key is too short (at least {MIN_STATE_KEY_LENGTH} characters); make one "
+                """with: python -c "import secrets; print(secrets.token_urlsafe(32))" and give """
+                "every replica the same one."
+            )
+        return value
 
     @field_validator("webhook_public_url")
     @classmethod
