@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -296,6 +297,33 @@ class Settings(BaseSettings):
         description="A principal (a named token's name, an OAuth principal) that sees and may "
         "read every principal's jobs; repeatable (the variable: comma-separated).",
     )
+    # Identity on the HTTP server (issue 22, auth; mcp_server/_auth.py, _tokens.py):
+    tokens_file: Annotated[Path | None, Option("--tokens-file", metavar="FILE")] = Field(
+        None,
+        description="Named bearer tokens (mai-image-mcp tokens add NAME): each caller is its "
+        "token's name; read again when the file changes.",
+    )
+    public_url: Annotated[str | None, Option("--public-url", metavar="URL")] = Field(
+        None,
+        description="The URL clients reach the MCP endpoint at, e.g. https://mcp.example.com/"
+        "mcp: OAuth's resource id (and default audience).",
+    )
+    oauth_issuer: Annotated[str | None, Option("--oauth-issuer", metavar="URL")] = Field(
+        None, description="OAuth: accept access tokens (JWTs) from this issuer (iss)."
+    )
+    oauth_audience: Annotated[str | None, Option("--oauth-audience", metavar="AUD")] = Field(
+        None, description="OAuth: the audience (aud) tokens must be for; default the public URL."
+    )
+    oauth_jwks_url: Annotated[str | None, Option("--oauth-jwks-url", metavar="URL")] = Field(
+        None, description="OAuth: the issuer's key set (jwks_uri), read at start."
+    )
+    oauth_principal_claim: Annotated[str, Option("--oauth-principal-claim", metavar="CLAIM")] = (
+        Field(
+            "sub",
+            pattern=r"^[A-Za-z0-9_.:/-]{1,64}$",
+            description="OAuth: the claim that names the caller (email is common).",
+        )
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -404,6 +432,22 @@ class Settings(BaseSettings):
     def _auth_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             check_auth_token(value.get_secret_value())
+        return value
+
+    @field_validator("public_url", "oauth_issuer", "oauth_jwks_url")
+    @classmethod
+    def _identity_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = (parts.hostname or "") in ("localhost", "127.0.0.1", "::1")
+        if not parts.hostname or parts.scheme not in ("https", *(("http",) if loopback else ())):
+            raise ValueError(
+                f"give an https:// URL (http:// only for localhost), e.g. "
+                f"https://login.example.com/...; got {value[:100]!r}."
+            )
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("give a URL without credentials (user:password@) or #fragment.")
         return value
 
     @field_validator("webhook_public_url")
