@@ -14,16 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from click.testing import CliRunner
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.server.mcpserver import Context, MCPServer
-from starlette.requests import Request
-from starlette.types import ASGIApp
 
-from mcp_server import Settings, create_server
+from mcp_server import Settings
 from mcp_server.__main__ import cli
 from mcp_server._auth import (
     Authenticator,
@@ -34,6 +28,7 @@ from mcp_server._auth import (
 )
 from mcp_server._http import http_app
 from tests.support.fakes import KEY
+from tests.support.identity import whoami, whoami_server
 from tests.support.oauth import (
     AUDIENCE,
     ISSUER,
@@ -92,26 +87,12 @@ async def _ready(settings: Settings) -> Authenticator:
     return verifier
 
 
-def _whoami_server(settings: Settings) -> MCPServer:
-    """The real server, plus a test-only tool that answers the principal its request carries."""
-    server = create_server(settings)
-
-    @server.tool()
-    def whoami(ctx: Context) -> str:
-        request = ctx.request_context.request
-        assert isinstance(request, Request)
-        claims = request.scope["user"].access_token.claims
-        return str(claims["mai_principal"])
-
-    return server
-
-
 @contextlib.asynccontextmanager
 async def _served(idp: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP app with OAuth, in process, and a plain client for raw requests (the app's
     lifespan runs in this task: anyio's cancel scopes must be left where entered)."""
     settings = _settings(idp)
-    server = _whoami_server(settings)
+    server = whoami_server(settings)
     app = http_app(server, settings, authenticator=await _ready(settings))
     async with (
         server.session_manager.run(),
@@ -120,23 +101,6 @@ async def _served(idp: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
         ) as http,
     ):
         yield http
-
-
-async def _whoami(app: ASGIApp, bearer: str) -> str:
-    """The principal the server sees, asked by the SDK's client over Streamable HTTP."""
-    async with (
-        httpx2.AsyncClient(
-            transport=httpx2.ASGITransport(app=app),
-            base_url="http://127.0.0.1:8000",
-            headers={"Authorization": f"Bearer {bearer}"},
-        ) as http,
-        Client(streamable_http_client("http://127.0.0.1:8000/mcp", http_client=http)) as client,
-    ):
-        result = await client.call_tool("whoami", {})
-    assert not result.is_error, result.content
-    text = result.content[0]
-    assert text.type == "text"
-    return text.text
 
 
 async def test_tokens_signed_with_each_kind_of_key_are_accepted(
@@ -226,17 +190,17 @@ async def test_two_oauth_callers_are_two_principals_to_the_sdk_client(
     idp: JWKSServer, keys: dict[str, SigningKey]
 ) -> None:
     settings = _settings(idp)
-    server = _whoami_server(settings)
+    server = whoami_server(settings)
     app = http_app(server, settings, authenticator=await _ready(settings))
     async with server.session_manager.run():
-        alice = await _whoami(app, token(keys["rsa"], sub="user-alice"))
-        bob = await _whoami(app, token(keys["ec"], sub="user-bob"))
+        alice = await whoami(app, token(keys["rsa"], sub="user-alice"))
+        bob = await whoami(app, token(keys["ec"], sub="user-bob"))
     assert (alice, bob) == ("user-alice", "user-bob")
     by_email = _settings(idp, oauth_principal_claim="email")
-    server = _whoami_server(by_email)
+    server = whoami_server(by_email)
     app = http_app(server, by_email, authenticator=await _ready(by_email))
     async with server.session_manager.run():
-        named = await _whoami(app, token(keys["ed"], email="carol@example.test"))
+        named = await whoami(app, token(keys["ed"], email="carol@example.test"))
     assert named == "carol@example.test"
 
 
