@@ -28,7 +28,7 @@ from mcp_server._auth import (
 )
 from mcp_server._http import http_app
 from tests.support.fakes import KEY
-from tests.support.identity import whoami, whoami_server
+from tests.support.identity import INITIALIZE, MCP_HEADERS, whoami, whoami_server
 from tests.support.oauth import (
     AUDIENCE,
     ISSUER,
@@ -45,17 +45,6 @@ from tests.support.oauth import (
 )
 
 METADATA = "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
 
 
 @pytest.fixture(scope="module")

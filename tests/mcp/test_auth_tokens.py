@@ -11,12 +11,9 @@ import logging
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,22 +26,17 @@ from mcp_server._auth import Authenticator, authenticator
 from mcp_server._http import http_app, refusal, startup_notes
 from mcp_server._tokens import NamedToken, NamedTokens, digest, write
 from tests.support.fakes import KEY
-from tests.support.identity import whoami, whoami_server
+from tests.support.identity import (
+    INITIALIZE,
+    MCP_HEADERS,
+    served_command,
+    whoami,
+    whoami_server,
+)
 
 WILDCARD = "0.0.0.0"  # noqa: S104  # a value under test; tests bind loopback sockets only
 STATIC = "static-token-for-the-default-principal"
 MINTED = re.compile(r"mai_[A-Za-z0-9_-]{43}")
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
 
 
 @pytest.fixture(autouse=True)
@@ -262,54 +254,21 @@ def test_any_authentication_allows_a_network_bind(tmp_path: Path) -> None:
     assert "--insecure-no-auth contradicts" in contradictory.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def served_with_tokens(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
-    """``mai-image-mcp --tokens-file FILE --emulator`` over HTTP: (origin, file, alice's)."""
+def test_the_served_command_refuses_a_token_revoked_while_it_runs(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     alice = _tokens("add", "alice", "--tokens-file", str(path)).stdout.strip()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *(_command(), "--transport", "streamable-http", "--port", str(port)),
-            *("--tokens-file", str(path), "--emulator", "--job-book", "off"),
-        ],
-        env=_env(MAI_MCP_PREVIEW="off"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the server did not start in time"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", path, alice
-    finally:
-        proc.terminate()
-        _, stderr = proc.communicate(timeout=10)
-    assert alice not in stderr.decode()
-    assert "named tokens from" in stderr.decode()
-
-
-def test_the_served_command_refuses_a_token_revoked_while_it_runs(
-    served_with_tokens: tuple[str, Path, str],
-) -> None:
-    origin, path, alice = served_with_tokens
     bearer = {**MCP_HEADERS, "Authorization": f"Bearer {alice}"}
-    accepted = httpx.post(f"{origin}/mcp", json=INITIALIZE, headers=bearer, timeout=10)
-    assert _tokens("revoke", "alice", "--tokens-file", str(path)).returncode == 0
-    refused = httpx.post(f"{origin}/mcp", json=INITIALIZE, headers=bearer, timeout=10)
+    command = [_command(), "--transport", "streamable-http", "--tokens-file", str(path)]
+    with served_command(
+        [*command, "--emulator", "--job-book", "off"], _env(MAI_MCP_PREVIEW="off")
+    ) as served:
+        url = f"{served.origin}/mcp"
+        accepted = httpx.post(url, json=INITIALIZE, headers=bearer, timeout=10)
+        assert _tokens("revoke", "alice", "--tokens-file", str(path)).returncode == 0
+        refused = httpx.post(url, json=INITIALIZE, headers=bearer, timeout=10)
     assert accepted.status_code == 200
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
     assert json.loads(path.read_text())["tokens"] == {}
+    assert "named tokens from" in served.stderr
+    assert alice not in served.stderr

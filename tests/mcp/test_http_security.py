@@ -45,19 +45,10 @@ from mcp_server._http import (
 )
 from tests.conftest import CANARY_PREFIX
 from tests.support.fakes import KEY
+from tests.support.identity import INITIALIZE, MCP_HEADERS
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = CANARY_PREFIX + "mcp-bearer-token-0123456789"  # the suite's log guard looks for it
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
 CALL = {
     "jsonrpc": "2.0",
     "id": 2,
@@ -65,7 +56,6 @@ CALL = {
     "params": {"name": "generate_image", "arguments": {"prompt": "an unauthorised cat"}},
 }
 WILDCARD = "0.0.0.0"  # noqa: S104  # a value under test; tests bind loopback sockets only
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture(scope="module")

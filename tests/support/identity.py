@@ -1,7 +1,15 @@
 """Who the HTTP server thinks is calling: a test-only ``whoami`` tool on the real server, asked
-by the MCP SDK's client over Streamable HTTP (in process, through httpx2's ASGI transport)."""
+by the MCP SDK's client over Streamable HTTP (in process, through httpx2's ASGI transport); and
+the raw requests and served command the identity tests share."""
 
 from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx2
 from mcp import Client
@@ -44,3 +52,53 @@ async def whoami(app: ASGIApp, bearer: str) -> str:
     text = result.content[0]
     assert text.type == "text"
     return text.text
+
+
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+
+
+def _port_of_a_closed_socket() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """A server process: its origin, and its stderr once it has stopped."""
+
+    origin: str
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def served_command(command: list[str], env: dict[str, str]) -> Iterator[Served]:
+    """``command --port PORT`` (an HTTP server) in a subprocess, until the block ends."""
+    port = _port_of_a_closed_socket()
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    served = Served(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the server stopped at start"
+        assert time.monotonic() < deadline, "the server did not start in time"
+        yield served
+    finally:
+        proc.terminate()
+        served.stderr = proc.communicate(timeout=10)[1].decode()
