@@ -296,7 +296,12 @@ class OAuth:
         except jwt.PyJWTError as exc:
             raise TokenRefused(_why(exc)) from None
         principal = claims.get(self.claim)
-        if not isinstance(principal, str) or not principal.strip() or len(principal) > 256:
+        if not (
+            isinstance(principal, str)
+            and principal.strip()
+            and principal.isprintable()  # it goes into logs and records: no line breaks
+            and len(principal) <= 256
+        ):
             raise TokenRefused(
                 f"The token has no usable '{self.claim}' claim, which names the caller on this "
                 "server (--oauth-principal-claim)."

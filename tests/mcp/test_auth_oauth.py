@@ -121,6 +121,7 @@ def _bad_tokens(keys: dict[str, SigningKey]) -> list[tuple[str, str, str]]:
         ("unknown kid", token(keys["other"]), "not signed with a key"),
         ("tampered", tampered(token(rsa), sub="user-admin"), "signature does not verify"),
         ("no sub claim", token(rsa, sub=None), "no usable 'sub' claim"),
+        ("sub with a line break", token(rsa, sub="eve\nINFO forged"), "no usable 'sub' claim"),
         ("not yet valid", token(rsa, nbf=4_000_000_000), "not valid yet"),
         ("no exp", token(rsa, exp=None), "lacks a required claim"),
         ("kid of an RSA key, signed EC", token(keys["ec"], kid="rsa-1"), "does not match"),

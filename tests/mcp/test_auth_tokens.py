@@ -190,7 +190,7 @@ async def test_a_revoked_token_is_refused_at_once_without_a_restart(
     assert bob not in text
 
 
-def test_named_tokens_lookup_is_by_digest_and_shows_no_secret(tmp_path: Path) -> None:
+async def test_named_tokens_lookup_is_by_digest_and_shows_no_secret(tmp_path: Path) -> None:
     token = "mai_carol-token-0123456789abcdef"
     path = _file_with(tmp_path / "tokens.json", carol=token)
     named = NamedTokens(path)
@@ -205,6 +205,12 @@ def test_named_tokens_lookup_is_by_digest_and_shows_no_secret(tmp_path: Path) ->
     assert isinstance(verifier, Authenticator)
     assert token not in repr(verifier)
     assert STATIC not in repr(verifier)
+    access = await verifier.authenticate(token)
+    assert (access.client_id, access.claims) == (
+        "carol",
+        {"mai_principal": "carol", "mai_auth": "token"},
+    )
+    assert token not in access.model_dump_json()  # a fingerprint, never the token
 
 
 @pytest.mark.parametrize(
