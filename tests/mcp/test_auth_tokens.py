@@ -29,6 +29,7 @@ from tests.support.fakes import KEY
 from tests.support.identity import (
     INITIALIZE,
     MCP_HEADERS,
+    inspector_or_skip,
     served_command,
     whoami,
     whoami_server,
@@ -278,3 +279,39 @@ def test_the_served_command_refuses_a_token_revoked_while_it_runs(tmp_path: Path
     assert json.loads(path.read_text())["tokens"] == {}
     assert "named tokens from" in served.stderr
     assert alice not in served.stderr
+
+
+def test_the_mcp_inspector_calls_as_two_named_callers_until_one_is_revoked(
+    tmp_path: Path,
+) -> None:
+    """A second real client: the MCP Inspector CLI, with each caller's own token."""
+    inspector = inspector_or_skip()
+    path = tmp_path / "tokens.json"
+    alice = _tokens("add", "alice", "--tokens-file", str(path)).stdout.strip()
+    bob = _tokens("add", "bob", "--tokens-file", str(path)).stdout.strip()
+    command = [_command(), "--transport", "streamable-http", "--tokens-file", str(path)]
+    with served_command(
+        [*command, "--emulator", "--job-book", "off"], _env(MAI_MCP_PREVIEW="off")
+    ) as served:
+
+        def tools_as(token: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    *(inspector, "--cli", f"{served.origin}/mcp", "--method", "tools/list"),
+                    *("--header", f"Authorization: Bearer {token}"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        as_alice, as_bob = tools_as(alice), tools_as(bob)
+        assert _tokens("revoke", "bob", "--tokens-file", str(path)).returncode == 0
+        revoked = tools_as(bob)
+    assert as_alice.returncode == 0, as_alice.stderr
+    assert as_bob.returncode == 0, as_bob.stderr
+    assert "generate_image" in as_alice.stdout
+    assert revoked.returncode != 0
+    assert alice not in served.stderr
+    assert bob not in served.stderr

@@ -5,13 +5,17 @@ the raw requests and served command the identity tests share."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
+import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context, MCPServer
@@ -102,3 +106,31 @@ def served_command(command: list[str], env: dict[str, str]) -> Iterator[Served]:
     finally:
         proc.terminate()
         served.stderr = proc.communicate(timeout=10)[1].decode()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_inspector() -> str | None:
+    """The MCP Inspector CLI, if installed (``MCP_INSPECTOR``, ``.ci/node``, ``node_modules``
+    or PATH)."""
+    for candidate in (
+        os.environ.get("MCP_INSPECTOR"),
+        str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "mcp-inspector"),
+        str(ROOT / "node_modules" / ".bin" / "mcp-inspector"),
+        shutil.which("mcp-inspector"),
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def inspector_or_skip() -> str:
+    """:func:`find_inspector`, or skip the test saying how to install it."""
+    inspector = find_inspector()
+    if inspector is None:
+        pytest.skip(
+            "MCP Inspector not installed: npm install --prefix .ci/node "
+            "@modelcontextprotocol/inspector@2.12.0 (the README's test command does)"
+        )
+    return inspector
