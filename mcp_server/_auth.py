@@ -139,7 +139,7 @@ class KeySet:
         timeout: float = 10.0,
     ) -> None:
         self.url = url
-        self._transport = transport
+        self._http_transport = transport
         self._clock = clock
         self._min_interval = min_interval
         self._max_age = max_age
@@ -200,7 +200,7 @@ class KeySet:
         self.reads += 1
         try:
             async with httpx.AsyncClient(
-                transport=self._transport, timeout=self._timeout, follow_redirects=False
+                transport=self._http_transport, timeout=self._timeout, follow_redirects=False
             ) as http:
                 response = await http.get(self.url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
