@@ -139,6 +139,11 @@ def write(path: Path, tokens: Mapping[str, NamedToken]) -> None:
         "version": VERSION,
         "tokens": {t.name: {"sha256": t.digest, "created": t.created} for t in tokens.values()},
     }
+    if not path.parent.is_dir():
+        raise TokensFileError(
+            f"Cannot write the tokens file {path}: the directory {path.parent} does not exist; "
+            "create it first (e.g. mkdir -m 700 -p DIR)."
+        )
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -116,6 +116,11 @@ def test_tokens_add_list_revoke_as_the_operator_runs_them(tmp_path: Path) -> Non
     unknown = _tokens("revoke", "bob", "--tokens-file", str(path))
     assert unknown.returncode == 1
     assert "has no token named 'bob'" in unknown.stderr
+    nowhere = tmp_path / "missing-dir" / "tokens.json"
+    no_dir = CliRunner().invoke(cli, ["tokens", "add", "carol", "--tokens-file", str(nowhere)])
+    assert no_dir.exit_code == 1
+    assert "the directory" in no_dir.output
+    assert "does not exist" in no_dir.output
 
 
 @pytest.mark.parametrize(
