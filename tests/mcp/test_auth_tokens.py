@@ -249,6 +249,23 @@ def test_a_bad_tokens_file_stops_the_server_at_start(
     assert "The server did not start" in result.output
 
 
+def test_the_command_with_a_malformed_tokens_file_exits_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text('{"version": 1, "tokens": {"alice": "not an entry"}}')
+    path.chmod(0o600)
+    proc = subprocess.run(
+        [_command(), "--transport", "streamable-http", "--host", WILDCARD, "--job-book", "off"],
+        env=_env(MAI_MCP_TOKENS_FILE=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"The tokens file {path} has no valid sha256 digest for 'alice'" in proc.stderr
+    assert "The server did not start" in proc.stderr
+
+
 def test_any_authentication_allows_a_network_bind(tmp_path: Path) -> None:
     path = _file_with(tmp_path / "tokens.json", alice="mai_alice-token-0123456789abcdef")
     named = Settings(tokens_file=path)
