@@ -23,19 +23,22 @@ from starlette.requests import Request
 from starlette.types import ASGIApp
 
 from mcp_server import Settings, create_server
+from mcp_server._identity import principal
 
 
 def whoami_server(settings: Settings) -> MCPServer:
-    """The real server, plus a tool that answers the principal its request carries (the
-    ``mai_principal`` claim of the ``AuthenticatedUser`` in ``scope["user"]``)."""
+    """The real server, plus a tool that answers the principal its request carries: the
+    ``mai_principal`` claim of the ``AuthenticatedUser`` in ``scope["user"]``, which must be
+    what the server's own ``_identity.principal()`` reads (the tools' view of the caller)."""
     server = create_server(settings)
 
     @server.tool()
     def whoami(ctx: Context) -> str:
         request = ctx.request_context.request
         assert isinstance(request, Request)
-        claims = request.scope["user"].access_token.claims
-        return str(claims["mai_principal"])
+        claimed = str(request.scope["user"].access_token.claims["mai_principal"])
+        assert principal(ctx.request_context) == claimed
+        return claimed
 
     return server
 
