@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -330,6 +331,33 @@ class Settings(BaseSettings):
         "a 2026-07-28 confirmation's state so its answer may reach any replica (or a restarted "
         "server); default: a key of this process only.",
     )
+    # Identity on the HTTP server (issue 22, auth; mcp_server/_auth.py, _tokens.py):
+    tokens_file: Annotated[Path | None, Option("--tokens-file", metavar="FILE")] = Field(
+        None,
+        description="Named bearer tokens (mai-image-mcp tokens add NAME): each caller is its "
+        "token's name; read again when the file changes.",
+    )
+    public_url: Annotated[str | None, Option("--public-url", metavar="URL")] = Field(
+        None,
+        description="The URL clients reach the MCP endpoint at, e.g. https://mcp.example.com/"
+        "mcp: OAuth's resource id (and default audience).",
+    )
+    oauth_issuer: Annotated[str | None, Option("--oauth-issuer", metavar="URL")] = Field(
+        None, description="OAuth: accept access tokens (JWTs) from this issuer (iss)."
+    )
+    oauth_audience: Annotated[str | None, Option("--oauth-audience", metavar="AUD")] = Field(
+        None, description="OAuth: the audience (aud) tokens must be for; default the public URL."
+    )
+    oauth_jwks_url: Annotated[str | None, Option("--oauth-jwks-url", metavar="URL")] = Field(
+        None, description="OAuth: the issuer's key set (jwks_uri), read at start."
+    )
+    oauth_principal_claim: Annotated[str, Option("--oauth-principal-claim", metavar="CLAIM")] = (
+        Field(
+            "sub",
+            pattern=r"^[A-Za-z0-9_.:/-]{1,64}$",
+            description="OAuth: the claim that names the caller (email is common).",
+        )
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -441,6 +469,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _principals_need_a_book(self) -> Settings:
+        many = self.tokens_file is not None or self.oauth_issuer is not None
+        if many and (self.job_book or "").strip().lower() == "off":
+            raise _FieldProblem(
+                "job_book",
+                "is off, and callers are told apart (--tokens-file or OAuth): which caller made "
+                "which job is kept in the job book, so without it no one's jobs could be kept "
+                "from the others. Keep the book on (drop --job-book off / MAI_JOB_BOOK=off).",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _audit_prompts_need_a_log(self) -> Settings:
         if self.audit_prompts and self.audit_log is None:
             raise _FieldProblem(
@@ -459,6 +499,22 @@ class Settings(BaseSettings):
                 """with: python -c "import secrets; print(secrets.token_urlsafe(32))" and give """
                 "every replica the same one."
             )
+        return value
+
+    @field_validator("public_url", "oauth_issuer", "oauth_jwks_url")
+    @classmethod
+    def _identity_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = (parts.hostname or "") in ("localhost", "127.0.0.1", "::1")
+        if not parts.hostname or parts.scheme not in ("https", *(("http",) if loopback else ())):
+            raise ValueError(
+                f"give an https:// URL (http:// only for localhost), e.g. "
+                f"https://login.example.com/...; got {value[:100]!r}."
+            )
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("give a URL without credentials (user:password@) or #fragment.")
         return value
 
     @field_validator("webhook_public_url")
