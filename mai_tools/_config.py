@@ -192,7 +192,7 @@ def api_key_file() -> Path:
 
 
 def read_private_file(
-    path: str | os.PathLike[str], *, label: str, shown: str, advice: str
+    path: str | os.PathLike[str], *, label: str, shown: str, advice: str, limit: int = 4096
 ) -> str | None:
     """The text in a file that holds a secret, or None if there is no such file or it is blank.
 
@@ -208,6 +208,7 @@ def read_private_file(
         label: what it is, e.g. "API key file".
         shown: how the message names it, e.g. "~/.pixazo/api-key".
         advice: what to write into a file that is not text.
+        limit: the most bytes read (a key or token fits the default; a list of them may not).
 
     Raises:
         ConfigurationError: the file cannot be opened, is not a regular file, is readable or
@@ -232,7 +233,7 @@ def read_private_file(
                 f"(mode {stat.S_IMODE(info.st_mode):03o}); it was not used. Run "
                 f"`chmod 600 {shown}`."
             )
-        raw = os.read(fd, 4096)
+        raw = os.read(fd, limit)
     finally:
         os.close(fd)
     try:

@@ -17,6 +17,8 @@ from ._settings import Settings, SettingsError, env_name, load, options
 if TYPE_CHECKING:
     from mai_tools import WebhookReceiver
 
+    from ._auth import Authenticator
+
 
 class _Refused(click.ClickException):
     """A configuration the server will not start with (exit status 2, like a usage error)."""
@@ -79,7 +81,7 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
         )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.option(
     "--transport",
     type=click.Choice(["stdio", "streamable-http"]),
@@ -97,7 +99,10 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
 )
 @click.option("--emulator", is_flag=True, help="Use an in-process offline emulator (no key).")
 @_settings_options
+@click.pass_context
 def cli(
+    ctx: click.Context,
+    /,
     transport: str,
     host: str,
     port: int,
@@ -109,7 +114,10 @@ def cli(
     """MCP server for Microsoft MAI Image 2.5 (generate_image, edit_image, get_image_job).
 
     Each setting below is also read from its environment variable; a flag overrides it.
+    Without a command, serves; `mai-image-mcp tokens --help` manages named tokens.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     given = {name: value for name, value in flags.items() if value is not None and value != ()}
     try:
         # A restarted server polls by what it learned.
@@ -122,14 +130,20 @@ def cli(
             "--webhook-public-url (MAI_MCP_WEBHOOK_PUBLIC_URL) needs --transport "
             "streamable-http: the gateway's callbacks arrive on the server's HTTP app."
         )
+    verifier = None
     if transport == "streamable-http":
+        from ._auth import configured
         from ._http import refusal
 
-        if insecure_no_auth and settings.auth_token is not None:
-            raise click.UsageError("--insecure-no-auth contradicts the auth token that is set.")
+        if insecure_no_auth and configured(settings):
+            raise click.UsageError(
+                "--insecure-no-auth contradicts the authentication that is set (a token, "
+                "--tokens-file or --oauth-*)."
+            )
         problem = refusal(host, settings, insecure_no_auth=insecure_no_auth)
         if problem is not None:
             raise _Refused(problem)
+        verifier = _authenticator(settings)
 
     from mai_tools._exceptions import JobBookError
     from mai_tools.jobbook import open_job_book
@@ -162,7 +176,13 @@ def cli(
         if audit is not None:
             print(f"mai-image-mcp: audit log: {audit}", file=sys.stderr)
         app = http_app(
-            server, effective, host=host, port=port, stateless=stateless, event_store=events
+            server,
+            effective,
+            host=host,
+            port=port,
+            stateless=stateless,
+            event_store=events,
+            authenticator=verifier,
         )
         if receiver is not None:
             # Callbacks bypass the bearer token and Host checks: the gateway sends neither,
@@ -191,12 +211,37 @@ def _check_audit_log(settings: Settings) -> Path | None:
     return audit.path
 
 
+def _authenticator(settings: Settings) -> Authenticator | None:
+    """The HTTP server's authenticator, its tokens file read and its OAuth key set fetched:
+    a bad file or a key set that is down stops the server here, never opens it."""
+    import asyncio
+
+    from ._auth import AuthSetupError, authenticator
+
+    try:
+        verifier = authenticator(settings)
+        if verifier is not None:
+            asyncio.run(verifier.prepare())
+    except AuthSetupError as exc:
+        raise _Refused(f"{exc}{_NOTHING_SENT}") from None
+    return verifier
+
+
 def _receiver(settings: Settings) -> WebhookReceiver | None:
     if settings.webhook_public_url is None:
         return None
     from mai_tools import WebhookReceiver
 
     return WebhookReceiver(settings.webhook_public_url)
+
+
+def _add_commands() -> None:
+    from ._tokens import tokens_command
+
+    cli.add_command(tokens_command)
+
+
+_add_commands()
 
 
 def main() -> None:

@@ -3,18 +3,18 @@
 Every HTTP request to the server runs the operator's API key (and, with ``allowed_dirs``, reads
 their files), so the HTTP app is never open by accident:
 
-- :class:`BearerTokenMiddleware` wraps the app the SDK builds: with a token configured, a
-  request without ``Authorization: Bearer <token>`` gets 401 and reaches nothing else.
+- :func:`mcp_server._auth.protect` wraps the app the SDK builds: with any authentication
+  configured (the token, named tokens, OAuth), a request without a valid
+  ``Authorization: Bearer <token>`` gets 401 and reaches nothing else; an accepted one carries
+  its principal in ``scope["user"]``.
 - :func:`transport_security` keeps the SDK's DNS-rebinding protection on for every bind
   address, allowing the bound ``host:port``, the localhost forms and what the operator adds.
-- :func:`refusal` is the start-up rule: a non-loopback bind needs a token.
+- :func:`refusal` is the start-up rule: a non-loopback bind needs authentication.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
-import json
 import logging
 from types import FrameType
 
@@ -22,13 +22,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._auth import Authenticator, configured, protect
+from ._auth import authenticator as build_authenticator
 from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
 from ._state import STOPPING
 
 logger = logging.getLogger("mcp_server")
 
-REALM = "mai-image-mcp"
 MAX_REQUEST_BODY_BYTES = 32 * 1024 * 1024
 """Largest JSON-RPC request body: fits a 20 MiB source image as a base64 data URI."""
 _LOOPBACK_FORMS = ("127.0.0.1", "localhost", "[::1]")
@@ -100,70 +101,18 @@ class BearerTokenMiddleware:
 
     Anything else gets 401 with a ``WWW-Authenticate: Bearer`` header and never reaches the
     wrapped app. The token is compared in constant time and appears in no repr or log.
-    Lifespan events pass through.
+    Lifespan events pass through. (The single-token case of :func:`mcp_server._auth.protect`.)
     """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = token.encode("ascii")
+        self._guarded = protect(app, Authenticator(static=token))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(app={self.app!r})"
 
-    def _authorized(self, scope: Scope) -> bool | None:
-        """True: the right token; False: a wrong one; None: no bearer credentials at all."""
-        values = [v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
-        if len(values) != 1:
-            return None if not values else False
-        scheme, _, credentials = bytes(values[0]).strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not credentials.strip():
-            return None
-        return hmac.compare_digest(credentials.strip(), self._expected)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        verdict = self._authorized(scope)
-        if verdict is True:
-            await self.app(scope, receive, send)
-            return
-        client = scope.get("client")
-        logger.info(
-            "refused an HTTP request from %s: %s",
-            f"{client[0]}:{client[1]}" if client else "an unknown client",
-            "wrong bearer token" if verdict is False else "no bearer token",
-        )
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        await _unauthorized(send, wrong=verdict is False)
-
-
-async def _unauthorized(send: Send, *, wrong: bool) -> None:
-    if wrong:
-        description = "The bearer token is not valid for this server."
-        challenge = (
-            f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
-        )
-        body = {"error": "invalid_token", "error_description": description}
-    else:
-        description = "This server needs 'Authorization: Bearer <token>'."
-        challenge = f'Bearer realm="{REALM}"'
-        body = {"error": "unauthorized", "error_description": description}
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"www-authenticate", challenge.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+        await self._guarded(scope, receive, send)
 
 
 def http_app(
@@ -174,9 +123,16 @@ def http_app(
     port: int = 8000,
     stateless: bool = False,
     event_store: MemoryEventStore | None = None,
+    authenticator: Authenticator | None = None,
 ) -> ASGIApp:
     """The ASGI app to serve: the SDK's Streamable HTTP app (at ``/mcp``) with DNS-rebinding
-    protection on, behind :class:`BearerTokenMiddleware` when ``settings.auth_token`` is set.
+    protection on, behind bearer authentication (:func:`mcp_server._auth.protect`) when the
+    settings ask for any.
+
+    ``authenticator`` is the one the settings give, made beforehand (``mai-image-mcp`` makes
+    it, and reads the OAuth key set, before it starts serving); without one it is made here
+    (:class:`~mcp_server._auth.AuthSetupError` for a bad tokens file or OAuth settings), and
+    the key set is read on the first request.
 
     ``host`` and ``port`` are the address the server is bound to (they define the default
     accepted Host headers). ``event_store`` (the one given to ``create_server``) makes the
@@ -198,15 +154,15 @@ def http_app(
         session_idle_timeout=settings.session_idle_timeout,
     )
     app = ConnectionWatch(app)
-    if settings.auth_token is None:
-        return app
-    return BearerTokenMiddleware(app, settings.auth_token.get_secret_value())
+    verifier = authenticator if authenticator is not None else build_authenticator(settings)
+    return app if verifier is None else protect(app, verifier)
 
 
 def refusal(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | None:
     """Why the server must not start on ``host`` (None if it may): a non-loopback address
-    without a token would let anyone who reaches the port run jobs on the operator's key."""
-    if settings.auth_token is not None or insecure_no_auth or is_loopback(host):
+    without authentication (a token, named tokens or OAuth) would let anyone who reaches the
+    port run jobs on the operator's key."""
+    if configured(settings) or insecure_no_auth or is_loopback(host):
         return None
     return (
         f"Refusing to serve MCP over HTTP on {host} without authentication: anyone who can "
@@ -220,7 +176,18 @@ def refusal(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | N
 def startup_notes(host: str, port: int, settings: Settings, *, insecure_no_auth: bool) -> list[str]:
     """Lines for stderr when serving HTTP: the warnings an operator must see."""
     notes: list[str] = []
-    if settings.auth_token is None:
+    if settings.tokens_file is not None:
+        notes.append(
+            f"note: named tokens from {settings.tokens_file} (read again when it changes; "
+            "mai-image-mcp tokens add/list/revoke)."
+        )
+    if settings.oauth_issuer is not None:
+        notes.append(
+            f"note: OAuth access tokens from {settings.oauth_issuer} for "
+            f"{settings.oauth_audience or settings.public_url}; the caller is their "
+            f"{settings.oauth_principal_claim!r} claim."
+        )
+    if not configured(settings):
         if is_loopback(host):
             notes.append(
                 f"note: no {ENV_AUTH_TOKEN}: any program on this machine can use this server "

@@ -22,6 +22,8 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
 from mai_tools.jobbook import LOCAL_PRINCIPAL
 
+from ._settings import Settings
+
 PRINCIPAL_CLAIM: Final = "mai_principal"
 """The access token claim (set by the server's own token verifiers) naming the principal."""
 DEFAULT_PRINCIPAL: Final = "default"
@@ -61,7 +63,7 @@ def is_operator(request_context: object, operators: Iterable[str]) -> bool:
     return principal(request_context) in set(operators)
 
 
-def many_principals(settings: object) -> bool:
+def many_principals(settings: Settings) -> bool:
     """True if callers can be different principals (named tokens or OAuth are configured).
 
     Then a request id the book does not hold for the caller is answered as unknown without
@@ -70,4 +72,4 @@ def many_principals(settings: object) -> bool:
     ``--auth-token``) a job made elsewhere (``mai-image``, another book) is read from the
     gateway as before.
     """
-    return bool(getattr(settings, "tokens_file", None) or getattr(settings, "oauth_issuer", None))
+    return settings.tokens_file is not None or settings.oauth_issuer is not None

@@ -23,6 +23,7 @@ from mai_tools._exceptions import JobBookError
 from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
 
 from ._arguments import LimitField
+from ._confirm import Confirmation, ConfirmPolicy, Precheck, request_state_security
 from ._identity import is_operator
 from ._resume import MemoryEventStore
 from ._service import TOOL_OF_OPERATION, Service, ToolContext
@@ -115,6 +116,7 @@ def create_server(
     client: AsyncMAIImageClient | None = None,
     event_store: MemoryEventStore | None = None,
     webhooks: WebhookReceiver | None = None,
+    precheck: Precheck | None = None,
 ) -> MCPServer[ServerState]:
     """Build the MCP server.
 
@@ -127,9 +129,13 @@ def create_server(
             waiting call knows whether a disconnected client may still resume.
         webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
             (``mai-image-mcp --webhook-public-url``).
+        precheck: the hard spending limits' check, run before a costly call is put to the
+            user for confirmation (``_confirm``): its refusal is the answer, nothing is asked
+            or sent.
     """
     settings = settings or Settings.from_env()
     service = Service(settings, event_store)
+    confirmation = Confirmation(ConfirmPolicy.from_settings(settings), precheck)
     mcp = MCPServer(
         "mai-image",
         title="MAI Image 2.5",
@@ -138,10 +144,11 @@ def create_server(
         lifespan=lifespan(settings, client, webhooks),
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
-        extensions=[ImageTasks(service)],
+        extensions=[ImageTasks(service, confirmation)],
         # Learns each client's tool-call timeout from its cancellations (calls answer within it).
-        middleware=[service.host_timeouts, LegacyTasksSurface(service)],
+        middleware=[service.host_timeouts, LegacyTasksSurface(service, confirmation)],
         subscriptions=False,  # nothing here changes: no list_changed streams to offer
+        request_state_security=request_state_security(settings),
     )
     for method in _UNSERVED:
         # Capabilities are derived from the registered handlers: advertise only what is served.

@@ -11,12 +11,12 @@ A flag overrides the variable. Values are checked once, by the model; a bad one 
 from __future__ import annotations
 
 import os
-import re
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -34,7 +34,6 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from mai_tools._config import read_private_file
 from mai_tools._constants import API_KEY_ENV, BASE_URL_ENV
 from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
@@ -44,23 +43,21 @@ from mai_tools.jobbook import SpendingLimits
 from mai_tools.jobbook._limits import DEFAULT_CURRENCY
 
 from ._limits import Amount, Currency
+from ._values import ENV_AUTH_TOKEN as ENV_AUTH_TOKEN
+from ._values import ENV_PREFIX as ENV_PREFIX
+from ._values import MIN_TOKEN_LENGTH as MIN_TOKEN_LENGTH
+from ._values import TOKEN_HOWTO as TOKEN_HOWTO
+from ._values import _items, check_allowed_host, check_allowed_origin
+from ._values import check_auth_token as check_auth_token
+from ._values import read_token_file as read_token_file
 
 PreviewMode = Literal["preview", "thumbnail", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[LogLevel, ...] = typing.get_args(LogLevel)
 
-ENV_PREFIX = "MAI_MCP_"
-ENV_AUTH_TOKEN = f"{ENV_PREFIX}AUTH_TOKEN"
 
-MIN_TOKEN_LENGTH = 16
-TOKEN_HOWTO = (
-    f"Set {ENV_AUTH_TOKEN} (or --auth-token-file FILE) to a long random secret, for example "
-    """the output of: python -c "import secrets; print(secrets.token_urlsafe(32))" """
-    "and have clients send the header 'Authorization: Bearer <token>'."
-)
-_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: safe in any header
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
-_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
+MIN_STATE_KEY_LENGTH = 32
+"""The MCP SDK's floor for a request-state key (bytes of secret randomness)."""
 
 DEFAULT_MAX_WAIT = 45.0
 """Under the ~60 s tool timeout many MCP clients use."""
@@ -113,86 +110,6 @@ class _FieldProblem(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-def check_auth_token(token: str) -> str:
-    """Return ``token`` if it is usable as a bearer token, else raise ValueError.
-
-    The message never quotes the token.
-    """
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(
-            f"the token is too short ({len(token)} characters; at least {MIN_TOKEN_LENGTH}). "
-            + TOKEN_HOWTO
-        )
-    if not _TOKEN.fullmatch(token):
-        raise ValueError(
-            "the token may hold only letters, digits and - . _ ~ + / (then '=' padding), so "
-            "that it fits an Authorization header. " + TOKEN_HOWTO
-        )
-    return token
-
-
-def read_token_file(path: str | os.PathLike[str]) -> str:
-    """The token in a file (surrounding whitespace, such as the final newline, dropped).
-
-    The file is held to the API key file's rule (no access for other users: mode 600) and
-    read the same way (:func:`mai_tools._config.read_private_file`).
-
-    Raises:
-        ValueError: the file cannot be read, is open to other users, is empty, or holds no
-            usable token.
-    """
-    shown = str(path)
-    try:
-        token = read_private_file(
-            Path(path).expanduser(),
-            label="auth token file",
-            shown=shown,
-            advice=f"write the token into it, {TOKEN_HOWTO}",
-        )
-    except ConfigurationError as exc:
-        raise ValueError(str(exc)) from None
-    if token is None:
-        if not Path(path).expanduser().exists():
-            raise ValueError(f"Cannot read the auth token file {shown}: No such file or directory.")
-        raise ValueError(f"The auth token file {shown} is empty. {TOKEN_HOWTO}")
-    try:
-        return check_auth_token(token)
-    except ValueError as exc:
-        raise ValueError(f"In the auth token file {shown}: {exc}") from None
-
-
-def check_allowed_host(value: str) -> str:
-    """An ``--allowed-host`` value: ``name``, ``name:port`` or ``name:*`` (any port)."""
-    host = value.strip()
-    if not _HOST.fullmatch(host):
-        raise ValueError(
-            f"Allowed host {value[:80]!r} is not a Host header value: give host or host:port "
-            "(host:* for any port), with no scheme or path, e.g. mcp.example.com or "
-            "192.168.1.5:8000."
-        )
-    return host
-
-
-def check_allowed_origin(value: str) -> str:
-    """An ``--allowed-origin`` value: ``http(s)://name[:port]`` (``:*`` for any port)."""
-    origin = value.strip().rstrip("/")
-    if not _ORIGIN.fullmatch(origin):
-        raise ValueError(
-            f"Allowed origin {value[:80]!r} is not an origin: give scheme://host[:port] with no "
-            "path, e.g. https://app.example.com or http://localhost:*."
-        )
-    return origin
-
-
-def _items(value: object, separator: str) -> list[Any]:
-    """A list setting: a variable's text split at ``separator``; a flag's or caller's list."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(separator)]
-    if isinstance(value, list | tuple):
-        return [v.strip() if isinstance(v, str) else v for v in value]
-    raise ValueError("must be a list")
 
 
 class Settings(BaseSettings):
@@ -318,6 +235,52 @@ class Settings(BaseSettings):
         False,
         description="Also write each prompt's text into the audit log (else only its sha256).",
     )
+    # Confirmation for costly calls (issue 22 item 4, mcp_server/_confirm.py):
+    confirm_above: Annotated[int | None, Option("--confirm-above", metavar="N")] = Field(
+        None,
+        ge=0,
+        description="Ask the user to confirm (form elicitation) a generate_image/edit_image "
+        "call of more than N images before sending it; 0 asks for every call; default: "
+        "never ask.",
+    )
+    if_unconfirmable: Annotated[Literal["refuse", "proceed"], Option("--if-unconfirmable")] = Field(
+        "refuse",
+        description="A call that needs a confirmation from a client that cannot ask the user "
+        "(no elicitation capability): refuse it (nothing is sent) or proceed without asking.",
+    )
+    request_state_key: Annotated[SecretStr | None, Option()] = Field(
+        None,
+        description="A secret of at least 32 characters, the same on every replica, that seals "
+        "a 2026-07-28 confirmation's state so its answer may reach any replica (or a restarted "
+        "server); default: a key of this process only.",
+    )
+    # Identity on the HTTP server (issue 22, auth; mcp_server/_auth.py, _tokens.py):
+    tokens_file: Annotated[Path | None, Option("--tokens-file", metavar="FILE")] = Field(
+        None,
+        description="Named bearer tokens (mai-image-mcp tokens add NAME): each caller is its "
+        "token's name; read again when the file changes.",
+    )
+    public_url: Annotated[str | None, Option("--public-url", metavar="URL")] = Field(
+        None,
+        description="The URL clients reach the MCP endpoint at, e.g. https://mcp.example.com/"
+        "mcp: OAuth's resource id (and default audience).",
+    )
+    oauth_issuer: Annotated[str | None, Option("--oauth-issuer", metavar="URL")] = Field(
+        None, description="OAuth: accept access tokens (JWTs) from this issuer (iss)."
+    )
+    oauth_audience: Annotated[str | None, Option("--oauth-audience", metavar="AUD")] = Field(
+        None, description="OAuth: the audience (aud) tokens must be for; default the public URL."
+    )
+    oauth_jwks_url: Annotated[str | None, Option("--oauth-jwks-url", metavar="URL")] = Field(
+        None, description="OAuth: the issuer's key set (jwks_uri), read at start."
+    )
+    oauth_principal_claim: Annotated[str, Option("--oauth-principal-claim", metavar="CLAIM")] = (
+        Field(
+            "sub",
+            pattern=r"^[A-Za-z0-9_.:/-]{1,64}$",
+            description="OAuth: the claim that names the caller (email is common).",
+        )
+    )
     # Spending limits (issue 22, helper "limits"): all off unless set; counted and reserved in
     # the job book (mai_tools.jobbook._limits says what counts).
     daily_images: Annotated[int | None, Option("--daily-images", metavar="N")] = Field(
@@ -409,7 +372,7 @@ class Settings(BaseSettings):
             raise _FieldProblem("auth_token_file", str(exc)) from None
         return {**data, "auth_token": token}
 
-    @field_validator("preview", mode="before")
+    @field_validator("preview", "if_unconfirmable", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -459,6 +422,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _principals_need_a_book(self) -> Settings:
+        many = self.tokens_file is not None or self.oauth_issuer is not None
+        if many and (self.job_book or "").strip().lower() == "off":
+            raise _FieldProblem(
+                "job_book",
+                "is off, and callers are told apart (--tokens-file or OAuth): which caller made "
+                "which job is kept in the job book, so without it no one's jobs could be kept "
+                "from the others. Keep the book on (drop --job-book off / MAI_JOB_BOOK=off).",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _audit_prompts_need_a_log(self) -> Settings:
         if self.audit_prompts and self.audit_log is None:
             raise _FieldProblem(
@@ -489,6 +464,33 @@ class Settings(BaseSettings):
             currency=self.currency,
         )
         return limits if limits.any else None
+
+    @field_validator("request_state_key")
+    @classmethod
+    def _request_state_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_STATE_KEY_LENGTH:
+            raise ValueError(
+                f"the key is too short (at least {MIN_STATE_KEY_LENGTH} characters); make one "
+                """with: python -c "import secrets; print(secrets.token_urlsafe(32))" and give """
+                "every replica the same one."
+            )
+        return value
+
+    @field_validator("public_url", "oauth_issuer", "oauth_jwks_url")
+    @classmethod
+    def _identity_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = (parts.hostname or "") in ("localhost", "127.0.0.1", "::1")
+        if not parts.hostname or parts.scheme not in ("https", *(("http",) if loopback else ())):
+            raise ValueError(
+                f"give an https:// URL (http:// only for localhost), e.g. "
+                f"https://login.example.com/...; got {value[:100]!r}."
+            )
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("give a URL without credentials (user:password@) or #fragment.")
+        return value
 
     @field_validator("webhook_public_url")
     @classmethod

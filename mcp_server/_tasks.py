@@ -24,7 +24,9 @@ returns the CallToolResult; ``tasks/list`` lists the caller's jobs from the job 
 id is the same request id, and the job book adopts identical calls the same way.
 
 The same interceptor checks every tool's arguments first (``_arguments``), so an invalid call
-and an invalid task are refused alike, in the server's words, before anything is sent.
+and an invalid task are refused alike, in the server's words, before anything is sent; then,
+for a call or a task alike, the steps before a job is sent (``_confirm``: the spending limits'
+precheck, then the user's confirmation of a costly call).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from mai_tools._agent import failure_of, validation_text
 from mai_tools.jobbook import JobRecord
 
 from ._arguments import ARGUMENTS, EditArguments, GenerateArguments
+from ._confirm import Confirmation, ConfirmPolicy
 from ._service import Service, TaskState, UnknownTask, job_started_at
 from ._state import ServerState
 
@@ -121,8 +124,11 @@ class ImageTasks(Extension):
 
     identifier = TASKS_EXTENSION
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, confirmation: Confirmation | None = None) -> None:
         self._service = service
+        self._confirmation = confirmation or Confirmation(
+            ConfirmPolicy.from_settings(service.settings)
+        )
 
     def methods(self) -> Sequence[MethodBinding]:
         legacy = frozenset({LEGACY_TASKS_VERSION})
@@ -150,6 +156,11 @@ class ImageTasks(Extension):
             return CallToolResult(
                 content=[TextContent(type="text", text=validation_text(exc))], is_error=True
             )
+        if params.name in TASK_TOOLS and isinstance(args, GenerateArguments | EditArguments):
+            # The limits' precheck, then the user's confirmation: before a call or a task.
+            stop = await self._confirmation.before_submit(ctx, params, params.name, args)
+            if stop is not None:
+                return stop
         if (
             params.name in TASK_TOOLS
             and isinstance(args, GenerateArguments | EditArguments)
@@ -323,8 +334,11 @@ class LegacyTasksSurface:
     ``tools/call`` that asks for a task (the SDK checks a ``tools/call`` handler's answer
     against ``CallToolResult`` on that version, so the task is answered from here)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, confirmation: Confirmation | None = None) -> None:
         self._service = service
+        self._confirmation = confirmation or Confirmation(
+            ConfirmPolicy.from_settings(service.settings)
+        )
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -354,10 +368,16 @@ class LegacyTasksSurface:
             return None
         try:
             args = ARGUMENTS[name].model_validate(params.get("arguments") or {})
+            call = CallToolRequestParams.model_validate(params)
         except ValidationError:
             return None
         if not isinstance(args, GenerateArguments | EditArguments):
             return None
+        # The limits' precheck, then the user's confirmation, as for any call (on this protocol
+        # version a question is asked mid-call: never an input-required answer).
+        stop = await self._confirmation.before_submit(ctx, call, name, args)
+        if stop is not None:
+            return _dump(stop) if isinstance(stop, CallToolResult) else None
         started = await self._service.start_task(ctx.lifespan_context, name, args, ctx)
         if isinstance(started, CallToolResult):
             return _dump(started)  # refused before a job existed: the same answer as a call

@@ -13,7 +13,6 @@ import hmac
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,19 +44,10 @@ from mcp_server._http import (
 )
 from tests.conftest import CANARY_PREFIX
 from tests.support.fakes import KEY
+from tests.support.identity import INITIALIZE, MCP_HEADERS, inspector_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = CANARY_PREFIX + "mcp-bearer-token-0123456789"  # the suite's log guard looks for it
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
 CALL = {
     "jsonrpc": "2.0",
     "id": 2,
@@ -65,7 +55,6 @@ CALL = {
     "params": {"name": "generate_image", "arguments": {"prompt": "an unauthorised cat"}},
 }
 WILDCARD = "0.0.0.0"  # noqa: S104  # a value under test; tests bind loopback sockets only
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture(scope="module")
@@ -486,27 +475,10 @@ def test_the_command_serves_with_a_token_file(
     _untouched(emu)
 
 
-def _inspector() -> str | None:
-    for candidate in (
-        os.environ.get("MCP_INSPECTOR"),
-        str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "mcp-inspector"),
-        str(ROOT / "node_modules" / ".bin" / "mcp-inspector"),
-        shutil.which("mcp-inspector"),
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
 def test_mcp_inspector_cli_over_authenticated_http(
     authed_http_server: str, emu: RunningEmulator
 ) -> None:
-    inspector = _inspector()
-    if inspector is None:
-        pytest.skip(
-            "MCP Inspector not installed: npm install --prefix .ci/node "
-            "@modelcontextprotocol/inspector@2.12.0 (the README's test command does)"
-        )
+    inspector = inspector_or_skip()
     url = f"{authed_http_server}/mcp"
 
     def inspect(*args: str) -> subprocess.CompletedProcess[str]:

@@ -2,16 +2,18 @@
 tasks/get, tasks/cancel) and adopting an identical call's undelivered job; another principal's
 request id is answered exactly like an unknown one. An operator sees and reads every job.
 
-The servers are real uvicorn servers on loopback ports, called by the SDK's client over
-Streamable HTTP with each principal's bearer token.
+The servers are real uvicorn servers on loopback ports with a named-tokens file, called by the
+SDK's client over Streamable HTTP with each principal's token.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -19,49 +21,25 @@ import pytest
 from mcp import Client, MCPError
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
-from mcp.server.auth.provider import AccessToken
 from mcp.types import CallToolResult, TextContent
-from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobScope
-from mcp_server import Settings, create_server
+from mcp_server import Settings, SettingsError, create_server
 from mcp_server._arguments import ARGUMENTS
 from mcp_server._http import http_app
-from mcp_server._identity import PRINCIPAL_CLAIM
 from mcp_server._jobs import argument_key
+from mcp_server._tokens import NamedToken, digest, write
 from tests.mcp.test_mcp_tasks import send_task_request
 from tests.support.fakes import KEY
 from tests.support.serving import free_socket, serving
 
-TOKENS = {"alice": "token-of-alice-0123456789", "bob": "token-of-bob-0123456789"}
-TOKENS["carol"] = "token-of-carol-0123456789"  # the operator
-
-
-class _Verifier:
-    """Named tokens, as the server's own verifiers report them (the principal in a claim)."""
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        for name, value in TOKENS.items():
-            if token == value:
-                return AccessToken(
-                    token=token, client_id=name, scopes=[], claims={PRINCIPAL_CLAIM: name}
-                )
-        return None
-
-
-def _authenticated(app: ASGIApp) -> ASGIApp:
-    required = RequireAuthMiddleware(AuthContextMiddleware(app), [])
-    checked = AuthenticationMiddleware(required, backend=BearerAuthBackend(_Verifier()))
-
-    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-        await (checked if scope["type"] == "http" else app)(scope, receive, send)
-
-    return serve
+TOKENS = {
+    "alice": "mai_token-of-alice-0123456789abcdef",
+    "bob": "mai_token-of-bob-0123456789abcdef",
+    "carol": "mai_token-of-carol-0123456789abcdef",  # the operator
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +56,23 @@ def emu(module_emu: RunningEmulator) -> RunningEmulator:
 
 @contextlib.contextmanager
 def _serving(emu: RunningEmulator, **settings: Any) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        # Many principals: what a tokens file or OAuth turns on.
-        mp.setattr("mcp_server._service.many_principals", lambda _settings: True)
+    """A server with named tokens (alice, bob, carol the operator): many principals."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokens = Path(folder) / "tokens.json"
+        write(
+            tokens, {n: NamedToken(n, digest(t), "2026-12-07T08:00:00Z") for n, t in TOKENS.items()}
+        )
         config = Settings(
-            api_key=KEY, base_url=emu.base_url, preview="off", operators=("carol",), **settings
+            api_key=KEY,
+            base_url=emu.base_url,
+            preview="off",
+            operators=("carol",),
+            tokens_file=tokens,
+            **settings,
         )
         sock = free_socket()
         port = sock.getsockname()[1]
-        app = _authenticated(http_app(create_server(config), config, port=port))
-        with serving(app, sock) as origin:
+        with serving(http_app(create_server(config), config, port=port), sock) as origin:
             yield f"{origin}/mcp"
 
 
@@ -227,3 +212,12 @@ async def test_isolation_holds_across_replicas_sharing_a_postgres_book(
     assert not own.is_error
     assert own_list.structured_content is not None
     assert [j["request_id"] for j in own_list.structured_content["jobs"]] == [mine]
+
+
+def test_principals_without_a_job_book_are_refused_at_start(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    write(tokens, {"alice": NamedToken("alice", digest(TOKENS["alice"]), "2026-12-07T08:00:00Z")})
+    with pytest.raises(SettingsError, match="job book") as refused:
+        Settings(api_key=KEY, tokens_file=tokens, job_book="off")
+    assert "--job-book" in str(refused.value)
+    Settings(api_key=KEY, job_book="off")  # one principal: the book may be off

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mcp_server import Settings, create_server
 from mcp_server._arguments import ARGUMENTS
 from tests.support.fakes import KEY
+from tests.support.identity import inspector_or_skip
 from tests.support.waiting import aeventually, auntil_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -483,25 +483,8 @@ async def test_langchain_mcp_adapter_interop(emu: RunningEmulator) -> None:
     assert [b for b in blocks if isinstance(b, dict) and b.get("type") == "image"]  # previews
 
 
-def _inspector() -> str | None:
-    for candidate in (
-        os.environ.get("MCP_INSPECTOR"),
-        str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "mcp-inspector"),
-        str(ROOT / "node_modules" / ".bin" / "mcp-inspector"),
-        shutil.which("mcp-inspector"),
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
 def test_mcp_inspector_cli_lists_calls_and_strict(emu: RunningEmulator) -> None:
-    inspector = _inspector()
-    if inspector is None:
-        pytest.skip(
-            "MCP Inspector not installed: npm install --prefix .ci/node "
-            "@modelcontextprotocol/inspector@2.12.0 (the README's test command does)"
-        )
+    inspector = inspector_or_skip()
     base = [inspector, "--cli", sys.executable, "-m", "mcp_server"]
     env = {**_env(emu)}
     env_args = [

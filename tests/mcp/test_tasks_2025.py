@@ -274,3 +274,32 @@ def test_the_typescript_sdk_1x_client_gets_a_long_jobs_result_through_tasks(
     assert by_type["listed"][0]["tasks"] == [rid]
     assert by_type["got"][0]["task"]["status"] == "completed"
     assert emu.control.stats().jobs_created == 1
+
+
+async def test_a_costly_task_from_a_client_that_cannot_confirm_is_refused_unsent(
+    held: tuple[RunningEmulator, ManualClock],
+) -> None:
+    emu, _ = held
+    settings = Settings(
+        api_key=KEY, base_url=emu.base_url, preview="off", max_wait=5, confirm_above=1
+    )
+    sock = free_socket()
+    app = http_app(create_server(settings), settings, port=sock.getsockname()[1])
+    with serving(app, sock) as origin:
+        async with httpx.AsyncClient(timeout=60) as http:
+            raw = RawClient(http, f"{origin}/mcp")  # declares no elicitation capability
+            await raw.start()
+            refused = await raw.request(
+                "tools/call",
+                name="generate_image",
+                arguments={"prompt": "two costly images", "num_images": 2},
+                task={},
+            )
+            allowed = await raw.request(
+                "tools/call", name="generate_image", arguments={"prompt": "one image"}, task={}
+            )
+    assert refused["isError"] is True
+    assert "task" not in refused
+    assert "Not sent" in refused["content"][0]["text"]
+    assert allowed["task"]["status"] == "working"
+    assert emu.control.stats().jobs_created == 1  # the one-image task only
