@@ -132,10 +132,15 @@ class ConfirmPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConfirmPolicy:
-        """The policy the server's settings give. (The money threshold is the hook for a
-        configured price per image: the code that adds the price fills ``price_per_image``,
-        ``currency`` and ``above_cost`` here.)"""
-        return cls(above_images=settings.confirm_above, unconfirmable=settings.if_unconfirmable)
+        """The policy the server's settings give (the price and currency are the spending
+        limits' ``--price-per-image`` and ``--currency``)."""
+        return cls(
+            above_images=settings.confirm_above,
+            unconfirmable=settings.if_unconfirmable,
+            price_per_image=settings.price_per_image,
+            currency=settings.currency,
+            above_cost=settings.confirm_above_cost,
+        )
 
     def cost(self, num_images: int) -> Decimal | None:
         """The estimated cost of ``num_images`` images, when a price is known."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import anyio
 from pydantic import BeforeValidator, ValidationInfo
@@ -19,7 +19,7 @@ from pydantic import BeforeValidator, ValidationInfo
 from mai_tools._agent import Failed, Outcome
 from mai_tools._exceptions import ConfigurationError, JobBookError, SpendingLimitError
 from mai_tools._tools import TOOL_SPECS
-from mai_tools.jobbook import JobScope
+from mai_tools.jobbook import JobScope, SpendingLimits
 from mai_tools.jobbook._limits import check, parse_amount, parse_currency, per_call_refusal
 
 if TYPE_CHECKING:
@@ -47,10 +47,45 @@ def _currency(value: object) -> str:
 
 logger = logging.getLogger("mcp_server")
 
+NEEDS_PRICE = (
+    "needs --price-per-image (MAI_MCP_PRICE_PER_IMAGE): give the price of one image, e.g. "
+    "0.04, so that an amount of money can be counted in images."
+)
+
 Amount = Annotated[Decimal | None, BeforeValidator(_amount)]
 """A settings amount: a plain non-negative number, exact (no sign or currency code)."""
 Currency = Annotated[str, BeforeValidator(_currency)]
 """A settings currency: an ISO 4217 code, upper case."""
+
+
+class _LimitSettings(Protocol):
+    """The settings' limit fields (the Settings model imports this module)."""
+
+    @property
+    def daily_images(self) -> int | None: ...
+    @property
+    def server_daily_images(self) -> int | None: ...
+    @property
+    def max_images_per_call(self) -> int | None: ...
+    @property
+    def price_per_image(self) -> Decimal | None: ...
+    @property
+    def daily_spend(self) -> Decimal | None: ...
+    @property
+    def currency(self) -> str: ...
+
+
+def limits_of(settings: _LimitSettings) -> SpendingLimits | None:
+    """The limits the server's settings set (None: none)."""
+    limits = SpendingLimits(
+        daily_images=settings.daily_images,
+        server_daily_images=settings.server_daily_images,
+        max_images_per_call=settings.max_images_per_call,
+        price_per_image=settings.price_per_image,
+        daily_spend=settings.daily_spend,
+        currency=settings.currency,
+    )
+    return limits if limits.any else None
 
 
 async def refusal(

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -21,12 +22,19 @@ from mai_tools import AsyncMAIImageClient, WebhookReceiver, __version__
 from mai_tools._agent import ImageJobResult
 from mai_tools._exceptions import JobBookError
 from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
+from mai_tools.jobbook import JobScope
 
 from ._arguments import LimitField
-from ._confirm import Confirmation, ConfirmPolicy, Precheck, request_state_security
-from ._identity import is_operator
+from ._confirm import (
+    Confirmation,
+    ConfirmPolicy,
+    ImageArguments,
+    Precheck,
+    request_state_security,
+)
+from ._identity import is_operator, principal
 from ._resume import MemoryEventStore
-from ._service import TOOL_OF_OPERATION, Service, ToolContext
+from ._service import SURFACE, TOOL_OF_OPERATION, Service, ToolContext
 from ._settings import Settings
 from ._state import ServerState, lifespan
 from ._tasks import ImageTasks, LegacyTasksSurface
@@ -131,11 +139,19 @@ def create_server(
             (``mai-image-mcp --webhook-public-url``).
         precheck: the hard spending limits' check, run before a costly call is put to the
             user for confirmation (``_confirm``): its refusal is the answer, nothing is asked
-            or sent.
+            or sent. Default: the settings' limits (``Service.check_limits``).
     """
     settings = settings or Settings.from_env()
     service = Service(settings, event_store)
-    confirmation = Confirmation(ConfirmPolicy.from_settings(settings), precheck)
+
+    async def limits_first(
+        ctx: ServerRequestContext[Any, Any], tool: str, args: ImageArguments
+    ) -> CallToolResult | None:
+        # The hard spending limits, checked (nothing reserved) before anyone is asked.
+        scope = JobScope(principal(ctx), SURFACE)
+        return await service.check_limits(ctx.lifespan_context, scope, tool, args)
+
+    confirmation = Confirmation(ConfirmPolicy.from_settings(settings), precheck or limits_first)
     mcp = MCPServer(
         "mai-image",
         title="MAI Image 2.5",

@@ -210,16 +210,21 @@ class Service:
     # ------------------------------------------------------------------ spending limits
 
     async def check_limits(
-        self, state: ServerState, scope: JobScope, num_images: int
+        self,
+        state: ServerState,
+        scope: JobScope,
+        tool: str,
+        args: GenerateArguments | EditArguments,
     ) -> CallToolResult | None:
-        """The refusal (an ``isError`` result saying the limit, what is left and when it
-        resets) of a call of ``num_images`` images that would pass a spending limit now, or
-        None when it fits. Reserves nothing: the submit's claim checks again, atomically. For a
-        step before submitting (asking the user to confirm a costly call): the hard limits come
-        first, so nobody is asked to confirm a call that will be refused.
-        """
-        refused = await limit_refusal(state.client, state.book, scope, num_images)
-        return None if refused is None else await answer(outcome_of(refused), self.settings)
+        """The refusal (``isError``, audited) of a call a spending limit would refuse now, or
+        None. Reserves nothing (the claim checks again, atomically); the confirmation's
+        precheck, so nobody is asked to confirm a call that will be refused."""
+        refused = await limit_refusal(state.client, state.book, scope, args.num_images)
+        if refused is None:
+            return None
+        failed = outcome_of(refused)
+        audit_refusal(state.audit, scope, tool, args, failed)
+        return await answer(failed, self.settings)
 
     # ------------------------------------------------------------------ calls
 

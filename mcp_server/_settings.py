@@ -42,7 +42,7 @@ from mai_tools.jobbook import ENV as JOB_BOOK_ENV
 from mai_tools.jobbook import SpendingLimits
 from mai_tools.jobbook._limits import DEFAULT_CURRENCY
 
-from ._limits import Amount, Currency
+from ._limits import NEEDS_PRICE, Amount, Currency, limits_of
 from ._values import ENV_AUTH_TOKEN as ENV_AUTH_TOKEN
 from ._values import ENV_PREFIX as ENV_PREFIX
 from ._values import MIN_TOKEN_LENGTH as MIN_TOKEN_LENGTH
@@ -306,6 +306,9 @@ class Settings(BaseSettings):
         description="Money each principal may spend per UTC day, in --currency (images times "
         "--price-per-image).",
     )
+    confirm_above_cost: Annotated[Amount, Option("--confirm-above-cost", metavar="AMOUNT")] = Field(
+        None, description="Ask the user to confirm a call estimated to cost more than this."
+    )
     currency: Annotated[Currency, Option("--currency", metavar="CODE")] = Field(
         DEFAULT_CURRENCY,
         description="ISO 4217 code of --price-per-image and --daily-spend (your gateway "
@@ -444,26 +447,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _spend_needs_price(self) -> Settings:
-        if self.daily_spend is not None and self.price_per_image is None:
-            raise _FieldProblem(
-                "daily_spend",
-                "needs --price-per-image (MAI_MCP_PRICE_PER_IMAGE): give the price of one "
-                "image, e.g. 0.04, so that a day's spending can be counted.",
-            )
+    def _amounts_need_a_price(self) -> Settings:
+        for name in ("daily_spend", "confirm_above_cost"):
+            if getattr(self, name) is not None and self.price_per_image is None:
+                raise _FieldProblem(name, NEEDS_PRICE)
         return self
 
     def spending_limits(self) -> SpendingLimits | None:
         """The limits these settings set (None: none)."""
-        limits = SpendingLimits(
-            daily_images=self.daily_images,
-            server_daily_images=self.server_daily_images,
-            max_images_per_call=self.max_images_per_call,
-            price_per_image=self.price_per_image,
-            daily_spend=self.daily_spend,
-            currency=self.currency,
-        )
-        return limits if limits.any else None
+        return limits_of(self)
 
     @field_validator("request_state_key")
     @classmethod

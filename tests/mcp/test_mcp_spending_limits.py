@@ -16,12 +16,14 @@ import anyio
 import pytest
 from click.testing import CliRunner
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.client.context import ClientRequestContext
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, TextContent
 
 from mai_tools import AsyncMAIImageClient, SpendingLimitError, SpendingLimits
+from mai_tools._tools import GenerateImageArgs
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobScope
-from mcp_server import Settings, create_server
+from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
 from mcp_server._service import Service
 from mcp_server._state import ServerState
@@ -134,9 +136,12 @@ async def test_check_limits_is_a_pre_check_that_reserves_nothing(emu: RunningEmu
     try:
         service = Service(settings)
         scope = JobScope("ann", "mcp")
-        assert await service.check_limits(state, scope, 2) is None
-        assert await service.check_limits(state, scope, 2) is None  # nothing was reserved
-        too_many = await service.check_limits(state, scope, 3)
+        two = GenerateImageArgs(prompt="two foxes", num_images=2)
+        assert await service.check_limits(state, scope, "generate_image", two) is None
+        # Nothing was reserved: the same call fits again.
+        assert await service.check_limits(state, scope, "generate_image", two) is None
+        three = GenerateImageArgs(prompt="three foxes", num_images=3)
+        too_many = await service.check_limits(state, scope, "generate_image", three)
         assert too_many is not None
         assert too_many.is_error
         assert "at most 2 images" in _text(too_many)
@@ -222,3 +227,49 @@ async def test_a_refused_call_is_in_the_audit_log_with_its_cost(
     assert last["reason"].startswith("daily_images: Spending limit: you may make 2 images a day")
     assert "prompt" not in last
     assert emu.control.stats().submissions == 1
+
+
+class _User:
+    """An elicitation callback that says yes and counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(
+        self, context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult:
+        self.asked.append(params.message)
+        return ElicitResult(action="accept", content={"confirm": True})
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_limits_come_before_a_confirmation(emu: RunningEmulator, mode: str) -> None:
+    """The server's own limits are the confirmation's precheck: a call they refuse is not put
+    to the user; one within them is asked, with its estimated cost, then sent."""
+    user = _User()
+    settings = _settings(emu, daily_images=3, confirm_above=1, price_per_image="0.05", max_wait=30)
+    async with Client(create_server(settings), mode=mode, elicitation_callback=user) as client:
+        over = await client.call_tool("generate_image", {"prompt": "four cats", "num_images": 4})
+        assert user.asked == []
+        within = await client.call_tool("generate_image", {"prompt": "two cats", "num_images": 2})
+    assert over.is_error
+    assert "3 images a day" in _text(over)
+    assert not within.is_error, _text(within)
+    assert len(user.asked) == 1
+    assert "Estimated cost: 0.10 USD." in user.asked[0]
+    assert emu.control.stats().submissions == 1
+
+
+async def test_confirm_above_cost_asks_for_calls_estimated_above_it(emu: RunningEmulator) -> None:
+    user = _User()
+    settings = _settings(emu, price_per_image="0.04", confirm_above_cost="0.10", max_wait=30)
+    async with Client(create_server(settings), elicitation_callback=user) as client:
+        cheap = await client.call_tool("generate_image", {"prompt": "two dogs", "num_images": 2})
+        assert user.asked == []  # 0.08 is not above 0.10
+        dear = await client.call_tool("generate_image", {"prompt": "three dogs", "num_images": 3})
+    assert not cheap.is_error
+    assert not dear.is_error
+    assert len(user.asked) == 1
+    assert "Estimated cost: 0.12 USD." in user.asked[0]
+    with pytest.raises(SettingsError, match=r"confirm_above_cost.*needs --price-per-image"):
+        Settings(confirm_above_cost="1")
