@@ -27,6 +27,8 @@ from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
 from mcp_server._service import Service
 from mcp_server._state import ServerState
+from tests.mcp.test_isolation import _as
+from tests.mcp.test_isolation import _serving as _isolation_server
 from tests.mcp.test_mcp_tasks import TasksClient
 from tests.support.fakes import KEY
 
@@ -273,3 +275,23 @@ async def test_confirm_above_cost_asks_for_calls_estimated_above_it(emu: Running
     assert "Estimated cost: 0.12 USD." in user.asked[0]
     with pytest.raises(SettingsError, match=r"confirm_above_cost.*needs --price-per-image"):
         Settings(confirm_above_cost="1")
+
+
+async def test_each_principal_has_a_day_of_their_own_and_the_server_one_for_all(
+    emu: RunningEmulator,
+) -> None:
+    """Alice and Bob over HTTP with their own named tokens: the per-principal limit counts
+    each apart, the server's limit counts them together."""
+    with _isolation_server(emu, daily_images=2, server_daily_images=3) as url:
+        async with _as(url, "alice") as alice, _as(url, "bob") as bob:
+            a1 = await alice.call_tool("generate_image", {"prompt": "alice one", "num_images": 2})
+            a2 = await alice.call_tool("generate_image", {"prompt": "alice two"})
+            b1 = await bob.call_tool("generate_image", {"prompt": "bob one"})
+            b2 = await bob.call_tool("generate_image", {"prompt": "bob two"})
+    assert not a1.is_error, _text(a1)
+    assert a2.is_error
+    assert "you may make 2 images a day; all 2 are used today" in _text(a2)
+    assert not b1.is_error, _text(b1)  # Bob's own day is untouched by Alice's
+    assert b2.is_error
+    assert "for all its users together" in _text(b2)
+    assert emu.control.stats().submissions == 2
