@@ -17,10 +17,13 @@ import ipaddress
 import json
 import logging
 from types import FrameType
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mai_tools._server_guard import Guard, guarded_protocol, rate_limited_log
 
 from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
@@ -244,8 +247,29 @@ def startup_notes(host: str, port: int, settings: Settings, *, insecure_no_auth:
     return notes
 
 
-def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``app`` with uvicorn until interrupted (see :data:`_state.STOPPING`)."""
+def connection_guard(settings: Settings) -> Guard:
+    """What a flood of connections may take from the HTTP server (:mod:`mai_tools._server_guard`,
+    the webhook receiver's guard with the server's own limits): ``max_connections`` open at
+    once, ``max_connections_per_client`` from one address (0: no cap of its own, as behind a
+    reverse proxy), and each request's headers and body read within ``request_read_timeout``
+    (its answer, a tool call's event stream, may take as long as the call)."""
+    return Guard(
+        settings.max_connections,
+        settings.max_connections_per_client or settings.max_connections,
+        settings.request_read_timeout,
+        until="received",
+        log=rate_limited_log("mcp_server.connections"),
+        server="mai-image-mcp",
+        turned_away="its client saw the connection reset (raise --max-connections if this is "
+        "no flood)",
+    )
+
+
+def serve(
+    app: ASGIApp, *, host: str, port: int, log_level: str, guard: Guard | None = None
+) -> None:
+    """Serve ``app`` with uvicorn until interrupted (see :data:`_state.STOPPING`), behind
+    ``guard`` (:func:`connection_guard`) when given."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -253,4 +277,9 @@ def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
             STOPPING.set()  # calls still waiting finish, but their answers may go nowhere
             super().handle_exit(sig, frame)
 
-    _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())).run()
+    # With a guard, a flood's connections wait in a long backlog to be closed, not refused.
+    guarded: dict[str, Any] = (
+        {} if guard is None else {"http": guarded_protocol(guard), "backlog": 2048}
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **guarded)
+    _Server(config).run()
