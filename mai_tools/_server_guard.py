@@ -32,12 +32,19 @@ Until = Literal["answered", "received"]
 class RateLimit(logging.Filter):
     """Lets at most ``burst`` records through per ``period`` seconds; the first record of the
     next period says how many were dropped. A flood of bad connections then costs a few log
-    lines a minute, not megabytes."""
+    lines a minute, not megabytes. With ``only``, just the records whose message (its format
+    string) starts with it are counted and limited; the others pass."""
 
     def __init__(
-        self, burst: int = 10, period: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        burst: int = 10,
+        period: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        only: str | None = None,
     ) -> None:
         super().__init__()
+        self.only = only
         self.burst = burst
         self.period = period
         self._clock = clock
@@ -47,6 +54,8 @@ class RateLimit(logging.Filter):
         self.dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.only is not None and not str(record.msg).startswith(self.only):
+            return True
         with self._lock:
             now = self._clock()
             if now - self._since >= self.period:

@@ -23,7 +23,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mai_tools._server_guard import Guard, guarded_protocol, rate_limited_log
+from mai_tools._server_guard import Guard, RateLimit, guarded_protocol, rate_limited_log
 
 from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
@@ -200,10 +200,22 @@ def http_app(
         max_sessions=settings.max_sessions,
         session_idle_timeout=settings.session_idle_timeout,
     )
+    _quiet_session_refusals()
     app = ConnectionWatch(app)
     if settings.auth_token is None:
         return app
     return BearerTokenMiddleware(app, settings.auth_token.get_secret_value())
+
+
+_SESSION_REFUSALS = "Refusing to open a new session"
+
+
+def _quiet_session_refusals() -> None:
+    """The SDK logs a warning for every session it refuses at the cap: a session flood then
+    writes a line per request. At most 10 a minute (its other records pass)."""
+    log = logging.getLogger("mcp.server.streamable_http_manager")
+    if not any(isinstance(f, RateLimit) and f.only == _SESSION_REFUSALS for f in log.filters):
+        log.addFilter(RateLimit(only=_SESSION_REFUSALS))
 
 
 def refusal(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import selectors
 import shutil
@@ -28,6 +29,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mcp_server import Settings, create_server
+from mcp_server._http import http_app
 from tests.support.fakes import KEY
 from tests.support.flood import half_sent_flood
 
@@ -35,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HALF_SENT = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 PATIENT = 600.0  # no admitted flood connection may time out while a test counts them
 
-pytestmark = pytest.mark.skipif(
+linux_only = pytest.mark.skipif(
     sys.platform != "linux", reason="/proc file descriptors; source addresses 127.0.0.2+"
 )
 
@@ -139,6 +142,7 @@ async def _honest_call(origin: str) -> str:
     return request_id
 
 
+@linux_only
 def test_a_flood_from_one_client_gets_its_share_and_an_honest_call_succeeds(
     emu: RunningEmulator,
 ) -> None:
@@ -164,6 +168,7 @@ def test_a_flood_from_one_client_gets_its_share_and_an_honest_call_succeeds(
     assert emu.control.stats().jobs_created >= 1
 
 
+@linux_only
 def test_half_sent_requests_past_the_read_timeout_are_closed_and_answers_are_not(
     emu: RunningEmulator,
 ) -> None:
@@ -186,3 +191,19 @@ def test_half_sent_requests_past_the_read_timeout_are_closed_and_answers_are_not
         finally:
             for sock in socks:
                 sock.close()
+
+
+def test_the_sdks_session_refusals_are_logged_at_most_10_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A session flood past --max-sessions: the SDK warns once per refused request."""
+    settings = Settings(api_key=KEY, preview="off")
+    http_app(create_server(settings), settings)
+    log = logging.getLogger("mcp.server.streamable_http_manager")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for _ in range(500):
+            log.warning("Refusing to open a new session: %d sessions are already open", 100)
+        log.info("another record of the session manager")
+    refusals = [r for r in caplog.records if r.getMessage().startswith("Refusing")]
+    assert len(refusals) <= 10
+    assert "another record of the session manager" in caplog.text
