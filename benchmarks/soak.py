@@ -872,6 +872,10 @@ def check(
                 :5
             ],
             "past_budget": [f"{c.adapter} {c.outcome} {c.elapsed:.2f}s" for c in past][:10],
+            "slowest": [
+                f"{c.adapter} {c.outcome} {c.elapsed:.2f}s: {c.text[:160]}"
+                for c in sorted(calls, key=lambda c: -c.elapsed)[:8]
+            ],
             "running_as_retry": [f"{c.adapter}: {c.text[:400]}" for c in running_as_retry][:5],
             "lost_not_told": [c.text[:300] for c in lost_calls if c not in lost_told][:5],
             "refused": sorted(
