@@ -514,7 +514,19 @@ class Service:
             raise UnknownTask(record.message)
         created = job_started_at(task_id)
         try:
-            status = await api.get_status(task_id)
+            # A gateway whose status endpoint stalls or drips (no HTTP timeout ends a drip)
+            # costs max_wait, never more: the task is then still running, as far as we know.
+            budget = max(self.settings.max_wait - (time.monotonic() - started), 0.0)
+            with anyio.move_on_after(budget) as read:
+                status = await api.get_status(task_id)
+            if read.cancelled_caught:
+                return self._task_state(
+                    api,
+                    task_id,
+                    created or datetime.now(UTC),
+                    f"the gateway did not answer a status read of {task_id} within "
+                    f"{self.settings.max_wait:g}s; the job may still be running",
+                )
         except MAIImageError as exc:
             failed = failure_of(exc)
             if failed.kind in (FailureKind.UNKNOWN_JOB, FailureKind.INVALID_INPUT):

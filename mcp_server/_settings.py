@@ -61,6 +61,11 @@ DEFAULT_SESSION_IDLE_TIMEOUT = 60.0
 """An HTTP session with no request in flight and no open GET stream for this long is closed:
 a flood of sessions opened and never closed fills the cap for a minute at most."""
 
+DEFAULT_MAX_CONNECTIONS = 400
+"""Open HTTP connections at once: well under the usual 1,024 file descriptors of a process."""
+DEFAULT_REQUEST_READ_TIMEOUT = 60.0
+"""A request's headers and body must arrive within it (a 32 MiB body needs ~4.5 Mbit/s)."""
+
 _Items = Annotated[tuple[str, ...], NoDecode]  # a variable's text is split by the field's validator
 
 
@@ -270,6 +275,32 @@ class Settings(BaseSettings):
             "sub",
             pattern=r"^[A-Za-z0-9_.:/-]{1,64}$",
             description="OAuth: the claim that names the caller (email is common).",
+        )
+    )
+    # The HTTP transport's connection guard (issue 23, M9 on the server's own port):
+    max_connections: Annotated[int, Option("--max-connections", metavar="N")] = Field(
+        DEFAULT_MAX_CONNECTIONS,
+        gt=0,
+        description="HTTP: most connections open at once; one more is closed on arrival (a "
+        "flood cannot take the process's file descriptors).",
+    )
+    max_connections_per_client: Annotated[
+        int, Option("--max-connections-per-client", metavar="N")
+    ] = Field(
+        0,
+        ge=0,
+        description="HTTP: most connections open at once from one client address; 0: no cap "
+        "of its own (behind a reverse proxy every user is the proxy's one address). Set it "
+        "(e.g. 64) when clients connect directly.",
+    )
+    request_read_timeout: Annotated[float, Option("--request-read-timeout", metavar="SECONDS")] = (
+        Field(
+            DEFAULT_REQUEST_READ_TIMEOUT,
+            gt=0,
+            allow_inf_nan=False,
+            description="HTTP: a request's headers and body must arrive within this long, or its "
+            "connection is closed (slow senders, slowloris); raise it for large edit_image uploads "
+            "over slow links. The answer (a tool call's stream) is not limited by it.",
         )
     )
     # Set by the program that embeds the server, not by variables or flags:
