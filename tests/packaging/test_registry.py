@@ -69,7 +69,9 @@ def test_the_schema_check_catches_a_broken_entry(server: dict[str, Any]) -> None
 
 
 def test_versions_agree_with_the_package(server: dict[str, Any], package: dict[str, Any]) -> None:
+    manifest = _json(ROOT / "mcpb" / "manifest.json")
     assert server["version"] == package["version"] == mai_tools.__version__
+    assert manifest["version"] == mai_tools.__version__
 
 
 def test_the_package_is_this_project_and_its_command_has_its_name(
