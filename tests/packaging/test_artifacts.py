@@ -109,6 +109,8 @@ def test_entry_points_are_the_checked_launcher_and_the_plugin(built: Built) -> N
         (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
         text = wheel.read(name).decode()
     assert "mai-image-mcp = mai_tools._mcp_entry:main" in text
+    # The package's own name is the MCP server too: `uvx mai-tools` (test_mcp_entry runs it).
+    assert "mai-tools = mai_tools._mcp_entry:main" in text
     assert "mai-image = mai_tools.cli:main" in text
     assert "mai_tools_emulator = mai_tools.emulator.pytest_plugin" in text
 
