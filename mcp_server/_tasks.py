@@ -51,6 +51,7 @@ from mai_tools.jobbook import JobRecord
 
 from ._arguments import ARGUMENTS, EditArguments, GenerateArguments
 from ._confirm import Confirmation, ConfirmPolicy
+from ._gallery import for_client
 from ._service import Service, TaskState, UnknownTask, job_started_at
 from ._state import ServerState
 
@@ -198,7 +199,7 @@ class ImageTasks(Extension):
                 "createdAt": _iso(_created(params.task_id, now)),
                 "lastUpdatedAt": _iso(now),
                 "ttlMs": TASK_TTL_MS,
-                "result": _dump(state),
+                "result": _dump(for_client(state, ctx)),
             }
         return task_fields(state)
 
