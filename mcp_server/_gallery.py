@@ -25,8 +25,12 @@ from mcp.server.context import ServerRequestContext
 from mcp.types import CallToolResult, ResourceLink
 
 from mai_tools._constants import DEFAULT_BASE_URL
+from mai_tools._exceptions import JobBookError
 
+from ._identity import is_operator, principal
+from ._service import TOOL_OF_OPERATION, in_book
 from ._settings import Settings
+from ._state import ServerState
 
 GALLERY_URI = "ui://mai-image/gallery.html"
 GALLERY_TOOLS = frozenset({"generate_image", "edit_image", "get_image_job"})
@@ -37,6 +41,13 @@ CDN_ORIGIN = "https://pub-582b7213209642b9b995c96c95a30381.r2.dev"
 
 MAX_APP_BYTES = 60_000
 """The app's size budget (HTML, script and styles together)."""
+
+JOB_META = "io.github.mai-tools/job"
+"""The ``_meta`` key of a get_image_job result (for an Apps client) naming the job's tool and
+arguments: ``_meta`` is for the view, not the model, and the call's own input holds only a
+request id."""
+
+_ARGUMENTS = ("prompt", "num_images", "aspect_ratio", "output_format")
 
 
 def gallery_html() -> str:
@@ -86,3 +97,31 @@ def for_client(result: CallToolResult, ctx: ServerRequestContext[Any, Any]) -> C
         return result
     content = [c for c in result.content if not isinstance(c, ResourceLink)]
     return result.model_copy(update={"content": content})
+
+
+async def with_job(
+    result: CallToolResult, ctx: ServerRequestContext[ServerState, Any], settings: Settings
+) -> CallToolResult:
+    """For an Apps client, a get_image_job ``result`` with its job's tool and arguments in
+    ``_meta`` (from the job book), so the gallery shows the prompt and offers "more like
+    this". The caller's own jobs only (an operator's: any); nothing when the book does not
+    hold the job or cannot be read, and nothing for any other client."""
+    data = result.structured_content or {}
+    request_id = data.get("request_id")
+    book = ctx.lifespan_context.book
+    if not isinstance(request_id, str) or book is None or not client_supports_apps(ctx):
+        return result
+    who = None if is_operator(ctx, settings.operators) else principal(ctx)
+    try:
+        record = await in_book(book, lambda b: b.find(request_id, principal=who))
+    except JobBookError:
+        return result  # the images are shown all the same, without their prompt
+    tool = TOOL_OF_OPERATION.get(record.operation) if record is not None else None
+    if record is None or tool is None:
+        return result
+    arguments = {k: record.fields[k] for k in _ARGUMENTS if k in record.fields}
+    sources = record.fields.get("image_urls")
+    if isinstance(sources, list) and sources and str(sources[0]).startswith(("https:", "http:")):
+        arguments["image"] = sources[0]  # a file or data URI the app could not use: left out
+    meta = {**(result.meta or {}), JOB_META: {"tool": tool, "arguments": arguments}}
+    return result.model_copy(update={"meta": meta})

@@ -24,7 +24,7 @@ from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobAr
 
 from ._arguments import LimitField
 from ._confirm import Confirmation, ConfirmPolicy, Precheck, request_state_security
-from ._gallery import for_client, gallery_apps, tool_meta
+from ._gallery import for_client, gallery_apps, tool_meta, with_job
 from ._identity import is_operator
 from ._resume import MemoryEventStore
 from ._service import TOOL_OF_OPERATION, Service, ToolContext
@@ -158,7 +158,8 @@ def create_server(
 
     async def run_tool(ctx: ToolContext, spec: ToolSpec, args: BaseModel) -> CallToolResult:
         if isinstance(args, ImageJobArgs):
-            result = await service.resume(ctx, args.request_id.strip())
+            resumed = await service.resume(ctx, args.request_id.strip())
+            result = await with_job(resumed, ctx.request_context, settings)
         elif isinstance(args, GenerateImageArgs | EditImageArgs):
             result = await service.call(ctx, spec.name, args)
         else:

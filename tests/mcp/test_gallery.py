@@ -20,6 +20,7 @@ from mcp_server._gallery import (
     CDN_ORIGIN,
     GALLERY_TOOLS,
     GALLERY_URI,
+    JOB_META,
     MAX_APP_BYTES,
     gallery_html,
     image_origins,
@@ -103,7 +104,41 @@ async def test_apps_clients_get_no_resource_links_and_others_the_same_answer(
     assert not [c for c in made.content if isinstance(c, ResourceLink)]
     links = [c for c in plain.content if isinstance(c, ResourceLink)]
     assert [link.uri for link in links] == made.structured_content["image_urls"]
-    # The same answer otherwise: text first, the same structured content.
+    # The same answer otherwise: text first, the same structured content; and, for the view
+    # only, the job's tool and arguments (the get_image_job call itself has only its id).
+    assert JOB_META not in (plain.meta or {})
+    assert shown.meta is not None
+    assert shown.meta.pop(JOB_META) == {
+        "tool": "generate_image",
+        "arguments": {
+            "prompt": "two foxes",
+            "num_images": 2,
+            "aspect_ratio": "auto",
+            "output_format": "png",
+        },
+    }
     unlinked = [c for c in plain.content if not isinstance(c, ResourceLink)]
     assert _dump(shown) == _dump(plain.model_copy(update={"content": unlinked}))
     assert KEY not in json.dumps([_dump(made), _dump(shown)])
+
+
+async def test_an_edit_jobs_source_image_reaches_the_view_only_as_a_url(
+    emulators: EmulatorPool,
+) -> None:
+    emu = emulators(api_keys=(KEY,), min_duration=0.05, max_duration=0.1)
+    settings = Settings(api_key=KEY, base_url=emu.base_url, preview="off")
+    async with Client(create_server(settings), extensions=[APPS]) as client:
+        made = await client.call_tool("generate_image", {"prompt": "a blue door"})
+        assert made.structured_content is not None
+        source = made.structured_content["image_urls"][0]
+        edited = await client.call_tool("edit_image", {"prompt": "paint it red", "image": source})
+        assert edited.structured_content is not None
+        rid = edited.structured_content["request_id"]
+        shown = await client.call_tool("get_image_job", {"request_id": rid})
+        unknown = await client.call_tool("get_image_job", {"request_id": rid[:-4] + "0000"})
+    assert shown.meta is not None
+    job = shown.meta[JOB_META]
+    assert job["tool"] == "edit_image"
+    assert job["arguments"]["image"] == source
+    assert job["arguments"]["prompt"] == "paint it red"
+    assert JOB_META not in (unknown.meta or {})  # no job in the book: nothing added

@@ -252,6 +252,13 @@ async def test_gallery_renders_edits_and_shows_job_states(
         await _loaded_images(app, 4)
         _image_origin_only(host, ["https://pub-582b7213209642b9b995c96c95a30381.r2.dev", origin])
 
+        # get_image_job's result: its images with the job's prompt (from the book, via _meta).
+        await host.show(client, "get_image_job", {"request_id": data["request_id"]})
+        await _loaded_images(host.app(), 2)
+        caption = await host.app().locator("figure").first.inner_text()
+        assert prompt in caption
+        assert await host.app().get_by_role("button", name="More like this").count() == 2
+
         # A failed job shows its state, not an empty gallery.
         await host.show(client, "generate_image", {"prompt": "a storm at sea [fail]"})
         failed = host.app().locator('.state[data-state="failed"]')
