@@ -25,6 +25,7 @@ from mcp_server._gallery import (
     gallery_html,
     image_origins,
 )
+from tests.mcp.test_mcp_tasks import TasksClient
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 
@@ -142,3 +143,17 @@ async def test_an_edit_jobs_source_image_reaches_the_view_only_as_a_url(
     assert job["arguments"]["image"] == source
     assert job["arguments"]["prompt"] == "paint it red"
     assert JOB_META not in (unknown.meta or {})  # no job in the book: nothing added
+
+
+async def test_a_tasks_result_to_an_apps_client_has_no_resource_links(
+    emulators: EmulatorPool,
+) -> None:
+    emu = emulators(api_keys=(KEY,), min_duration=0.05, max_duration=0.1)
+    settings = Settings(api_key=KEY, base_url=emu.base_url, resource_links=True, preview="off")
+    tasks = TasksClient()
+    async with Client(create_server(settings), extensions=[tasks, APPS]) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a task for the gallery"})
+    assert tasks.created  # it went through tasks/get
+    assert result.structured_content is not None
+    assert result.structured_content["done"] is True
+    assert not [c for c in result.content if isinstance(c, ResourceLink)]
