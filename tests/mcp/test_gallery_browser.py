@@ -242,6 +242,30 @@ async def test_gallery_renders_edits_and_shows_job_states(
         await app.evaluate("() => window.scrollTo(0, 0)")
         await host.page.locator("#app").screenshot(path=str(shot))
         assert shot.read_bytes().startswith(b"\x89PNG")  # noqa: ASYNC240 (a test's file)
+        # Open and download go through the host too (a sandboxed frame cannot do either).
+        first = app.locator("section").last.locator("figure").first
+        await first.get_by_role("button", name="Open").click()
+        await first.get_by_role("button", name="Download").click()
+        await host.page.wait_for_function(
+            "() => window.fromApp.some((m) => m.method === 'ui/download-file')", timeout=WAIT_MS
+        )
+        asked = await host.page.evaluate(
+            "() => window.fromApp.filter((m) => ['ui/open-link', 'ui/download-file']"
+            ".includes(m.method)).map((m) => m.params)"
+        )
+        assert asked == [
+            {"url": data["image_urls"][0]},
+            {
+                "contents": [
+                    {
+                        "type": "resource_link",
+                        "uri": data["image_urls"][0],
+                        "name": f"{data['request_id']}_1.png",
+                        "mimeType": "image/png",
+                    }
+                ]
+            },
+        ]
         # "More like this": the same prompt again, through generate_image.
         original = app.locator("section").last.locator("figure").first
         await original.get_by_role("button", name="More like this").click()
