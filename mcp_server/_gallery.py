@@ -11,7 +11,9 @@ returned, never a key; its CSP lets it load images from the image hosts and noth
 
 Every other client gets exactly the answer it got before the gallery existed. A client that
 does support apps gets that answer without ``resource_link`` blocks (``--resource-links``):
-in Claude a result holding a resource link stops the view from receiving the result.
+in Claude a result holding a resource link stops the view from receiving the result; and its
+get_image_job results name the job's tool and arguments in ``_meta`` (``JOB_META``), since
+that call's own input is only a request id.
 """
 
 from __future__ import annotations
