@@ -537,9 +537,7 @@ def test_mcp_inspector_cli_lists_calls_and_strict(emu: RunningEmulator) -> None:
 
 
 def test_mcp_inspector_sees_the_gallery_app(emu: RunningEmulator) -> None:
-    inspector = _inspector()
-    if inspector is None:
-        pytest.skip("MCP Inspector not installed (the README's test command installs it)")
+    inspector = inspector_or_skip()
     env = _env(emu, MAI_MCP_RESOURCE_LINKS="true")
     env_args = [
         arg
