@@ -24,6 +24,7 @@ from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobAr
 
 from ._arguments import LimitField
 from ._confirm import Confirmation, ConfirmPolicy, Precheck, request_state_security
+from ._gallery import for_client, gallery_apps, tool_meta, with_job
 from ._identity import is_operator
 from ._resume import MemoryEventStore
 from ._service import TOOL_OF_OPERATION, Service, ToolContext
@@ -45,14 +46,9 @@ LIST_JOBS_DESCRIPTION = (
     "request_id, prompt, last known status and URLs. Use it to find a request_id that was lost."
 )
 
-_UNSERVED = (
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-)
-"""Handlers the SDK registers for every server; this one serves no prompts or resources."""
+_UNSERVED = ("prompts/list", "prompts/get")
+"""Handlers the SDK registers for every server; this one serves no prompts (its resources: the
+gallery app alone, ``_gallery``; resource templates: none, an empty list)."""
 
 
 class RecentJobInfo(BaseModel):
@@ -144,7 +140,7 @@ def create_server(
         lifespan=lifespan(settings, client, webhooks),
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
-        extensions=[ImageTasks(service, confirmation)],
+        extensions=[ImageTasks(service, confirmation), gallery_apps(settings)],
         # Learns each client's tool-call timeout from its cancellations (calls answer within it).
         middleware=[service.host_timeouts, LegacyTasksSurface(service, confirmation)],
         subscriptions=False,  # nothing here changes: no list_changed streams to offer
@@ -162,10 +158,13 @@ def create_server(
 
     async def run_tool(ctx: ToolContext, spec: ToolSpec, args: BaseModel) -> CallToolResult:
         if isinstance(args, ImageJobArgs):
-            return await service.resume(ctx, args.request_id.strip())
-        if isinstance(args, GenerateImageArgs | EditImageArgs):
-            return await service.call(ctx, spec.name, args)
-        raise TypeError(f"{spec.name}: no handler for {type(args).__name__}")
+            resumed = await service.resume(ctx, args.request_id.strip())
+            result = await with_job(resumed, ctx.request_context, settings)
+        elif isinstance(args, GenerateImageArgs | EditImageArgs):
+            result = await service.call(ctx, spec.name, args)
+        else:
+            raise TypeError(f"{spec.name}: no handler for {type(args).__name__}")
+        return for_client(result, ctx.request_context)
 
     for spec in TOOLS:
         mcp.add_tool(
@@ -174,6 +173,7 @@ def create_server(
             title=spec.title,
             description=spec.description,
             annotations=creates if spec.creates_job else reads,
+            meta=tool_meta(spec.name),
         )
 
     @mcp.tool(title="List recent jobs", description=LIST_JOBS_DESCRIPTION, annotations=reads)

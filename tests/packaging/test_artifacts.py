@@ -74,6 +74,13 @@ def test_the_wheel_holds_only_the_two_packages(built: Built) -> None:
     assert tops == {"mai_tools", "mcp_server", dist_info}
 
 
+def test_the_wheel_ships_the_gallery_app(built: Built) -> None:
+    # The MCP Apps gallery is a data file beside the code (read with importlib.resources).
+    with zipfile.ZipFile(built.wheel) as wheel:
+        html = wheel.read("mcp_server/gallery/app.html").decode()
+    assert html == (ROOT / "mcp_server" / "gallery" / "app.html").read_text()
+
+
 # --------------------------------------------------------------------------- metadata
 
 
