@@ -164,14 +164,15 @@ async def _probe(url: str, real: list[str], guesses: int) -> dict[str, Any]:
     fake = [f"{MODEL}_{uuid.uuid4()}" for _ in range(guesses)]
     forms: dict[str, set[str]] = {"guessed": set(), "foreign": set()}
     took: dict[str, list[float]] = {"guessed": [], "foreign": []}
+    probes = [("guessed", rid) for rid in fake] + [("foreign", rid) for rid in real]
+    random.shuffle(probes)  # interleaved: the machine's load drifts alike for both
     async with _as(url, "bob") as bob:
-        for label, ids in (("guessed", fake), ("foreign", real)):
-            for rid in ids:
-                started = time.perf_counter()
-                result = await bob.call_tool("get_image_job", {"request_id": rid})
-                task = await _task(bob.session, "tasks/get", rid)
-                took[label].append((time.perf_counter() - started) * 1000)
-                forms[label].add((_text(result) + " | " + task).replace(rid, "<id>"))
+        for label, rid in probes:
+            started = time.perf_counter()
+            result = await bob.call_tool("get_image_job", {"request_id": rid})
+            task = await _task(bob.session, "tasks/get", rid)
+            took[label].append((time.perf_counter() - started) * 1000)
+            forms[label].add((_text(result) + " | " + task).replace(rid, "<id>"))
     return {
         "guessed ids": len(fake),
         "foreign ids": len(real),
@@ -181,7 +182,12 @@ async def _probe(url: str, real: list[str], guesses: int) -> dict[str, Any]:
         "median ms (guessed / foreign)": (
             f"{statistics.median(took['guessed']):.1f} / {statistics.median(took['foreign']):.1f}"
         ),
+        "p90 ms (guessed / foreign)": f"{_p90(took['guessed']):.1f} / {_p90(took['foreign']):.1f}",
     }
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1]
 
 
 async def _main(args: argparse.Namespace) -> None:
