@@ -2,6 +2,7 @@
 
     python benchmarks/soak.py            # 3 x 200 calls (about 3 minutes)
     python benchmarks/soak.py --quick    # 3 x 30 calls, a smoke run
+    python benchmarks/soak.py --no-neighbours   # without the hostile neighbours (a baseline)
 
 The emulator runs in its own process with gateway faults on (429s, 5xx, HTML 502s, dropped and
 slow answers, FAILED and ERROR jobs, refused submits, CDN 429s). In front of it, in a third
@@ -18,6 +19,18 @@ front forwards and misbehaves on purpose:
   odd IPv6 brackets, an empty string);
 - a few submits reach the gateway (the job is created, and may be charged) but their answer is
   never delivered: the connection drops.
+
+Beside them, hostile neighbours (issue 23; a fourth process, ``--neighbour``, plus tasks here):
+
+- an FD flood on the async client's :class:`~mai_tools.WebhookReceiver` (every client call
+  waits by push): connections from three other loopback addresses that send half a request
+  and reconnect whenever the receiver closes them;
+- stalled callback receivers: jobs submitted straight to the emulator whose callbacks go to a
+  server that accepts and never answers, so the emulator's callback sender holds them;
+- a session flood on the MCP server: an authenticated neighbour opens MCP sessions and never
+  closes them (the server runs with ``--max-sessions 100 --session-idle-timeout 10`` so the
+  flood fills the cap within the run); when it stops, a new client measures how long it is
+  locked out.
 
 Every call has a budget (``--budget``, seconds: the async client's generate ``timeout`` plus a
 save with what is left, the LangChain tools' ``wait_timeout``, the MCP server's ``max_wait``).
@@ -47,6 +60,7 @@ import os
 import platform
 import random
 import resource
+import signal
 import socket
 import struct
 import subprocess
@@ -311,6 +325,158 @@ def hostile_front(upstream: str, port: int, seed: int) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The hostile neighbours: an FD flood on the receiver, stalled callback receivers (own process)
+# ---------------------------------------------------------------------------------------------
+
+HALF_SENT = b"POST /mai-tools/webhooks/" + b"A" * 43 + b" HTTP/1.1\r\nHost: hooks\r\n"
+FLOOD_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+FLOOD_PER_SOURCE = 100  # 300 in all: past the receiver's 64 per client, 192 under its 256
+MCP_MAX_SESSIONS = 100
+MCP_SESSION_IDLE = 15.0
+STALLED_JOBS_PER_S = 8.0
+SESSION_FLOODERS = 8  # sessions being opened at once (each flooder: one after another)
+FLOOD_RECONNECT = 1.0  # seconds before a flood connection the receiver closed comes back
+
+
+async def _half_sent(port: int, source: str, stats: Counter[str]) -> None:
+    """One flood connection at a time from ``source``: half a request, held until the
+    receiver closes it; then another."""
+    while True:
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
+            writer.write(HALF_SENT)
+            await writer.drain()
+            stats["flood-opened"] += 1
+            await reader.read()  # b"" once the receiver closes it
+        except OSError:
+            pass
+        finally:
+            stats["flood-closed-by-receiver"] += 1
+            if writer is not None:
+                writer.close()
+        await asyncio.sleep(FLOOD_RECONNECT)
+
+
+async def _serve_neighbour(receiver_port: int, stall_port: int) -> None:
+    stats: Counter[str] = Counter()
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats["stalled-callbacks-held"] += 1
+        try:
+            await asyncio.sleep(3600)  # a callback receiver that never answers
+        except asyncio.CancelledError:
+            pass
+        finally:
+            writer.close()
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    server = await asyncio.start_server(stalled, "127.0.0.1", stall_port, backlog=1024)
+    async with server:
+        flood = [
+            asyncio.create_task(_half_sent(receiver_port, source, stats))
+            for source in FLOOD_SOURCES
+            for _ in range(FLOOD_PER_SOURCE)
+        ]
+        await stop.wait()
+        for task in flood:
+            task.cancel()
+    print(json.dumps(stats), flush=True)
+
+
+@contextlib.contextmanager
+def neighbour(
+    receiver_port: int, stall_port: int, seed: int, *, enabled: bool = True
+) -> Iterator[dict[str, int]]:
+    """The neighbour process; the dict it yields gets its counts when it ends."""
+    if not enabled:
+        yield {}
+        return
+    command = [sys.executable, __file__, "--neighbour", str(receiver_port)]
+    command += ["--port", str(stall_port), "--seed", str(seed)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE)
+    counts: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up once its stalled receiver listens
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", stall_port), timeout=1).close()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the neighbour did not start")
+            time.sleep(0.1)
+        yield counts
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        with contextlib.suppress(ValueError):
+            counts.update(json.loads(out or b"{}"))
+
+
+async def _stalled_callbacks(emu_url: str, stall_url: str, sent: Counter[str]) -> None:
+    """Jobs straight to the emulator (not through the front: not the soak's calls) whose
+    callbacks go to the stalled receiver."""
+    from mai_tools import AsyncMAIImageClient, GenerateRequest, MAIImageError
+
+    async with AsyncMAIImageClient(KEY, base_url=emu_url) as client:
+        n = 0
+        while True:
+            n += 1
+            request = GenerateRequest(prompt=f"a job of a stalled receiver {n}")
+            try:
+                await client.submit(request, webhook_url=f"{stall_url}/cb/{n}")
+                sent["stalled-jobs"] += 1
+            except MAIImageError:
+                sent["stalled-jobs-refused"] += 1  # the emulator's own faults
+            await asyncio.sleep(1 / STALLED_JOBS_PER_S)
+
+
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+FLOODER = {"name": "session-flood", "version": "1"}
+# An MCP initialize request: each opens a session the flooder never closes.
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize"}
+INITIALIZE["params"] = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": FLOODER}
+
+
+async def _open_session(http: httpx.AsyncClient, url: str) -> int:
+    """One MCP session opened (and never closed): the HTTP status."""
+    try:
+        answer = await http.post(url, json=INITIALIZE)
+    except httpx.HTTPError:
+        return 0
+    return answer.status_code
+
+
+async def _session_flood(http: httpx.AsyncClient, url: str, seen: Counter[str]) -> None:
+    while True:
+        seen[f"session-flood-{await _open_session(http, url)}"] += 1
+
+
+async def _lockout(http: httpx.AsyncClient, url: str) -> float:
+    """Seconds until a new MCP client gets a session, asked every 0.25 s."""
+    started = time.monotonic()
+    while await _open_session(http, url) != 200:
+        if time.monotonic() - started > 600:
+            return float("inf")
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+def _deliveries(records: list[dict[str, Any]], prefix: str) -> dict[str, int]:
+    """The emulator's callback records to URLs under ``prefix``, by outcome."""
+    return dict(
+        Counter(str(r.get("outcome")) for r in records if str(r.get("url")).startswith(prefix))
+    )
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ---------------------------------------------------------------------------------------------
 # The calls (this process)
 # ---------------------------------------------------------------------------------------------
 
@@ -335,7 +501,9 @@ def _source_png(directory: Path) -> Path:
     return path
 
 
-async def _client_call(call: Call, base_url: str, out: Path, source: Path, edit: bool) -> None:
+async def _client_call(
+    call: Call, base_url: str, out: Path, source: Path, edit: bool, webhooks: Any
+) -> None:
     from mai_tools import (
         AsyncMAIImageClient,
         DownloadError,
@@ -346,7 +514,7 @@ async def _client_call(call: Call, base_url: str, out: Path, source: Path, edit:
 
     started = time.monotonic()
     try:
-        async with AsyncMAIImageClient(KEY, base_url=base_url) as client:
+        async with AsyncMAIImageClient(KEY, base_url=base_url, webhooks=webhooks) as client:
             if edit:
                 result = await client.edit(call.prompt, source, timeout=call.budget)
             else:
@@ -468,12 +636,15 @@ async def _run_adapter(
     return calls
 
 
-async def _watch_loop(lags: list[float]) -> None:
-    """How late the event loop wakes up: a busy loop makes every call late by as much."""
+async def _watch_loop(lags: list[float], fds: list[int]) -> None:
+    """How late the event loop wakes up (a busy loop makes every call late by as much), and
+    this process's open file descriptors (the receiver's server runs here)."""
     while True:
         start = time.monotonic()
         await asyncio.sleep(0.05)
         lags.append(time.monotonic() - start - 0.05)
+        if len(lags) % 5 == 0:
+            fds.append(_descriptors())
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -499,7 +670,8 @@ def mcp_http_server(
     command = [sys.executable, "-m", "mcp_server", "--transport", "streamable-http"]
     command += ["--port", str(port), "--auth-token-file", str(token_file)]
     command += ["--max-wait", str(budget), "--output-dir", str(out), "--allow-dir", str(allowed)]
-    command += ["--preview", "preview"]
+    command += ["--preview", "preview", "--max-sessions", str(MCP_MAX_SESSIONS)]
+    command += ["--session-idle-timeout", str(MCP_SESSION_IDLE)]
     env = {**os.environ, "PIXAZO_API_KEY": KEY, "PIXAZO_BASE_URL": base_url}
     env.pop("MAI_MCP_AUTH_TOKEN", None)
     proc = subprocess.Popen(command, env=env)
@@ -513,11 +685,13 @@ def mcp_http_server(
 
 
 async def soak(
-    args: argparse.Namespace, base_url: str, work: Path
-) -> tuple[list[Call], list[float], dict[str, float]]:
+    args: argparse.Namespace, base_url: str, emu: Any, work: Path
+) -> tuple[list[Call], list[float], dict[str, float], dict[str, Any]]:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
+
+    from mai_tools import WebhookReceiver
 
     source = _source_png(work / "inputs")
     rng = random.Random(args.seed)
@@ -529,18 +703,41 @@ async def soak(
     token_file.write_text(token)
     token_file.chmod(0o600)
     lags: list[float] = []
-    watcher = asyncio.create_task(_watch_loop(lags))
-    with mcp_http_server(base_url, args.budget, out["mcp"], source.parent, token_file) as (
-        url,
-        proc,
+    fds: list[int] = [_descriptors()]
+    watcher = asyncio.create_task(_watch_loop(lags, fds))
+    stall_port = _free_port()
+    seen: Counter[str] = Counter()
+    receiver = WebhookReceiver()
+    with (
+        receiver,
+        neighbour(
+            receiver._bound_port or 0, stall_port, args.seed, enabled=not args.no_neighbours
+        ) as flood,
+        mcp_http_server(base_url, args.budget, out["mcp"], source.parent, token_file) as (
+            url,
+            proc,
+        ),
     ):
         headers = {"Authorization": f"Bearer {token}"}
+        neighbours: list[asyncio.Task[None]] = []
         async with (
+            httpx.AsyncClient(headers={**headers, **MCP_ACCEPT}, timeout=30) as flooder,
             httpx2.AsyncClient(headers=headers, timeout=args.budget + 60) as http,
             Client(streamable_http_client(url, http_client=http)) as mcp_client,
         ):
+            if not args.no_neighbours:
+                stall_url = f"http://127.0.0.1:{stall_port}"
+                neighbours.append(
+                    asyncio.create_task(_stalled_callbacks(emu.base_url, stall_url, seen))
+                )
+                neighbours += [
+                    asyncio.create_task(_session_flood(flooder, url, seen))
+                    for _ in range(SESSION_FLOODERS)
+                ]
             adapters: dict[str, Callable[[Call, bool], Awaitable[None]]] = {
-                "client": lambda c, e: _client_call(c, base_url, out["client"], source, e),
+                "client": lambda c, e: _client_call(
+                    c, base_url, out["client"], source, e, receiver
+                ),
                 "langchain": lambda c, e: _langchain_call(c, base_url, out["langchain"], source, e),
                 "mcp": lambda c, e: _mcp_call(c, mcp_client, source, e),
             }
@@ -557,9 +754,24 @@ async def soak(
                     for name, one in adapters.items()
                 )
             )
+            for task in neighbours:
+                task.cancel()
+            await asyncio.gather(*neighbours, return_exceptions=True)
+            lockout = await _lockout(flooder, url)
         mcp = {"peak_rss_mb": _peak_rss_mb(proc.pid), "cpu_s": _cpu_seconds(proc.pid)}
+        received, receiver_url = receiver.stats(), receiver.url
     watcher.cancel()
-    return [call for group in results for call in group], lags, mcp
+    deliveries = emu.stats().webhook_deliveries
+    faults = {
+        "receiver": {k: received[k] for k in sorted(received)},
+        "flood": flood,
+        "fds_start_peak": [fds[0], max(fds)],
+        "callbacks_to_receiver": _deliveries(deliveries, receiver_url),
+        "callbacks_to_stalled": _deliveries(deliveries, f"http://127.0.0.1:{stall_port}"),
+        "neighbours": dict(seen),
+        "new_mcp_client_lockout_s": round(lockout, 2),
+    }
+    return [call for group in results for call in group], lags, mcp, faults
 
 
 async def pick_up(calls: list[Call], base_url: str) -> tuple[int, int]:
@@ -602,6 +814,11 @@ def _advises_retry_or_lacks_resume(text: str) -> bool:
     return any(a in lowered for a in RETRY_ADVICE) or not any(h in text for h in RESUME_HINTS)
 
 
+def _may_exist(text: str) -> bool:
+    lowered = text.lower()
+    return "a job may exist" in lowered or "may have been created" in lowered
+
+
 def check(
     calls: list[Call], front: dict[str, Any], outcomes: dict[str, str], tolerance: float
 ) -> dict[str, Any]:
@@ -611,12 +828,18 @@ def check(
     past = [c for c in calls if c.elapsed > c.budget + tolerance]
     finished_as_failure = []
     running_as_retry = []
+    unanswered: list[Call] = []
     for call in calls:
         ids = created.get(call.prompt, [])
         completed = any(outcomes.get(i) == "COMPLETED" for i in ids)
         if call.outcome in ("failed", "refused", "escaped") and completed:
             if call.prompt in lost and call.outcome == "refused" and call.request_id is None:
                 continue  # the client never learnt the id; checked below
+            if call.outcome == "refused" and call.request_id is None and _may_exist(call.text):
+                # The submit's answer did not come in time (a loaded machine): the client
+                # never learnt the id and says a job may exist, which is true, not a failure.
+                unanswered.append(call)
+                continue
             finished_as_failure.append(call)
         if call.outcome == "running" and _advises_retry_or_lacks_resume(call.text):
             running_as_retry.append(call)
@@ -638,6 +861,8 @@ def check(
         "finished_reported_as_failure": len(finished_as_failure),
         "running_reported_as_retry": len(running_as_retry),
         "escaped": sum(1 for c in calls if c.outcome == "escaped"),
+        "submits_unanswered_in_time_told_may_exist": len(unanswered),
+        "past_budget_by_adapter": dict(Counter(c.adapter for c in past)),
         "lost_submit_answers": len(lost_calls),
         "lost_submit_answers_told_may_exist": len(lost_told),
         "outcomes": {name: dict(counter) for name, counter in sorted(per_adapter.items())},
@@ -647,6 +872,10 @@ def check(
                 :5
             ],
             "past_budget": [f"{c.adapter} {c.outcome} {c.elapsed:.2f}s" for c in past][:10],
+            "slowest": [
+                f"{c.adapter} {c.outcome} {c.elapsed:.2f}s: {c.text[:160]}"
+                for c in sorted(calls, key=lambda c: -c.elapsed)[:8]
+            ],
             "running_as_retry": [f"{c.adapter}: {c.text[:400]}" for c in running_as_retry][:5],
             "lost_not_told": [c.text[:300] for c in lost_calls if c not in lost_told][:5],
             "refused": sorted(
@@ -668,7 +897,10 @@ def _report(summary: dict[str, Any], args: argparse.Namespace, wall: float) -> s
         (f"calls past budget ({args.budget:g} s + {args.tolerance:g} s)", s["past_budget"], "0"),
         ("largest overshoot of a budget", f"{s['max_overshoot_s']} s", ""),
         ("call time p50 / p95 / max", times, ""),
+        ("calls past budget, by adapter", s["past_budget_by_adapter"], ""),
         ("finished jobs reported as failures", s["finished_reported_as_failure"], "0"),
+        ("... submits unanswered in time, told 'a job may exist' (not counted above)",
+         s["submits_unanswered_in_time_told_may_exist"], ""),
         ("running jobs told to retry (or not how to resume)", s["running_reported_as_retry"], "0"),
         ("errors escaping the exception tree", s["escaped"], "0"),
         ("submits whose answer was dropped (job created)", s["lost_submit_answers"], ""),
@@ -680,6 +912,28 @@ def _report(summary: dict[str, Any], args: argparse.Namespace, wall: float) -> s
         ("event-loop lag p99 / max", f"{s['loop_lag_p99_s']} / {s['loop_lag_max_s']} s", ""),
         ("wall", f"{wall:.1f} s", ""),
     ]  # fmt: skip
+    n = s.get("neighbours")
+    if n:
+        r, flood, seen = n["receiver"], n["flood"], n["neighbours"]
+        rows += [
+            ("receiver FD flood: connections opened / closed by the receiver",
+             f"{flood.get('flood-opened', 0)} / {flood.get('flood-closed-by-receiver', 0)}", ""),
+            ("... receiver connections peak / turned away / cut as too slow",
+             f"{r['connections_peak']} / {r['connections_turned_away']} / "
+             f"{r['connections_too_slow']}", "peak <= 256"),
+            ("... this process's file descriptors at start / peak",
+             " / ".join(map(str, n["fds_start_peak"])), ""),
+            ("... callbacks the receiver accepted / ignored (wait already over)",
+             f"{r['accepted']} / {r['ignored']}", ""),
+            ("emulator callbacks to the receiver, by outcome", n["callbacks_to_receiver"], ""),
+            ("stalled receivers: jobs / callbacks held", f"{seen.get('stalled-jobs', 0)} / "
+             f"{flood.get('stalled-callbacks-held', 0)}", ""),
+            ("emulator callbacks to stalled receivers, by outcome", n["callbacks_to_stalled"], ""),
+            ("MCP session flood: initialize answers 200 / 503",
+             f"{seen.get('session-flood-200', 0)} / {seen.get('session-flood-503', 0)}", ""),
+            (f"... a new MCP client's lockout after it (idle timeout {MCP_SESSION_IDLE:g} s)",
+             f"{n['new_mcp_client_lockout_s']} s", f"<= {MCP_SESSION_IDLE:g} s"),
+        ]  # fmt: skip
     lines = ["| measure | result | must be |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {goal} |" for name, value, goal in rows]
     lines += ["", "| adapter | outcomes |", "|---|---|"]
@@ -696,9 +950,20 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.5, help="seconds past the budget")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--no-neighbours",
+        action="store_true",
+        help="without the receiver FD flood, stalled callback receivers and session flood "
+        "(a baseline for the same machine)",
+    )
     parser.add_argument("--front", metavar="UPSTREAM", help=argparse.SUPPRESS)
+    parser.add_argument("--neighbour", type=int, metavar="RECEIVER_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.neighbour:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_neighbour(args.neighbour, args.port))
+        return
     if args.front:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_front(args.front, args.port, args.seed))
@@ -738,7 +1003,7 @@ def main() -> None:
         # Every process of the soak (this one and the MCP server) writes a book of its own
         # run, never the user's.
         os.environ["MAI_JOB_BOOK"] = str(Path(tmp) / "jobs.sqlite3")
-        calls, lags, mcp = asyncio.run(soak(args, front_url, Path(tmp)))
+        calls, lags, mcp, hostile = asyncio.run(soak(args, front_url, emu, Path(tmp)))
         cpu = {"client_cpu_s": _cpu_seconds(os.getpid()), "mcp_server_cpu_s": mcp["cpu_s"]}
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         front = httpx.get(f"{front_url}/_front/stats", timeout=10).json()
@@ -749,11 +1014,12 @@ def main() -> None:
     summary.update(picked_up=picked, running=running, peak_rss_mb=round(rss, 1))
     summary.update(mcp_server_peak_rss_mb=mcp["peak_rss_mb"], **cpu)
     summary.update(loop_lag_p99_s=round(_pct(lags, 0.99), 3), loop_lag_max_s=round(max(lags), 3))
+    summary["neighbours"] = hostile
     summary["run"] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
-        "args": {k: v for k, v in vars(args).items() if k not in ("front", "port")},
+        "args": {k: v for k, v in vars(args).items() if k not in ("front", "port", "neighbour")},
     }
     table = _report(summary, args, wall)
     OUT.mkdir(exist_ok=True)
@@ -762,6 +1028,7 @@ def main() -> None:
     print(table)
     print(json.dumps(summary["examples"], indent=2))
     print(json.dumps(summary["front"]))
+    print(json.dumps(summary["neighbours"], indent=2))
     bad = summary["duplicates"] + summary["past_budget"] + summary["escaped"]
     bad += summary["finished_reported_as_failure"] + summary["running_reported_as_retry"]
     sys.exit(1 if bad else 0)

@@ -513,7 +513,9 @@ class _ClientBase(Generic[HttpT]):
         that cannot be fetched (the gateway sent an empty URL for it)."""
         if result.unavailable:
             others = f" (saved: {', '.join(str(p) for p in paths)})" if paths else ""
-            raise DownloadError(f"{'; '.join(result.unavailable)}; not saved{others}.")
+            error = DownloadError(f"{'; '.join(result.unavailable)}; not saved{others}.")
+            error.unavailable = tuple(result.unavailable)
+            raise error
 
     @staticmethod
     def _saved(

@@ -437,7 +437,15 @@ class SpendingLimitError(MAIImageError):
 
 
 class DownloadError(MAIImageError):
-    """A result image could not be downloaded or saved."""
+    """A result image could not be downloaded or saved.
+
+    Attributes:
+        unavailable: the images that no later save can fetch, one text each ("image 2 of
+            <request id> cannot be fetched: the gateway sent an empty URL"); empty when saving
+            again (``mai-image wait``, a rerun) may succeed.
+    """
+
+    unavailable: tuple[str, ...] = ()
 
 
 def transport_error(

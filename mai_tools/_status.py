@@ -75,6 +75,8 @@ class Job(_ResponseModel):
 
 _NAMED_BLANKS: Final = 4
 """How many empty URLs :attr:`JobStatus.unavailable` names one by one."""
+EMPTY_URL: Final = "empty URL"
+"""In every text of :attr:`JobStatus.unavailable` (the batch finds them in a line's error)."""
 
 
 class JobOutput(_ResponseModel):
@@ -145,11 +147,11 @@ class JobStatus(_ResponseModel):
         """Why some images of the job cannot be fetched (an empty URL in ``media_url``)."""
         blank = self.output.blank_urls if self.output else ()
         why = [
-            f"image {i + 1} of {self.request_id} cannot be fetched: the gateway sent an empty URL"
+            f"image {i + 1} of {self.request_id} cannot be fetched: the gateway sent an {EMPTY_URL}"
             for i in blank[:_NAMED_BLANKS]
         ]
         if len(blank) > _NAMED_BLANKS:  # a hostile answer must not become a huge text
-            why.append(f"and {len(blank) - _NAMED_BLANKS} more empty URLs")
+            why.append(f"and {len(blank) - _NAMED_BLANKS} more {EMPTY_URL}s")
         return why
 
     @property

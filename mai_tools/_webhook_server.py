@@ -2,24 +2,21 @@
 and the ASGI plumbing of the callback endpoint.
 
 Anyone who can reach the receiver's port can connect without a token. What they can take is
-bounded here: open connections in all and per client address, the time a request may take to
-arrive, and the log lines a flood writes. And the tokens (capabilities) in callback paths are
-kept out of the access log of whatever server hosts the receiver.
+bounded by :mod:`mai_tools._server_guard` (shared with the MCP server's HTTP transport): open
+connections in all and per client address, the time a request may take to arrive, and the log
+lines a flood writes. And the tokens (capabilities) in callback paths are kept out of the
+access log of whatever server hosts the receiver.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import re
 import threading
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._exceptions import ConfigurationError
+from ._server_guard import Guard, RateLimit, guarded_protocol, rate_limited_log
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Send
@@ -73,167 +70,21 @@ def hide_tokens_in_logs(path: str) -> None:
                 named.addFilter(_HIDE_TOKENS)
 
 
-class RateLimit(logging.Filter):
-    """Lets at most ``burst`` records through per ``period`` seconds; the first record of the
-    next period says how many were dropped. A flood of bad connections then costs a few log
-    lines a minute, not megabytes."""
-
-    def __init__(
-        self, burst: int = 10, period: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        super().__init__()
-        self.burst = burst
-        self.period = period
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._since = -math.inf
-        self._passed = 0
-        self.dropped = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        with self._lock:
-            now = self._clock()
-            if now - self._since >= self.period:
-                self._since, self._passed = now, 0
-                if self.dropped:
-                    record.msg = f"{record.msg} (and {self.dropped} more like it were not logged)"
-                    self.dropped = 0
-            if self._passed >= self.burst:
-                self.dropped += 1
-                return False
-            self._passed += 1
-            return True
+_SERVER_LOG = rate_limited_log("mai_tools.webhooks.server")
 
 
-class Guard:
-    """What the receiver's own server admits: at most ``max_connections`` open connections,
-    ``max_per_client`` from one address, each request read within ``read_timeout``.
-
-    Touched only on the server's event loop; :meth:`WebhookReceiver.stats` reads its counters.
-    """
-
-    def __init__(self, max_connections: int, max_per_client: int, read_timeout: float) -> None:
-        for name, limit in (
-            ("max_connections", max_connections),
-            ("max_connections_per_client", max_per_client),
-        ):
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-                raise ConfigurationError(f"{name} must be a whole number >= 1; got {limit!r:.20}.")
-        if (
-            not isinstance(read_timeout, int | float)
-            or isinstance(read_timeout, bool)
-            or not 0 < read_timeout < math.inf
-        ):
-            raise ConfigurationError(f"read_timeout must be seconds > 0; got {read_timeout!r:.20}.")
-        self.max_connections = max_connections
-        self.max_per_client = max_per_client
-        self.read_timeout = float(read_timeout)
-        self.open = 0
-        self.peak = 0
-        self.per_client: dict[str, int] = {}
-        self.admitted = 0
-        self.turned_away = 0
-        self.too_slow = 0
-        self.log = _SERVER_LOG
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "connections": self.open,
-            "connections_peak": self.peak,
-            "connections_turned_away": self.turned_away,
-            "connections_too_slow": self.too_slow,
-        }
-
-    def admit(self, client: str) -> bool:
-        count = self.per_client.get(client, 0)
-        if self.open >= self.max_connections or count >= self.max_per_client:
-            self.turned_away += 1
-            self.log.warning(
-                "webhook receiver: a connection was closed on arrival (at most %d open, %d "
-                "per client); callbacks it would have carried fall back to polling",
-                self.max_connections,
-                self.max_per_client,
-            )
-            return False
-        self.per_client[client] = count + 1
-        self.open += 1
-        self.admitted += 1
-        self.peak = max(self.peak, self.open)
-        return True
-
-    def leave(self, client: str) -> None:
-        self.open -= 1
-        left = self.per_client[client] - 1
-        if left:
-            self.per_client[client] = left
-        else:
-            del self.per_client[client]
-
-
-_SERVER_LOG = logging.getLogger("mai_tools.webhooks.server")
-_SERVER_LOG.setLevel(logging.WARNING)  # uvicorn checks .level before each TRACE line
-_SERVER_LOG.addFilter(RateLimit())
-
-
-def guarded_protocol(guard: Guard) -> type[Any]:
-    """uvicorn's h11 protocol with ``guard``'s limits.
-
-    uvicorn itself bounds none of this: ``limit_concurrency`` answers 503 only once a request's
-    headers are complete (a half-sent request holds its connection and file descriptor for
-    good), and ``timeout_keep_alive`` covers only the idle time between requests. Here a
-    connection over the caps is closed on arrival (its descriptor is free again at once), and
-    one whose request has not been answered within ``read_timeout`` is closed.
-    """
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class GuardedH11(H11Protocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.logger = guard.log  # uvicorn's per-connection warnings, rate limited
-            self._peer: str | None = None
-            self._deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            peer = self.client[0] if self.client else ""
-            if not guard.admit(peer):
-                transport.abort()  # no answer: a flood gets nothing to read
-                return
-            self._peer = peer
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            if self._peer is not None:
-                guard.leave(self._peer)
-                self._peer = None
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            if self._deadline is None:  # a new request on a kept-alive connection
-                self._arm()
-            super().data_received(data)
-
-        def on_response_complete(self) -> None:
-            self._disarm()  # answered: from here uvicorn's keep-alive timeout applies
-            super().on_response_complete()
-            if self.cycle is not None and not self.cycle.response_complete:
-                self._arm()  # a pipelined request started at once
-
-        def _arm(self) -> None:
-            self._deadline = self.loop.call_later(guard.read_timeout, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _too_slow(self) -> None:
-            self._deadline = None
-            guard.too_slow += 1
-            self.transport.abort()
-
-    return GuardedH11
+def receiver_guard(max_connections: int, max_per_client: int, read_timeout: float) -> Guard:
+    """The receiver's own server's :class:`Guard`: a callback must be answered within
+    ``read_timeout``; a connection turned away costs a callback (its wait polls)."""
+    return Guard(
+        max_connections,
+        max_per_client,
+        read_timeout,
+        until="answered",
+        log=_SERVER_LOG,
+        server="webhook receiver",
+        turned_away="callbacks it would have carried fall back to polling",
+    )
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -290,4 +141,5 @@ __all__ = [
     "hide_tokens_in_logs",
     "lifespan",
     "read_body",
+    "receiver_guard",
 ]

@@ -47,12 +47,12 @@ from ._constants import (
 from ._exceptions import ConfigurationError
 from ._urls import has_unsafe_chars, split_url
 from ._webhook_server import (
-    Guard,
     answer,
     guarded_protocol,
     hide_tokens_in_logs,
     lifespan,
     read_body,
+    receiver_guard,
 )
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class WebhookReceiver:
         read_timeout: float = WEBHOOK_READ_TIMEOUT,
     ) -> None:
         self._public = check_public_url(public_url)
-        self._guard = Guard(max_connections, max_connections_per_client, read_timeout)
+        self._guard = receiver_guard(max_connections, max_connections_per_client, read_timeout)
         self.path = _check_path(path)
         if not isinstance(host, str) or not host.strip() or has_unsafe_chars(host):
             raise ConfigurationError(f"host must be a host name or address; got {host!r:.60}.")

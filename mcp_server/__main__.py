@@ -163,7 +163,7 @@ def cli(
         if transport == "stdio":
             create_server(effective).run("stdio")
             return
-        from ._http import http_app, serve, startup_notes
+        from ._http import connection_guard, http_app, serve, startup_notes
 
         events = None if stateless else MemoryEventStore()
         receiver = _receiver(effective)
@@ -192,7 +192,8 @@ def cli(
                 f"mai-image-mcp: push waiting on: the gateway calls back at {receiver.url}/<token>",
                 file=sys.stderr,
             )
-        serve(app, host=host, port=port, log_level=effective.log_level)
+        guard = connection_guard(effective)
+        serve(app, host=host, port=port, log_level=effective.log_level, guard=guard)
 
 
 def _check_audit_log(settings: Settings) -> Path | None:

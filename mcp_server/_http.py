@@ -17,10 +17,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 from types import FrameType
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mai_tools._server_guard import Guard, RateLimit, guarded_protocol, rate_limited_log
 
 from ._auth import Authenticator, configured, protect
 from ._auth import authenticator as build_authenticator
@@ -153,9 +156,21 @@ def http_app(
         max_sessions=settings.max_sessions,
         session_idle_timeout=settings.session_idle_timeout,
     )
+    _quiet_session_refusals()
     app = ConnectionWatch(app)
     verifier = authenticator if authenticator is not None else build_authenticator(settings)
     return app if verifier is None else protect(app, verifier)
+
+
+_SESSION_REFUSALS = "Refusing to open a new session"
+
+
+def _quiet_session_refusals() -> None:
+    """The SDK logs a warning for every session it refuses at the cap: a session flood then
+    writes a line per request. At most 10 a minute (its other records pass)."""
+    log = logging.getLogger("mcp.server.streamable_http_manager")
+    if not any(isinstance(f, RateLimit) and f.only == _SESSION_REFUSALS for f in log.filters):
+        log.addFilter(RateLimit(only=_SESSION_REFUSALS))
 
 
 def refusal(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | None:
@@ -211,8 +226,29 @@ def startup_notes(host: str, port: int, settings: Settings, *, insecure_no_auth:
     return notes
 
 
-def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``app`` with uvicorn until interrupted (see :data:`_state.STOPPING`)."""
+def connection_guard(settings: Settings) -> Guard:
+    """What a flood of connections may take from the HTTP server (:mod:`mai_tools._server_guard`,
+    the webhook receiver's guard with the server's own limits): ``max_connections`` open at
+    once, ``max_connections_per_client`` from one address (0: no cap of its own, as behind a
+    reverse proxy), and each request's headers and body read within ``request_read_timeout``
+    (its answer, a tool call's event stream, may take as long as the call)."""
+    return Guard(
+        settings.max_connections,
+        settings.max_connections_per_client or settings.max_connections,
+        settings.request_read_timeout,
+        until="received",
+        log=rate_limited_log("mcp_server.connections"),
+        server="mai-image-mcp",
+        turned_away="its client saw the connection reset (raise --max-connections if this is "
+        "no flood)",
+    )
+
+
+def serve(
+    app: ASGIApp, *, host: str, port: int, log_level: str, guard: Guard | None = None
+) -> None:
+    """Serve ``app`` with uvicorn until interrupted (see :data:`_state.STOPPING`), behind
+    ``guard`` (:func:`connection_guard`) when given."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -220,4 +256,9 @@ def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
             STOPPING.set()  # calls still waiting finish, but their answers may go nowhere
             super().handle_exit(sig, frame)
 
-    _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())).run()
+    # With a guard, a flood's connections wait in a long backlog to be closed, not refused.
+    guarded: dict[str, Any] = (
+        {} if guard is None else {"http": guarded_protocol(guard), "backlog": 2048}
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **guarded)
+    _Server(config).run()

@@ -1,6 +1,6 @@
-"""The server's side of the spending limits (:mod:`mai_tools.jobbook._limits` holds the rules):
-the settings' amount and currency types, the pre-check a step before the submit can make, and
-the audit record of a refused call.
+"""The server's side of the spending limits (:mod:`mai_tools.jobbook._limits` holds the rules,
+:mod:`._limit_values` the settings' values): the pre-check before the submit (the
+confirmation's precheck), and the audit record of a refused call.
 
 The limits themselves are enforced by the server's client: its job-book claim reserves a
 call's images atomically, and a refusal comes back as a
@@ -10,82 +10,47 @@ call's images atomically, and a refusal comes back as a
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
-from pydantic import BeforeValidator, ValidationInfo
+from mcp.types import CallToolResult
 
-from mai_tools._agent import Failed, Outcome
-from mai_tools._exceptions import ConfigurationError, JobBookError, SpendingLimitError
+from mai_tools._agent import Failed, Outcome, outcome_of
+from mai_tools._exceptions import JobBookError, SpendingLimitError
 from mai_tools._tools import TOOL_SPECS
-from mai_tools.jobbook import JobScope, SpendingLimits
-from mai_tools.jobbook._limits import check, parse_amount, parse_currency, per_call_refusal
+from mai_tools.jobbook import JobScope
+from mai_tools.jobbook._limits import check, per_call_refusal
+
+from ._answers import answer
 
 if TYPE_CHECKING:
     from mai_tools import AsyncMAIImageClient
     from mai_tools.jobbook import AuditLog, JobBook
 
     from ._arguments import EditArguments, GenerateArguments
-
-
-def _amount(value: object, info: ValidationInfo) -> object:
-    if value is None:
-        return None
-    try:
-        return parse_amount(value, info.field_name or "amount")
-    except ConfigurationError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _currency(value: object) -> str:
-    try:
-        return parse_currency(value)
-    except ConfigurationError as exc:
-        raise ValueError(str(exc)) from None
+    from ._settings import Settings
+    from ._state import ServerState
 
 
 logger = logging.getLogger("mcp_server")
 
-NEEDS_PRICE = (
-    "needs --price-per-image (MAI_MCP_PRICE_PER_IMAGE): give the price of one image, e.g. "
-    "0.04, so that an amount of money can be counted in images."
-)
 
-Amount = Annotated[Decimal | None, BeforeValidator(_amount)]
-"""A settings amount: a plain non-negative number, exact (no sign or currency code)."""
-Currency = Annotated[str, BeforeValidator(_currency)]
-"""A settings currency: an ISO 4217 code, upper case."""
-
-
-class _LimitSettings(Protocol):
-    """The settings' limit fields (the Settings model imports this module)."""
-
-    @property
-    def daily_images(self) -> int | None: ...
-    @property
-    def server_daily_images(self) -> int | None: ...
-    @property
-    def max_images_per_call(self) -> int | None: ...
-    @property
-    def price_per_image(self) -> Decimal | None: ...
-    @property
-    def daily_spend(self) -> Decimal | None: ...
-    @property
-    def currency(self) -> str: ...
-
-
-def limits_of(settings: _LimitSettings) -> SpendingLimits | None:
-    """The limits the server's settings set (None: none)."""
-    limits = SpendingLimits(
-        daily_images=settings.daily_images,
-        server_daily_images=settings.server_daily_images,
-        max_images_per_call=settings.max_images_per_call,
-        price_per_image=settings.price_per_image,
-        daily_spend=settings.daily_spend,
-        currency=settings.currency,
-    )
-    return limits if limits.any else None
+async def check_limits(
+    settings: Settings,
+    state: ServerState,
+    scope: JobScope,
+    tool: str,
+    args: GenerateArguments | EditArguments,
+) -> CallToolResult | None:
+    """The refusal (``isError``, audited) of a call a spending limit would refuse now, or
+    None. Reserves nothing (the claim checks again, atomically): the confirmation's
+    precheck, so nobody is asked to confirm a call that will be refused."""
+    refused = await refusal(state.client, state.book, scope, args.num_images)
+    if refused is None:
+        return None
+    failed = outcome_of(refused)
+    audit_refusal(state.audit, scope, tool, args, failed)
+    return await answer(failed, settings)
 
 
 async def refusal(

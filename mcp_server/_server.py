@@ -32,7 +32,9 @@ from ._confirm import (
     Precheck,
     request_state_security,
 )
+from ._gallery import for_client, gallery_apps, tool_meta, with_job
 from ._identity import is_operator, principal
+from ._limits import check_limits
 from ._resume import MemoryEventStore
 from ._service import SURFACE, TOOL_OF_OPERATION, Service, ToolContext
 from ._settings import Settings
@@ -53,14 +55,9 @@ LIST_JOBS_DESCRIPTION = (
     "request_id, prompt, last known status and URLs. Use it to find a request_id that was lost."
 )
 
-_UNSERVED = (
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-)
-"""Handlers the SDK registers for every server; this one serves no prompts or resources."""
+_UNSERVED = ("prompts/list", "prompts/get")
+"""Handlers the SDK registers for every server; this one serves no prompts (its resources: the
+gallery app alone, ``_gallery``; resource templates: none, an empty list)."""
 
 
 class RecentJobInfo(BaseModel):
@@ -139,7 +136,7 @@ def create_server(
             (``mai-image-mcp --webhook-public-url``).
         precheck: the hard spending limits' check, run before a costly call is put to the
             user for confirmation (``_confirm``): its refusal is the answer, nothing is asked
-            or sent. Default: the settings' limits (``Service.check_limits``).
+            or sent. Default: the settings' limits (``_limits.check_limits``).
     """
     settings = settings or Settings.from_env()
     service = Service(settings, event_store)
@@ -149,7 +146,7 @@ def create_server(
     ) -> CallToolResult | None:
         # The hard spending limits, checked (nothing reserved) before anyone is asked.
         scope = JobScope(principal(ctx), SURFACE)
-        return await service.check_limits(ctx.lifespan_context, scope, tool, args)
+        return await check_limits(settings, ctx.lifespan_context, scope, tool, args)
 
     confirmation = Confirmation(ConfirmPolicy.from_settings(settings), precheck or limits_first)
     mcp = MCPServer(
@@ -160,7 +157,7 @@ def create_server(
         lifespan=lifespan(settings, client, webhooks),
         # The SDK sets up root logging at this level unless the host already did.
         log_level=settings.log_level,
-        extensions=[ImageTasks(service, confirmation)],
+        extensions=[ImageTasks(service, confirmation), gallery_apps(settings)],
         # Learns each client's tool-call timeout from its cancellations (calls answer within it).
         middleware=[service.host_timeouts, LegacyTasksSurface(service, confirmation)],
         subscriptions=False,  # nothing here changes: no list_changed streams to offer
@@ -178,10 +175,13 @@ def create_server(
 
     async def run_tool(ctx: ToolContext, spec: ToolSpec, args: BaseModel) -> CallToolResult:
         if isinstance(args, ImageJobArgs):
-            return await service.resume(ctx, args.request_id.strip())
-        if isinstance(args, GenerateImageArgs | EditImageArgs):
-            return await service.call(ctx, spec.name, args)
-        raise TypeError(f"{spec.name}: no handler for {type(args).__name__}")
+            resumed = await service.resume(ctx, args.request_id.strip())
+            result = await with_job(resumed, ctx.request_context, settings)
+        elif isinstance(args, GenerateImageArgs | EditImageArgs):
+            result = await service.call(ctx, spec.name, args)
+        else:
+            raise TypeError(f"{spec.name}: no handler for {type(args).__name__}")
+        return for_client(result, ctx.request_context)
 
     for spec in TOOLS:
         mcp.add_tool(
@@ -190,6 +190,7 @@ def create_server(
             title=spec.title,
             description=spec.description,
             annotations=creates if spec.creates_job else reads,
+            meta=tool_meta(spec.name),
         )
 
     @mcp.tool(title="List recent jobs", description=LIST_JOBS_DESCRIPTION, annotations=reads)

@@ -59,7 +59,6 @@ from ._host_timeouts import HostTimeouts
 from ._identity import is_operator, many_principals, principal
 from ._jobs import argument_key
 from ._limits import audit_refusal
-from ._limits import refusal as limit_refusal
 from ._resume import MemoryEventStore, client_gone
 from ._saves import TaskSaves
 from ._settings import Settings
@@ -208,23 +207,6 @@ class Service:
             await noted(book, release_unknown, "a delivered answer")
 
     # ------------------------------------------------------------------ spending limits
-
-    async def check_limits(
-        self,
-        state: ServerState,
-        scope: JobScope,
-        tool: str,
-        args: GenerateArguments | EditArguments,
-    ) -> CallToolResult | None:
-        """The refusal (``isError``, audited) of a call a spending limit would refuse now, or
-        None. Reserves nothing (the claim checks again, atomically); the confirmation's
-        precheck, so nobody is asked to confirm a call that will be refused."""
-        refused = await limit_refusal(state.client, state.book, scope, args.num_images)
-        if refused is None:
-            return None
-        failed = outcome_of(refused)
-        audit_refusal(state.audit, scope, tool, args, failed)
-        return await answer(failed, self.settings)
 
     # ------------------------------------------------------------------ calls
 
@@ -537,7 +519,19 @@ class Service:
             raise UnknownTask(record.message)
         created = job_started_at(task_id)
         try:
-            status = await api.get_status(task_id)
+            # A gateway whose status endpoint stalls or drips (no HTTP timeout ends a drip)
+            # costs max_wait, never more: the task is then still running, as far as we know.
+            budget = max(self.settings.max_wait - (time.monotonic() - started), 0.0)
+            with anyio.move_on_after(budget) as read:
+                status = await api.get_status(task_id)
+            if read.cancelled_caught:
+                return self._task_state(
+                    api,
+                    task_id,
+                    created or datetime.now(UTC),
+                    f"the gateway did not answer a status read of {task_id} within "
+                    f"{self.settings.max_wait:g}s; the job may still be running",
+                )
         except MAIImageError as exc:
             failed = failure_of(exc)
             if failed.kind in (FailureKind.UNKNOWN_JOB, FailureKind.INVALID_INPUT):

@@ -39,10 +39,8 @@ from mai_tools._exceptions import ConfigurationError
 from mai_tools._images import allowed_directory
 from mai_tools._webhooks import check_public_url
 from mai_tools.jobbook import ENV as JOB_BOOK_ENV
-from mai_tools.jobbook import SpendingLimits
-from mai_tools.jobbook._limits import DEFAULT_CURRENCY
 
-from ._limits import NEEDS_PRICE, Amount, Currency, limits_of
+from ._limit_values import DEFAULT_CURRENCY, Amount, Currency, PricedAmount
 from ._values import ENV_AUTH_TOKEN as ENV_AUTH_TOKEN
 from ._values import ENV_PREFIX as ENV_PREFIX
 from ._values import MIN_TOKEN_LENGTH as MIN_TOKEN_LENGTH
@@ -69,6 +67,11 @@ DEFAULT_MAX_SESSIONS = 500
 DEFAULT_SESSION_IDLE_TIMEOUT = 60.0
 """An HTTP session with no request in flight and no open GET stream for this long is closed:
 a flood of sessions opened and never closed fills the cap for a minute at most."""
+
+DEFAULT_MAX_CONNECTIONS = 400
+"""Open HTTP connections at once: well under the usual 1,024 file descriptors of a process."""
+DEFAULT_REQUEST_READ_TIMEOUT = 60.0
+"""A request's headers and body must arrive within it (a 32 MiB body needs ~4.5 Mbit/s)."""
 
 _Items = Annotated[tuple[str, ...], NoDecode]  # a variable's text is split by the field's validator
 
@@ -281,38 +284,53 @@ class Settings(BaseSettings):
             description="OAuth: the claim that names the caller (email is common).",
         )
     )
-    # Spending limits (issue 22, helper "limits"): all off unless set; counted and reserved in
-    # the job book (mai_tools.jobbook._limits says what counts).
+    # The HTTP transport's connection guard (issue 23, M9 on the server's own port):
+    max_connections: Annotated[int, Option("--max-connections", metavar="N")] = Field(
+        DEFAULT_MAX_CONNECTIONS,
+        gt=0,
+        description="HTTP: most connections open at once; one more is closed on arrival (a "
+        "flood cannot take the process's file descriptors).",
+    )
+    max_connections_per_client: Annotated[
+        int, Option("--max-connections-per-client", metavar="N")
+    ] = Field(
+        0,
+        ge=0,
+        description="HTTP: most connections open at once from one client address; 0: no cap "
+        "of its own (behind a reverse proxy every user is the proxy's one address). Set it "
+        "(e.g. 64) when clients connect directly.",
+    )
+    request_read_timeout: Annotated[float, Option("--request-read-timeout", metavar="SECONDS")] = (
+        Field(
+            DEFAULT_REQUEST_READ_TIMEOUT,
+            gt=0,
+            allow_inf_nan=False,
+            description="HTTP: a request's headers and body must arrive within this long, or its "
+            "connection is closed (slow senders, slowloris); raise it for large edit_image uploads "
+            "over slow links. The answer (a tool call's stream) is not limited by it.",
+        )
+    )
+    # Spending limits (issue 22; the rules: mai_tools.jobbook._limits); all off unless set.
     daily_images: Annotated[int | None, Option("--daily-images", metavar="N")] = Field(
         None, ge=0, description="Images each principal may make per UTC day."
     )
     server_daily_images: Annotated[int | None, Option("--server-daily-images", metavar="N")] = (
-        Field(
-            None,
-            ge=0,
-            description="Images all principals together may make per UTC day (every replica "
-            "sharing the job book counts).",
-        )
+        Field(None, ge=0, description="Images all principals together may make per UTC day.")
     )
     max_images_per_call: Annotated[int | None, Option("--max-images-per-call", metavar="N")] = (
         Field(None, ge=0, description="Most images (num_images) one call may ask for.")
     )
     price_per_image: Annotated[Amount, Option("--price-per-image", metavar="AMOUNT")] = Field(
-        None,
-        description="What one image costs, in --currency (e.g. 0.04); needed by --daily-spend.",
+        None, description="What one image costs, in --currency (e.g. 0.04)."
     )
-    daily_spend: Annotated[Amount, Option("--daily-spend", metavar="AMOUNT")] = Field(
-        None,
-        description="Money each principal may spend per UTC day, in --currency (images times "
-        "--price-per-image).",
+    daily_spend: Annotated[PricedAmount, Option("--daily-spend", metavar="AMOUNT")] = Field(
+        None, description="Money each principal may spend per UTC day (needs a price)."
     )
-    confirm_above_cost: Annotated[Amount, Option("--confirm-above-cost", metavar="AMOUNT")] = Field(
-        None, description="Ask the user to confirm a call estimated to cost more than this."
-    )
+    confirm_above_cost: Annotated[
+        PricedAmount, Option("--confirm-above-cost", metavar="AMOUNT")
+    ] = Field(None, description="Ask the user to confirm a call estimated above this cost.")
     currency: Annotated[Currency, Option("--currency", metavar="CODE")] = Field(
-        DEFAULT_CURRENCY,
-        description="ISO 4217 code of --price-per-image and --daily-spend (your gateway "
-        "wallet's currency).",
+        DEFAULT_CURRENCY, description="ISO 4217 code of the amounts (your gateway wallet's)."
     )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
@@ -445,17 +463,6 @@ class Settings(BaseSettings):
                 "(MAI_MCP_AUDIT_LOG) too, or drop it.",
             )
         return self
-
-    @model_validator(mode="after")
-    def _amounts_need_a_price(self) -> Settings:
-        for name in ("daily_spend", "confirm_above_cost"):
-            if getattr(self, name) is not None and self.price_per_image is None:
-                raise _FieldProblem(name, NEEDS_PRICE)
-        return self
-
-    def spending_limits(self) -> SpendingLimits | None:
-        """The limits these settings set (None: none)."""
-        return limits_of(self)
 
     @field_validator("request_state_key")
     @classmethod

@@ -37,6 +37,7 @@ from mai_tools._exceptions import ConfigurationError
 from mai_tools._tools import TOOLS
 from mai_tools.jobbook import AuditLog, JobBook, SQLiteJobBook, open_job_book
 
+from ._limit_values import limits_of
 from ._settings import Settings
 
 STOPPING = threading.Event()
@@ -93,13 +94,14 @@ class ServerState:
             ConfigurationError: the settings set spending limits that a given ``client`` does
                 not hold.
         """
-        limits = settings.spending_limits()
+        limits = limits_of(settings)
         if client is not None:
             if limits is not None and client.spending_limits != limits:
                 # The client does the reserving: limits it does not hold would not be enforced.
                 raise ConfigurationError(
                     "The settings set spending limits, and the client given to create_server "
-                    "does not hold them: make it with spending_limits=settings.spending_limits()."
+                    "does not hold them: give it spending_limits=SpendingLimits(...) with the "
+                    "same values."
                 )
             return cls(settings, client, client.job_book, owned=False)
         if book is None:

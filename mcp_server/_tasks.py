@@ -51,6 +51,7 @@ from mai_tools.jobbook import JobRecord
 
 from ._arguments import ARGUMENTS, EditArguments, GenerateArguments
 from ._confirm import Confirmation, ConfirmPolicy
+from ._gallery import for_client
 from ._service import Service, TaskState, UnknownTask, job_started_at
 from ._state import ServerState
 
@@ -176,13 +177,15 @@ class ImageTasks(Extension):
         self, ctx: ServerRequestContext[ServerState, Any], task_id: str
     ) -> TaskState | CallToolResult:
         try:
-            return await self._service.read_task(ctx.lifespan_context, task_id, ctx)
+            state = await self._service.read_task(ctx.lifespan_context, task_id, ctx)
         except UnknownTask as exc:
             raise MCPError(
                 code=INVALID_PARAMS, message=f"Unknown task {task_id[:80]!r}: {exc}"
             ) from None
         except MAIImageError as exc:  # no key or a misconfiguration: no task can be read
             raise MCPError(code=INTERNAL_ERROR, message=failure_of(exc).message) from None
+        # A task's result is a call's: an MCP Apps client gets it without resource links.
+        return for_client(state, ctx) if isinstance(state, CallToolResult) else state
 
     async def _get(
         self, ctx: ServerRequestContext[ServerState, Any], params: TaskParams

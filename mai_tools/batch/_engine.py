@@ -486,7 +486,13 @@ class BatchRun:
         for data in lines:
             counts[data["status"]] = counts.get(data["status"], 0) + 1
         states = [self._rows[e].state for e in self._order if isinstance(e, str)]
-        saved = sum(1 for data in lines if data["status"] == "COMPLETED" and data["paths"])
+        # A line with an image the gateway gave no URL for is not saved (nor "unsaved": a
+        # rerun cannot fetch it); its error says which image.
+        saved = sum(
+            1
+            for data in lines
+            if data["status"] == "COMPLETED" and data["paths"] and data["error"] is None
+        )
         end = self._finished or time.monotonic()
         state = self._state
         journal = state.journal

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from .._exceptions import InvalidArgumentError
+from .._status import EMPTY_URL
 from .._version import __version__
 
 JOURNAL_NAME: Final = "journal.sqlite3"
@@ -62,6 +63,17 @@ class Row:
     image_urls: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # relative to the output directory
     error: str | None = None
+
+    def unfetchable(self) -> list[str]:
+        """The notes about the line's images the gateway gave no URL for: its error holds
+        them from the moment it completed (:attr:`~mai_tools.JobStatus.unavailable`), and
+        keeps them whatever happens to the others."""
+        return [part for part in (self.error or "").split("; ") if EMPTY_URL in part]
+
+
+def with_unfetchable(unfetchable: list[str], text: str) -> str:
+    """``text`` after the notes of :meth:`Row.unfetchable`."""
+    return "; ".join([*unfetchable, text])
 
 
 _SCHEMA = """

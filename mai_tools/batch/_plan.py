@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .._constants import DEFAULT_MAX_INPUT_BYTES
 from ._input import BatchItem, InputLine, InvalidLine, check_item
-from ._journal import Journal, Row
+from ._journal import Journal, Row, with_unfetchable
 from ._outcomes import LineOutcome, LineStatus
 
 _SENT = frozenset({"submitting", "submitted", "completed", "saved", "failed", "unknown"})
@@ -137,7 +137,9 @@ def _reconcile(
         missing = [p for p in row.paths if not (out_dir / p).is_file()]
         if missing or not row.paths:
             row.state, row.paths = "completed", []
-            row.error = f"{len(missing)} saved file(s) missing; downloading again"
+            row.error = with_unfetchable(
+                row.unfetchable(), f"{len(missing)} saved file(s) missing; downloading again"
+            )
             journal.put(row)
 
 

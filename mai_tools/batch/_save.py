@@ -26,7 +26,7 @@ from .._exceptions import DownloadError, JobBookError
 from .._fetch import limit_per_host
 from .._urls import split_url
 from ..jobbook import JobBook
-from ._journal import Row
+from ._journal import Row, with_unfetchable
 from ._state import RunState, Stopped
 
 logger = logging.getLogger("mai_tools.batch")
@@ -100,6 +100,7 @@ class Downloads:
 
     async def _download(self, row: Row) -> None:
         state = self._state
+        unfetchable = row.unfetchable()
         limit = self._host_limits.setdefault(_host(row), asyncio.Semaphore(self._per_host))
         assert row.request_id is not None
         try:
@@ -118,16 +119,26 @@ class Downloads:
                 if any(marker in text for marker in _DISK_FULL):
                     state.disk_trouble = True
                     state.hold(f"the disk is full ({text}); free some space and rerun")
-                state.record(row, error=f"images not saved: {text}; rerun to download them again")
+                again = f"images not saved: {text}; rerun to download them again"
+                state.record(row, error=with_unfetchable(unfetchable, again))
             except Exception as exc:  # a URL or an answer nothing foresaw: this line's error only
                 logger.error("batch: saving the images of %s failed", row.id, exc_info=exc)
                 state.record(
                     row,
-                    error=f"images not saved: {type(exc).__name__}: {exc}; rerun to try again",
+                    error=with_unfetchable(
+                        unfetchable,
+                        f"images not saved: {type(exc).__name__}: {exc}; rerun to try again",
+                    ),
                 )
             else:
                 relative = [p.relative_to(state.out_dir).as_posix() for p in paths]
-                state.record(row, state="saved", paths=relative, error=None)
+                state.record(
+                    row,
+                    state="saved",
+                    paths=relative,
+                    # The images the gateway gave no URL for stay this line's save error.
+                    error=with_unfetchable(unfetchable, "not saved") if unfetchable else None,
+                )
                 state.images_saved_now += len(paths)
                 await self._note_saved(row.request_id, [str(p) for p in paths])
         except Stopped:

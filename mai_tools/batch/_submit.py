@@ -235,7 +235,15 @@ class Submitter:
             state.record(row, error=f"the status read failed ({exc}); rerun to keep waiting")
             state.settle(row)
             return
-        state.record(row, state="completed", status="COMPLETED", image_urls=list(result.image_urls))
+        state.record(
+            row,
+            state="completed",
+            status="COMPLETED",
+            image_urls=list(result.image_urls),
+            # Images the gateway gave no URL for: kept in the line's error until it is saved
+            # (the journal keeps it across reruns), then the line's save error.
+            error="; ".join(result.unavailable) or None,
+        )
 
     def _still_running(self, exc: JobTimeoutError) -> str:
         limit = exc.waited_text()

@@ -133,6 +133,14 @@ _CODES: dict[FailureKind, ExitCode] = {
 def _classify(exc: BaseException, session: Session) -> Failure:
     if isinstance(exc, KeyboardInterrupt):
         return Failure(ExitCode.INTERRUPTED, _interrupted(session))
+    if isinstance(exc, DownloadError) and exc.unavailable:
+        # Saving again cannot help: the gateway has no URL for these images.
+        job = "the job" if session.request_id is None else f"job {session.request_id}"
+        return Failure(
+            ExitCode.SAVE_FAILED,
+            f"{job} finished, but the gateway gave no URL for some of its images: {exc} "
+            "Waiting or saving again cannot fetch them.",
+        )
     if isinstance(exc, DownloadError):
         rid = session.request_id
         again = (

@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._waiting",),  # status reads and the wait loop (a base of FlowCore)
     ("mai_tools._flow",),
     ("mai_tools._bodies",),
+    ("mai_tools._server_guard",),  # what a connection flood may take from a uvicorn server
     ("mai_tools._webhook_server",),  # the receiver's server side: caps, deadline, logs, ASGI
     ("mai_tools._webhooks",),  # push waiting: the callback receiver the drivers wait on
     ("mai_tools._base_client",),

@@ -138,6 +138,36 @@ async def test_a_malformed_media_url_is_that_lines_save_error_and_reruns_go_on(
     assert "exception was never retrieved" not in caplog.text
 
 
+async def test_a_job_with_good_and_empty_urls_keeps_the_note_about_the_empty_one(
+    tmp_path: Path,
+) -> None:
+    good = [f"{CDN}/rid-2/0.png", f"{CDN}/rid-2/2.png"]
+    gateway = Gateway({"a mixed job": [good[0], "", good[1]]})
+    items = [
+        {"id": "fine", "prompt": "a fine prompt"},
+        {"id": "mixed", "prompt": "a mixed job"},
+    ]
+    empty = "image 2 of rid-2 cannot be fetched: the gateway sent an empty URL"
+    for rerun in range(3):  # the first run, a rerun, and one after a saved file went missing
+        outcomes, summary = await run(gateway, items, tmp_path)
+        assert outcomes["fine"].saved
+        mixed = outcomes["mixed"]
+        assert mixed.status is LineStatus.COMPLETED
+        assert mixed.image_urls == tuple(good)
+        assert len(mixed.paths) == 2
+        assert all(p.is_file() for p in mixed.paths)
+        assert mixed.error is not None
+        assert mixed.error.startswith(empty), mixed.error
+        assert (summary.saved, summary.unsaved) == (1, 0)  # a rerun cannot fetch it
+        lines = {d["id"]: d for d in map(json.loads, summary.manifest.read_text().splitlines())}
+        assert lines["mixed"]["status"] == "COMPLETED"
+        assert lines["mixed"]["image_urls"] == good
+        assert lines["mixed"]["error"] == mixed.error
+        if rerun == 1:
+            mixed.paths[0].unlink()
+    assert gateway.posts == 2  # nothing was sent again
+
+
 async def test_an_unexpected_error_in_one_lines_step_is_that_lines_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,7 +26,7 @@ from tests.cli.cli_support import (
     fake_setup,
     invoke,
 )
-from tests.support.fakes import RID, FullDisk, Gateway, ok
+from tests.support.fakes import RID, FullDisk, Gateway, ok, status_body
 
 
 def _one_error_line(got: Outcome) -> str:
@@ -149,6 +149,21 @@ def test_save_failure_is_exit_7_and_says_not_to_resubmit(
     line = _one_error_line(got)
     assert "Cannot create directory" in line
     assert re.search(rf"save it again with: mai-image wait {RID_PREFIX}\S+$", line)
+
+
+def test_an_empty_image_url_is_exit_7_and_says_what_happened(
+    fake: FakeSetup, tmp_path: Path
+) -> None:
+    served = status_body("COMPLETED")  # the URL the fake CDN serves, then an empty one
+    served["output"]["media_url"].append("")
+    fake.gateway.polls = [httpx.Response(200, json=served)]
+    got = invoke("generate", "a cat", "-o", str(tmp_path), obj=fake.state)
+    assert got.code == ExitCode.SAVE_FAILED
+    line = _one_error_line(got)
+    assert f"job {RID} finished" in line
+    assert f"image 2 of {RID} cannot be fetched: the gateway sent an empty URL" in line
+    assert "mai-image wait" not in line  # waiting again cannot fetch it
+    assert len(list(tmp_path.iterdir())) == 1  # the good image is saved
 
 
 def test_a_full_disk_while_saving_is_exit_7_too(

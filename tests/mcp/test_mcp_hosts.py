@@ -208,7 +208,13 @@ async def test_only_served_capabilities_are_advertised() -> None:
             assert caps is not None
             assert caps.tools is not None
             assert caps.prompts is None, mode
-            assert caps.resources is None, mode
+            # One resource: the gallery app (MCP Apps); no templates, no subscriptions.
+            assert caps.resources is not None, mode
+            assert not caps.resources.subscribe, mode
+            assert [r.uri for r in (await client.list_resources()).resources] == [
+                "ui://mai-image/gallery.html"
+            ], mode
+            assert not (await client.list_resource_templates()).resource_templates, mode
             assert caps.logging is None, mode
             if mode == "auto":
                 assert caps.extensions is not None

@@ -536,6 +536,50 @@ def test_mcp_inspector_cli_lists_calls_and_strict(emu: RunningEmulator) -> None:
     assert payload["structuredContent"]["status"] == "COMPLETED"
 
 
+def test_mcp_inspector_sees_the_gallery_app(emu: RunningEmulator) -> None:
+    inspector = inspector_or_skip()
+    env = _env(emu, MAI_MCP_RESOURCE_LINKS="true")
+    env_args = [
+        arg
+        for k in ("PIXAZO_API_KEY", "PIXAZO_BASE_URL", "MAI_MCP_RESOURCE_LINKS")
+        for arg in ("-e", f"{k}={env[k]}")
+    ]
+    base = [inspector, "--cli", sys.executable, "-m", "mcp_server", *env_args]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    # The Inspector's app check: one NDJSON line per tool, the resource read and checked.
+    listed = run("--method", "tools/list", "--app-info")
+    assert listed.returncode == 0, listed.stderr
+    apps = {a["toolName"]: a for a in map(json.loads, listed.stdout.splitlines())}
+    assert {name for name, a in apps.items() if a["hasApp"]} == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+    }
+    gallery = apps["generate_image"]
+    assert gallery["resourceUri"] == "ui://mai-image/gallery.html"
+    assert gallery["resourceMimeType"] == "text/html;profile=mcp-app"
+    assert emu.base_url in gallery["csp"]["resourceDomains"]
+    # A client that declares Apps gets no resource_link beside the app, whatever the setting.
+    called = run(
+        "--advertise-apps",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "generate_image",
+        "--tool-arg",
+        "prompt=for the gallery",
+    )
+    assert called.returncode == 0, called.stderr
+    content = json.loads(called.stdout)["content"]
+    assert content[0]["type"] == "text"
+    assert not [c for c in content if c["type"] == "resource_link"]
+
+
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MAI_MCP_MAX_WAIT", "12.5")
     monkeypatch.setenv("MAI_MCP_PREVIEW", "thumbnail")

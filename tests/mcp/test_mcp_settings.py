@@ -81,6 +81,9 @@ def test_a_flag_overrides_its_variable(monkeypatch: pytest.MonkeyPatch, tmp_path
         ("resource_links", "maybe", "valid boolean"),
         ("log_level", "loud", "'DEBUG', 'INFO'"),
         ("allowed_origins", "app.example.com", "give scheme://host[:port]"),
+        ("max_connections", "0", "greater than 0"),
+        ("max_connections_per_client", "-1", "greater than or equal to 0"),
+        ("request_read_timeout", "inf", "finite number"),
     ],
 )
 def test_an_error_names_the_variable_or_flag_and_what_to_give(

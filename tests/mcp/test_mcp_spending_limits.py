@@ -25,7 +25,8 @@ from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobScope
 from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
-from mcp_server._service import Service
+from mcp_server._limit_values import limits_of
+from mcp_server._limits import check_limits
 from mcp_server._state import ServerState
 from tests.mcp.test_isolation import _as
 from tests.mcp.test_isolation import _serving as _isolation_server
@@ -136,14 +137,13 @@ async def test_check_limits_is_a_pre_check_that_reserves_nothing(emu: RunningEmu
     settings = _settings(emu, daily_images=2, max_images_per_call=2)
     state = ServerState.open(settings)
     try:
-        service = Service(settings)
         scope = JobScope("ann", "mcp")
         two = GenerateImageArgs(prompt="two foxes", num_images=2)
-        assert await service.check_limits(state, scope, "generate_image", two) is None
+        assert await check_limits(settings, state, scope, "generate_image", two) is None
         # Nothing was reserved: the same call fits again.
-        assert await service.check_limits(state, scope, "generate_image", two) is None
+        assert await check_limits(settings, state, scope, "generate_image", two) is None
         three = GenerateImageArgs(prompt="three foxes", num_images=3)
-        too_many = await service.check_limits(state, scope, "generate_image", three)
+        too_many = await check_limits(settings, state, scope, "generate_image", three)
         assert too_many is not None
         assert too_many.is_error
         assert "at most 2 images" in _text(too_many)
@@ -155,9 +155,9 @@ async def test_check_limits_is_a_pre_check_that_reserves_nothing(emu: RunningEmu
 async def test_a_given_client_must_hold_the_settings_limits(emu: RunningEmulator) -> None:
     settings = _settings(emu, daily_images=2)
     async with AsyncMAIImageClient(KEY, base_url=emu.base_url) as bare:
-        with pytest.raises(ValueError, match=r"spending_limits=settings\.spending_limits"):
+        with pytest.raises(ValueError, match=r"spending_limits=SpendingLimits\(\.\.\.\) with"):
             ServerState.open(settings, bare)
-    limits = settings.spending_limits()
+    limits = limits_of(settings)
     assert limits == SpendingLimits(daily_images=2)
     async with AsyncMAIImageClient(KEY, base_url=emu.base_url, spending_limits=limits) as held:
         assert ServerState.open(settings, held).client is held
@@ -189,10 +189,10 @@ def test_settings_read_the_limits_from_the_environment() -> None:
         mp.setenv("MAI_MCP_PRICE_PER_IMAGE", "0.04")
         mp.setenv("MAI_MCP_DAILY_SPEND", "1.50")
         settings = Settings.from_env()
-    assert settings.spending_limits() == SpendingLimits(
+    assert limits_of(settings) == SpendingLimits(
         daily_images=20, price_per_image=Decimal("0.04"), daily_spend=Decimal("1.50")
     )
-    assert Settings().spending_limits() is None
+    assert limits_of(Settings()) is None
 
 
 async def test_a_task_past_the_limit_is_refused_before_a_task_is_made(

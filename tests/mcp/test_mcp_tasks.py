@@ -551,3 +551,32 @@ async def test_concurrent_tasks_get_save_a_tasks_images_once(tmp_path: Path) -> 
         assert result.structured_content is not None
         assert result.structured_content["image_urls"] == cdn.urls
         assert result.structured_content["save_error"]
+
+
+# --------------------------------------------------------------------------- a stalled status read
+
+
+@pytest.mark.parametrize("mode", ["stall", "drip"])
+async def test_tasks_get_on_a_stalled_status_read_answers_working_within_max_wait(
+    mode: str,
+) -> None:
+    """A gateway whose status endpoint never answers (``stall``: the HTTP timeouts would
+    end it, minutes later) or answers one byte at a time (``drip``: no HTTP timeout ends it):
+    ``tasks/get`` says the job is still running, with its id, after max_wait."""
+    import anyio
+
+    from tests.network.servers import hostile_host
+
+    with hostile_host(mode=mode, drip_every=0.05) as gateway:
+        settings = Settings(api_key=KEY, base_url=gateway.origin, max_wait=0.5, preview="off")
+        async with Client(create_server(settings), extensions=[TasksClient()]) as client:
+            with anyio.fail_after(60):  # only ends a broken test (today's code: > 60 s)
+                report = await send_task_request(client.session, "tasks/get", RID)
+        assert gateway.hits  # the status read was sent
+    assert report.status == "working"  # never a failure, never "try again"
+    assert report.task_id == RID
+    assert report.result is None
+    assert report.status_message is not None
+    assert RID in report.status_message
+    assert "may still be running" in report.status_message
+    assert "try again" not in report.status_message.lower()

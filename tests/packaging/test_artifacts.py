@@ -74,6 +74,13 @@ def test_the_wheel_holds_only_the_two_packages(built: Built) -> None:
     assert tops == {"mai_tools", "mcp_server", dist_info}
 
 
+def test_the_wheel_ships_the_gallery_app(built: Built) -> None:
+    # The MCP Apps gallery is a data file beside the code (read with importlib.resources).
+    with zipfile.ZipFile(built.wheel) as wheel:
+        html = wheel.read("mcp_server/gallery/app.html").decode()
+    assert html == (ROOT / "mcp_server" / "gallery" / "app.html").read_text()
+
+
 # --------------------------------------------------------------------------- metadata
 
 
@@ -109,6 +116,8 @@ def test_entry_points_are_the_checked_launcher_and_the_plugin(built: Built) -> N
         (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
         text = wheel.read(name).decode()
     assert "mai-image-mcp = mai_tools._mcp_entry:main" in text
+    # The package's own name is the MCP server too: `uvx mai-tools` (test_mcp_entry runs it).
+    assert "mai-tools = mai_tools._mcp_entry:main" in text
     assert "mai-image = mai_tools.cli:main" in text
     assert "mai_tools_emulator = mai_tools.emulator.pytest_plugin" in text
 

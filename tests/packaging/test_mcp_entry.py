@@ -13,6 +13,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from mcp import Client, StdioServerParameters
+
+from mai_tools._tools import TOOLS
+
 FIX = "pip uninstall mcp-server && pip install --force-reinstall --no-deps mai-tools"
 FOREIGN_INIT = "from mcp.server.fastmcp import FastMCP\n"  # mcp-server 0.1.4's, as it imports
 
@@ -69,3 +73,19 @@ def test_a_package_earlier_on_sys_path_is_refused_with_the_fix(
     (shadow / "mcp_server" / "__init__.py").write_text(FOREIGN_INIT)
     proc = _run(installed, "--help", pythonpath=(shadow,))
     _assert_refused(proc, f"finds {shadow / 'mcp_server' / '__init__.py'}")
+
+
+async def test_the_command_named_like_the_package_is_the_mcp_server(installed: Path) -> None:
+    # `uvx mai-tools --emulator` (and a registry client's `uvx mai-tools`) run this script.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXAZO_", "MAI_MCP_"))}
+    deps = Path(sysconfig.get_paths()["purelib"])
+    env["PYTHONPATH"] = os.pathsep.join(map(str, (installed, deps)))
+    script = str(installed / "bin" / "mai-tools")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-S", script, "--emulator"], env=env
+    )
+    async with Client(params) as client:
+        names = [tool.name for tool in (await client.list_tools()).tools]
+        result = await client.call_tool("generate_image", {"prompt": "from the wheel"})
+    assert names == [*(spec.name for spec in TOOLS), "list_recent_jobs"]
+    assert not result.is_error

@@ -28,9 +28,10 @@ from mai_tools import (
     WebhookReceiver,
 )
 from mai_tools._constants import WEBHOOK_MAX_CONNECTIONS, WEBHOOK_MAX_PER_CLIENT, WEBHOOK_PATH
-from mai_tools._webhook_server import RateLimit
+from mai_tools._server_guard import RateLimit
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from tests.support.fakes import KEY
+from tests.support.flood import half_sent_flood
 
 linux_only = pytest.mark.skipif(
     sys.platform != "linux", reason="source addresses 127.0.0.2+ are local on Linux only"
@@ -51,16 +52,7 @@ def emu() -> Iterator[RunningEmulator]:
 
 def _flood(port: int, sources: list[str], per_source: int) -> list[socket.socket]:
     """Connections that send half a request (no token, headers never finished)."""
-    socks: list[socket.socket] = []
-    for source in sources:
-        for _ in range(per_source):
-            sock = socket.socket()
-            socks.append(sock)
-            sock.bind((source, 0))
-            sock.connect(("127.0.0.1", port))
-            with contextlib.suppress(OSError):  # closed by the receiver: what is tested
-                sock.sendall(HALF_SENT)
-    return socks
+    return half_sent_flood(port, sources, per_source, HALF_SENT)
 
 
 def _settled(receiver: WebhookReceiver, total: int, timeout: float = 120) -> dict[str, int]:

@@ -1,0 +1,1 @@
+"""mai-tools' desktop bundle: its manifest, entry point and build script (not part of the wheel)."""
