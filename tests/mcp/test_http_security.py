@@ -498,7 +498,13 @@ def test_mcp_inspector_cli_over_authenticated_http(
     listed = inspect(*header, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
     names = {t["name"] for t in json.loads(listed.stdout)["tools"]}
-    assert names == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
+    assert names == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+        "list_recent_jobs",
+    }
     called = inspect(
         *header,
         *("--method", "tools/call", "--tool-name", "generate_image"),

@@ -59,7 +59,13 @@ def _text(result: CallToolResult) -> str:
 async def test_tools_schemas_and_annotations(emu: RunningEmulator) -> None:
     async with Client(create_server(_settings(emu))) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
+    assert set(tools) == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+        "list_recent_jobs",
+    }
     core = GenerateRequest.model_json_schema()["properties"]
     gen = tools["generate_image"].input_schema["properties"]
     for field in ("prompt", "num_images", "aspect_ratio", "output_format"):
@@ -74,11 +80,12 @@ async def test_tools_schemas_and_annotations(emu: RunningEmulator) -> None:
     assert "image" in tools["edit_image"].input_schema["required"]
     for name, tool in tools.items():
         assert "ctx" not in tool.input_schema["properties"]
-        assert tool.output_schema is not None
+        # view_image answers with an image, not with the job tools' structured answer
+        assert (tool.output_schema is None) is (name == "view_image"), name
         assert tool.annotations is not None
         assert tool.annotations.open_world_hint is True
         assert tool.annotations.destructive_hint is False
-        reads = name in ("get_image_job", "list_recent_jobs")
+        reads = name in ("get_image_job", "view_image", "list_recent_jobs")
         assert tool.annotations.read_only_hint is reads, name
         assert tool.annotations.idempotent_hint is reads, name
         # Short, no docstring indentation, and it says when to use which tool.
@@ -501,7 +508,13 @@ def test_mcp_inspector_cli_lists_calls_and_strict(emu: RunningEmulator) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     names = {t["name"] for t in json.loads(listed.stdout)["tools"]}
-    assert names == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
+    assert names == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+        "list_recent_jobs",
+    }
     strict = subprocess.run(
         [*base, *env_args, "--strict", "--method", "tools/list"],
         cwd=ROOT,
