@@ -62,7 +62,7 @@ class ImageView:
             "request_id": self.request_id,
             "index": self.index,
             "count": self.count,
-            "url": self.url,
+            "url": short_url(self.url),
             "original_size": list(self.preview.original),
             "preview_size": [self.preview.width, self.preview.height],
             "media_type": "image/jpeg",
@@ -98,6 +98,8 @@ def urls_of_record(record: JobRecord | None) -> list[str] | None:
     """The image URLs the book holds for a finished job (None: ask the gateway)."""
     if record is None or record.state != "finished" or record.status != "COMPLETED":
         return None
+    if any(url.startswith("data:") for url in record.image_urls):
+        return None  # inline images: the book keeps only their digests
     return list(record.image_urls) or None
 
 

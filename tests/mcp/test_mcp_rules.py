@@ -57,6 +57,41 @@ async def test_structured_content_never_carries_a_whole_data_uri() -> None:
     assert all(u.startswith("data:image/png;base64,...<") for u in urls)  # said, not sent
 
 
+async def test_view_image_never_puts_image_data_in_text_or_structured_content() -> None:
+    """The rule above, for view_image: its image is the one image block, nowhere else (even
+    when the job's images are inline data URIs, the book keeping only their digests)."""
+    payload = base64.b64encode(_png(side=64)).decode("ascii")
+    uri = f"data:image/png;base64,{payload}"
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return queued()
+        return ok("COMPLETED", urls=[uri])
+
+    api = AsyncMAIImageClient(
+        KEY,
+        base_url=BASE,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(gateway)),
+        poll_policy=PollPolicy.immediate(),
+    )
+    async with Client(create_server(Settings(api_key=KEY, preview="off"), client=api)) as client:
+        made = await client.call_tool("generate_image", {"prompt": "inline images"})
+        assert made.structured_content is not None
+        viewed = await client.call_tool(
+            "view_image", {"request_id": made.structured_content["request_id"]}
+        )
+    assert not viewed.is_error
+    assert [c.type for c in viewed.content] == ["text", "image"]
+    text = json.dumps([c.model_dump() for c in viewed.content if c.type == "text"])
+    assert payload[:64] not in text
+    assert "base64" not in text
+    assert viewed.structured_content is None
+    image = viewed.content[1]
+    assert image.type == "image"
+    assert image.data not in text
+    assert image.data[:64] not in text
+
+
 def _write(folder: Path, count: int) -> list[Path]:
     paths = []
     for index in range(count):

@@ -196,7 +196,7 @@ async def test_errors_are_is_error_results(emu: RunningEmulator) -> None:
 async def test_no_key_still_lists_and_explains(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIXAZO_API_KEY", raising=False)
     async with Client(create_server(Settings())) as client:
-        assert len((await client.list_tools()).tools) == 4
+        assert len((await client.list_tools()).tools) == 5
         result = await client.call_tool("generate_image", {"prompt": "a cat"})
     assert result.is_error
     assert "PIXAZO_API_KEY" in _text(result)
@@ -304,7 +304,7 @@ async def test_tools_list_answers_with_fifty_calls_in_flight() -> None:
             tools = await client.list_tools()
             latency = time.monotonic() - start
             group.cancel_scope.cancel()
-    assert len(tools.tools) == 4
+    assert len(tools.tools) == 5
     # The event loop is never blocked by waiting jobs: fifty waits that each blocked it for a
     # poll gap would hold the answer for many seconds; a busy machine costs far less.
     assert latency < 10
@@ -325,7 +325,7 @@ async def test_stdio_subprocess(emu: RunningEmulator, tmp_path: Path) -> None:
     )
     with (tmp_path / "stderr.log").open("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
-            assert len((await client.list_tools()).tools) == 4
+            assert len((await client.list_tools()).tools) == 5
             result = await client.call_tool("generate_image", {"prompt": "over stdio"})
         errlog.seek(0)
         stderr = errlog.read()
@@ -454,7 +454,7 @@ def http_server(emu: RunningEmulator) -> Iterator[str]:
 
 async def test_streamable_http_subprocess(http_server: str, emu: RunningEmulator) -> None:
     async with Client(http_server) as client:
-        assert len((await client.list_tools()).tools) == 4
+        assert len((await client.list_tools()).tools) == 5
         result = await client.call_tool("generate_image", {"prompt": "over http"})
     assert not result.is_error
     assert emu.control.stats().jobs_created == 1
