@@ -68,6 +68,7 @@ from ._langchain_calls import (
 )
 from ._models import ImageResult, JobRequest, JobStatus
 from ._policies import DurationStats
+from ._tool_images import move_tool_images
 from ._tools import (
     EDIT_TOOL,
     GENERATE_TOOL,
@@ -534,5 +535,6 @@ __all__ = [
     "MAIImageJobTool",
     "MAIImageToolkit",
     "MAIImageViewTool",
+    "move_tool_images",
     "tool_call_key",
 ]

@@ -55,7 +55,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._tools",),  # TOOLS: the one description of each agent tool and its request
     ("mai_tools._views",),  # view_image's flow: which image a caller may see, and its preview
     ("mai_tools._langchain_calls",),  # the LangChain job tools' keys in the job book
+    ("mai_tools._tool_images",),  # images out of tool messages (langchain-core only)
     ("mai_tools.langchain", "mai_tools.batch"),
+    ("mai_tools.middleware",),  # the LangChain agent middleware (the agents extra)
     ("mai_tools.cli",),
     ("mai_tools",),  # the public facade
     ("mcp_server",),
