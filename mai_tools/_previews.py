@@ -36,7 +36,7 @@ larger sizes get a budget grown with their area, up to :data:`MAX_VIEW_BUDGET`."
 MAX_VIEW_BUDGET: Final = 150 * 1024
 """Base64 characters of the largest preview: far under what MCP clients and chat APIs take."""
 
-_QUALITIES: Final = (80, 65, 50, 38)
+_QUALITIES: Final = (75, 62, 50, 38)
 """JPEG qualities tried, best first, before the preview is made smaller."""
 _SHRINK: Final = 0.8
 

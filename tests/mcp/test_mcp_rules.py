@@ -14,6 +14,7 @@ from mcp import Client
 from PIL import Image
 
 from mai_tools import AsyncMAIImageClient, PollPolicy
+from mai_tools._previews import model_preview
 from mcp_server import Settings, create_server
 from mcp_server._previews import previews
 from tests.support.fakes import BASE, KEY, ok, queued
@@ -21,6 +22,11 @@ from tests.support.fakes import BASE, KEY, ok, queued
 PREVIEW_LIMIT = 600 * 1024
 """Base64 bytes of previews one result may carry: far under the 1 MiB some clients allow.
 Written out here on purpose: raising the server's constant must fail this test."""
+
+
+VIEW_LIMIT = 20 * 1024
+"""Base64 characters of one view_image preview at the default size (issue 24's number).
+Written out here on purpose, as PREVIEW_LIMIT is."""
 
 
 def _png(side: int = 512) -> bytes:
@@ -117,3 +123,15 @@ async def test_previews_stay_within_their_size_budget(tmp_path: Path) -> None:
     assert sizes, "no preview at all: the budget test proves nothing"
     assert sum(sizes) <= PREVIEW_LIMIT
     assert len(contents) < count  # the images would have gone past the budget: some dropped
+
+
+def test_a_view_preview_fits_its_budget_even_for_incompressible_pixels() -> None:
+    """Noise is the worst case (the emulator never draws it): quality, then size, give way."""
+    raw = _png(side=1024)
+    default = model_preview(raw, 384)
+    assert len(base64.b64encode(default.jpeg)) <= VIEW_LIMIT
+    assert max(default.width, default.height) <= 384
+    assert default.original == (1024, 1024)
+    largest = model_preview(raw, 1024)
+    assert len(base64.b64encode(largest.jpeg)) <= 150 * 1024
+    assert max(largest.width, largest.height) <= 1024
