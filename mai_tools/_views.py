@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from ._agent import RESUME_TOOL, Failed, FailureKind, Running, failure_of, outcome_of
+from ._agent import _usually as usually  # the one wording of a typical duration
 from ._async_client import AsyncMAIImageClient
 from ._client import MAIImageClient
 from ._download import afetch_image, fetch_image
@@ -76,9 +77,9 @@ ViewOutcome = ImageView | Running | Failed
 def running_text(running: Running) -> str:
     """What ``view_image`` says of a job that has no image yet (not an error)."""
     return (
-        f"request_id {running.request_id} is still running (status {running.status}): there "
-        f"is no image to view yet. Call {RESUME_TOOL} with request_id {running.request_id} to "
-        "wait for it, then view_image."
+        f"request_id {running.request_id} is still running (status {running.status}"
+        f"{usually(running)}): there is no image to view yet. Call {RESUME_TOOL} with "
+        f"request_id {running.request_id} to wait for it, then view_image."
     )
 
 
@@ -181,18 +182,22 @@ def view(
     *,
     known: Callable[[str], Known],
     by_url: Callable[[str], JobRecord | None],
+    fetch_timeout: float | None = None,
 ) -> ViewOutcome:
     """The preview ``args`` ask for (sync driver).
 
     Args:
         known: the book's answer for a request id, as the caller may see it.
         by_url: the caller's finished job that returned a URL (None: not theirs, or no book).
+        fetch_timeout: seconds the image's download may take (default: a save's timeout).
     """
     steps: dict[str, Callable[[Any], Any]] = {
         "by_url": by_url,
         "known": known,
         "status": api.get_status,
-        "fetch": functools.partial(fetch_image, max_bytes=MAX_PREVIEW_DOWNLOAD),
+        "fetch": functools.partial(
+            fetch_image, max_bytes=MAX_PREVIEW_DOWNLOAD, timeout=fetch_timeout
+        ),
         "preview": functools.partial(_preview, size=args.size),
     }
     flow, answer = _flow(args), cast(Any, None)
@@ -200,7 +205,7 @@ def view(
         try:
             step, value = flow.send(answer)
         except StopIteration as stop:
-            return cast(ViewOutcome, stop.value)
+            return _finished(cast(ViewOutcome, stop.value), api)
         try:
             answer = steps[step](value)
         except MAIImageError as exc:
@@ -213,13 +218,16 @@ async def aview(
     *,
     known: Callable[[str], Awaitable[Known]],
     by_url: Callable[[str], Awaitable[JobRecord | None]],
+    fetch_timeout: float | None = None,
 ) -> ViewOutcome:
     """Async :func:`view` (the preview is made in a worker thread)."""
     steps: dict[str, Callable[[Any], Awaitable[Any]]] = {
         "by_url": by_url,
         "known": known,
         "status": api.get_status,
-        "fetch": functools.partial(afetch_image, max_bytes=MAX_PREVIEW_DOWNLOAD),
+        "fetch": functools.partial(
+            afetch_image, max_bytes=MAX_PREVIEW_DOWNLOAD, timeout=fetch_timeout
+        ),
         "preview": lambda raw: asyncio.to_thread(_preview, raw, args.size),
     }
     flow, answer = _flow(args), cast(Any, None)
@@ -227,11 +235,16 @@ async def aview(
         try:
             step, value = flow.send(answer)
         except StopIteration as stop:
-            return cast(ViewOutcome, stop.value)
+            return _finished(cast(ViewOutcome, stop.value), api)
         try:
             answer = await steps[step](value)
         except MAIImageError as exc:
             answer = _failure(step, value, exc)
+
+
+def _finished(outcome: ViewOutcome, api: MAIImageClient | AsyncMAIImageClient) -> ViewOutcome:
+    """A running job's answer says how long such jobs usually take (the learned median)."""
+    return outcome.expecting(api.durations) if isinstance(outcome, Running) else outcome
 
 
 def _preview(raw: bytes, size: int) -> Preview | PreviewRefused:

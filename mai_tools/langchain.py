@@ -428,6 +428,7 @@ class MAIImageViewTool(_MAIImageTool):
                 by_url=lambda url: _booked(
                     book, lambda b: b.find_image(url, principal=LOCAL_PRINCIPAL)
                 ),
+                fetch_timeout=self.wait_timeout,
             )
 
         return _shown(self._using(look))
@@ -451,7 +452,9 @@ class MAIImageViewTool(_MAIImageTool):
             async def by_url(url: str) -> JobRecord | None:
                 return await read(lambda b: b.find_image(url, principal=LOCAL_PRINCIPAL))
 
-            return await aview(client, args, known=known, by_url=by_url)
+            return await aview(
+                client, args, known=known, by_url=by_url, fetch_timeout=self.wait_timeout
+            )
 
         return _shown(await self._ausing(look))
 

@@ -45,7 +45,9 @@ async def view_image(service: Service, ctx: ToolContext, args: ViewImageArgs) ->
         except JobBookError:  # a URL is fetched only when the book vouches for it
             return None
 
-    outcome = await aview(api, args, known=known, by_url=by_url)
+    outcome = await aview(
+        api, args, known=known, by_url=by_url, fetch_timeout=service.settings.max_wait
+    )
     if isinstance(outcome, Failed):
         return await answer(outcome, service.settings)
     if isinstance(outcome, Running):
