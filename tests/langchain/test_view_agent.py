@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from typing import Any
 
+import httpx
 import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -95,3 +97,108 @@ def test_the_same_agent_runs_sync(mai_emulator: RunningEmulator) -> None:
         "edit_image",
     ]
     assert model.seen == [("ToolMessage", (384, 384))]
+
+
+# --------------------------------------------------------------------------- a real ChatOpenAI
+
+
+class _ChatCompletions:
+    """OpenAI's Chat Completions endpoint as far as this agent needs it, over MockTransport:
+    it refuses image parts in a tool message as the real API does (HTTP 400), and otherwise
+    plays a vision model: generate, view, then edit once it has been shown an image."""
+
+    def __init__(self) -> None:
+        self.images_seen = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        messages = body["messages"]
+        for message in messages:
+            parts = message["content"] if isinstance(message["content"], list) else []
+            kinds = {part["type"] for part in parts}
+            if message["role"] == "tool" and kinds - {"text"}:
+                return httpx.Response(
+                    400,
+                    json={
+                        "error": {
+                            "message": "Image URLs are only allowed for messages with role 'user'",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                )
+        done = {m.get("tool_call_id"): m for m in messages if m["role"] == "tool"}
+        if "call_generate_image" not in done:
+            return self._call("generate_image", {"prompt": "a red kite"})
+        made = str(done["call_generate_image"]["content"])
+        if "call_view_image" not in done:
+            found = re.search(r"request_id: (\S+)", made)
+            assert found is not None
+            return self._call("view_image", {"request_id": found.group(1)})
+        if "call_edit_image" not in done:
+            self.images_seen = sum(
+                part["type"] == "image_url"
+                and part["image_url"]["url"].startswith("data:image/jpeg;base64,")
+                for m in messages
+                if m["role"] == "user" and isinstance(m["content"], list)
+                for part in m["content"]
+            )
+            return self._call("edit_image", {"prompt": "make it blue", "image": made.split()[0]})
+        return self._reply({"role": "assistant", "content": "Done."}, "stop")
+
+    def _call(self, name: str, args: dict[str, Any]) -> httpx.Response:
+        call = {
+            "id": f"call_{name}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)},
+        }
+        return self._reply(
+            {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        )
+
+    def _reply(self, message: dict[str, Any], finish: str) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4.1",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+
+
+def _chat_openai(endpoint: _ChatCompletions) -> Any:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    return langchain_openai.ChatOpenAI(
+        model="gpt-4.1",
+        api_key="sk-fake",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(endpoint)),
+    )
+
+
+def test_chat_completions_sees_the_image_with_the_middleware_and_refuses_it_without(
+    mai_emulator: RunningEmulator,
+) -> None:
+    """A real ChatOpenAI (Chat Completions) in create_agent: "auto" recognises it."""
+    endpoint = _ChatCompletions()
+    agent = create_agent(
+        _chat_openai(endpoint),
+        tools=MAIImageToolkit().get_tools(),
+        middleware=[ToolImagesMiddleware()],
+    )
+    out = agent.invoke({"messages": [HumanMessage("Draw a kite, check it, make it blue.")]})
+    assert [m.name for m in out["messages"] if isinstance(m, ToolMessage)] == [
+        "generate_image",
+        "view_image",
+        "edit_image",
+    ]
+    assert endpoint.images_seen == 1
+    assert out["messages"][-1].content == "Done."
+
+    bare = create_agent(_chat_openai(_ChatCompletions()), tools=MAIImageToolkit().get_tools())
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.BadRequestError, match="only allowed for messages with role 'user'"):
+        bare.invoke({"messages": [HumanMessage("Draw a kite, check it, make it blue.")]})
