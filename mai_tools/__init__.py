@@ -76,6 +76,7 @@ if TYPE_CHECKING:
         MAIImageGenerateTool,
         MAIImageJobTool,
         MAIImageToolkit,
+        MAIImageViewTool,
     )
 
 _LAZY = {
@@ -96,6 +97,7 @@ _LAZY = {
     "MAIImageGenerateTool": "mai_tools.langchain",
     "MAIImageJobTool": "mai_tools.langchain",
     "MAIImageToolkit": "mai_tools.langchain",
+    "MAIImageViewTool": "mai_tools.langchain",
 }
 
 
@@ -161,6 +163,7 @@ __all__ = [
     "MAIImageGenerateTool",
     "MAIImageJobTool",
     "MAIImageToolkit",
+    "MAIImageViewTool",
     "MissingAPIKeyError",
     "NotFoundError",
     "OnStatus",
