@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         MAIImageGenerateTool,
         MAIImageJobTool,
         MAIImageToolkit,
+        MAIImageViewTool,
     )
 
 _LAZY = {
@@ -99,6 +100,7 @@ _LAZY = {
     "MAIImageGenerateTool": "mai_tools.langchain",
     "MAIImageJobTool": "mai_tools.langchain",
     "MAIImageToolkit": "mai_tools.langchain",
+    "MAIImageViewTool": "mai_tools.langchain",
 }
 
 
@@ -164,6 +166,7 @@ __all__ = [
     "MAIImageGenerateTool",
     "MAIImageJobTool",
     "MAIImageToolkit",
+    "MAIImageViewTool",
     "MissingAPIKeyError",
     "NotFoundError",
     "OnStatus",

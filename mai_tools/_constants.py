@@ -107,6 +107,13 @@ saves timed out (the soak benchmark: 49 of 200 MCP calls saved, 120 with 16). Th
 (Cloudflare R2) allows hundreds of requests per second before it answers 429."""
 
 
+VIEW_SIZE: Final = 384
+"""``view_image``'s default long side, in pixels: enough for a model to judge an image."""
+MIN_VIEW_SIZE: Final = 64
+MAX_VIEW_SIZE: Final = 1024
+"""The largest long side ``view_image`` takes."""
+
+
 # --------------------------------------------------------------------------- httpx values
 
 _HTTPX_TIMEOUTS: Final = {"DEFAULT_REQUEST_TIMEOUT": (60.0, 10.0), "DOWNLOAD_TIMEOUT": (60.0, 10.0)}

@@ -414,22 +414,51 @@ async def afetch_image(
             or the URL is malformed.
     """
     if url.startswith("data:"):
-        try:
-            _, data = decode_data_uri(url, max_bytes=max_bytes)
-        except InvalidImageError as exc:
-            raise DownloadError(str(exc)) from None
-    else:
-        deadline = Deadline(call_timeout(timeout, DEFAULT_SAVE_TIMEOUT))
-        buffer = _Buffer(check_download_url(url), max_bytes)
-        try:
-            async with asyncio.timeout(deadline.left()), async_client(http_client) as client:
-                await afetch(client, url, buffer, deadline, retry_policy or RetryPolicy())
-        except TimeoutError:
-            raise deadline.expired(url) from None
-        data = b"".join(buffer.chunks)
+        return _inline_image(url, max_bytes)
+    deadline = Deadline(call_timeout(timeout, DEFAULT_SAVE_TIMEOUT))
+    buffer = _Buffer(check_download_url(url), max_bytes)
+    try:
+        async with asyncio.timeout(deadline.left()), async_client(http_client) as client:
+            await afetch(client, url, buffer, deadline, retry_policy or RetryPolicy())
+    except TimeoutError:
+        raise deadline.expired(url) from None
+    return _image_bytes(url, b"".join(buffer.chunks))
+
+
+def _inline_image(url: str, max_bytes: int) -> bytes:
+    try:
+        _, data = decode_data_uri(url, max_bytes=max_bytes)
+    except InvalidImageError as exc:
+        raise DownloadError(str(exc)) from None
+    return _image_bytes(url, data)
+
+
+def _image_bytes(url: str, data: bytes) -> bytes:
     if sniff_image_type(data[:16]) is None:
         raise DownloadError(f"{url[:60]} did not return PNG/JPEG/WEBP/GIF data.")
     return data
+
+
+def fetch_image(
+    url: str,
+    *,
+    http_client: httpx.Client | None = None,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    timeout: float | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> bytes:
+    """Sync twin of :func:`afetch_image` (the same checks, limits and retries).
+
+    Raises:
+        DownloadError: as :func:`afetch_image`.
+    """
+    if url.startswith("data:"):
+        return _inline_image(url, max_bytes)
+    deadline = Deadline(call_timeout(timeout, DEFAULT_SAVE_TIMEOUT))
+    buffer = _Buffer(check_download_url(url), max_bytes)
+    with sync_client(http_client) as client:
+        fetch(client, url, buffer, deadline, retry_policy or RetryPolicy())
+    return _image_bytes(url, b"".join(buffer.chunks))
 
 
 class Saver:

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ._agent import RESUME_TOOL
-from ._constants import DEFAULT_MAX_INPUT_BYTES
+from ._constants import DEFAULT_MAX_INPUT_BYTES, MAX_VIEW_SIZE, MIN_VIEW_SIZE, VIEW_SIZE
 from ._exceptions import InvalidArgumentError
 from ._images import agent_image_argument, image_to_url
-from ._models import OPERATIONS, EditFields, GenerateFields, JobRequest
+from ._models import OPERATIONS, EditFields, GenerateFields, JobRequest, _whole_number
 
 # --------------------------------------------------------------------------- argument models
 
@@ -69,6 +70,56 @@ class ImageJobArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     request_id: RequestIdArgument
+
+
+class ViewImageArgs(BaseModel):
+    """Arguments of ``view_image``: which image (a request id and index, or a URL a job of
+    yours returned) and how large a preview."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_strip_whitespace=True)
+
+    request_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="The request_id generate_image or edit_image returned.",
+        ),
+    ] = None
+    index: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=16,
+            description="Which image of that job, counting from 1 (default 1).",
+        ),
+        BeforeValidator(_whole_number),
+    ] = 1
+    url: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=8192,
+            description="Instead of request_id and index: an image URL one of your jobs "
+            "returned (other URLs are refused).",
+        ),
+    ] = None
+    size: Annotated[
+        int,
+        Field(
+            ge=MIN_VIEW_SIZE,
+            le=MAX_VIEW_SIZE,
+            description=f"Longest side of the preview in pixels ({MIN_VIEW_SIZE}-"
+            f"{MAX_VIEW_SIZE}, default {VIEW_SIZE}). Larger costs more context.",
+        ),
+        BeforeValidator(_whole_number),
+    ] = VIEW_SIZE
+
+    @model_validator(mode="after")
+    def _names_an_image(self) -> ViewImageArgs:
+        if self.request_id is None and self.url is None:
+            raise PydanticCustomError("view_target", "give request_id (and index), or url")
+        return self
 
 
 JobArguments = GenerateImageArgs | EditImageArgs
@@ -146,7 +197,21 @@ JOB_TOOL: Final = ToolSpec(
     operation=None,
 )
 
-TOOLS: Final[tuple[ToolSpec, ...]] = (GENERATE_TOOL, EDIT_TOOL, JOB_TOOL)
+VIEW_TOOL: Final = ToolSpec(
+    name="view_image",
+    title="View image",
+    description=(
+        "Look at an image you made: returns one small preview (JPEG, at most `size` px a "
+        "side, 384 by default) of image `index` of a job, by its request_id (or by an image "
+        "URL your job returned). Use it to check a result before editing it or answering. "
+        f"Starts nothing and costs nothing. If the job is still running, call {RESUME_TOOL} "
+        "first."
+    ),
+    arguments=ViewImageArgs,
+    operation=None,
+)
+
+TOOLS: Final[tuple[ToolSpec, ...]] = (GENERATE_TOOL, EDIT_TOOL, JOB_TOOL, VIEW_TOOL)
 """Every agent tool, in the order the front ends list them."""
 
 TOOL_SPECS: Final[Mapping[str, ToolSpec]] = MappingProxyType({t.name: t for t in TOOLS})
@@ -205,11 +270,13 @@ __all__ = [
     "TOOLS",
     "TOOL_ONLY_FIELDS",
     "TOOL_SPECS",
+    "VIEW_TOOL",
     "EditImageArgs",
     "GenerateImageArgs",
     "ImageJobArgs",
     "JobArguments",
     "ToolSpec",
+    "ViewImageArgs",
     "call_digest",
     "job_request",
 ]

@@ -1,9 +1,11 @@
-"""LangChain tools for MAI Image 2.5: ``generate_image``, ``edit_image``, ``get_image_job``.
+"""LangChain tools for MAI Image 2.5: ``generate_image``, ``edit_image``, ``get_image_job``
+and ``view_image``.
 
-Each tool answers with a short plain-text message for the model (image URLs first, one per
+Each job tool answers with a short plain-text message for the model (image URLs first, one per
 line, then the request id and any saved paths; never base64) and the full result as the
-artifact. Errors the model can fix come back as ``status="error"`` tool messages; errors only
-the application can fix (no key, a wrong key, no balance, no permission) raise.
+artifact; ``view_image`` answers with a line of text and one small image block. Errors the
+model can fix come back as ``status="error"`` tool messages; errors only the application can
+fix (no key, a wrong key, no balance, no permission) raise.
 
 Every job goes into the job book (:mod:`mai_tools.jobbook`), so no restart pays twice:
 
@@ -22,14 +24,11 @@ Every job goes into the job book (:mod:`mai_tools.jobbook`), so no restart pays 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import base64
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pydantic
 from langchain_core.callbacks import (
@@ -42,9 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from pydantic.v1 import ValidationError as V1ValidationError
 
 from ._agent import (
-    Done,
     Failed,
-    FailureKind,
     ImageJobResult,
     Outcome,
     Running,
@@ -57,158 +54,43 @@ from ._agent import (
 )
 from ._async_client import AsyncMAIImageClient
 from ._client import MAIImageClient
-from ._exceptions import (
-    IdempotencyKeyReusedError,
-    JobBookError,
-    JobUnknownError,
-    MAIImageError,
-)
+from ._exceptions import JobBookError, MAIImageError
 from ._images import AllowedDirs
+from ._langchain_calls import (
+    INVOCATION,
+    BookKeys,
+    Invocation,
+    deliver,
+    delivers,
+    invocation_of,
+    tool_call_key,
+    tool_call_message,
+)
 from ._models import ImageResult, JobRequest, JobStatus
 from ._policies import DurationStats
+from ._tool_images import move_tool_images
 from ._tools import (
     EDIT_TOOL,
     GENERATE_TOOL,
     JOB_TOOL,
+    VIEW_TOOL,
     EditImageArgs,
     GenerateImageArgs,
     ImageJobArgs,
     ToolSpec,
+    ViewImageArgs,
     call_digest,
     job_request,
 )
-from .jobbook import LOCAL_PRINCIPAL, JobBook, JobBookSpec, JobScope
-from .jobbook._record import MAX_KEY_LENGTH
+from ._views import Known, ViewOutcome, aview, running_text, view
+from .jobbook import LOCAL_PRINCIPAL, JobBook, JobBookSpec, JobRecord
 
 logger = logging.getLogger("mai_tools")
 
+T = TypeVar("T")
+
 STATUS_EVENT = "mai_image_status"
 """Name of the LangChain custom event dispatched on every job status change."""
-
-# --------------------------------------------------------------------------- the job book
-
-
-@dataclass(frozen=True)
-class _Invocation:
-    """What LangChain says about one call besides its arguments."""
-
-    tool_call_id: str | None = None
-    thread_id: str | None = None
-
-
-_INVOCATION: ContextVar[_Invocation | None] = ContextVar(
-    "mai_tools_langchain_invocation", default=None
-)
-"""Set by a job tool's ``run``/``arun`` for its ``_run``/``_arun``: BaseTool passes the
-``tool_call_id`` of a ToolCall input to ``run`` (and to the callbacks) but not to ``_run``."""
-
-
-def _invocation(run_kwargs: Mapping[str, Any]) -> _Invocation:
-    call_id = run_kwargs.get("tool_call_id")
-    config = run_kwargs.get("config") or {}
-    thread = (config.get("configurable") or {}).get("thread_id")
-    return _Invocation(
-        call_id if isinstance(call_id, str) and call_id else None,
-        str(thread) if thread is not None and str(thread) else None,
-    )
-
-
-def tool_call_key(tool: str, tool_call_id: str, thread_id: str | None = None) -> str:
-    """The ``idempotency_key`` of a job tool's call: ``langchain:<tool>:<tool_call_id>``, or
-    ``langchain:<tool>:<thread_id>:<tool_call_id>`` inside a LangGraph thread (so two threads
-    whose model reuses ids never share a job). Hashed when longer than a key may be."""
-    key = ":".join(
-        ["langchain", tool, *([thread_id] if thread_id is not None else []), tool_call_id]
-    )
-    if len(key) > MAX_KEY_LENGTH:
-        digest = hashlib.sha256(f"{tool}\0{thread_id}\0{tool_call_id}".encode()).hexdigest()
-        key = f"langchain:sha256:{digest}"
-    return key
-
-
-@dataclass(frozen=True)
-class _BookKeys:
-    """How one job tool call is known to the job book."""
-
-    tool: str
-    tool_call_id: str | None
-    idempotency_key: str | None
-    digest: str
-    """The exact call (:func:`~mai_tools._tools.call_digest`)."""
-
-    def key(self, client: MAIImageClient | AsyncMAIImageClient) -> str | None:
-        """The call's ``idempotency_key=`` (none when the client keeps no book)."""
-        return None if client.job_book is None else self.idempotency_key
-
-    def scope(self, client: MAIImageClient | AsyncMAIImageClient) -> JobScope | None:
-        """The call's ``job_scope=``. Its twin key names the gateway too: a job of one gateway
-        (an emulator of a test run) is never adopted by a call to another."""
-        if client.job_book is None:
-            return None
-        twin = hashlib.sha256(f"{client.base_url}\0{self.digest}".encode()).hexdigest()
-        return JobScope(
-            principal=LOCAL_PRINCIPAL, surface="langchain", twin_key=f"langchain:{twin}"
-        )
-
-
-def _delivers(outcome: Outcome) -> tuple[bool, str | None]:
-    """(does returning this answer settle the call, the job it is about).
-
-    Images, "still running" and an error the model reads are delivered: an identical call is
-    then a new job. An error raised to the application is not (the job stays adoptable)."""
-    if isinstance(outcome, Done):
-        return True, outcome.result.request_id
-    if isinstance(outcome, Running):
-        return True, outcome.request_id
-    if outcome.who == "operator":
-        return False, None
-    if outcome.request_id is not None:
-        return True, outcome.request_id
-    # A submit that may have arrived (no request id): its entry is the one to settle.
-    return outcome.kind is FailureKind.MAY_EXIST, None
-
-
-def _deliver(book: JobBook, scope: JobScope, request_id: str | None) -> None:
-    assert scope.twin_key is not None
-    try:
-        book.delivered(scope.principal, scope.twin_key, request_id)
-    except JobBookError as exc:  # the answer matters more than the bookkeeping
-        logger.warning("job book: could not mark an answer delivered: %s", exc)
-
-
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _tool_call_message(failed: Failed, keys: _BookKeys) -> str | None:
-    """What the model is told when the failure is about this call's tool call id."""
-    error, tool, call_id = failed.error, keys.tool, keys.tool_call_id
-    if keys.idempotency_key is None or getattr(error, "idempotency_key", None) != (
-        keys.idempotency_key
-    ):
-        return None
-    if isinstance(error, IdempotencyKeyReusedError):
-        detail = (
-            "the request differs"
-            if error.field is None
-            else f"{error.field} was {error.earlier!r} there and is {error.given!r} here"
-        )
-        return (
-            f"Nothing was sent: tool call id {call_id!r} already named a {tool} call with other "
-            f"arguments at {_when(error.created_at)} ({detail}). A tool call id names one job "
-            "(that is what keeps a resumed graph from paying twice), so the same id with new "
-            f"arguments is refused. Call {tool} again as a new tool call, with a new id."
-        )
-    if isinstance(error, JobUnknownError):
-        return (
-            f"This {tool} call (tool call id {call_id!r}) may already have created a job at "
-            f"{_when(error.created_at)}: its submit was sent, but the process stopped before "
-            "the gateway's request id was recorded. It was not sent again, to avoid paying "
-            "twice. Tell the user; they can find the job in the Pixazo dashboard. Calling "
-            f"{tool} again starts a new, paid job."
-        )
-    return None
-
 
 # --------------------------------------------------------------------------- shared behaviour
 
@@ -219,13 +101,13 @@ def _validation_message(error: pydantic.ValidationError | V1ValidationError) -> 
     return validation_text(error)
 
 
-def _answer(outcome: Outcome, keys: _BookKeys | None = None) -> tuple[str, ImageJobResult]:
+def _answer(outcome: Outcome, keys: BookKeys | None = None) -> tuple[str, ImageJobResult]:
     """The tool's (content, artifact); errors only the operator can fix raise, the rest become
     ``status="error"`` tool messages the model can act on."""
     if isinstance(outcome, Failed):
         if outcome.who == "operator":
             raise outcome.error
-        message = (_tool_call_message(outcome, keys) if keys else None) or outcome.message
+        message = (tool_call_message(outcome, keys) if keys else None) or outcome.message
         raise ToolException(message) from outcome.error
     # The artifact stays with the application: inline data URIs are kept whole there.
     return answer_text(outcome), structured(outcome, full_urls=True)
@@ -253,7 +135,7 @@ def _write_to_graph_stream(payload: dict[str, Any]) -> None:
 
 
 class _MAIImageTool(BaseTool):
-    """Configuration and client handling shared by the three tools."""
+    """Configuration and client handling shared by the tools."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -318,62 +200,71 @@ class _MAIImageTool(BaseTool):
         return report
 
     def _finish(
-        self, call: Callable[[MAIImageClient], ImageResult], keys: _BookKeys | None = None
+        self, call: Callable[[MAIImageClient], ImageResult], keys: BookKeys | None = None
     ) -> tuple[str, ImageJobResult]:
+        return self._using(lambda client: self._reply(client, call, keys))
+
+    def _using(self, use: Callable[[MAIImageClient], T]) -> T:
+        """``use`` the given client, or a short-lived one (it leaves no pool behind)."""
         given = self.client
         if given is not None:
-            return self._reply(given, call, keys)
+            return use(given)
         try:
             client = MAIImageClient(**self._client_kwargs())
         except MAIImageError as exc:
-            return _answer(outcome_of(exc))
-        # A short-lived client per call leaves no pool behind.
+            _answer(outcome_of(exc))  # a configuration error: raised for the operator
+            raise
         with client:
-            return self._reply(client, call, keys)
+            return use(client)
 
     def _reply(
         self,
         client: MAIImageClient,
         call: Callable[[MAIImageClient], ImageResult],
-        keys: _BookKeys | None,
+        keys: BookKeys | None,
     ) -> tuple[str, ImageJobResult]:
         outcome = run(client, call, save_to=self.output_dir, budget=self.wait_timeout)
         book, scope = client.job_book, keys.scope(client) if keys is not None else None
-        delivers, request_id = _delivers(outcome)
-        if book is not None and scope is not None and delivers:
-            _deliver(book, scope, request_id)
+        settled, request_id = delivers(outcome)
+        if book is not None and scope is not None and settled:
+            deliver(book, scope, request_id)
         return _answer(outcome, keys)
 
     async def _afinish(
         self,
         call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]],
-        keys: _BookKeys | None = None,
+        keys: BookKeys | None = None,
     ) -> tuple[str, ImageJobResult]:
+        return await self._ausing(lambda client: self._areply(client, call, keys))
+
+    async def _ausing(self, use: Callable[[AsyncMAIImageClient], Awaitable[T]]) -> T:
+        """Async :meth:`_using`: one client per call (an httpx.AsyncClient must never outlive
+        or cross event loops)."""
         given = self.async_client
         if given is not None:
-            return await self._areply(given, call, keys)
+            return await use(given)
         try:
-            # One per call: an httpx.AsyncClient must never outlive or cross event loops.
             client = AsyncMAIImageClient(**self._client_kwargs())
         except MAIImageError as exc:
-            return _answer(outcome_of(exc))
+            _answer(outcome_of(exc))
+            raise
         async with client:
-            return await self._areply(client, call, keys)
+            return await use(client)
 
     async def _areply(
         self,
         client: AsyncMAIImageClient,
         call: Callable[[AsyncMAIImageClient], Awaitable[ImageResult]],
-        keys: _BookKeys | None,
+        keys: BookKeys | None,
     ) -> tuple[str, ImageJobResult]:
         outcome = await arun(client, call, save_to=self.output_dir, budget=self.wait_timeout)
         book, scope = client.job_book, keys.scope(client) if keys is not None else None
-        delivers, request_id = _delivers(outcome)
-        if book is not None and scope is not None and delivers:
+        settled, request_id = delivers(outcome)
+        if book is not None and scope is not None and settled:
             if book.offload:  # a network book is not called on the event loop
-                await asyncio.to_thread(_deliver, book, scope, request_id)
+                await asyncio.to_thread(deliver, book, scope, request_id)
             else:
-                _deliver(book, scope, request_id)
+                deliver(book, scope, request_id)
         return _answer(outcome, keys)
 
     def _request(self, spec: ToolSpec, arguments: dict[str, Any], max_bytes: int) -> JobRequest:
@@ -395,25 +286,25 @@ class _JobStartTool(_MAIImageTool):
 
     # BaseTool hands a ToolCall's id to run()/arun() only; they pass it on to _run/_arun here.
     def run(self, tool_input: str | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        token = _INVOCATION.set(_invocation(kwargs))
+        token = INVOCATION.set(invocation_of(kwargs))
         try:
             return super().run(tool_input, *args, **kwargs)
         finally:
-            _INVOCATION.reset(token)
+            INVOCATION.reset(token)
 
     async def arun(self, tool_input: str | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        token = _INVOCATION.set(_invocation(kwargs))
+        token = INVOCATION.set(invocation_of(kwargs))
         try:
             return await super().arun(tool_input, *args, **kwargs)
         finally:
-            _INVOCATION.reset(token)
+            INVOCATION.reset(token)
 
-    def _book_keys(self, arguments: dict[str, Any]) -> _BookKeys:
+    def _book_keys(self, arguments: dict[str, Any]) -> BookKeys:
         """The call's keys: its tool call id (if it came as a ToolCall), and its exact
         arguments (an undelivered identical call's job is adopted)."""
-        invocation = _INVOCATION.get() or _Invocation()
+        invocation = INVOCATION.get() or Invocation()
         call_id = invocation.tool_call_id
-        return _BookKeys(
+        return BookKeys(
             tool=self.name,
             tool_call_id=call_id,
             idempotency_key=None
@@ -507,8 +398,96 @@ class MAIImageJobTool(_MAIImageTool):
         )
 
 
+class MAIImageViewTool(_MAIImageTool):
+    """``view_image``: look at one image a job made. The tool message's content is a text line
+    and a standard image block (``{"type": "image", "base64": ..., "mime_type":
+    "image/jpeg"}``), a JPEG of at most ``size`` px a side; the artifact says what it shows.
+
+    Only images of jobs in the job book (or the job a request id names, read from the
+    gateway) are fetched: never a URL the model makes up. For chat models that take no
+    images in tool messages (OpenAI Chat Completions) add
+    :class:`~mai_tools.middleware.ToolImagesMiddleware` to the agent.
+    """
+
+    spec: ClassVar[ToolSpec] = VIEW_TOOL
+    name: str = VIEW_TOOL.name
+    description: str = VIEW_TOOL.description
+    args_schema: type[BaseModel] = VIEW_TOOL.arguments
+
+    def _run(
+        self, run_manager: CallbackManagerForToolRun | None = None, **arguments: Any
+    ) -> tuple[str | list[dict[str, Any]], dict[str, Any] | ImageJobResult]:
+        args = ViewImageArgs.model_validate(arguments)
+
+        def look(client: MAIImageClient) -> ViewOutcome:
+            book = client.job_book
+            return view(
+                client,
+                args,
+                known=lambda rid: _booked(book, lambda b: b.find(rid, principal=LOCAL_PRINCIPAL)),
+                by_url=lambda url: _booked(
+                    book, lambda b: b.find_image(url, principal=LOCAL_PRINCIPAL)
+                ),
+                fetch_timeout=self.wait_timeout,
+            )
+
+        return _shown(self._using(look))
+
+    async def _arun(
+        self, run_manager: AsyncCallbackManagerForToolRun | None = None, **arguments: Any
+    ) -> tuple[str | list[dict[str, Any]], dict[str, Any] | ImageJobResult]:
+        args = ViewImageArgs.model_validate(arguments)
+
+        async def look(client: AsyncMAIImageClient) -> ViewOutcome:
+            book = client.job_book
+
+            async def read(op: Callable[[JobBook], JobRecord | None]) -> JobRecord | None:
+                if book is not None and book.offload:  # a network book: off the event loop
+                    return await asyncio.to_thread(_booked, book, op)
+                return _booked(book, op)
+
+            async def known(rid: str) -> Known:
+                return await read(lambda b: b.find(rid, principal=LOCAL_PRINCIPAL))
+
+            async def by_url(url: str) -> JobRecord | None:
+                return await read(lambda b: b.find_image(url, principal=LOCAL_PRINCIPAL))
+
+            return await aview(
+                client, args, known=known, by_url=by_url, fetch_timeout=self.wait_timeout
+            )
+
+        return _shown(await self._ausing(look))
+
+
+def _booked(book: JobBook | None, op: Callable[[JobBook], JobRecord | None]) -> JobRecord | None:
+    """One book read for view_image; no book, or a book that fails, vouches for nothing."""
+    if book is None:
+        return None
+    try:
+        return op(book)
+    except JobBookError as exc:
+        logger.warning("job book: could not read it for view_image: %s", exc)
+        return None
+
+
+def _shown(
+    outcome: ViewOutcome,
+) -> tuple[str | list[dict[str, Any]], dict[str, Any] | ImageJobResult]:
+    """view_image's (content, artifact): a text line and an image block; "still running" as
+    text (not an error); errors as for the other tools."""
+    if isinstance(outcome, Failed):
+        return _answer(outcome)
+    if isinstance(outcome, Running):
+        return running_text(outcome), structured(outcome)
+    encoded = base64.b64encode(outcome.preview.jpeg).decode("ascii")
+    return [
+        {"type": "text", "text": outcome.text},
+        {"type": "image", "base64": encoded, "mime_type": "image/jpeg"},
+    ], outcome.artifact()
+
+
 class MAIImageToolkit(BaseToolkit):
-    """The three MAI Image tools with one shared configuration.
+    """The four MAI Image tools with one shared configuration.
 
     Args:
         api_key, base_url: gateway settings (default ``$PIXAZO_API_KEY``/``$PIXAZO_BASE_URL``).
@@ -545,7 +524,7 @@ class MAIImageToolkit(BaseToolkit):
                 async_client=self.async_client,
                 job_book=self.job_book,
             )
-            for cls in (MAIImageGenerateTool, MAIImageEditTool, MAIImageJobTool)
+            for cls in (MAIImageGenerateTool, MAIImageEditTool, MAIImageJobTool, MAIImageViewTool)
         ]
 
 
@@ -558,5 +537,7 @@ __all__ = [
     "MAIImageGenerateTool",
     "MAIImageJobTool",
     "MAIImageToolkit",
+    "MAIImageViewTool",
+    "move_tool_images",
     "tool_call_key",
 ]

@@ -6,76 +6,43 @@ way then is dropped, not waited for), an image that declares more than
 :data:`MAX_PREVIEW_PIXELS` is never decoded (a 420 KB PNG can declare 12000x12000 pixels and
 take half a gigabyte to decode), and no failure here ever reaches the caller. Images the call
 already saved are read from disk instead of being fetched a second time from the CDN.
+
+The images themselves are made by :mod:`mai_tools._previews` (shared with ``view_image``).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import httpx
 from mcp.types import ImageContent
-from PIL import Image
 
 from mai_tools._config import ssl_context
 from mai_tools._constants import DOWNLOAD_TIMEOUT
 from mai_tools._download import afetch_image
+from mai_tools._previews import (
+    MAX_PREVIEW_DOWNLOAD,
+    MAX_PREVIEW_PIXELS,
+    PreviewRefused,
+    check_declared_size,
+    read_saved,
+    thumbnail,
+)
 
 logger = logging.getLogger("mcp_server")
 
 PREVIEW_BUDGET = 600 * 1024
 """Total base64 bytes of previews in one result: far under the 1 MiB some clients allow."""
 
-MAX_PREVIEW_PIXELS = 40_000_000
-"""Largest declared image (width x height) a preview is made of; larger ones are skipped."""
-
-MAX_PREVIEW_DOWNLOAD = 25 * 1024 * 1024
-"""Largest image file downloaded for a preview."""
-
-
-class PreviewRefused(ValueError):
-    """The image is not made into a preview (too many pixels, not an image)."""
-
-
-def _check_declared_size(data: bytes) -> None:
-    """Refuse before decoding: the header's width x height against the pixel cap."""
-    with warnings.catch_warnings():
-        # Pillow only warns between its own limit and twice that: a refusal here too.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-        except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise PreviewRefused(f"not a previewable image ({exc})") from None
-    if width * height > MAX_PREVIEW_PIXELS:
-        raise PreviewRefused(
-            f"the image declares {width}x{height} pixels, over the preview limit of "
-            f"{MAX_PREVIEW_PIXELS // 1_000_000} MP"
-        )
-
-
-def thumbnail(data: bytes, side: int) -> bytes:
-    """A JPEG of at most ``side`` pixels a side (decoding only what the size needs)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (side, side))  # JPEG: decode at a fraction of the size
-        image.thumbnail((side, side))
-        out = io.BytesIO()
-        image.convert("RGB").save(out, "JPEG", quality=70)
-        return out.getvalue()
-
-
-def _read_saved(path: Path) -> bytes:
-    with path.open("rb") as file:
-        raw = file.read(MAX_PREVIEW_DOWNLOAD + 1)
-    if len(raw) > MAX_PREVIEW_DOWNLOAD:
-        raise PreviewRefused(f"{path.name} is over {MAX_PREVIEW_DOWNLOAD // 2**20} MiB")
-    return raw
+# The preview-making code lives in the core package (``mai_tools._previews``), shared with
+# view_image; these names stay importable from here.
+_check_declared_size = check_declared_size
+_read_saved = read_saved
 
 
 async def _one(url: str, saved: Path | None, side: int, http: httpx.AsyncClient | None) -> bytes:
@@ -148,3 +115,13 @@ async def previews(
         left -= len(encoded)
         contents.append(ImageContent(type="image", data=encoded, mime_type="image/jpeg"))
     return contents
+
+
+__all__ = [
+    "MAX_PREVIEW_DOWNLOAD",
+    "MAX_PREVIEW_PIXELS",
+    "PREVIEW_BUDGET",
+    "PreviewRefused",
+    "previews",
+    "thumbnail",
+]

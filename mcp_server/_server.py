@@ -1,4 +1,4 @@
-"""The MCP server: generate_image, edit_image, get_image_job and list_recent_jobs.
+"""The MCP server: generate_image, edit_image, get_image_job, view_image, list_recent_jobs.
 
 The tools only translate: arguments in (checked first by ``_tasks.ImageTasks``, in the
 server's own words), ``mai_tools._agent`` outcomes out (``_answers``). The job logic (waiting
@@ -21,7 +21,14 @@ from pydantic import BaseModel, Field
 from mai_tools import AsyncMAIImageClient, WebhookReceiver, __version__
 from mai_tools._agent import ImageJobResult
 from mai_tools._exceptions import JobBookError
-from mai_tools._tools import TOOLS, EditImageArgs, GenerateImageArgs, ImageJobArgs, ToolSpec
+from mai_tools._tools import (
+    TOOLS,
+    EditImageArgs,
+    GenerateImageArgs,
+    ImageJobArgs,
+    ToolSpec,
+    ViewImageArgs,
+)
 from mai_tools.jobbook import JobScope
 
 from ._arguments import LimitField
@@ -40,6 +47,7 @@ from ._service import SURFACE, TOOL_OF_OPERATION, Service, ToolContext
 from ._settings import Settings
 from ._state import ServerState, lifespan
 from ._tasks import ImageTasks, LegacyTasksSurface
+from ._views import view_image
 
 logger = logging.getLogger("mcp_server")
 
@@ -107,7 +115,12 @@ def _tool_function(spec: ToolSpec, body: ToolBody) -> Callable[..., Awaitable[Ca
     context = inspect.Parameter(
         "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ToolContext
     )
-    returns = Annotated[CallToolResult, ImageJobResult]
+    # A job tool answers with ImageJobResult (its output schema); view_image with an image.
+    returns: Any = (
+        CallToolResult
+        if spec.arguments is ViewImageArgs
+        else Annotated[CallToolResult, ImageJobResult]
+    )
     tool.__name__ = tool.__qualname__ = spec.name
     tool.__signature__ = inspect.Signature([context, *fields], return_annotation=returns)  # type: ignore[attr-defined]
     tool.__annotations__ = {"ctx": ToolContext, **{p.name: p.annotation for p in fields}}
@@ -177,6 +190,8 @@ def create_server(
         if isinstance(args, ImageJobArgs):
             resumed = await service.resume(ctx, args.request_id.strip())
             result = await with_job(resumed, ctx.request_context, settings)
+        elif isinstance(args, ViewImageArgs):
+            result = await view_image(service, ctx, args)
         elif isinstance(args, GenerateImageArgs | EditImageArgs):
             result = await service.call(ctx, spec.name, args)
         else:

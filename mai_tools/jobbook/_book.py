@@ -123,6 +123,11 @@ def _row(values: Sequence[Any]) -> JobRecord:
     return JobRecord(**data)
 
 
+def _like_escape(text: str) -> str:
+    """``text`` matched literally by LIKE (with ``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _values(record: JobRecord) -> list[Any]:
     out: list[Any] = []
     for name in COLUMNS:
@@ -430,6 +435,25 @@ class JobBook:
                 f"{_SELECT} WHERE request_id = ? AND principal = ?", (request_id, principal)
             )
         return _row(rows[0]) if rows else None
+
+    def find_image(self, url: str, *, principal: str | None = None) -> JobRecord | None:
+        """The newest finished job (of ``principal``, when given) that returned the image
+        ``url``, exactly; None if no such job is in the book. ``view_image`` fetches only
+        such URLs (any other would let a caller make the server fetch what it names)."""
+        patterns = {
+            "%" + _like_escape(json.dumps(url, ensure_ascii=plain)) + "%" for plain in (True, False)
+        }
+        where = " OR ".join("image_urls LIKE ? ESCAPE '\\'" for _ in patterns)
+        params: list[Any] = [*sorted(patterns)]
+        sql = f"{_SELECT} WHERE state = 'finished' AND ({where})"
+        if principal is not None:
+            sql += " AND principal = ?"
+            params.append(principal)
+        for row in self._execute(sql + " ORDER BY created DESC, id LIMIT 20", params):
+            record = _row(row)
+            if url in record.image_urls:
+                return record
+        return None
 
     def list(
         self,

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._policies",),  # pure: imports nothing of mai_tools (downloads use its backoff)
     ("mai_tools._fetch",),
     ("mai_tools._download",),
+    ("mai_tools._previews",),  # small JPEGs of result images (Pillow): MCP previews, view_image
     ("mai_tools._models",),
     ("mai_tools.emulator",),  # a separate server: constants, URL helpers, models (see below)
     ("mai_tools._duration_cache",),
@@ -52,7 +53,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._async_client",),
     ("mai_tools._agent",),
     ("mai_tools._tools",),  # TOOLS: the one description of each agent tool and its request
+    ("mai_tools._views",),  # view_image's flow: which image a caller may see, and its preview
+    ("mai_tools._langchain_calls",),  # the LangChain job tools' keys in the job book
+    ("mai_tools._tool_images",),  # images out of tool messages (langchain-core only)
     ("mai_tools.langchain", "mai_tools.batch"),
+    ("mai_tools.middleware",),  # the LangChain agent middleware (the agents extra)
     ("mai_tools.cli",),
     ("mai_tools",),  # the public facade
     ("mcp_server",),

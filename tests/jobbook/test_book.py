@@ -332,6 +332,41 @@ def test_submitted_progressed_finished_saved_delivered(
     assert job_book.find("rid-1", principal="someone else") is None
 
 
+def test_find_image_finds_only_the_callers_finished_job_with_that_exact_url(
+    job_book: JobBook, book_clock: FakeClock
+) -> None:
+    """view_image fetches a bare URL only when this says one of the caller's jobs returned it:
+    exact URLs only (LIKE's wildcards and other URLs' prefixes match nothing)."""
+    urls = ["https://cdn.example.com/a_b/1%20x.png", "https://cdn.example.com/a_b/2.png"]
+    mine = claim(job_book, key="k").record
+    job_book.submitted(mine.id, "rid-1", None, "QUEUED")
+    assert job_book.find_image(urls[0]) is None  # not finished: no URLs yet
+    job_book.finished("rid-1", "COMPLETED", urls)
+    theirs = job_book.claim(make_record(job_book, key="k", principal="bob")).record
+    job_book.submitted(theirs.id, "rid-2", None, "QUEUED")
+    job_book.finished("rid-2", "COMPLETED", ["https://cdn.example.com/bobs.png"])
+
+    for url in urls:
+        found = job_book.find_image(url, principal=LOCAL_PRINCIPAL)
+        assert found is not None
+        assert found.request_id == "rid-1"
+    for near in (
+        "https://cdn.example.com/aXb/1%20x.png",  # "_" is a LIKE wildcard
+        "https://cdn.example.com/a_b/1%",
+        "https://cdn.example.com/a_b/",
+        "https://CDN.example.com/a_b/2.png",  # SQLite's LIKE ignores ASCII case
+        "cdn.example.com/a_b/2.png",
+    ):
+        assert job_book.find_image(near) is None, near
+    assert (
+        job_book.find_image("https://cdn.example.com/bobs.png", principal=LOCAL_PRINCIPAL) is None
+    )
+    bobs = job_book.find_image("https://cdn.example.com/bobs.png", principal="bob")
+    assert bobs is not None
+    assert bobs.request_id == "rid-2"
+    assert job_book.find_image("https://cdn.example.com/bobs.png") == bobs  # an operator
+
+
 def test_a_failed_job_keeps_its_error(job_book: JobBook) -> None:
     job = claim(job_book, key="k").record
     job_book.submitted(job.id, "rid-1", None, "QUEUED")

@@ -31,6 +31,7 @@ from mai_tools import (
     MAIImageGenerateTool,
     MAIImageJobTool,
     MAIImageToolkit,
+    MAIImageViewTool,
 )
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mai_tools.langchain import STATUS_EVENT
@@ -134,6 +135,29 @@ class TestJobToolIntegration(ToolsIntegrationTests):
             }
 
 
+class TestViewToolUnit(ToolsUnitTests):
+    @property
+    def tool_constructor(self) -> type[BaseTool]:
+        return MAIImageViewTool
+
+    @property
+    def tool_invoke_params_example(self) -> dict[str, Any]:
+        return {"request_id": "microsoft-mai-image-2-5_example", "index": 1}
+
+
+class TestViewToolIntegration(ToolsIntegrationTests):
+    @property
+    def tool_constructor(self) -> type[BaseTool]:
+        return MAIImageViewTool
+
+    @property
+    def tool_invoke_params_example(self) -> dict[str, Any]:
+        # A finished job on the test's emulator, for the tool to look at.
+        with MAIImageClient() as client:
+            done = client.run(GenerateRequest(prompt="a job to look at"))
+        return {"request_id": done.request_id}
+
+
 # --------------------------------------------------------------------------- behaviour
 
 
@@ -151,7 +175,12 @@ def _text(message: ToolMessage) -> str:
 
 def test_names_and_schemas() -> None:
     tools = MAIImageToolkit().get_tools()
-    assert [t.name for t in tools] == ["generate_image", "edit_image", "get_image_job"]
+    assert [t.name for t in tools] == [
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+    ]
     gen = _schema(tools[0])["properties"]
     edit = _schema(tools[1])["properties"]
     assert gen["prompt"]["minLength"] == 3

@@ -171,7 +171,7 @@ async def test_right_token_runs_the_tool(emu: RunningEmulator) -> None:
             httpx2.AsyncClient(headers=headers, timeout=30) as http,
             Client(streamable_http_client(f"{origin}/mcp", http_client=http)) as client,
         ):
-            assert len((await client.list_tools()).tools) == 4
+            assert len((await client.list_tools()).tools) == 5
             result = await client.call_tool("generate_image", {"prompt": "an authorised cat"})
         raw = _post(origin, INITIALIZE, Authorization=f"bearer {TOKEN}")  # scheme: any case
     assert not result.is_error
@@ -498,7 +498,13 @@ def test_mcp_inspector_cli_over_authenticated_http(
     listed = inspect(*header, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
     names = {t["name"] for t in json.loads(listed.stdout)["tools"]}
-    assert names == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
+    assert names == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+        "list_recent_jobs",
+    }
     called = inspect(
         *header,
         *("--method", "tools/call", "--tool-name", "generate_image"),

@@ -194,6 +194,42 @@ async def test_an_operator_lists_every_principals_jobs_marked_and_reads_any(
     assert own.structured_content["jobs"][0]["principal"] is None  # no marks for a principal
 
 
+async def test_view_image_shows_only_the_callers_images_and_an_operators(
+    emu: RunningEmulator,
+) -> None:
+    """view_image answers another principal's request id exactly like an unknown one (and like
+    get_image_job), refuses another principal's URL without fetching it; an operator sees it."""
+    with _serving(emu) as url:
+        async with _as(url, "alice") as alice:
+            made = await alice.call_tool("generate_image", {"prompt": "alice's secret garden"})
+            mine = _rid(made)
+            assert made.structured_content is not None
+            image_url = made.structured_content["image_urls"][0]
+            own = await alice.call_tool("view_image", {"request_id": mine})
+        reads_before = emu.control.stats().status_requests
+        async with _as(url, "bob") as bob:
+            foreign = await bob.call_tool("view_image", {"request_id": mine})
+            guessed_id = _guess(mine)
+            guessed = await bob.call_tool("view_image", {"request_id": guessed_id})
+            waited = await bob.call_tool("get_image_job", {"request_id": mine})
+            by_url = await bob.call_tool("view_image", {"url": image_url})
+            paired = await bob.call_tool("view_image", {"request_id": mine, "url": image_url})
+        async with _as(url, "carol") as carol:
+            operator = await carol.call_tool("view_image", {"url": image_url})
+    assert not own.is_error
+    assert [c.type for c in own.content] == ["text", "image"]
+    assert foreign.is_error
+    assert _masked(_text(foreign), mine) == _masked(_text(guessed), guessed_id)
+    assert _text(foreign) == _text(waited)
+    assert "garden" not in _text(foreign)
+    assert by_url.is_error
+    assert "not an image one of your jobs returned" in _text(by_url)
+    assert _text(paired) == _text(foreign)
+    assert emu.control.stats().status_requests == reads_before  # nothing asked of the gateway
+    assert not operator.is_error
+    assert [c.type for c in operator.content] == ["text", "image"]
+
+
 async def test_isolation_holds_across_replicas_sharing_a_postgres_book(
     emu: RunningEmulator, postgres_url: str
 ) -> None:

@@ -59,7 +59,13 @@ def _text(result: CallToolResult) -> str:
 async def test_tools_schemas_and_annotations(emu: RunningEmulator) -> None:
     async with Client(create_server(_settings(emu))) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
+    assert set(tools) == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+        "list_recent_jobs",
+    }
     core = GenerateRequest.model_json_schema()["properties"]
     gen = tools["generate_image"].input_schema["properties"]
     for field in ("prompt", "num_images", "aspect_ratio", "output_format"):
@@ -74,11 +80,12 @@ async def test_tools_schemas_and_annotations(emu: RunningEmulator) -> None:
     assert "image" in tools["edit_image"].input_schema["required"]
     for name, tool in tools.items():
         assert "ctx" not in tool.input_schema["properties"]
-        assert tool.output_schema is not None
+        # view_image answers with an image, not with the job tools' structured answer
+        assert (tool.output_schema is None) is (name == "view_image"), name
         assert tool.annotations is not None
         assert tool.annotations.open_world_hint is True
         assert tool.annotations.destructive_hint is False
-        reads = name in ("get_image_job", "list_recent_jobs")
+        reads = name in ("get_image_job", "view_image", "list_recent_jobs")
         assert tool.annotations.read_only_hint is reads, name
         assert tool.annotations.idempotent_hint is reads, name
         # Short, no docstring indentation, and it says when to use which tool.
@@ -189,7 +196,7 @@ async def test_errors_are_is_error_results(emu: RunningEmulator) -> None:
 async def test_no_key_still_lists_and_explains(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIXAZO_API_KEY", raising=False)
     async with Client(create_server(Settings())) as client:
-        assert len((await client.list_tools()).tools) == 4
+        assert len((await client.list_tools()).tools) == 5
         result = await client.call_tool("generate_image", {"prompt": "a cat"})
     assert result.is_error
     assert "PIXAZO_API_KEY" in _text(result)
@@ -297,7 +304,7 @@ async def test_tools_list_answers_with_fifty_calls_in_flight() -> None:
             tools = await client.list_tools()
             latency = time.monotonic() - start
             group.cancel_scope.cancel()
-    assert len(tools.tools) == 4
+    assert len(tools.tools) == 5
     # The event loop is never blocked by waiting jobs: fifty waits that each blocked it for a
     # poll gap would hold the answer for many seconds; a busy machine costs far less.
     assert latency < 10
@@ -318,7 +325,7 @@ async def test_stdio_subprocess(emu: RunningEmulator, tmp_path: Path) -> None:
     )
     with (tmp_path / "stderr.log").open("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
-            assert len((await client.list_tools()).tools) == 4
+            assert len((await client.list_tools()).tools) == 5
             result = await client.call_tool("generate_image", {"prompt": "over stdio"})
         errlog.seek(0)
         stderr = errlog.read()
@@ -447,7 +454,7 @@ def http_server(emu: RunningEmulator) -> Iterator[str]:
 
 async def test_streamable_http_subprocess(http_server: str, emu: RunningEmulator) -> None:
     async with Client(http_server) as client:
-        assert len((await client.list_tools()).tools) == 4
+        assert len((await client.list_tools()).tools) == 5
         result = await client.call_tool("generate_image", {"prompt": "over http"})
     assert not result.is_error
     assert emu.control.stats().jobs_created == 1
@@ -501,7 +508,13 @@ def test_mcp_inspector_cli_lists_calls_and_strict(emu: RunningEmulator) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     names = {t["name"] for t in json.loads(listed.stdout)["tools"]}
-    assert names == {"generate_image", "edit_image", "get_image_job", "list_recent_jobs"}
+    assert names == {
+        "generate_image",
+        "edit_image",
+        "get_image_job",
+        "view_image",
+        "list_recent_jobs",
+    }
     strict = subprocess.run(
         [*base, *env_args, "--strict", "--method", "tools/list"],
         cwd=ROOT,
