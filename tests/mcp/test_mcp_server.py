@@ -29,6 +29,7 @@ from mcp_server import Settings, create_server
 from mcp_server._arguments import ARGUMENTS
 from tests.support.fakes import KEY
 from tests.support.identity import inspector_or_skip
+from tests.support.serving import stdio_call
 from tests.support.waiting import aeventually, auntil_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,11 +344,8 @@ async def test_stdio_log_level_flag(emu: RunningEmulator, tmp_path: Path) -> Non
         cwd=str(ROOT),
         env=_env(emu),
     )
-    with (tmp_path / "stderr.log").open("w+") as errlog:
-        async with Client(stdio_client(params, errlog=errlog)) as client:
-            result = await client.call_tool("generate_image", {"prompt": "chatty over stdio"})
-        errlog.seek(0)
-        stderr = errlog.read()
+    prompt = {"prompt": "chatty over stdio"}
+    result, stderr = await stdio_call(params, "generate_image", prompt, tmp_path / "err.log")
     assert not result.is_error
     # INFO: a line per job event (mcp_server._logs.JobLog), each on one line; the per-poll
     # lines of httpx and the SDK's per-request lines are kept for DEBUG.

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from mai_tools import __version__
@@ -39,6 +39,7 @@ from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 from tests.support.identity import served_command
 from tests.support.postgres import PostgresServer
+from tests.support.serving import stdio_call
 
 ALICE_TOKEN = "alice-operate-token-0123456789abcdef"
 SECRET = "a-secret-the-formatter-knows-0123"
@@ -174,6 +175,30 @@ def test_readyz_is_503_while_the_postgres_book_is_down(
     assert "readiness: the job book cannot be read" in served.stderr
     assert postgres_server.password not in served.stderr
     assert "job book: postgresql://" in served.stderr  # the start line, without the password
+
+
+async def test_stdio_json_log_has_the_start_line_and_the_job_lines(
+    emu: RunningEmulator, tmp_path: Path
+) -> None:
+    params = StdioServerParameters(
+        command=_command()[0],
+        args=["--log-format", "json", "--log-level", "INFO"],
+        env=_env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url),
+    )
+    prompt = {"prompt": "a json log"}
+    result, stderr = await stdio_call(params, "generate_image", prompt, tmp_path / "err.log")
+    assert not result.is_error
+    records = _records(stderr)  # every line is one JSON object; stdout was the protocol's
+    (start,) = [r for r in records if r.get("event") == "start"]
+    assert (start["transport"], start["address"]) == ("stdio", "stdin/stdout")
+    jobs = [r for r in records if r["logger"] == "mcp_server.jobs"]
+    assert [(r["event"], r["principal"]) for r in jobs] == [
+        ("intent", "local"),
+        ("submitted", "local"),
+        ("finished", "local"),
+    ]
+    assert jobs[-1]["status"] == "COMPLETED"
+    assert KEY not in stderr
 
 
 def _readyz_until(origin: str, status: int) -> httpx.Response:
