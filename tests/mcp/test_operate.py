@@ -214,23 +214,33 @@ def _readyz_until(origin: str, status: int) -> httpx.Response:
 # --------------------------------------------------------------------------- in process
 
 
-async def test_readyz_says_starting_before_the_lifespan_and_stopping_after_a_signal(
-    tmp_path: Path,
+@pytest.mark.parametrize("key", [KEY, None])
+async def test_readyz_in_process_starting_ready_or_keyless_then_stopping(
+    key: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = create_server(Settings(api_key=KEY, job_book=str(tmp_path / "jobs.sqlite3")))
+    monkeypatch.delenv("PIXAZO_API_KEY", raising=False)  # the client would read it
+    server = create_server(Settings(api_key=key, job_book=str(tmp_path / "jobs.sqlite3")))
+    inner = server.streamable_http_app()
     ticks = iter(range(0, 100, 5))  # each read of the clock is 5 s later: no answer reused
-    app = Health(server.streamable_http_app(), server, clock=lambda: float(next(ticks)))
+    app = Health(inner, server, clock=lambda: float(next(ticks)))
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=app), base_url="http://x"
     ) as http:
         starting = await http.get("/readyz")
-        STOPPING.set()
-        try:
-            stopping = await http.get("/readyz")
-        finally:
-            STOPPING.clear()
+        async with inner.router.lifespan_context(inner):  # the server's lifespan runs
+            running = await http.get("/readyz")
+            STOPPING.set()
+            try:
+                stopping = await http.get("/readyz")
+            finally:
+                STOPPING.clear()
         alive = await http.get("/healthz")
     assert (starting.status_code, starting.json()["reason"]) == (503, "starting")
+    if key is None:
+        assert running.status_code == 503
+        assert running.json()["reason"].startswith("no gateway client")
+    else:
+        assert (running.status_code, running.json()) == (200, {"status": "ready"})
     assert (stopping.status_code, stopping.json()["reason"]) == (503, "stopping")
     assert alive.status_code == 200
 
