@@ -20,6 +20,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from mai_tools import __version__
+from mai_tools._constants import WEBHOOK_PATH
+from mai_tools._webhook_server import hide_tokens_in_logs
 from mai_tools.emulator import RunningEmulator
 from mai_tools.jobbook import JobRecord
 from mcp_server import Settings, create_server
@@ -321,3 +323,34 @@ def test_the_start_line_names_the_auth_mode_and_only_the_gateways_host() -> None
     )
     assert gateway_host(None, emulator=False) == "gateway.pixazo.ai"
     assert gateway_host("http://127.0.0.1:1", emulator=True).startswith("emulator")
+
+
+class _JsonLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(JsonFormatter([]))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_a_json_access_line_keeps_a_callback_token_out_of_its_path() -> None:
+    hide_tokens_in_logs(WEBHOOK_PATH)  # as a mounted WebhookReceiver does
+    access = logging.getLogger("uvicorn.access")
+    token = "cap-" + "A" * 40
+    handler = _JsonLines()  # on the logger itself: an in-process uvicorn (an emulator) may
+    access.addHandler(handler)  # have stopped its records from propagating
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:  # uvicorn's call, as in its h11 protocol
+        access.info(
+            '%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "POST", f"{WEBHOOK_PATH}/{token}", "1.1", 200
+        )
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    (line,) = handler.lines
+    assert token not in line
+    assert json.loads(line)["path"] == f"{WEBHOOK_PATH}/<token>"
+    assert json.loads(line)["status_code"] == 200
