@@ -3,7 +3,8 @@
 - ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (liveness).
 - ``GET /readyz``: 200 ``{"status": "ready"}`` when the server would do a job now: it has
   started (its lifespan ran), is not stopping, has a gateway client (its settings gave a usable
-  key and base URL), and its job book answers a read (one ``SELECT`` by primary key). Else
+  key and base URL), its tokens file (``--tokens-file``) can be read (else every named token is
+  refused), and its job book answers a read (one ``SELECT`` by primary key). Else
   503 ``{"status": "not ready", "reason": ...}``, the reason in a few fixed words.
 
 Both answer before anything else sees the request: no bearer token (a probe has none), no
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
     from mai_tools.jobbook import JobBook
 
+    from ._auth import Authenticator
+
 logger = logging.getLogger("mcp_server")
 
 HEALTH_PATH: Final = "/healthz"
@@ -55,10 +58,12 @@ class Health:
         app: ASGIApp,
         server: MCPServer,
         *,
+        authenticator: Authenticator | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.server = server
+        self.authenticator = authenticator
         self.clock = clock
         self._lock = anyio.Lock()
         self._answer: tuple[float, str | None] | None = None
@@ -100,6 +105,9 @@ class Health:
             return "starting"
         if state.client is None:
             return "no gateway client: the API key or base URL is missing or invalid"
+        named = None if self.authenticator is None else self.authenticator.named
+        if named is not None and not named.usable:
+            return "the tokens file cannot be used"
         if state.book is None:
             return None  # a caller's client without a book: nothing to reach
         return await _book_reason(state.book)

@@ -164,7 +164,7 @@ def http_app(
     if verifier is not None:
         app = protect(app, verifier)
     # Outermost: probes carry no token and name no allowed host (_health says why it is safe).
-    return Health(app, server)
+    return Health(app, server, authenticator=verifier)
 
 
 _SESSION_REFUSALS = "Refusing to open a new session"

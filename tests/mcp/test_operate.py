@@ -25,6 +25,7 @@ from mai_tools._webhook_server import hide_tokens_in_logs
 from mai_tools.emulator import RunningEmulator
 from mai_tools.jobbook import JobRecord
 from mcp_server import Settings, create_server
+from mcp_server._auth import Authenticator
 from mcp_server._health import Health
 from mcp_server._logs import (
     FIELDS,
@@ -36,7 +37,7 @@ from mcp_server._logs import (
     job_fields,
 )
 from mcp_server._state import STOPPING
-from mcp_server._tokens import NamedToken, digest, write
+from mcp_server._tokens import NamedToken, NamedTokens, digest, write
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 from tests.support.identity import served_command
@@ -245,6 +246,28 @@ async def test_readyz_in_process_starting_ready_or_keyless_then_stopping(
         assert (running.status_code, running.json()) == (200, {"status": "ready"})
     assert (stopping.status_code, stopping.json()["reason"]) == (503, "stopping")
     assert alive.status_code == 200
+
+
+async def test_readyz_is_503_while_the_tokens_file_cannot_be_used(tmp_path: Path) -> None:
+    path = _tokens_file(tmp_path)
+    server = create_server(Settings(api_key=KEY, job_book=str(tmp_path / "jobs.sqlite3")))
+    inner = server.streamable_http_app()
+    ticks = iter(range(0, 100, 5))  # each read of the clock is 5 s later: no answer reused
+    verifier = Authenticator(named=NamedTokens(path))
+    app = Health(inner, server, authenticator=verifier, clock=lambda: float(next(ticks)))
+    async with (
+        httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://x") as http,
+        inner.router.lifespan_context(inner),
+    ):
+        ready = await http.get("/readyz")
+        path.write_text("{not json", encoding="utf-8")  # edited into something malformed
+        broken = await http.get("/readyz")
+        _tokens_file(tmp_path)  # fixed
+        fixed = await http.get("/readyz")
+    assert ready.status_code == fixed.status_code == 200
+    assert broken.status_code == 503
+    assert broken.json() == {"status": "not ready", "reason": "the tokens file cannot be used"}
+    assert str(path) not in broken.text
 
 
 def _record(**changes: Any) -> JobRecord:
