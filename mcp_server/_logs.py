@@ -121,8 +121,9 @@ def setup(level: str, log_format: LogFormat, redact: Iterable[str] = ()) -> logg
     numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric)
     START.setLevel(logging.INFO if numeric <= logging.WARNING else numeric)
-    for name in CHATTY:
-        logging.getLogger(name).setLevel(numeric if numeric < logging.INFO else logging.WARNING)
+    for name in CHATTY:  # their INFO only at DEBUG (a logger's own level is the one checked)
+        quiet = numeric if numeric < logging.INFO else max(numeric, logging.WARNING)
+        logging.getLogger(name).setLevel(quiet)
     return handler
 
 

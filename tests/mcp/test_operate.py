@@ -28,13 +28,16 @@ from mcp_server import Settings, create_server
 from mcp_server._auth import Authenticator
 from mcp_server._health import Health
 from mcp_server._logs import (
+    CHATTY,
     FIELDS,
+    START,
     JobLog,
     JsonFormatter,
     TextFormatter,
     auth_mode,
     gateway_host,
     job_fields,
+    setup,
 )
 from mcp_server._state import STOPPING
 from mcp_server._tokens import NamedToken, NamedTokens, digest, write
@@ -377,3 +380,32 @@ def test_a_json_access_line_keeps_a_callback_token_out_of_its_path() -> None:
     assert token not in line
     assert json.loads(line)["path"] == f"{WEBHOOK_PATH}/<token>"
     assert json.loads(line)["status_code"] == 200
+
+
+@pytest.mark.parametrize(
+    ("level", "start", "chatty"),
+    [
+        ("DEBUG", logging.INFO, logging.DEBUG),
+        ("INFO", logging.INFO, logging.WARNING),
+        ("WARNING", logging.INFO, logging.WARNING),  # the default still shows the start line
+        ("ERROR", logging.ERROR, logging.ERROR),
+    ],
+)
+def test_setup_shows_the_start_line_up_to_warning_and_library_chatter_only_at_debug(
+    level: str, start: int, chatty: int
+) -> None:
+    names = ["", START.name, *CHATTY]
+    saved = {name: logging.getLogger(name).level for name in names}
+    handler = setup(level, "json")
+    try:
+        assert logging.getLogger().level == logging.getLevelName(level)
+        assert START.level == start
+        assert {logging.getLogger(name).level for name in CHATTY} == {chatty}
+        assert isinstance(handler.formatter, JsonFormatter)
+        assert setup(level, "text") is not handler  # a second call replaces its handler
+        assert sum(getattr(h, "_mai_image_mcp", False) for h in logging.getLogger().handlers) == 1
+    finally:
+        for old in [h for h in logging.getLogger().handlers if getattr(h, "_mai_image_mcp", 0)]:
+            logging.getLogger().removeHandler(old)
+        for name, value in saved.items():
+            logging.getLogger(name).setLevel(value)
