@@ -159,7 +159,9 @@ class Settings(BaseSettings):
         )
     )
     log_level: Annotated[LogLevel, Option("--log-level")] = Field(
-        "WARNING", description="The server's log level on stderr (INFO logs every status poll)."
+        "WARNING",
+        description="The server's log level on stderr: WARNING shows the start line and "
+        "warnings, INFO adds a line per job event and per HTTP request, DEBUG every status poll.",
     )
     auth_token: Annotated[
         SecretStr | None, Option("--auth-token", metavar="TOKEN", group="token")
@@ -303,6 +305,12 @@ class Settings(BaseSettings):
             "over slow links. The answer (a tool call's stream) is not limited by it.",
         )
     )
+    # Operating it (issue 25 item 2; mcp_server/_logs.py):
+    log_format: Annotated[Literal["text", "json"], Option("--log-format")] = Field(
+        "text",
+        description="stderr lines as text, or as JSON objects (one per line: time, level, "
+        "logger, message, and a job line's fields) for log shippers.",
+    )
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -364,7 +372,7 @@ class Settings(BaseSettings):
             raise _FieldProblem("auth_token_file", str(exc)) from None
         return {**data, "auth_token": token}
 
-    @field_validator("preview", "if_unconfirmable", mode="before")
+    @field_validator("preview", "if_unconfirmable", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
