@@ -27,14 +27,14 @@ def handler(request):
         return httpx.Response(202, json={"request_id": RID, "status": "QUEUED"})
     return httpx.Response(200, json={"request_id": RID, "status": "COMPLETED",
         "output": {"media_url": ["https://cdn.example.com/a.png"], "media_type": "image/png"}})
-with MAIImageClient(api_key="k", job_book=None,
+with MAIImageClient(api_key="k", job_book="off",
                     http_client=httpx.Client(transport=httpx.MockTransport(handler))) as client:
     result = client.generate("a fox")
     client.save(result, tempfile.mkdtemp())
 import asyncio
 async def main():
     transport = httpx.MockTransport(handler)
-    async with AsyncMAIImageClient(api_key="k", job_book=None,
+    async with AsyncMAIImageClient(api_key="k", job_book="off",
                                    http_client=httpx.AsyncClient(transport=transport)) as client:
         result = await client.generate("a fox")
         await client.save(result, tempfile.mkdtemp())
