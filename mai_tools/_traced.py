@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import _telemetry as otel
-from ._actions import BookIO, Flow, HTTPRequest, Notify
+from ._actions import Abandoned, BookIO, Flow, HTTPRequest, Notify
 from ._exceptions import APIStatusError, JobFailedError
 from ._models import ImageResult, Job, JobStatus, operation_of
 from .jobbook._record import Claim
@@ -104,6 +104,7 @@ def _traced(flow: Flow[T], job: _Job) -> Flow[T]:
                 value = yield from _observed(flow, job, span)
             except BaseException as exc:
                 outcome, error_type = _failure(exc)
+                job.request_id = getattr(exc, "request_id", None) or job.request_id
                 span.set_attribute("error.type", error_type)
                 span.set_status(StatusCode.ERROR, error_type)
                 raise
@@ -207,6 +208,8 @@ def _failure(exc: BaseException) -> tuple[str, str]:
         return "failed", type(exc).__qualname__
     if isinstance(exc, APIStatusError):  # refused: no job was created
         return "refused", str(exc.status_code)
+    if isinstance(exc, Abandoned | GeneratorExit):  # the driver gave up: cancelled, Ctrl-C
+        return "unknown", "cancelled"
     return "unknown", type(exc).__qualname__
 
 
@@ -216,7 +219,7 @@ def _record(job: _Job, outcome: str, error_type: str | None, seconds: float) -> 
     if instruments is None:
         return
     attrs = job.attributes()
-    if job.submitted and job.images:
+    if job.submitted and job.images and outcome != "refused":
         instruments["requested"].add(job.images, attrs)
     counted = job.submitted or job.adopted or job.call == "wait"  # else no job was made
     if outcome in otel.OUTCOMES and counted and job.images:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from mai_tools import GenerateRequest, JobFailedError
+from mai_tools import BadRequestError, GenerateRequest, JobFailedError, JobTimeoutError
 from mai_tools._models import OPERATIONS
 from mai_tools._telemetry import MODELS, OPERATION_NAMES
 from tests.support.fakes import KEY, PNG_1PX, RID, Harness, ok, queued
@@ -84,6 +84,29 @@ def test_a_failed_job_has_an_error_status_and_counts_as_failed(
     assert [p.value for p in points["mai_tools.images.requested"]] == [3]
     assert [p.value for p in points["mai_tools.images.failed"]] == [3]
     assert "mai_tools.images.completed" not in points
+
+
+def test_a_job_not_finished_in_time_counts_as_unknown(harness: Harness, otel: Otel) -> None:
+    harness.gateway.polls = [ok("PROCESSING")]
+    with pytest.raises(JobTimeoutError):
+        harness.call("generate", "a red fox", num_images=2, timeout=30)
+    job = otel.span(JOB)
+    assert (job.attributes or {})["error.type"] == "JobTimeoutError"
+    assert (job.attributes or {})["gen_ai.response.id"] == RID
+    points = otel.collect()
+    assert [p.value for p in points["mai_tools.images.unknown"]] == [2]
+    (duration,) = points["gen_ai.client.operation.duration"]
+    assert dict(duration.attributes)["error.type"] == "JobTimeoutError"
+
+
+def test_a_refused_submit_requests_no_image(harness: Harness, otel: Otel) -> None:
+    harness.gateway.submits = [httpx.Response(400, json={"error": "bad prompt"})]
+    with pytest.raises(BadRequestError):
+        harness.call("generate", "a red fox")
+    assert (otel.span(JOB).attributes or {})["error.type"] == "400"
+    assert (otel.span("POST submit").attributes or {})["http.response.status_code"] == 400
+    points = otel.collect()
+    assert not any(name.startswith("mai_tools.images.") for name in points)
 
 
 def test_a_refused_status_read_marks_its_span(harness: Harness, otel: Otel) -> None:
