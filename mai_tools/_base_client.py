@@ -22,6 +22,7 @@ import httpx
 import pydantic
 
 from . import _bookkeeping as bk
+from . import _traced
 from ._actions import Abandoned, BookIO, Flow, HTTPRequest
 from ._config import ClientOptions, proxy_settings_checked
 from ._constants import (
@@ -374,7 +375,7 @@ class _ClientBase(Generic[HttpT]):
             extra_body=extra_body,
             book_call=call,
         )
-        return flow, ticket
+        return _traced.traced(flow, call="run", request=body, base_url=self.base_url), ticket
 
     def _submit_only(
         self,
@@ -391,7 +392,7 @@ class _ClientBase(Generic[HttpT]):
         flow = self._core.submit_only_flow(
             body, webhook_url=url, extra_body=extra_body, book_call=call
         )
-        return flow, ticket
+        return _traced.traced(flow, call="submit", request=body, base_url=self.base_url), ticket
 
     # ------------------------------------------------------------------ the job book
 
@@ -452,7 +453,12 @@ class _ClientBase(Generic[HttpT]):
         flow = self._core.resume_flow(
             request_id, polling_url, timeout=timeout, push=ticket is not None
         )
-        return flow, ticket
+        known = self._core.recent.get(request_id)
+        request = known.request if known is not None else None
+        traced = _traced.traced(
+            flow, call="wait", request=request, base_url=self.base_url, request_id=request_id
+        )
+        return traced, ticket
 
     def _generate_body(
         self,

@@ -29,6 +29,7 @@ from typing import IO, TypeVar
 
 import httpx
 
+from . import _telemetry
 from ._config import call_timeout
 from ._constants import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_SAVE_TIMEOUT
 from ._exceptions import DownloadError, InvalidArgumentError, InvalidImageError
@@ -255,7 +256,8 @@ def _download_to_file(
             raise deadline.expired(url)
         deadline.parts.add(sink.tmp)
     try:
-        fetch(client, url, sink, deadline, policy)
+        with _telemetry.download(request_id, index, url):
+            fetch(client, url, sink, deadline, policy)
         return _commit(sink, request_id, index, deadline)
     finally:
         sink.discard()
@@ -274,7 +276,8 @@ async def _adownload_to_file(
 ) -> Path:
     sink = _Sink(folder, url, max_bytes)
     try:
-        await afetch(client, url, sink, deadline, policy)
+        with _telemetry.download(request_id, index, url):
+            await afetch(client, url, sink, deadline, policy)
         return _commit(sink, request_id, index, deadline)
     finally:
         sink.discard()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,8 +69,7 @@ def _maybe_emulator(enabled: bool, settings: Settings) -> Iterator[Settings]:
     from mai_tools.emulator import run_emulator
 
     with run_emulator() as emu:
-        # stdout belongs to the MCP protocol on stdio: talk on stderr only.
-        print(f"mai-image-mcp: using the offline emulator at {emu.base_url}", file=sys.stderr)
+        # The start line says "emulator" (stdout belongs to the MCP protocol on stdio).
         yield settings.model_copy(
             update={
                 "api_key": SecretStr(emu.api_key),
@@ -156,10 +154,20 @@ def cli(
         raise _Refused(f"{exc} (--job-book / MAI_JOB_BOOK){_NOTHING_SENT}") from None
     audit = _check_audit_log(settings)
 
+    from . import _logs
     from ._resume import MemoryEventStore
     from ._server import create_server
 
+    # Before the server is made: the MCP SDK then leaves the root logger to us.
+    secrets = [v.get_secret_value() for v in (settings.api_key, settings.auth_token) if v]
+    _logs.setup(settings.log_level, settings.log_format, redact=secrets)
+    # Replicas adopt each other's jobs only through one shared (Postgres) book: say which.
+    where = "off (this process only)" if book is None else book.location
     with _maybe_emulator(emulator, settings) as effective:
+        _logs.adopt_uvicorn()  # after the emulator's uvicorn set up logging its own way
+        _logs.log_start(*_start_line(transport, host, port, effective, emulator, where))
+        if audit is not None:
+            _logs.note(f"audit log: {audit}")
         if transport == "stdio":
             create_server(effective).run("stdio")
             return
@@ -169,12 +177,7 @@ def cli(
         receiver = _receiver(effective)
         server = create_server(effective, event_store=events, webhooks=receiver)
         for note in startup_notes(host, port, effective, insecure_no_auth=insecure_no_auth):
-            print(f"mai-image-mcp: {note}", file=sys.stderr)
-        # Replicas adopt each other's jobs only through one shared (Postgres) book: say which.
-        where = "off (this process only)" if book is None else book.location
-        print(f"mai-image-mcp: job book: {where}", file=sys.stderr)
-        if audit is not None:
-            print(f"mai-image-mcp: audit log: {audit}", file=sys.stderr)
+            _logs.note(note)
         app = http_app(
             server,
             effective,
@@ -188,12 +191,34 @@ def cli(
             # Callbacks bypass the bearer token and Host checks: the gateway sends neither,
             # and a callback only wakes a wait, which then reads the status with the key.
             app = receiver.wrap(app)
-            print(
-                f"mai-image-mcp: push waiting on: the gateway calls back at {receiver.url}/<token>",
-                file=sys.stderr,
-            )
+            _logs.note(f"push waiting on: the gateway calls back at {receiver.url}/<token>")
         guard = connection_guard(effective)
         serve(app, host=host, port=port, log_level=effective.log_level, guard=guard)
+
+
+def _start_line(
+    transport: str, host: str, port: int, settings: Settings, emulator: bool, book: str
+) -> tuple[str, dict[str, object]]:
+    """The start line (:func:`mcp_server._logs.start_line`) of this run."""
+    from mai_tools import __version__
+
+    from ._http import _host_form
+    from ._logs import auth_mode, gateway_host, start_line
+
+    http = transport == "streamable-http"
+    return start_line(
+        version=__version__,
+        transport=transport,
+        address=f"http://{_host_form(host)}:{port}/mcp" if http else "stdin/stdout",
+        auth=auth_mode(
+            token=settings.auth_token is not None,
+            tokens_file=settings.tokens_file is not None,
+            oauth_issuer=settings.oauth_issuer,
+            transport=transport,
+        ),
+        gateway=gateway_host(settings.base_url, emulator=emulator),
+        book=book,
+    )
 
 
 def _check_audit_log(settings: Settings) -> Path | None:

@@ -10,6 +10,7 @@ their files), so the HTTP app is never open by accident:
 - :func:`transport_security` keeps the SDK's DNS-rebinding protection on for every bind
   address, allowing the bound ``host:port``, the localhost forms and what the operator adds.
 - :func:`refusal` is the start-up rule: a non-loopback bind needs authentication.
+- ``/healthz`` and ``/readyz`` (:mod:`mcp_server._health`) answer before all of that.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mai_tools._server_guard import Guard, RateLimit, guarded_protocol, rate_lim
 
 from ._auth import Authenticator, configured, protect
 from ._auth import authenticator as build_authenticator
+from ._health import Health
 from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
 from ._state import STOPPING
@@ -159,7 +161,10 @@ def http_app(
     _quiet_session_refusals()
     app = ConnectionWatch(app)
     verifier = authenticator if authenticator is not None else build_authenticator(settings)
-    return app if verifier is None else protect(app, verifier)
+    if verifier is not None:
+        app = protect(app, verifier)
+    # Outermost: probes carry no token and name no allowed host (_health says why it is safe).
+    return Health(app, server, authenticator=verifier)
 
 
 _SESSION_REFUSALS = "Refusing to open a new session"
@@ -260,5 +265,9 @@ def serve(
     guarded: dict[str, Any] = (
         {} if guard is None else {"http": guarded_protocol(guard), "backlog": 2048}
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **guarded)
+    # log_config=None: uvicorn's records go to the process's one handler (_logs.setup), its
+    # access lines included, one line each, in the server's log format.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level.lower(), log_config=None, **guarded
+    )
     _Server(config).run()

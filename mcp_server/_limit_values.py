@@ -8,13 +8,26 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Protocol
 
-from pydantic import BeforeValidator, ValidationInfo
+from pydantic import BeforeValidator, Field, ValidationInfo
 
 from mai_tools._exceptions import ConfigurationError
 from mai_tools.jobbook import SpendingLimits
 from mai_tools.jobbook._limits import DEFAULT_CURRENCY, parse_amount, parse_currency
 
-__all__ = ["DEFAULT_CURRENCY", "Amount", "Currency", "PricedAmount", "limits_of"]
+__all__ = [
+    "DEFAULT_CURRENCY",
+    "Amount",
+    "ConfirmAboveCost",
+    "Currency",
+    "CurrencyCode",
+    "DailyImages",
+    "DailySpend",
+    "MaxImagesPerCall",
+    "PricePerImage",
+    "PricedAmount",
+    "ServerDailyImages",
+    "limits_of",
+]
 
 NEEDS_PRICE = (
     "needs --price-per-image (MAI_MCP_PRICE_PER_IMAGE): give the price of one image, e.g. "
@@ -52,6 +65,31 @@ PricedAmount = Annotated[Decimal | None, BeforeValidator(_priced)]
 before it) to be set."""
 Currency = Annotated[str, BeforeValidator(_currency)]
 """A settings currency: an ISO 4217 code, upper case."""
+
+
+# The settings' fields, each a type that carries its check and its --help text (the Settings
+# model names them with their flags; defaults: None, the currency USD).
+DailyImages = Annotated[
+    int | None, Field(ge=0, description="Images each principal may make per UTC day.")
+]
+ServerDailyImages = Annotated[
+    int | None, Field(ge=0, description="Images all principals together may make per UTC day.")
+]
+MaxImagesPerCall = Annotated[
+    int | None, Field(ge=0, description="Most images (num_images) one call may ask for.")
+]
+PricePerImage = Annotated[
+    Amount, Field(description="What one image costs, in --currency (e.g. 0.04).")
+]
+DailySpend = Annotated[
+    PricedAmount, Field(description="Money each principal may spend per UTC day (needs a price).")
+]
+ConfirmAboveCost = Annotated[
+    PricedAmount, Field(description="Ask the user to confirm a call estimated above this cost.")
+]
+CurrencyCode = Annotated[
+    Currency, Field(description="ISO 4217 code of the amounts (your gateway wallet's).")
+]
 
 
 class _LimitSettings(Protocol):

@@ -40,7 +40,7 @@ from mai_tools._images import allowed_directory
 from mai_tools._webhooks import check_public_url
 from mai_tools.jobbook import ENV as JOB_BOOK_ENV
 
-from ._limit_values import DEFAULT_CURRENCY, Amount, Currency, PricedAmount
+from . import _limit_values as lv
 from ._values import ENV_AUTH_TOKEN as ENV_AUTH_TOKEN
 from ._values import ENV_PREFIX as ENV_PREFIX
 from ._values import MIN_TOKEN_LENGTH as MIN_TOKEN_LENGTH
@@ -166,7 +166,9 @@ class Settings(BaseSettings):
         )
     )
     log_level: Annotated[LogLevel, Option("--log-level")] = Field(
-        "WARNING", description="The server's log level on stderr (INFO logs every status poll)."
+        "WARNING",
+        description="The server's log level on stderr: WARNING shows the start line and "
+        "warnings, INFO adds a line per job event and per HTTP request, DEBUG every status poll.",
     )
     auth_token: Annotated[
         SecretStr | None, Option("--auth-token", metavar="TOKEN", group="token")
@@ -310,28 +312,28 @@ class Settings(BaseSettings):
             "over slow links. The answer (a tool call's stream) is not limited by it.",
         )
     )
+    # Operating it (issue 25 item 2; mcp_server/_logs.py):
+    log_format: Annotated[Literal["text", "json"], Option("--log-format")] = Field(
+        "text",
+        description="stderr lines as text, or as JSON objects (one per line: time, level, "
+        "logger, message, and a job line's fields) for log shippers.",
+    )
     # Spending limits (issue 22; the rules: mai_tools.jobbook._limits); all off unless set.
-    daily_images: Annotated[int | None, Option("--daily-images", metavar="N")] = Field(
-        None, ge=0, description="Images each principal may make per UTC day."
+    daily_images: Annotated[lv.DailyImages, Option("--daily-images", metavar="N")] = None
+    server_daily_images: Annotated[
+        lv.ServerDailyImages, Option("--server-daily-images", metavar="N")
+    ] = None
+    max_images_per_call: Annotated[
+        lv.MaxImagesPerCall, Option("--max-images-per-call", metavar="N")
+    ] = None
+    price_per_image: Annotated[lv.PricePerImage, Option("--price-per-image", metavar="AMOUNT")] = (
+        None
     )
-    server_daily_images: Annotated[int | None, Option("--server-daily-images", metavar="N")] = (
-        Field(None, ge=0, description="Images all principals together may make per UTC day.")
-    )
-    max_images_per_call: Annotated[int | None, Option("--max-images-per-call", metavar="N")] = (
-        Field(None, ge=0, description="Most images (num_images) one call may ask for.")
-    )
-    price_per_image: Annotated[Amount, Option("--price-per-image", metavar="AMOUNT")] = Field(
-        None, description="What one image costs, in --currency (e.g. 0.04)."
-    )
-    daily_spend: Annotated[PricedAmount, Option("--daily-spend", metavar="AMOUNT")] = Field(
-        None, description="Money each principal may spend per UTC day (needs a price)."
-    )
+    daily_spend: Annotated[lv.DailySpend, Option("--daily-spend", metavar="AMOUNT")] = None
     confirm_above_cost: Annotated[
-        PricedAmount, Option("--confirm-above-cost", metavar="AMOUNT")
-    ] = Field(None, description="Ask the user to confirm a call estimated above this cost.")
-    currency: Annotated[Currency, Option("--currency", metavar="CODE")] = Field(
-        DEFAULT_CURRENCY, description="ISO 4217 code of the amounts (your gateway wallet's)."
-    )
+        lv.ConfirmAboveCost, Option("--confirm-above-cost", metavar="AMOUNT")
+    ] = None
+    currency: Annotated[lv.CurrencyCode, Option("--currency", metavar="CODE")] = lv.DEFAULT_CURRENCY
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."
@@ -393,7 +395,7 @@ class Settings(BaseSettings):
             raise _FieldProblem("auth_token_file", str(exc)) from None
         return {**data, "auth_token": token}
 
-    @field_validator("preview", "if_unconfirmable", mode="before")
+    @field_validator("preview", "if_unconfirmable", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from mai_tools._tools import TOOLS
 from mai_tools.jobbook import AuditLog, JobBook, SQLiteJobBook, open_job_book
 
 from ._limit_values import limits_of
+from ._logs import JobLog
 from ._settings import Settings
 
 STOPPING = threading.Event()
@@ -48,6 +50,11 @@ paying for another."""
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
+
+_RUNNING: weakref.WeakKeyDictionary[MCPServer[ServerState], ServerState] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each server whose lifespan runs, and its state (``/readyz`` looks here: _health)."""
 
 STORE_EVERY = 10.0
 """Seconds between two saves of the learned job durations (and one more when the server stops)."""
@@ -187,12 +194,27 @@ def lifespan(
         if audit is not None and state.book is not None:
             audit.attach(state.book)
         state.audit = audit
+        jobs = JobLog()  # a line per job event (mcp_server.jobs, INFO): _logs
+        if state.book is not None:
+            state.book.observers.append(jobs)
+        _RUNNING[server] = state
         try:
             yield state
         finally:
-            await state.aclose()
+            _RUNNING.pop(server, None)
+            try:
+                await state.aclose()
+            finally:
+                if state.book is not None and jobs in state.book.observers:
+                    state.book.observers.remove(jobs)
 
     return run
+
+
+def running(server: MCPServer[ServerState]) -> ServerState | None:
+    """The state of ``server`` while its lifespan runs (None before it starts, after it
+    ends)."""
+    return _RUNNING.get(server)
 
 
 def open_server_book(settings: Settings) -> tuple[JobBook, Path | None]:

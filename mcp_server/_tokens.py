@@ -171,6 +171,7 @@ class NamedTokens:
         self.path = Path(path).expanduser()
         self._seen: tuple[int, int, int] | None = None
         self._by_digest: dict[str, str] = {}
+        self._broken = False
         self._load(os.stat(self.path) if self.path.exists() else None, strict=True)
 
     def __repr__(self) -> str:
@@ -179,6 +180,12 @@ class NamedTokens:
     def __len__(self) -> int:
         self._refresh()
         return len(self._by_digest)
+
+    @property
+    def usable(self) -> bool:
+        """False while the file, as last changed, cannot be read (every token is refused)."""
+        self._refresh()
+        return not self._broken
 
     def principal(self, token: str) -> str | None:
         """The name of ``token``, or None if no entry has its digest.
@@ -208,9 +215,11 @@ class NamedTokens:
             if strict:
                 raise
             self._by_digest = {}
+            self._broken = True
             logger.error("%s Every named token is refused until it is fixed.", exc)
             return
         self._by_digest = {t.digest: t.name for t in tokens.values()}
+        self._broken = False
         if not strict:
             logger.info("read the tokens file %s again: %d tokens", self.path, len(tokens))
 

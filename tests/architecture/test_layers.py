@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._images",),
     ("mai_tools._policies",),  # pure: imports nothing of mai_tools (downloads use its backoff)
     ("mai_tools._fetch",),
+    ("mai_tools._telemetry",),  # OpenTelemetry names, instruments, the download span (lazy)
     ("mai_tools._download",),
     ("mai_tools._previews",),  # small JPEGs of result images (Pillow): MCP previews, view_image
     ("mai_tools._models",),
@@ -44,6 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mai_tools._bookkeeping",),  # the job book's part of a flow: intent, notes, adoption
     ("mai_tools._waiting",),  # status reads and the wait loop (a base of FlowCore)
     ("mai_tools._flow",),
+    ("mai_tools._traced",),  # a flow inside its job span (OpenTelemetry, when loaded)
     ("mai_tools._bodies",),
     ("mai_tools._server_guard",),  # what a connection flood may take from a uvicorn server
     ("mai_tools._webhook_server",),  # the receiver's server side: caps, deadline, logs, ASGI

@@ -29,6 +29,7 @@ from mcp_server import Settings, create_server
 from mcp_server._arguments import ARGUMENTS
 from tests.support.fakes import KEY
 from tests.support.identity import inspector_or_skip
+from tests.support.serving import stdio_call
 from tests.support.waiting import aeventually, auntil_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,9 +332,16 @@ async def test_stdio_subprocess(emu: RunningEmulator, tmp_path: Path) -> None:
         stderr = errlog.read()
     assert not result.is_error
     assert _text(result).startswith(f"{emu.base_url}/files/")
-    # The default log level is WARNING: a client's log file does not get a line per poll.
+    # The default log level is WARNING: a client's log file does not get a line per poll, nor
+    # one per job, but it gets the start line (mcp_server._logs), with the gateway's host only.
     assert "HTTP Request" not in stderr
     assert "Processing request" not in stderr
+    assert "job finished" not in stderr
+    (start,) = [line for line in stderr.splitlines() if "mcp_server.start" in line]
+    assert " INFO mcp_server.start: mai-image-mcp " in start
+    assert "serving stdio at stdin/stdout; auth: none (stdio" in start
+    assert f"gateway: {emu.base_url.removeprefix('http://')};" in start
+    assert KEY not in stderr
 
 
 async def test_stdio_log_level_flag(emu: RunningEmulator, tmp_path: Path) -> None:
@@ -343,13 +351,22 @@ async def test_stdio_log_level_flag(emu: RunningEmulator, tmp_path: Path) -> Non
         cwd=str(ROOT),
         env=_env(emu),
     )
-    with (tmp_path / "stderr.log").open("w+") as errlog:
-        async with Client(stdio_client(params, errlog=errlog)) as client:
-            result = await client.call_tool("generate_image", {"prompt": "chatty over stdio"})
-        errlog.seek(0)
-        stderr = errlog.read()
+    prompt = {"prompt": "chatty over stdio"}
+    result, stderr = await stdio_call(params, "generate_image", prompt, tmp_path / "err.log")
     assert not result.is_error
-    assert "HTTP Request" in stderr
+    # INFO: a line per job event (mcp_server._logs.JobLog), each on one line; the per-poll
+    # lines of httpx and the SDK's per-request lines are kept for DEBUG.
+    events = [line for line in stderr.splitlines() if " INFO mcp_server.jobs: job " in line]
+    assert [line.split(": job ")[1].split(":")[0] for line in events] == [
+        "intent",
+        "submitted",
+        "finished",
+    ]
+    assert "principal=local tool=generate_image request_id=microsoft-mai-image" in events[-1]
+    assert "status=COMPLETED" in events[-1]
+    assert "images=1" in events[-1]
+    assert "HTTP Request" not in stderr
+    assert "Processing request" not in stderr
     assert KEY not in stderr
 
 

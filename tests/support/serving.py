@@ -1,4 +1,5 @@
-"""Serving an ASGI app on a loopback port for a test: a real uvicorn server in a thread."""
+"""Serving an ASGI app on a loopback port for a test: a real uvicorn server in a thread; and
+one tool call on a stdio server process, with what it wrote on stderr."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import uvicorn
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult
 from starlette.types import ASGIApp
 
 
@@ -43,3 +49,15 @@ def free_socket() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     return sock
+
+
+async def stdio_call(
+    params: StdioServerParameters, tool: str, arguments: dict[str, Any], errlog: Path
+) -> tuple[CallToolResult, str]:
+    """Call ``tool`` on the stdio server ``params`` starts: its result, and everything the
+    server wrote on stderr (kept in ``errlog``) by the time it stopped."""
+    with errlog.open("w+") as err:
+        async with Client(stdio_client(params, errlog=err)) as client:
+            result = await client.call_tool(tool, arguments)
+        err.seek(0)
+        return result, err.read()
