@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -271,8 +272,10 @@ _add_commands()
 
 
 def main() -> None:
-    """Console-script entry point (``mai-image-mcp`` checks the package first: _mcp_entry)."""
-    cli(prog_name="mai-image-mcp")
+    """Console-script entry point (``mai-image-mcp`` checks the package first: _mcp_entry).
+    Its help names the command it was started as (``mai-tools`` is the same server)."""
+    called = Path(sys.argv[0]).name
+    cli(prog_name=called if called in ("mai-tools", "mai-image-mcp") else "mai-image-mcp")
 
 
 if __name__ == "__main__":

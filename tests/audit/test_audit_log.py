@@ -38,12 +38,11 @@ from mai_tools.jobbook._record import describe
 from mcp_server import Settings, SettingsError, create_server
 from mcp_server.__main__ import cli
 from tests.cli.cli_support import invoke
-from tests.mcp.test_isolation import TOKENS
-from tests.mcp.test_isolation import _serving as _isolation_server
 from tests.mcp.test_mcp_tasks import TasksClient, send_task_request
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
 from tests.support.jobbook import dead_call_intent, record_of
+from tests.support.team import TOKENS, team_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "audit-test-bearer-token-0123456789"
@@ -304,7 +303,7 @@ async def test_two_principals_are_audited_apart_and_exported_apart(
     """Alice and Bob call one HTTP server with their own tokens: each record names its caller,
     no token is in the file, and ``mai-image jobs export --principal`` gives each their own."""
     log = tmp_path / "audit.jsonl"
-    with _isolation_server(emu, audit_log=log) as url:
+    with team_server(emu, audit_log=log) as url:
         for name in ("alice", "bob"):
             headers = {"Authorization": f"Bearer {TOKENS[name]}"}
             async with (

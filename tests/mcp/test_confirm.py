@@ -634,7 +634,7 @@ async def test_one_principals_yes_does_not_stand_for_anothers_call(
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    from tests.mcp.test_isolation import TOKENS, _serving
+    from tests.support.team import TOKENS, team_server
 
     @contextlib.asynccontextmanager
     async def caller(url: str, name: str) -> AsyncIterator[Client]:
@@ -648,7 +648,7 @@ async def test_one_principals_yes_does_not_stand_for_anothers_call(
             yield client
 
     args = {"prompt": "alice's foxes", "num_images": 2}
-    with _serving(emu, confirm_above=1) as url:
+    with team_server(emu, confirm_above=1) as url:
         async with caller(url, "alice") as alice, caller(url, "bob") as bob:
             asked = await alice.session.call_tool("generate_image", args, allow_input_required=True)
             assert isinstance(asked, InputRequiredResult)

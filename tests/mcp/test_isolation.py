@@ -8,38 +8,27 @@ SDK's client over Streamable HTTP with each principal's token.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
-from mcp import Client, MCPError
+from mcp import MCPError
 from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from mai_tools import GenerateRequest, MAIImageClient
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mai_tools.jobbook import JobScope
-from mcp_server import Settings, SettingsError, create_server
+from mcp_server import Settings, SettingsError
 from mcp_server._arguments import ARGUMENTS
-from mcp_server._http import http_app
 from mcp_server._jobs import argument_key
 from mcp_server._tokens import NamedToken, digest, write
 from tests.mcp.test_mcp_tasks import send_task_request
 from tests.support.fakes import KEY
-from tests.support.serving import free_socket, serving
-
-TOKENS = {
-    "alice": "mai_token-of-alice-0123456789abcdef",
-    "bob": "mai_token-of-bob-0123456789abcdef",
-    "carol": "mai_token-of-carol-0123456789abcdef",  # the operator
-}
+from tests.support.team import TOKENS, as_principal, team_server
 
 
 @pytest.fixture(scope="module")
@@ -52,38 +41,6 @@ def module_emu() -> Iterator[RunningEmulator]:
 def emu(module_emu: RunningEmulator) -> RunningEmulator:
     module_emu.control.reset()
     return module_emu
-
-
-@contextlib.contextmanager
-def _serving(emu: RunningEmulator, **settings: Any) -> Iterator[str]:
-    """A server with named tokens (alice, bob, carol the operator): many principals."""
-    with tempfile.TemporaryDirectory() as folder:
-        tokens = Path(folder) / "tokens.json"
-        write(
-            tokens, {n: NamedToken(n, digest(t), "2026-12-07T08:00:00Z") for n, t in TOKENS.items()}
-        )
-        config = Settings(
-            api_key=KEY,
-            base_url=emu.base_url,
-            preview="off",
-            operators=("carol",),
-            tokens_file=tokens,
-            **settings,
-        )
-        sock = free_socket()
-        port = sock.getsockname()[1]
-        with serving(http_app(create_server(config), config, port=port), sock) as origin:
-            yield f"{origin}/mcp"
-
-
-@contextlib.asynccontextmanager
-async def _as(url: str, name: str) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {TOKENS[name]}"}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=30) as http,
-        Client(streamable_http_client(url, http_client=http)) as client,
-    ):
-        yield client
 
 
 def _text(result: CallToolResult) -> str:
@@ -117,13 +74,13 @@ async def _task_error(session: ClientSession, method: Any, rid: str) -> str:
 async def test_a_principal_sees_only_its_own_jobs_and_foreign_ids_look_unknown(
     emu: RunningEmulator,
 ) -> None:
-    with _serving(emu) as url:
-        async with _as(url, "alice") as alice:
+    with team_server(emu) as url:
+        async with as_principal(url, "alice") as alice:
             made = await alice.call_tool("generate_image", {"prompt": "alice's secret garden"})
             mine = _rid(made)
             assert not (await alice.call_tool("get_image_job", {"request_id": mine})).is_error
         reads_before = emu.control.stats().status_requests
-        async with _as(url, "bob") as bob:
+        async with as_principal(url, "bob") as bob:
             listed = await bob.call_tool("list_recent_jobs", {})
             foreign = await bob.call_tool("get_image_job", {"request_id": mine})
             guessed_id = _guess(mine)
@@ -150,7 +107,7 @@ async def test_an_identical_call_never_adopts_another_principals_undelivered_job
     emu: RunningEmulator,
 ) -> None:
     args = {"prompt": "the same words from two people"}
-    with _serving(emu) as url:
+    with team_server(emu) as url:
         # Alice's identical call is undelivered (her client went away): adoptable by her only.
         with MAIImageClient(KEY, base_url=emu.base_url) as api:
             validated = ARGUMENTS["generate_image"].model_validate(args).model_dump(mode="json")
@@ -160,11 +117,11 @@ async def test_an_identical_call_never_adopts_another_principals_undelivered_job
                 job_scope=JobScope(principal="alice", surface="mcp", twin_key=twin),
             )
         created = emu.control.stats().jobs_created
-        async with _as(url, "bob") as bob:
+        async with as_principal(url, "bob") as bob:
             result = await bob.call_tool("generate_image", args)
         assert emu.control.stats().jobs_created == created + 1  # Bob's own, paid job
         assert _rid(result) != theirs.request_id
-        async with _as(url, "alice") as alice:
+        async with as_principal(url, "alice") as alice:
             again = await alice.call_tool("generate_image", args)
         assert emu.control.stats().jobs_created == created + 1  # Alice continued hers
         assert _rid(again) == theirs.request_id
@@ -173,15 +130,15 @@ async def test_an_identical_call_never_adopts_another_principals_undelivered_job
 async def test_an_operator_lists_every_principals_jobs_marked_and_reads_any(
     emu: RunningEmulator,
 ) -> None:
-    with _serving(emu) as url:
+    with team_server(emu) as url:
         rids = {}
         for name in ("alice", "bob"):
-            async with _as(url, name) as client:
+            async with as_principal(url, name) as client:
                 rids[name] = _rid(await client.call_tool("generate_image", {"prompt": name}))
-        async with _as(url, "carol") as carol:
+        async with as_principal(url, "carol") as carol:
             listed = await carol.call_tool("list_recent_jobs", {"limit": 10})
             read = await carol.call_tool("get_image_job", {"request_id": rids["alice"]})
-        async with _as(url, "alice") as alice:
+        async with as_principal(url, "alice") as alice:
             own = await alice.call_tool("list_recent_jobs", {})
     assert listed.structured_content is not None
     marked = {j["request_id"]: j["principal"] for j in listed.structured_content["jobs"]}
@@ -199,22 +156,22 @@ async def test_view_image_shows_only_the_callers_images_and_an_operators(
 ) -> None:
     """view_image answers another principal's request id exactly like an unknown one (and like
     get_image_job), refuses another principal's URL without fetching it; an operator sees it."""
-    with _serving(emu) as url:
-        async with _as(url, "alice") as alice:
+    with team_server(emu) as url:
+        async with as_principal(url, "alice") as alice:
             made = await alice.call_tool("generate_image", {"prompt": "alice's secret garden"})
             mine = _rid(made)
             assert made.structured_content is not None
             image_url = made.structured_content["image_urls"][0]
             own = await alice.call_tool("view_image", {"request_id": mine})
         reads_before = emu.control.stats().status_requests
-        async with _as(url, "bob") as bob:
+        async with as_principal(url, "bob") as bob:
             foreign = await bob.call_tool("view_image", {"request_id": mine})
             guessed_id = _guess(mine)
             guessed = await bob.call_tool("view_image", {"request_id": guessed_id})
             waited = await bob.call_tool("get_image_job", {"request_id": mine})
             by_url = await bob.call_tool("view_image", {"url": image_url})
             paired = await bob.call_tool("view_image", {"request_id": mine, "url": image_url})
-        async with _as(url, "carol") as carol:
+        async with as_principal(url, "carol") as carol:
             operator = await carol.call_tool("view_image", {"url": image_url})
     assert not own.is_error
     assert [c.type for c in own.content] == ["text", "image"]
@@ -233,13 +190,16 @@ async def test_view_image_shows_only_the_callers_images_and_an_operators(
 async def test_isolation_holds_across_replicas_sharing_a_postgres_book(
     emu: RunningEmulator, postgres_url: str
 ) -> None:
-    with _serving(emu, job_book=postgres_url) as first, _serving(emu, job_book=postgres_url) as two:
-        async with _as(first, "alice") as alice:
+    with (
+        team_server(emu, job_book=postgres_url) as first,
+        team_server(emu, job_book=postgres_url) as two,
+    ):
+        async with as_principal(first, "alice") as alice:
             mine = _rid(await alice.call_tool("generate_image", {"prompt": "replica one"}))
-        async with _as(two, "bob") as bob:
+        async with as_principal(two, "bob") as bob:
             foreign = await bob.call_tool("get_image_job", {"request_id": mine})
             listed = await bob.call_tool("list_recent_jobs", {})
-        async with _as(two, "alice") as alice:
+        async with as_principal(two, "alice") as alice:
             own = await alice.call_tool("get_image_job", {"request_id": mine})
             own_list = await alice.call_tool("list_recent_jobs", {})
     assert foreign.is_error

@@ -28,10 +28,9 @@ from mcp_server.__main__ import cli
 from mcp_server._limit_values import limits_of
 from mcp_server._limits import check_limits
 from mcp_server._state import ServerState
-from tests.mcp.test_isolation import _as
-from tests.mcp.test_isolation import _serving as _isolation_server
 from tests.mcp.test_mcp_tasks import TasksClient
 from tests.support.fakes import KEY
+from tests.support.team import as_principal, team_server
 
 CAP = 5
 CALLERS = 50
@@ -282,8 +281,8 @@ async def test_each_principal_has_a_day_of_their_own_and_the_server_one_for_all(
 ) -> None:
     """Alice and Bob over HTTP with their own named tokens: the per-principal limit counts
     each apart, the server's limit counts them together."""
-    with _isolation_server(emu, daily_images=2, server_daily_images=3) as url:
-        async with _as(url, "alice") as alice, _as(url, "bob") as bob:
+    with team_server(emu, daily_images=2, server_daily_images=3) as url:
+        async with as_principal(url, "alice") as alice, as_principal(url, "bob") as bob:
             a1 = await alice.call_tool("generate_image", {"prompt": "alice one", "num_images": 2})
             a2 = await alice.call_tool("generate_image", {"prompt": "alice two"})
             b1 = await bob.call_tool("generate_image", {"prompt": "bob one"})
