@@ -23,9 +23,10 @@ from mcp.types import TextContent
 from mai_tools import AsyncMAIImageClient
 from mai_tools._agent import Running, answer_text, structured
 from mai_tools._policies import DurationStats
-from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
+from mai_tools.emulator import RunningEmulator
 from mcp_server import Settings, create_server
 from mcp_server._host_timeouts import answer_within, timeout_of
+from tests.support.emulators import held_emulator
 from tests.support.fakes import KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +74,7 @@ def test_a_still_running_answer_says_how_long_such_jobs_usually_take() -> None:
 
 @pytest.fixture
 def held() -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(api_keys=(KEY,), min_duration=30, max_duration=30)
-    with run_emulator(config, clock=ManualClock()) as emu:
+    with held_emulator(30, api_keys=(KEY,)) as (emu, _clock):
         yield emu
 
 

@@ -25,9 +25,10 @@ from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
 from mai_tools import GenerateRequest, MAIImageClient
-from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
+from mai_tools.emulator import ManualClock, RunningEmulator
 from mai_tools.jobbook import JobBook, JobRecord, JobScope, open_job_book
 from mcp_server import Settings, create_server
+from tests.support.emulators import held_emulator
 from tests.support.fakes import KEY
 from tests.support.jobbook import dead_call_intent
 from tests.support.waiting import aeventually
@@ -39,10 +40,8 @@ D = 30.0
 
 @pytest.fixture
 def held() -> Iterator[tuple[RunningEmulator, ManualClock]]:
-    clock = ManualClock()
-    config = EmulatorConfig(api_keys=(KEY,), min_duration=D, max_duration=D)
-    with run_emulator(config, clock=clock) as emu:
-        yield emu, clock
+    with held_emulator(D, api_keys=(KEY,)) as held:
+        yield held
 
 
 def _book() -> JobBook:

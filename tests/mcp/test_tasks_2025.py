@@ -24,10 +24,11 @@ import httpx
 import pytest
 from mcp.types import CallToolResult, TextContent
 
-from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
+from mai_tools.emulator import ManualClock, RunningEmulator
 from mcp_server import Settings, create_server
 from mcp_server._http import http_app
 from mcp_server._tasks import RELATED_TASK_META
+from tests.support.emulators import held_emulator
 from tests.support.fakes import KEY
 from tests.support.serving import free_socket, serving
 
@@ -104,10 +105,8 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
 
 @pytest.fixture
 def held() -> Iterator[tuple[RunningEmulator, ManualClock]]:
-    clock = ManualClock()
-    config = EmulatorConfig(api_keys=(KEY,), min_duration=D, max_duration=D)
-    with run_emulator(config, clock=clock) as emu:
-        yield emu, clock
+    with held_emulator(D, api_keys=(KEY,)) as held:
+        yield held
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ ordinary cases; the pool stops them all at the end of the session.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from mai_tools.emulator import EmulatorConfig, ManualClock, RunningEmulator, run_emulator
 
 
 class EmulatorPool:
@@ -35,3 +36,13 @@ class EmulatorPool:
     def close(self) -> None:
         self._running.clear()
         self._stack.close()
+
+
+@contextlib.contextmanager
+def held_emulator(duration: float, **config: Any) -> Iterator[tuple[RunningEmulator, ManualClock]]:
+    """An emulator on a :class:`ManualClock` whose jobs take ``duration`` emulated seconds:
+    a job ends only when the test advances the clock, however busy the machine is."""
+    clock = ManualClock()
+    settings = EmulatorConfig(min_duration=duration, max_duration=duration, **config)
+    with run_emulator(settings, clock=clock) as emu:
+        yield emu, clock
