@@ -257,6 +257,67 @@ def _save(
     return saved
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where a job command sends its job: the connection and push options it was given."""
+
+    job_book: str | None
+    webhook_listen: tuple[str, int] | None
+    webhook_public_url: str | None
+    emulator: bool
+    base_url: str | None
+    api_key: str | None
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How a job command waits for its job and what it does with the result."""
+
+    out: Path
+    no_save: bool
+    quiet: bool
+    as_json: bool
+    timeout: float | None
+    idempotency_key: str | None
+
+
+def _run_job(
+    state: CliState,
+    operation: Literal["generate", "edit"],
+    args: tuple[Any, ...],
+    fields: dict[str, Any],
+    where: _Where,
+    how: _Output,
+) -> None:
+    """What ``generate`` and ``edit`` do: open the client (and the push receiver), call its
+    ``operation`` method with ``args`` and ``fields``, with progress, then save and print the
+    result."""
+    with (
+        receiver(where.webhook_listen, where.webhook_public_url) as webhooks,
+        _open_client(
+            state,
+            emulator=where.emulator,
+            base_url=where.base_url,
+            api_key=where.api_key,
+            webhooks=webhooks,
+            job_book=where.job_book,
+        ) as client,
+    ):
+        submit = client.generate if operation == "generate" else client.edit
+        with Reporter(state.session, label=operation, quiet=how.quiet) as reporter:
+            state.session.phase = Phase.SUBMITTING
+            result = submit(
+                *args,
+                **fields,
+                timeout=how.timeout,
+                on_status=reporter,
+                idempotency_key=how.idempotency_key,
+                job_scope=CLI_SCOPE,
+            )
+        _save(state, client, result, how.out, how.no_save, how.as_json)
+    _emulator_note(state, how.quiet or how.as_json)
+
+
 def _emulator_note(state: CliState, quiet: bool) -> None:
     if state.session.emulator and not quiet:
         click.echo(
@@ -328,29 +389,14 @@ def generate(
     **fields: Any,
 ) -> None:
     """Generate images from PROMPT, wait for them and save them."""
-    with (
-        receiver(webhook_listen, webhook_public_url) as webhooks,
-        _open_client(
-            state,
-            emulator=emulator,
-            base_url=base_url,
-            api_key=api_key,
-            webhooks=webhooks,
-            job_book=job_book,
-        ) as client,
-    ):
-        with Reporter(state.session, label="generate", quiet=quiet) as reporter:
-            state.session.phase = Phase.SUBMITTING
-            result = client.generate(
-                prompt,
-                **fields,
-                timeout=timeout,
-                on_status=reporter,
-                idempotency_key=idempotency_key,
-                job_scope=CLI_SCOPE,
-            )
-        _save(state, client, result, out, no_save, as_json)
-    _emulator_note(state, quiet or as_json)
+    _run_job(
+        state,
+        "generate",
+        (prompt,),
+        fields,
+        _Where(job_book, webhook_listen, webhook_public_url, emulator, base_url, api_key),
+        _Output(out, no_save, quiet, as_json, timeout, idempotency_key),
+    )
 
 
 @cli.command(epilog=SHORT_EPILOG)
@@ -387,30 +433,14 @@ def edit(
     IMAGE is a file path, an http(s) URL, a data: URI, or - to read the image from stdin.
     """
     source = _read_image(image)
-    with (
-        receiver(webhook_listen, webhook_public_url) as webhooks,
-        _open_client(
-            state,
-            emulator=emulator,
-            base_url=base_url,
-            api_key=api_key,
-            webhooks=webhooks,
-            job_book=job_book,
-        ) as client,
-    ):
-        with Reporter(state.session, label="edit", quiet=quiet) as reporter:
-            state.session.phase = Phase.SUBMITTING
-            result = client.edit(
-                prompt,
-                source,
-                **fields,
-                timeout=timeout,
-                on_status=reporter,
-                idempotency_key=idempotency_key,
-                job_scope=CLI_SCOPE,
-            )
-        _save(state, client, result, out, no_save, as_json)
-    _emulator_note(state, quiet or as_json)
+    _run_job(
+        state,
+        "edit",
+        (prompt, source),
+        fields,
+        _Where(job_book, webhook_listen, webhook_public_url, emulator, base_url, api_key),
+        _Output(out, no_save, quiet, as_json, timeout, idempotency_key),
+    )
 
 
 @cli.command(epilog=SHORT_EPILOG)
