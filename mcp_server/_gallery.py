@@ -29,7 +29,7 @@ from mcp.types import CallToolResult, ResourceLink
 from mai_tools._constants import DEFAULT_BASE_URL
 from mai_tools._exceptions import JobBookError
 
-from ._identity import is_operator, principal
+from ._identity import visible_principal
 from ._service import TOOL_OF_OPERATION, in_book
 from ._settings import Settings
 from ._state import ServerState
@@ -113,7 +113,7 @@ async def with_job(
     book = ctx.lifespan_context.book
     if not isinstance(request_id, str) or book is None or not client_supports_apps(ctx):
         return result
-    who = None if is_operator(ctx, settings.operators) else principal(ctx)
+    who = visible_principal(ctx, settings.operators)
     try:
         record = await in_book(book, lambda b: b.find(request_id, principal=who))
     except JobBookError:

@@ -63,6 +63,12 @@ def is_operator(request_context: object, operators: Iterable[str]) -> bool:
     return principal(request_context) in set(operators)
 
 
+def visible_principal(request_context: object, operators: Iterable[str]) -> str | None:
+    """Whose jobs the caller may look up in the book: its own principal, or None (every
+    principal's) for an operator."""
+    return None if is_operator(request_context, operators) else principal(request_context)
+
+
 def many_principals(settings: Settings) -> bool:
     """True if callers can be different principals (named tokens or OAuth are configured).
 

@@ -56,7 +56,7 @@ from mai_tools.jobbook import JobBook, JobRecord, JobScope
 from ._answers import answer
 from ._arguments import EditArguments, GenerateArguments
 from ._host_timeouts import HostTimeouts
-from ._identity import is_operator, many_principals, principal
+from ._identity import is_operator, many_principals, principal, visible_principal
 from ._jobs import argument_key
 from ._limits import audit_refusal
 from ._resume import MemoryEventStore, client_gone
@@ -205,8 +205,6 @@ class Service:
                         b.untwin(record.id)
 
             await noted(book, release_unknown, "a delivered answer")
-
-    # ------------------------------------------------------------------ spending limits
 
     # ------------------------------------------------------------------ calls
 
@@ -435,8 +433,11 @@ class Service:
         book = state.book
         if book is None:
             return None
-        all_principals = everyone and is_operator(request_context, self.settings.operators)
-        who = None if all_principals else principal(request_context)
+        who = (
+            visible_principal(request_context, self.settings.operators)
+            if everyone
+            else principal(request_context)
+        )
         gateway = state.client.base_url if state.client is not None else None
         return await in_book(
             book, lambda b: b.list(principal=who, gateway=gateway, surface=SURFACE, limit=limit)

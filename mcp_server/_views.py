@@ -19,7 +19,7 @@ from mai_tools._views import Known, aview, running_text
 from mai_tools.jobbook import JobRecord
 
 from ._answers import answer
-from ._identity import is_operator, principal
+from ._identity import visible_principal
 from ._service import Service, ToolContext, in_book
 
 
@@ -31,8 +31,7 @@ async def view_image(service: Service, ctx: ToolContext, args: ViewImageArgs) ->
     except MAIImageError as exc:
         return await answer(outcome_of(exc), service.settings)
     book = state.book
-    operator = is_operator(ctx.request_context, service.settings.operators)
-    who = None if operator else principal(ctx.request_context)
+    who = visible_principal(ctx.request_context, service.settings.operators)
 
     async def known(request_id: str) -> Known:
         return await service._own(book, ctx.request_context, request_id)
