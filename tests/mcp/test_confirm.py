@@ -371,13 +371,14 @@ async def test_a_stateless_http_handshake_cannot_carry_the_question(
     from mcp.client.streamable_http import streamable_http_client
 
     from mcp_server._http import http_app
-    from tests.mcp.test_http_security import TOKEN, _listening_socket, _serving
+    from tests.mcp.test_http_security import TOKEN
+    from tests.support.serving import free_socket, serving
 
     user = User("accept")
     config = _settings(emu, auth_token=TOKEN, confirm_above=1)
-    sock = _listening_socket()
+    sock = free_socket()
     app = http_app(create_server(config), config, port=sock.getsockname()[1], stateless=True)
-    with _serving(app, sock) as origin:
+    with serving(app, sock) as origin:
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http,
             Client(

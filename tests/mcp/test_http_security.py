@@ -16,7 +16,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +24,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from starlette.types import ASGIApp
 
 from mai_tools.emulator import EmulatorConfig, RunningEmulator, run_emulator
 from mcp_server import Settings, SettingsError, create_server
@@ -45,6 +42,7 @@ from mcp_server._http import (
 from tests.conftest import CANARY_PREFIX
 from tests.support.fakes import KEY
 from tests.support.identity import INITIALIZE, MCP_HEADERS, inspector_or_skip
+from tests.support.serving import free_socket, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = CANARY_PREFIX + "mcp-bearer-token-0123456789"  # the suite's log guard looks for it
@@ -76,43 +74,15 @@ def _untouched(emu: RunningEmulator) -> None:
     assert stats.jobs_created == 0
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
-def _serving(app: ASGIApp, sock: socket.socket) -> Iterator[str]:
-    """Serve ``app`` on ``sock`` with uvicorn in a thread; yields the origin."""
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        assert time.monotonic() < deadline, "the server did not start in time"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
 @contextlib.contextmanager
 def _server(emu: RunningEmulator, *, bind: str = "127.0.0.1", **settings: Any) -> Iterator[str]:
     """The app ``mai-image-mcp`` serves, configured as if bound to ``bind`` (the socket itself
     is always loopback, so no test opens a port to the network)."""
     config = Settings(api_key=KEY, base_url=emu.base_url, preview="off", **settings)
-    sock = _listening_socket()
+    sock = free_socket()
     port = sock.getsockname()[1]
     app = http_app(create_server(config), config, host=bind, port=port)
-    with _serving(app, sock) as origin:
+    with serving(app, sock) as origin:
         yield origin
 
 

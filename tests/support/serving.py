@@ -19,16 +19,15 @@ from starlette.types import ASGIApp
 
 
 @contextlib.contextmanager
-def serving(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
-    """Serve ``app`` (its lifespan run) on ``sock`` (default: a new loopback socket) until the
-    block ends; yields the origin, ``http://127.0.0.1:PORT``."""
+def serving(app: ASGIApp, sock: socket.socket | None = None, **config: Any) -> Iterator[str]:
+    """Serve ``app`` (its lifespan run, unless ``config`` says otherwise) on ``sock`` (default:
+    a new loopback socket) until the block ends; yields the origin, ``http://127.0.0.1:PORT``.
+    ``config``: more ``uvicorn.Config`` options (``log_level``, ``access_log``, ...)."""
     if sock is None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock = free_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

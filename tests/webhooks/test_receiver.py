@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from mai_tools import ConfigurationError, WebhookReceiver
 from mai_tools import _webhooks as webhooks_module
 from mai_tools._constants import MAX_CALLBACK_BYTES, WEBHOOK_PATH
 from mai_tools._webhooks import Ticket
+from tests.support.serving import serving
 
 PUBLIC = "https://hooks.example.com"
 RID = "microsoft-mai-image-2-5_019d0000-0000-0000-0000-000000000001"
@@ -347,36 +349,22 @@ def test_no_token_in_the_access_log_of_the_server_that_hosts_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # As mai-image-mcp serves it: receiver.wrap(app) under uvicorn with its access log on.
-    import uvicorn
-
     caplog.set_level(logging.INFO)
     receiver = WebhookReceiver(PUBLIC)
     inner = Starlette(routes=[Route("/mcp", lambda request: PlainTextResponse("inner"))])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        receiver.wrap(inner), log_config=None, log_level="info", access_log=True, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
+    app = receiver.wrap(inner)
+    options: dict[str, Any] = {
+        "log_config": None,
+        "log_level": "info",
+        "access_log": True,
+        "lifespan": "off",
+    }
+    with serving(app, **options) as base:
         ticket = _issue(receiver)
-        base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.post(_path(ticket), json={}).status_code == 200
             assert http.post(f"{_path(ticket)}?x=1", json={}).status_code == 200
             assert http.get("/mcp").text == "inner"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
     access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
     assert len(access) == 3
     assert f'"POST {WEBHOOK_PATH}/<token> HTTP/1.1" 200' in access[0]
