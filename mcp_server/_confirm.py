@@ -8,8 +8,10 @@ left unticked sends nothing and says so.
 
 The steps before anything is sent, in order (:meth:`Confirmation.before_submit`):
 
-1. the hard spending limits (``precheck``, wired by the limits code: it refuses a call the
-   limits would refuse, so the user is never asked to confirm a call that cannot run);
+1. for a call that needs a confirmation, the hard spending limits (``precheck``, wired by the
+   limits code: it refuses a call the limits would refuse, so the user is never asked to
+   confirm a call that cannot run; any other call's limits are checked by the job book's
+   claim, atomically, as it reserves);
 2. this confirmation;
 3. then the submit (a waiting call or an MCP task, ``_service``).
 
@@ -226,7 +228,8 @@ class Confirmation:
 
     Args:
         policy: which calls need a confirmation (see :class:`ConfirmPolicy`).
-        precheck: the hard spending limits' check, run first (see :data:`Precheck`).
+        precheck: the hard spending limits' check, run before a question (see
+            :data:`Precheck`).
     """
 
     def __init__(self, policy: ConfirmPolicy, precheck: Precheck | None = None) -> None:
@@ -242,13 +245,13 @@ class Confirmation:
     ) -> CallToolResult | InputRequiredResult | None:
         """None when the call may be sent; else what to answer instead: a refusal, or (from
         2026-07-28) the question for the client to put to the user."""
-        if self.precheck is not None:
+        count = args.num_images
+        if not self.policy.needs_confirmation(count):
+            return None  # the job book's claim checks the limits, atomically, as it reserves
+        if self.precheck is not None:  # nobody is asked to confirm a call that will be refused
             refused = await self.precheck(ctx, tool, args)
             if refused is not None:
                 return refused
-        count = args.num_images
-        if not self.policy.needs_confirmation(count):
-            return None
         if not can_ask(ctx):
             return self.unconfirmable(tool, count)
         question = self.policy.question(tool, args)
