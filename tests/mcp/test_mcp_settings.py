@@ -32,7 +32,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_readme_table_is_the_model() -> None:
     """Every documented variable and flag is a field's, and every public field is documented."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "mcp" / "index.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([A-Z_]+)` \|\s*(?:`(--[a-z-]+)`)?\s*\|", readme, re.MULTILINE)
     documented = {env: flag or None for env, flag in rows}
     assert documented == {env_name(name): option.flag for name, _, option in options()}

@@ -1,4 +1,5 @@
-"""The sdist and wheel users download: license, metadata, and a README whose links work on PyPI.
+"""The sdist and wheel users download: license, metadata, and a long description (README.pypi.md)
+whose links work on PyPI.
 
 Built once per session by hatchling from this checkout (see conftest.py), so these tests judge
 the real files, not pyproject.toml's intent.
@@ -19,6 +20,7 @@ from tests.packaging.conftest import ROOT, Built
 
 REPO = "https://github.com/mai-tools/mai-tools"
 BLOB = f"{REPO}/blob/main/"
+SITE = "https://mai-tools.github.io/mai-tools/"
 
 
 def _wheel_metadata(built: Built) -> Message:
@@ -63,7 +65,8 @@ def test_the_sdist_ships_the_project_documents(built: Built) -> None:
     top = built.sdist.name.removesuffix(".tar.gz")
     with tarfile.open(built.sdist) as sdist:
         names = set(sdist.getnames())
-    for document in ("README.md", "CHANGELOG.md", "CONTRIBUTING.md", "LICENSE", "pyproject.toml"):
+    documents = ("README.md", "README.pypi.md", "CHANGELOG.md", "CONTRIBUTING.md", "LICENSE")
+    for document in (*documents, "pyproject.toml"):
         assert f"{top}/{document}" in names
 
 
@@ -129,6 +132,7 @@ def test_readme_links_work_on_pypi(built: Built) -> None:
     # PyPI renders the long description with no repository around it: a relative link breaks.
     readme = _wheel_metadata(built).get_payload()
     assert isinstance(readme, str)
+    assert readme == (ROOT / "README.pypi.md").read_text()
     assert readme.startswith("# mai-tools")
     targets = re.findall(r"\]\(([^)\s]+)\)", readme)
     assert targets, "no links found: the pattern is wrong"
@@ -141,6 +145,42 @@ def test_readme_links_work_on_pypi(built: Built) -> None:
         assert (ROOT / path).is_file(), f"{target}: no {path} in the repository"
         if fragment:
             headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), re.MULTILINE)
+            assert fragment in {_slug(h) for h in headings}, f"{target}: no such heading"
+
+
+def test_the_pypi_page_is_for_users_only(built: Built) -> None:
+    # The repository's README starts with the contributor test command; PyPI shows a user page.
+    metadata = _wheel_metadata(built)
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    readme = metadata.get_payload()
+    assert isinstance(readme, str)
+    assert "test-command" not in readme
+    assert ".[test]" not in readme
+    assert "npm install" not in readme
+
+
+@pytest.mark.parametrize("document", ["README.md", "README.pypi.md"])
+def test_links_into_the_docs_site_name_existing_pages(document: str) -> None:
+    # https://mai-tools.github.io/mai-tools/<page>/ is docs/<page>.md or docs/<page>/index.md
+    # (MkDocs' directory URLs); an anchor must be a heading of that page.
+    text = (ROOT / document).read_text()
+    targets = re.findall(rf"\]\(({re.escape(SITE)}[^)\s]*)\)", text)
+    assert targets, f"{document} links nowhere into the docs site"
+    for target in targets:
+        page, _, fragment = target.removeprefix(SITE).partition("#")
+        page = page.strip("/")
+        candidates = (
+            [ROOT / "docs" / "index.md"]
+            if not page
+            else [
+                ROOT / "docs" / f"{page}.md",
+                ROOT / "docs" / page / "index.md",
+            ]
+        )
+        found = [c for c in candidates if c.is_file()]
+        assert found, f"{document}: {target} is no page of docs/"
+        if fragment:
+            headings = re.findall(r"^#+ (.+)$", found[0].read_text(), re.MULTILINE)
             assert fragment in {_slug(h) for h in headings}, f"{target}: no such heading"
 
 
@@ -163,7 +203,16 @@ def test_changelog_has_unreleased_first_then_the_current_version() -> None:
         assert re.search(rf"^\[{re.escape(heading)}\]: {REPO}/", text, re.MULTILINE), heading
 
 
-@pytest.mark.parametrize("document", ["README.md", "CONTRIBUTING.md", "CHANGELOG.md"])
+DOCUMENTS = [
+    "README.md",
+    "README.pypi.md",
+    "CONTRIBUTING.md",
+    "CHANGELOG.md",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")),
+]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
 def test_documents_name_no_file_that_does_not_exist(document: str) -> None:
     # Files of this repository named in backticks must exist: they move in refactors. (Folders
     # are not checked: some, like benchmarks/out/, are made by running things.)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_snippet_traces_a_job() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     section = readme.split("## OpenTelemetry\n", 1)[1]
     snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert snippet is not None
