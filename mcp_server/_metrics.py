@@ -66,6 +66,15 @@ CHARGED: Final = ("COMPLETED", "FAILED")
 """Statuses the gateway charges (ERROR is a system error, not charged)."""
 
 
+_ALREADY_SET: Final = (
+    "--metrics (MAI_MCP_METRICS) sets this process's OpenTelemetry meter provider, and one is "
+    "already set (by opentelemetry-instrument or OTEL_PYTHON_METER_PROVIDER): the server's "
+    "metrics go to that provider's exporters. Either drop --metrics and export through that "
+    "setup (OTEL_METRICS_EXPORTER=prometheus serves them on a port of its own, without the "
+    "token), or start the server without it."
+)
+
+
 class MetricsSetupError(Exception):
     """``--metrics`` cannot be set up (a start-up error, in words, naming the fix)."""
 
@@ -113,14 +122,11 @@ def install() -> Exposition:
             f"({exc.name or exc}): {INSTALL_HOWTO}"
         ) from None
 
-    if not _unset(metrics.get_meter_provider()):
-        raise MetricsSetupError(
-            "--metrics (MAI_MCP_METRICS) sets this process's OpenTelemetry meter provider, and "
-            "one is already set (by opentelemetry-instrument or OTEL_PYTHON_METER_PROVIDER): "
-            "the server's metrics go to that provider's exporters. Either drop --metrics and "
-            "export through that setup (OTEL_METRICS_EXPORTER=prometheus serves them on a port "
-            "of its own, without the token), or start the server without it."
-        )
+    # A provider someone set (opentelemetry-instrument sets the SDK's) cannot be replaced, and
+    # no reader can be added to it. An SDK one is refused before making ours; any other kind is
+    # found out when ours is not the one in force after setting it.
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        raise MetricsSetupError(_ALREADY_SET)
     from mai_tools import __version__
 
     registry = CollectorRegistry()
@@ -130,15 +136,10 @@ def install() -> Exposition:
     resource = Resource.create({"service.name": SERVICE_NAME, "service.version": __version__})
     provider = MeterProvider(metric_readers=[reader], resource=resource)
     metrics.set_meter_provider(provider)
-    if metrics.get_meter_provider() is not provider:  # set by another thread meanwhile
+    if metrics.get_meter_provider() is not provider:
         provider.shutdown()
-        raise MetricsSetupError("--metrics: another OpenTelemetry meter provider was set first.")
+        raise MetricsSetupError(_ALREADY_SET)
     return Exposition(registry)
-
-
-def _unset(provider: object) -> bool:
-    """True for the API's stand-in (a proxy that follows whatever is set later)."""
-    return type(provider).__name__ == "_ProxyMeterProvider"
 
 
 class MetricsEndpoint:

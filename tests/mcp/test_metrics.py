@@ -173,16 +173,24 @@ def test_metrics_without_the_extra_says_what_to_install(monkeypatch: pytest.Monk
 WITH_A_PROVIDER = """
 import sys
 from opentelemetry import metrics
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-metrics.set_meter_provider(MeterProvider())  # as opentelemetry-instrument does
+metrics.set_meter_provider({provider})
 from mcp_server.__main__ import main
 sys.argv = ["mai-image-mcp", "--transport", "streamable-http", "--metrics", "--emulator"]
 main()
 """
 
 
-def test_metrics_under_another_meter_provider_is_refused_at_start() -> None:
-    done = _python(WITH_A_PROVIDER)
+@pytest.mark.parametrize(
+    "provider",
+    [
+        pytest.param("MeterProvider()", id="the-sdk-one-as-opentelemetry-instrument-sets"),
+        pytest.param("NoOpMeterProvider()", id="another-kind"),
+    ],
+)
+def test_metrics_under_another_meter_provider_is_refused_at_start(provider: str) -> None:
+    done = _python(WITH_A_PROVIDER.format(provider=provider))
     assert done.returncode == 2, done.stderr
     assert "one is already set (by opentelemetry-instrument" in done.stderr
     assert "OTEL_METRICS_EXPORTER=prometheus" in done.stderr
