@@ -1,0 +1,152 @@
+"""How each language's blocks run (see :mod:`tests.docs.harness` for the directives)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML (mkdocs'), no stubs installed
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from sybil.evaluators.python import PythonEvaluator
+
+from mcp_server import _health
+from tests.docs.harness import Block, Page, Runner
+from tests.docs.shell import host_path, run_shell
+from tests.support.chat_models import ConversationModel, tool_call
+
+URL = re.compile(r"https?://\S+")
+THEN = re.compile(r",\s*then\s+", re.IGNORECASE)
+
+
+class ImageDrawingModel(ConversationModel):
+    """Stands in for a provider's chat model in ``fake-chat-model`` blocks: it draws what the
+    user asked with ``generate_image``, does each ", then ..." step with ``edit_image`` on the
+    last image, and answers with the last tool result."""
+
+    def reply(self, messages: list[BaseMessage]) -> AIMessage:
+        asked = next(str(m.content) for m in messages if isinstance(m, HumanMessage))
+        steps = THEN.split(asked)
+        results = [m for m in messages if isinstance(m, ToolMessage)]
+        done = len(results)
+        if done == 0:
+            return tool_call("generate_image", {"prompt": steps[0]}, "call_0")
+        if done < len(steps):
+            url = URL.search(str(results[-1].content))
+            assert url, f"the tool answered with no image URL: {results[-1].content!r}"
+            return tool_call("edit_image", {"prompt": steps[done], "image": url[0]}, f"call_{done}")
+        return AIMessage(content=str(results[-1].content))
+
+
+def _fake_init_chat_model(model: Any, *args: Any, **kwargs: Any) -> ImageDrawingModel:
+    assert isinstance(model, str), model
+    assert ":" in model, f"not a provider:model string: {model}"
+    return ImageDrawingModel()
+
+
+def run_python(page: Page, block: Block) -> None:
+    """Run a Python block in the page's namespace (tracebacks name the page's lines)."""
+    if "pytest" in block.directives:
+        _run_under_pytest(page, block)
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        if "fake-chat-model" in block.directives:
+            import langchain.agents.factory
+
+            mp.setattr(langchain.agents.factory, "init_chat_model", _fake_init_chat_model)
+            made_before = len(page.request_ids())
+        PythonEvaluator()(block.example)
+        if "fake-chat-model" in block.directives:
+            made = len(page.request_ids()) - made_before
+            page.notes.append(f"{block.where}: the fake chat model made {made} job(s)")
+
+
+def _run_under_pytest(page: Page, block: Block) -> None:
+    """Run a test-module block under pytest, with only the mai_emulator plugin (the entry
+    point's registration is tests/packaging/test_imports.py's; the other plugins installed
+    here would cost seconds of start-up)."""
+    module = page.workdir / f"test_{Path(block.page).stem}_{block.line}.py"
+    module.write_text(block.source, encoding="utf-8")
+    plugin = ("-p", "mai_tools.emulator.pytest_plugin", "-p", "no:cacheprovider")
+    done = subprocess.run(
+        [str(page.bin_dir / "python"), "-m", "pytest", "-q", *plugin, module.name],
+        cwd=page.workdir,
+        env={**page.base_env(), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{block.where}: pytest exited {done.returncode}\n{done.stdout}"
+    assert re.search(r"\b[1-9]\d* passed", done.stdout), done.stdout
+
+
+def run_json(page: Page, block: Block) -> None:
+    """Parse a JSON block; a desktop client's ``mcpServers`` config is started the way it says
+    and must list the server's tools over stdio."""
+    data = json.loads(block.source)
+    for name, server in data.get("mcpServers", {}).items():
+        tools = asyncio.run(_list_tools(page, server))
+        assert {"generate_image", "edit_image", "get_image_job", "view_image"} <= tools, (
+            f"{block.where}: server {name!r} listed {sorted(tools)}"
+        )
+
+
+async def _list_tools(page: Page, server: dict[str, Any]) -> set[str]:
+    command, args = server["command"], list(server.get("args", []))
+    # `uvx mai-tools` runs the package's command from PyPI; here it is the test venv's.
+    if command == "uvx":
+        command, args = args[0], args[1:]
+    env = {
+        "PIXAZO_BASE_URL": page.emulator.base_url,
+        **page.base_env(),
+        **{key: host_path(page, value) for key, value in server.get("env", {}).items()},
+    }
+    params = StdioServerParameters(
+        command=str(page.bin_dir / command), args=args, env=env, cwd=page.workdir
+    )
+    with (page.workdir / "stdio-server.log").open("a") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            listed = await client.list_tools()
+    return {tool.name for tool in listed.tools}
+
+
+def run_yaml(page: Page, block: Block) -> None:
+    """Parse a YAML block; Kubernetes probes must name the server's probe paths."""
+    data = yaml.safe_load(block.source)
+    for probe in ("livenessProbe", "readinessProbe"):
+        if probe in data:
+            path = data[probe]["httpGet"]["path"]
+            assert path in {_health.HEALTH_PATH, _health.READY_PATH}, f"{block.where}: {path}"
+
+
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+    r"(?P<logger>[\w.]+): \S.*$"
+)
+
+
+def run_text(page: Page, block: Block) -> None:
+    """A text block is log output: every line has the server's text log format
+    (``mcp_server._logs.TextFormatter``) and names a logger the server has."""
+    for line in block.source.splitlines():
+        match = LOG_LINE.match(line)
+        assert match, f"{block.where}: not a log line of the server's format: {line!r}"
+        assert match["logger"].startswith("mcp_server."), line
+
+
+RUNNERS: dict[str, Runner] = {
+    "python": run_python,
+    "bash": run_shell,
+    "console": run_shell,
+    "shell": run_shell,
+    "json": run_json,
+    "yaml": run_yaml,
+    "text": run_text,
+}

@@ -1,0 +1,50 @@
+"""Every fenced code block of ``docs/**/*.md``, ``README.md`` and ``README.pypi.md`` runs, as a
+reader would copy it, against an emulator (how, and the directives: :mod:`tests.docs.harness`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from mai_tools.emulator import RunningEmulator
+from tests.docs.harness import Page, blocks, pages, problems
+from tests.docs.runners import RUNNERS
+from tests.docs.shell import prepare
+from tests.support.emulators import EmulatorPool
+from tests.support.serving import free_socket
+
+FAST_JOBS = {"min_duration": 0.2, "max_duration": 0.5}  # the pytest plugin's
+
+
+def test_every_block_has_a_runner_or_a_directive() -> None:
+    found = [problem for page in pages() for block in blocks(page) for problem in problems(block)]
+    assert not found, "\n".join(found)
+
+
+def test_the_harness_finds_blocks_in_list_items_and_invisible_ones() -> None:
+    found = blocks("docs/getting-started.md")
+    assert any(b.language == "json" and b.source.startswith('{\n  "mcpServers"') for b in found)
+
+
+@pytest.mark.parametrize("page", pages())
+def test_the_page_s_code_blocks_run(
+    page: str, tmp_path: Path, emulators: EmulatorPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator: RunningEmulator = emulators(**FAST_JOBS)
+    monkeypatch.setenv("PIXAZO_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("PIXAZO_API_KEY", emulator.api_key)
+    monkeypatch.chdir(tmp_path)
+    prepare(tmp_path)
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    state = Page(page, tmp_path, emulator, Path(sys.executable).parent, port)
+    for block in blocks(page):
+        assert not problems(block), problems(block)
+        passive = {"illustrative", "not-run"} & block.directives.keys()
+        if passive or block.language not in RUNNERS:
+            continue
+        RUNNERS[block.language](state, block)
+    if any("fake-chat-model" in block.directives for block in blocks(page)):
+        assert state.request_ids(), f"{page}: the agents drew nothing on the emulator"
