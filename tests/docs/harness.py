@@ -19,9 +19,10 @@ right above its fence (several may stand there, one per line)::
   makes real images on the emulator. The page says what the real model needs.
 - ``pytest``: a Python block that is a test module: it is written to a file and run by pytest
   in a fresh process (with the installed ``mai_emulator`` plugin), and must pass.
-- ``covered-by PATH...``: the commands of the block that cannot run offline (installs from
-  PyPI, ``npx``, a real remote) are run by those tests (each path must exist); every other
-  command of the block still runs.
+- ``covered-by PATH...``: those tests run the block (each path must exist). A Python block
+  is then not run here (the OpenTelemetry one sets a process-wide provider: its test runs it
+  in a fresh process); of a shell block, only the commands that cannot run offline (installs
+  from PyPI, ``npx``, a real remote) are left to those tests, every other command still runs.
 - ``illustrative``: example output or data, not run (a block of a language no runner knows
   needs it; the harness fails on a block with neither).
 - ``not-run REASON``: a block that cannot run here and that no test covers; the reason is
