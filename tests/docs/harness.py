@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 DIRECTIVE = re.compile(r"^[ \t]*<!--\s*snippet:\s*(?P<name>[\w-]+)\s*(?P<args>.*?)\s*-->[ \t]*$")
 COMMENT = re.compile(r"^[ \t]*<!--.*-->[ \t]*$")
+PLACEHOLDER_KEY = "your-key"  # the docs' stand-in for a Pixazo key
 KNOWN_DIRECTIVES = frozenset({"fake-chat-model", "pytest", "covered-by", "illustrative", "not-run"})
 
 

@@ -91,7 +91,9 @@ def run_json(page: Page, block: Block) -> None:
     """Parse a JSON block; a desktop client's ``mcpServers`` config is started the way it says
     and must list the server's tools over stdio."""
     data = json.loads(block.source)
-    for name, server in data.get("mcpServers", {}).items():
+    # Claude Desktop and most clients: "mcpServers"; VS Code: "servers" (with a "type").
+    servers = {**data.get("mcpServers", {}), **data.get("servers", {})}
+    for name, server in servers.items():
         tools = asyncio.run(_list_tools(page, server))
         assert {"generate_image", "edit_image", "get_image_job", "view_image"} <= tools, (
             f"{block.where}: server {name!r} listed {sorted(tools)}"

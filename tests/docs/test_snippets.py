@@ -4,18 +4,25 @@ reader would copy it, against an emulator (how, and the directives: :mod:`tests.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from mai_tools.emulator import RunningEmulator
-from tests.docs.harness import Page, blocks, pages, problems
+from mai_tools.emulator import DEFAULT_EMULATOR_KEY, RunningEmulator
+from tests.docs.harness import PLACEHOLDER_KEY, Page, blocks, pages, problems
 from tests.docs.runners import RUNNERS
 from tests.docs.shell import prepare
 from tests.support.emulators import EmulatorPool
 from tests.support.serving import free_socket
 
-FAST_JOBS = {"min_duration": 0.2, "max_duration": 0.5}  # the pytest plugin's
+# The pytest plugin's fast jobs; and the docs' placeholder key is a key the emulator accepts, so
+# `export PIXAZO_API_KEY=your-key` and a config's `"PIXAZO_API_KEY": "your-key"` run as printed.
+EMULATOR = {
+    "min_duration": 0.2,
+    "max_duration": 0.5,
+    "api_keys": (DEFAULT_EMULATOR_KEY, PLACEHOLDER_KEY),
+}
 
 
 def test_every_block_has_a_runner_or_a_directive() -> None:
@@ -32,7 +39,7 @@ def test_the_harness_finds_blocks_in_list_items_and_invisible_ones() -> None:
 def test_the_page_s_code_blocks_run(
     page: str, tmp_path: Path, emulators: EmulatorPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator: RunningEmulator = emulators(**FAST_JOBS)
+    emulator: RunningEmulator = emulators(**EMULATOR)
     monkeypatch.setenv("PIXAZO_BASE_URL", emulator.base_url)
     monkeypatch.setenv("PIXAZO_API_KEY", emulator.api_key)
     monkeypatch.chdir(tmp_path)
@@ -47,6 +54,9 @@ def test_the_page_s_code_blocks_run(
             passive.add("covered-by")
         if passive or block.language not in RUNNERS:
             continue
+        started = time.perf_counter()
         RUNNERS[block.language](state, block)
+        state.notes.append(f"{block.where}: {block.language} {time.perf_counter() - started:.1f} s")
     if any("fake-chat-model" in block.directives for block in blocks(page)):
         assert state.request_ids(), f"{page}: the agents drew nothing on the emulator"
+    print("\n".join(state.notes))  # what ran, what was covered elsewhere, and how long (-rP)
