@@ -19,6 +19,8 @@ right above its fence (several may stand there, one per line)::
   makes real images on the emulator. The page says what the real model needs.
 - ``pytest``: a Python block that is a test module: it is written to a file and run by pytest
   in a fresh process (with the installed ``mai_emulator`` plugin), and must pass.
+- ``exception-tree``: a drawing of mai_tools' exceptions, checked against the classes (see
+  :func:`tests.docs.runners.check_exception_tree`).
 - ``covered-by PATH...``: those tests run the block (each path must exist). A Python block
   is then not run here (the OpenTelemetry one sets a process-wide provider: its test runs it
   in a fresh process); of a shell block, only the commands that cannot run offline (installs
@@ -48,7 +50,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DIRECTIVE = re.compile(r"^[ \t]*<!--\s*snippet:\s*(?P<name>[\w-]+)\s*(?P<args>.*?)\s*-->[ \t]*$")
 COMMENT = re.compile(r"^[ \t]*<!--.*-->[ \t]*$")
 PLACEHOLDER_KEY = "your-key"  # the docs' stand-in for a Pixazo key
-KNOWN_DIRECTIVES = frozenset({"fake-chat-model", "pytest", "covered-by", "illustrative", "not-run"})
+KNOWN_DIRECTIVES = frozenset(
+    {"fake-chat-model", "pytest", "exception-tree", "covered-by", "illustrative", "not-run"}
+)
 
 
 def pages() -> list[str]:
@@ -173,7 +177,7 @@ def problems(block: Block) -> list[str]:
         for path in block.covered_by()
         if not (ROOT / path.split("::")[0]).exists()
     ]
-    passive = {"illustrative", "not-run", "covered-by"} & block.directives.keys()
+    passive = {"illustrative", "not-run", "covered-by", "exception-tree"} & block.directives.keys()
     if block.language not in RUNNERS and not passive:
         found.append(
             f"{block.where}: a {block.language or 'plain'!s} block with no runner and no "

@@ -143,6 +143,61 @@ def run_text(page: Page, block: Block) -> None:
         assert match["logger"].startswith("mcp_server."), line
 
 
+ERROR_NAME = re.compile(r"\b[A-Z]\w*Error\b")
+
+
+def check_exception_tree(page: Page, block: Block) -> None:
+    """An ``exception-tree`` block draws mai_tools' exceptions as they are: each name is
+    exported, each sits under its parent (by column; ``A ── B``: B under A), ``[O]`` marks
+    exactly the OperatorErrors, ``(also ValueError)`` is a ValueError, ``(a X)`` an X; every
+    exported exception is drawn."""
+    import mai_tools
+
+    def cls(name: str) -> type[BaseException]:
+        found = getattr(mai_tools, name, None)
+        assert name in mai_tools.__all__, f"{block.where}: {name} is not exported by mai_tools"
+        assert isinstance(found, type), name
+        assert issubclass(found, BaseException), name
+        return found
+
+    drawn: set[str] = set()
+    stack: list[tuple[int, type[BaseException]]] = []  # the open ancestors, by column
+    for line in block.source.splitlines():
+        first = ERROR_NAME.search(line)
+        if first is None:
+            continue
+        column, prefix = first.start(), line[: first.start()]
+        if prefix.strip(" │├└─"):  # a legend line ("[O] also OperatorError: ...")
+            drawn |= {cls(name).__name__ for name in ERROR_NAME.findall(line)}
+            continue
+        while stack and stack[-1][0] >= column:
+            stack.pop()
+        parent = stack[-1][1] if stack else BaseException
+        for part in re.split(r",\s+", line[column:]):
+            chain = [cls(name) for name in ERROR_NAME.findall(part.split("(")[0])]
+            if not chain:
+                continue
+            for upper, lower in zip([parent, *chain], chain, strict=False):
+                assert issubclass(lower, upper), f"{block.where}: {lower.__name__} under {upper}"
+            for also in re.findall(r"\((?:also |a )(\w+)\)", part):
+                extra = ValueError if also == "ValueError" else cls(also)
+                assert issubclass(chain[0], extra), f"{block.where}: {chain[0].__name__}: {also}"
+            names = list(ERROR_NAME.finditer(part.split("(")[0]))
+            for this, after in zip(names, [*names[1:], None], strict=True):
+                marked = "[O]" in part[this.end() : after.start() if after else None]
+                operator = issubclass(cls(this.group()), mai_tools.OperatorError)
+                assert marked == operator, f"{block.where}: {this.group()} [O] is {operator}"
+            drawn |= {c.__name__ for c in chain}
+        stack.append((column, cls(first.group())))
+    exported = {
+        name
+        for name in mai_tools.__all__
+        if isinstance(getattr(mai_tools, name), type)
+        and issubclass(getattr(mai_tools, name), BaseException)
+    }
+    assert exported <= drawn, f"{block.where}: not drawn: {sorted(exported - drawn)}"
+
+
 RUNNERS: dict[str, Runner] = {
     "python": run_python,
     "bash": run_shell,
@@ -152,3 +207,4 @@ RUNNERS: dict[str, Runner] = {
     "yaml": run_yaml,
     "text": run_text,
 }
+CHECKS: dict[str, Runner] = {"exception-tree": check_exception_tree}

@@ -11,7 +11,7 @@ import pytest
 
 from mai_tools.emulator import DEFAULT_EMULATOR_KEY, RunningEmulator
 from tests.docs.harness import PLACEHOLDER_KEY, Page, blocks, pages, problems
-from tests.docs.runners import RUNNERS
+from tests.docs.runners import CHECKS, RUNNERS
 from tests.docs.shell import prepare
 from tests.support.emulators import EmulatorPool
 from tests.support.serving import free_socket
@@ -52,10 +52,11 @@ def test_the_page_s_code_blocks_run(
         passive = {"illustrative", "not-run"} & block.directives.keys()
         if block.language == "python" and "covered-by" in block.directives:
             passive.add("covered-by")
-        if passive or block.language not in RUNNERS:
+        if passive or (block.language not in RUNNERS and not CHECKS.keys() & block.directives):
             continue
         started = time.perf_counter()
-        RUNNERS[block.language](state, block)
+        runner = next((CHECKS[d] for d in block.directives if d in CHECKS), None)
+        (runner or RUNNERS[block.language])(state, block)
         state.notes.append(f"{block.where}: {block.language} {time.perf_counter() - started:.1f} s")
     if any("fake-chat-model" in block.directives for block in blocks(page)):
         assert state.request_ids(), f"{page}: the agents drew nothing on the emulator"
