@@ -21,6 +21,7 @@ from tests.docs.harness import Block, Page, Runner
 from tests.docs.shell import host_path, run_shell
 from tests.support.chat_models import ConversationModel, tool_call
 
+_STARTED_CONFIGS: dict[str, str] = {}
 URL = re.compile(r"https?://\S+")
 THEN = re.compile(r",\s*then\s+", re.IGNORECASE)
 
@@ -89,11 +90,16 @@ def _run_under_pytest(page: Page, block: Block) -> None:
 
 def run_json(page: Page, block: Block) -> None:
     """Parse a JSON block; a desktop client's ``mcpServers`` config is started the way it says
-    and must list the server's tools over stdio."""
+    and must list the server's tools over stdio (a config the same as one that listed them
+    already in this process, on another page, is not started again)."""
     data = json.loads(block.source)
     # Claude Desktop and most clients: "mcpServers"; VS Code: "servers" (with a "type").
     servers = {**data.get("mcpServers", {}), **data.get("servers", {})}
     for name, server in servers.items():
+        ran = _STARTED_CONFIGS.setdefault(json.dumps(server, sort_keys=True), block.where)
+        if ran != block.where:
+            page.notes.append(f"{block.where}: server {name!r} as at {ran}")
+            continue
         tools = asyncio.run(_list_tools(page, server))
         assert {"generate_image", "edit_image", "get_image_job", "view_image"} <= tools, (
             f"{block.where}: server {name!r} listed {sorted(tools)}"
