@@ -55,12 +55,18 @@ logger = logging.getLogger("mai_tools")
 GenerateAspectRatio = Literal[
     "auto", "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"
 ]
+"""The aspect ratios a generate job accepts (``auto``: the model decides, square)."""
 EditAspectRatio = Literal["auto", "1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+"""The aspect ratios an edit job accepts (``auto``: the source image's proportions)."""
 OutputFormat = Literal["png", "jpeg", "webp"]
+"""The image formats the gateway can return."""
 
 GENERATE_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(GenerateAspectRatio)
+""":data:`GenerateAspectRatio`'s values, as a tuple (for a CLI choice or a form)."""
 EDIT_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(EditAspectRatio)
+""":data:`EditAspectRatio`'s values, as a tuple."""
 OUTPUT_FORMATS: Final[tuple[str, ...]] = get_args(OutputFormat)
+""":data:`OutputFormat`'s values, as a tuple."""
 
 
 # Whitespace as both Python (str.isspace) and JSON Schema / ECMAScript regexes (\s) know it,

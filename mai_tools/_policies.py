@@ -30,7 +30,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock (``time.monotonic``, ``time.sleep``, ``asyncio.sleep``): the default of
+    every client. Pass a :class:`FakeClock` instead to run waits without sleeping."""
 
     def monotonic(self) -> float:
         return time.monotonic()

@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from ._journal import Row
 
 MANIFEST_NAME: Final = "manifest.jsonl"
+"""The run's manifest in its output directory: one JSON line per input line and its outcome."""
 
 
 class LineStatus(enum.StrEnum):
