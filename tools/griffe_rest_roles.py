@@ -1,0 +1,136 @@
+"""A griffe extension: reST cross-reference roles in docstrings become autorefs links.
+
+The package's docstrings are read both by humans in an editor (reST roles, as Sphinx and IDEs
+show them) and by mkdocstrings, which renders Markdown: there ``:class:`~mai_tools.Job` ``
+would show up literally. This extension rewrites each role, when the package is loaded, into
+the cross-reference syntax of mkdocs-autorefs, resolved the way Python resolves the name in
+the docstring's own scope:
+
+- ``:class:`~mai_tools.jobbook.JobBook` `` -> ``[`JobBook`][mai_tools.jobbook.JobBook]``
+- ``:meth:`run` `` in a method of ``MAIImageClient`` ->
+  ``[`run`][mai_tools._client.MAIImageClient.run]`` (the canonical path, which mkdocstrings
+  registers for the documented ``mai_tools.MAIImageClient.run``)
+- ``:mod:`._limits` `` -> relative to the docstring's package, as in an import
+- ``:class:`the client <MAIImageClient>` `` -> the explicit title
+- a name outside the configured packages (``decimal.Decimal``, ``httpx.Client``), a private
+  name (``_ClientBase``, ``mai_tools._flow``, whose pages do not exist) or ``!name``:
+  ``` ``name`` ``` as code, no link.
+
+Every other link is checked by autorefs: a name of the packages that the reference does not
+document is a warning, and ``mkdocs build --strict`` fails on it, so the docstring gets fixed.
+
+Loaded from mkdocs.yml (mkdocstrings' python handler, ``options.extensions``)::
+
+    extensions:
+      - tools/griffe_rest_roles.py:
+          packages: [mai_tools, mcp_server]
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import griffe
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+__all__ = ["ROLE", "RestRoles", "rewrite_roles"]
+
+#: A reST role as docstrings write it: ``:class:`target` ``, ``:py:meth:`title <target>` ``.
+ROLE = re.compile(
+    r":(?:py:)?(?P<role>class|exc|func|meth|attr|data|const|mod|obj|type):"
+    r"`(?P<text>[^`]+)`"
+)
+_TITLED = re.compile(r"^(?P<title>.*\S)\s*<(?P<target>[^<>]+)>$", flags=re.DOTALL)
+
+
+def rewrite_roles(text: str, resolve: Any = None, *, packages: Iterable[str] = ()) -> str:
+    """``text`` with each reST role replaced by an autorefs link, or by code when no link fits.
+
+    Args:
+        text: a docstring.
+        resolve: ``resolve(name) -> str | None``: the full dotted path of ``name`` (a bare or
+            dotted name as the docstring wrote it) in the docstring's scope, or ``None`` when
+            the scope does not know it. ``None``: names are taken as written.
+        packages: the top-level packages whose names become links.
+    """
+    roots = set(packages)
+
+    def replace(match: re.Match[str]) -> str:
+        text = match["text"].strip()
+        titled = _TITLED.match(text)
+        if titled:
+            title, target = titled["title"], titled["target"].strip()
+        else:
+            title, target = None, text
+        unlinked = target.startswith("!")
+        target = target.lstrip("!")
+        short = target.startswith("~")
+        target = target.lstrip("~")
+        if title is None:
+            title = target.rsplit(".", 1)[-1] if short else target
+        code = f"`{title}`" if titled is None else title
+        if unlinked:
+            return code
+        path = (resolve(target) if resolve is not None else None) or target
+        if path.split(".", 1)[0] not in roots or _is_private(path):
+            return code
+        return f"[{code}][{path}]"
+
+    return ROLE.sub(replace, text)
+
+
+def _is_private(path: str) -> bool:
+    # Only the last part counts: mai_tools._client.MAIImageClient is the canonical path of a
+    # public class, mai_tools._client._ClientBase and mai_tools._flow are private names.
+    name = path.rsplit(".", 1)[-1]
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _scope_resolver(obj: griffe.Object) -> Any:
+    """How ``obj``'s docstring names things: relative imports, then its scope, then as written."""
+    module = obj if obj.is_module else obj.module
+    package = module.path if module.is_package else module.path.rpartition(".")[0]
+
+    def resolve(name: str) -> str | None:
+        if name.startswith("."):
+            dots = len(name) - len(name.lstrip("."))
+            base = package.split(".")
+            base = base[: len(base) - (dots - 1)] if dots > 1 else base
+            rest = name[dots:]
+            return ".".join([*base, rest]) if rest else ".".join(base)
+        head, _, rest = name.partition(".")
+        try:
+            found = obj.resolve(head)
+        except griffe.NameResolutionError:
+            return None
+        return f"{found}.{rest}" if rest else found
+
+    return resolve
+
+
+def _objects(obj: griffe.Object) -> Iterator[griffe.Object]:
+    yield obj
+    for member in obj.members.values():
+        if not member.is_alias:  # an alias's docstring is its target's, rewritten there
+            yield from _objects(member)  # type: ignore[arg-type]
+
+
+class RestRoles(griffe.Extension):
+    """Rewrite reST roles in every docstring of a loaded package into autorefs links."""
+
+    def __init__(self, packages: list[str] | None = None) -> None:
+        super().__init__()
+        self.packages = list(packages or [])
+
+    def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
+        """Rewrite the docstrings of ``pkg`` and of everything in it."""
+        roots = {*self.packages, pkg.name}
+        for obj in _objects(pkg):
+            docstring = obj.docstring
+            if docstring is None or ":" not in docstring.value:
+                continue
+            docstring.value = rewrite_roles(docstring.value, _scope_resolver(obj), packages=roots)
+            docstring.__dict__.pop("parsed", None)  # parsed lazily: drop a stale parse
