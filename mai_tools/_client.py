@@ -51,9 +51,8 @@ T = TypeVar("T")
 class MAIImageClient(_ClientBase[httpx.Client]):
     """Synchronous client for MAI Image 2.5 on the Pixazo gateway.
 
-    Safe to share across threads. Use as a context manager, or call :meth:`close`. The
-    constructor's arguments are described on :class:`_ClientBase` (both clients take the
-    same ones); ``http_client`` is an ``httpx.Client``.
+    Safe to share across threads. Use as a context manager, or call :meth:`close`. Both
+    clients take the same arguments; here ``http_client`` is an ``httpx.Client``.
     """
 
     _http_type = httpx.Client

@@ -92,7 +92,7 @@ def _is_private(path: str) -> bool:
 def _scope_resolver(obj: griffe.Object) -> Any:
     """How ``obj``'s docstring names things: relative imports, then its scope, then as written."""
     module = obj if obj.is_module else obj.module
-    package = module.path if module.is_package else module.path.rpartition(".")[0]
+    package = module.path if module.is_init_module else module.path.rpartition(".")[0]
 
     def resolve(name: str) -> str | None:
         if name.startswith("."):

@@ -1,0 +1,127 @@
+"""tools/griffe_rest_roles.py: reST roles in docstrings become autorefs links in the site."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import griffe
+import pytest
+
+from tools.griffe_rest_roles import RestRoles, rewrite_roles
+
+PACKAGES = ("mai_tools", "mcp_server")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # ~ shows the last part; the link target is the full path.
+        (":class:`~mai_tools.WebhookReceiver`", "[`WebhookReceiver`][mai_tools.WebhookReceiver]"),
+        (":func:`mai_tools.image_to_url`", "[`mai_tools.image_to_url`][mai_tools.image_to_url]"),
+        (":py:meth:`~mai_tools.MAIImageClient.run`", "[`run`][mai_tools.MAIImageClient.run]"),
+        (
+            ":data:`~mai_tools.jobbook.ADOPT_WINDOW`",
+            "[`ADOPT_WINDOW`][mai_tools.jobbook.ADOPT_WINDOW]",
+        ),
+        (
+            ":exc:`mcp_server.SettingsError`",
+            "[`mcp_server.SettingsError`][mcp_server.SettingsError]",
+        ),
+        # An explicit title is kept as written.
+        (
+            ":class:`the client <mai_tools.MAIImageClient>`",
+            "[the client][mai_tools.MAIImageClient]",
+        ),
+        # Outside the documented packages, private, or !: code without a link.
+        (":class:`~decimal.Decimal`", "`Decimal`"),
+        (":mod:`mai_tools._flow`", "`mai_tools._flow`"),
+        (":class:`~mai_tools._base_client._ClientBase`", "`_ClientBase`"),
+        (":class:`!mai_tools.Job`", "`mai_tools.Job`"),
+        # Dunder names are public.
+        (":data:`mai_tools.__version__`", "[`mai_tools.__version__`][mai_tools.__version__]"),
+        # Text around roles, several on a line, and literals are left alone.
+        (
+            "See :class:`~mai_tools.Job` and :meth:`~mai_tools.Job.x`; ``:class:`` stays.",
+            "See [`Job`][mai_tools.Job] and [`x`][mai_tools.Job.x]; ``:class:`` stays.",
+        ),
+    ],
+)
+def test_roles_become_links_or_code(text: str, expected: str) -> None:
+    assert rewrite_roles(text, packages=PACKAGES) == expected
+
+
+def test_names_are_resolved_by_the_resolver_first() -> None:
+    def resolve(name: str) -> str | None:
+        return {"Job": "mai_tools._status.Job", "run": "mai_tools._client.C.run"}.get(name)
+
+    text = ":class:`Job`, :meth:`run`, :class:`Unknown`"
+    assert rewrite_roles(text, resolve, packages=PACKAGES) == (
+        "[`Job`][mai_tools._status.Job], [`run`][mai_tools._client.C.run], `Unknown`"
+    )
+
+
+def test_the_extension_resolves_names_in_each_docstrings_scope(tmp_path: Path) -> None:
+    """Loaded by griffe as mkdocs.yml loads it: names resolve as Python would resolve them where
+    the docstring is (a method's class, the module's imports, relative module paths)."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        '"""The package: :class:`Thing`, :mod:`.sub`."""\nfrom ._impl import Thing\n'
+    )
+    (package / "sub" / "__init__.py").write_text('"""Sub: :mod:`..sub`."""\n')
+    (package / "_impl.py").write_text(
+        textwrap.dedent(
+            '''
+            """Implementation; :mod:`._other` is private."""
+            import decimal
+
+
+            class Thing:
+                """A thing: :meth:`go` it, :attr:`size`; see :class:`decimal.Decimal`."""
+
+                size: int = 1
+                """How big: :data:`~pkg.LIMIT`."""
+
+                def go(self) -> None:
+                    """Go; then :meth:`go` again, or :meth:`_helper`, or :class:`Thing`."""
+
+                def _helper(self) -> None:
+                    pass
+            '''
+        )
+    )
+    loader = griffe.GriffeLoader(
+        search_paths=[str(tmp_path)], extensions=griffe.load_extensions(RestRoles(packages=["pkg"]))
+    )
+    pkg = loader.load("pkg")
+    assert isinstance(pkg, griffe.Module)
+
+    def doc(path: str) -> str:
+        docstring: griffe.Docstring | None = pkg[path].docstring
+        assert docstring is not None
+        return docstring.value
+
+    assert pkg.docstring is not None
+    assert pkg.docstring.value == "The package: [`Thing`][pkg._impl.Thing], [`.sub`][pkg.sub]."
+    assert doc("sub") == "Sub: [`..sub`][pkg.sub]."
+    assert doc("_impl") == "Implementation; `._other` is private."
+    assert doc("_impl.Thing") == (
+        "A thing: [`go`][pkg._impl.Thing.go] it, [`size`][pkg._impl.Thing.size]; "
+        "see `decimal.Decimal`."
+    )
+    assert doc("_impl.Thing.size") == "How big: [`LIMIT`][pkg.LIMIT]."
+    assert doc("_impl.Thing.go") == (
+        "Go; then [`go`][pkg._impl.Thing.go] again, or `_helper`, or [`Thing`][pkg._impl.Thing]."
+    )
+    # The parsed sections see the rewritten text too (griffe parses lazily).
+    go = pkg["_impl.Thing.go"].docstring
+    assert go is not None
+    parsed = go.parsed
+    assert "[`go`][pkg._impl.Thing.go]" in parsed[0].value
+
+
+def test_mkdocs_yml_loads_the_extension_for_the_documented_packages() -> None:
+    config = (Path(__file__).resolve().parents[2] / "mkdocs.yml").read_text(encoding="utf-8")
+    assert "- tools/griffe_rest_roles.py:" in config
+    assert "packages: [mai_tools, mcp_server]" in config
