@@ -16,6 +16,9 @@ the docstring's own scope:
   name (``_ClientBase``, ``mai_tools._flow``, whose pages do not exist) or ``!name``:
   ``` ``name`` ``` as code, no link.
 
+and a reST literal block (a paragraph ending in ``::``, then an indented block) becomes a fenced
+code block, Python-highlighted when it parses as Python (``Example::`` -> ``Example:``).
+
 Every other link is checked by autorefs: a name of the packages that the reference does not
 document is a warning, and ``mkdocs build --strict`` fails on it, so the docstring gets fixed.
 
@@ -28,15 +31,19 @@ Loaded from mkdocs.yml (mkdocstrings' python handler, ``options.extensions``)::
 
 from __future__ import annotations
 
+import ast
 import re
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 import griffe
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["ROLE", "RestRoles", "rewrite_roles"]
+    Resolver = Callable[[str], str | None]
+
+__all__ = ["ROLE", "RestRoles", "rewrite_literal_blocks", "rewrite_roles"]
 
 #: A reST role as docstrings write it: ``:class:`target` ``, ``:py:meth:`title <target>` ``.
 ROLE = re.compile(
@@ -46,7 +53,9 @@ ROLE = re.compile(
 _TITLED = re.compile(r"^(?P<title>.*\S)\s*<(?P<target>[^<>]+)>$", flags=re.DOTALL)
 
 
-def rewrite_roles(text: str, resolve: Any = None, *, packages: Iterable[str] = ()) -> str:
+def rewrite_roles(
+    text: str, resolve: Resolver | None = None, *, packages: Iterable[str] = ()
+) -> str:
     """``text`` with each reST role replaced by an autorefs link, or by code when no link fits.
 
     Args:
@@ -79,7 +88,63 @@ def rewrite_roles(text: str, resolve: Any = None, *, packages: Iterable[str] = (
             return code
         return f"[{code}][{path}]"
 
-    return ROLE.sub(replace, text)
+    # Roles in code blocks are code: only the text between fences is rewritten.
+    parts = _FENCED.split(text)
+    return "".join(p if p.startswith("```") else ROLE.sub(replace, p) for p in parts)
+
+
+_FENCED = re.compile(r"(^[ \t]*```.*?^[ \t]*```[ \t]*$)", flags=re.MULTILINE | re.DOTALL)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def rewrite_literal_blocks(text: str) -> str:
+    """``text`` with each reST literal block (``...::`` then an indented block) fenced."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        start = i + 1
+        while start < len(lines) and not lines[start].strip():
+            start += 1
+        base = _indent(line)
+        if not (
+            line.rstrip().endswith("::")
+            and start > i + 1
+            and start < len(lines)
+            and _indent(lines[start]) > base
+        ):
+            out.append(line)
+            i += 1
+            continue
+        end = start
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
+            end += 1
+        while not lines[end - 1].strip():
+            end -= 1
+        # reST: "Example::" reads "Example:", "text ::" reads "text", a lone "::" nothing.
+        head = line.rstrip()[:-2]
+        if head.strip():
+            out.append(head if head.endswith(" ") else head + ":")
+            out[-1] = out[-1].rstrip()
+            out.append("")
+        code = textwrap.dedent("\n".join(lines[start:end]))
+        fence = " " * base + "```" + ("python" if _parses(code) else "text")
+        out.extend([fence, *(" " * base + c if c else "" for c in code.split("\n"))])
+        out.append(" " * base + "```")
+        i = end
+    return "\n".join(out)
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
 
 
 def _is_private(path: str) -> bool:
@@ -89,7 +154,7 @@ def _is_private(path: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def _scope_resolver(obj: griffe.Object) -> Any:
+def _scope_resolver(obj: griffe.Object) -> Resolver:
     """How ``obj``'s docstring names things: relative imports, then its scope, then as written."""
     module = obj if obj.is_module else obj.module
     package = module.path if module.is_init_module else module.path.rpartition(".")[0]
@@ -132,5 +197,6 @@ class RestRoles(griffe.Extension):
             docstring = obj.docstring
             if docstring is None or ":" not in docstring.value:
                 continue
-            docstring.value = rewrite_roles(docstring.value, _scope_resolver(obj), packages=roots)
+            text = rewrite_literal_blocks(docstring.value)
+            docstring.value = rewrite_roles(text, _scope_resolver(obj), packages=roots)
             docstring.__dict__.pop("parsed", None)  # parsed lazily: drop a stale parse

@@ -94,10 +94,10 @@ class BatchRun:
                 print(outcome.id, outcome.status)
         print(run.summary())
 
-    Raises (on entering):
-        BatchDirectoryError: ``out_dir`` holds another input's journal (pass ``force=True``
-            to reuse it) or another run is using it.
-        InvalidArgumentError: an option is out of range.
+    Raises:
+        BatchDirectoryError: on entering: ``out_dir`` holds another input's journal (pass
+            ``force=True`` to reuse it) or another run is using it.
+        InvalidArgumentError: on entering: an option is out of range.
     """
 
     def __init__(

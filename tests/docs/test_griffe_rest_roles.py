@@ -8,7 +8,7 @@ from pathlib import Path
 import griffe
 import pytest
 
-from tools.griffe_rest_roles import RestRoles, rewrite_roles
+from tools.griffe_rest_roles import RestRoles, rewrite_literal_blocks, rewrite_roles
 
 PACKAGES = ("mai_tools", "mcp_server")
 
@@ -49,6 +49,55 @@ PACKAGES = ("mai_tools", "mcp_server")
 )
 def test_roles_become_links_or_code(text: str, expected: str) -> None:
     assert rewrite_roles(text, packages=PACKAGES) == expected
+
+
+def test_roles_in_code_blocks_stay_code() -> None:
+    text = "Use :class:`~mai_tools.Job`:\n\n```python\nx = ':class:`~mai_tools.Job`'\n```\n"
+    assert rewrite_roles(text, packages=PACKAGES) == (
+        "Use [`Job`][mai_tools.Job]:\n\n```python\nx = ':class:`~mai_tools.Job`'\n```\n"
+    )
+
+
+def test_literal_blocks_become_fenced_code() -> None:
+    text = textwrap.dedent(
+        """\
+        Iterate it::
+
+            async with run:
+                print(run.summary())
+
+        From a shell ::
+
+            mai-image generate "a fox"
+
+        Raises:
+            ValueError: bad.
+        """
+    )
+    assert rewrite_literal_blocks(text) == textwrap.dedent(
+        """\
+        Iterate it:
+
+        ```python
+        async with run:
+            print(run.summary())
+        ```
+
+        From a shell
+
+        ```text
+        mai-image generate "a fox"
+        ```
+
+        Raises:
+            ValueError: bad.
+        """
+    )
+
+
+def test_text_without_literal_blocks_is_unchanged() -> None:
+    text = "Ends with a colon::\nno blank line, so no block.\n\n    indented: not after ::\n"
+    assert rewrite_literal_blocks(text) == text
 
 
 def test_names_are_resolved_by_the_resolver_first() -> None:
