@@ -17,7 +17,9 @@ the docstring's own scope:
   ``` ``name`` ``` as code, no link.
 
 and a reST literal block (a paragraph ending in ``::``, then an indented block) becomes a fenced
-code block, Python-highlighted when it parses as Python (``Example::`` -> ``Example:``).
+code block, Python-highlighted when it parses as Python (``Example::`` -> ``Example:``). A class
+attribute without a docstring of its own gets its line of the class's ``Attributes:`` section,
+so its entry in the reference is not empty.
 
 Every other link is checked by autorefs: a name of the packages that the reference does not
 document is a warning, and ``mkdocs build --strict`` fails on it, so the docstring gets fixed.
@@ -200,3 +202,28 @@ class RestRoles(griffe.Extension):
             text = rewrite_literal_blocks(docstring.value)
             docstring.value = rewrite_roles(text, _scope_resolver(obj), packages=roots)
             docstring.__dict__.pop("parsed", None)  # parsed lazily: drop a stale parse
+        for obj in _objects(pkg):
+            if obj.is_class:
+                _document_attributes(obj)
+
+
+def _document_attributes(cls: griffe.Object) -> None:
+    """Give each attribute of ``cls`` with no docstring its line of ``cls``'s ``Attributes:``."""
+    if cls.docstring is None:
+        return
+    described = {
+        attribute.name: attribute.description
+        for section in cls.docstring.parsed
+        if section.kind is griffe.DocstringSectionKind.attributes
+        for attribute in section.value
+    }
+    for name, member in cls.members.items():
+        if not isinstance(member, griffe.Attribute) or name not in described:
+            continue
+        if member.docstring is None or not member.docstring.value.strip():
+            member.docstring = griffe.Docstring(
+                described[name],
+                parent=member,
+                parser=cls.docstring.parser,
+                parser_options=cls.docstring.parser_options,
+            )

@@ -174,3 +174,40 @@ def test_mkdocs_yml_loads_the_extension_for_the_documented_packages() -> None:
     config = (Path(__file__).resolve().parents[2] / "mkdocs.yml").read_text(encoding="utf-8")
     assert "- tools/griffe_rest_roles.py:" in config
     assert "packages: [mai_tools, mcp_server]" in config
+
+
+def test_attributes_without_docstrings_get_their_line_of_the_class_docstring(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "attrs.py").write_text(
+        textwrap.dedent(
+            '''
+            class Policy:
+                """A policy.
+
+                Attributes:
+                    delay: seconds before the first try; see :class:`Policy`.
+                    cap: the longest delay.
+                """
+
+                delay: float = 1.0
+                cap: float = 8.0
+                """Its own docstring wins."""
+                other: int = 0
+            '''
+        )
+    )
+    loader = griffe.GriffeLoader(
+        search_paths=[str(tmp_path)],
+        docstring_parser=griffe.Parser.google,
+        extensions=griffe.load_extensions(RestRoles()),
+    )
+    module = loader.load("attrs")
+
+    def doc(path: str) -> str | None:
+        docstring: griffe.Docstring | None = module[path].docstring
+        return None if docstring is None else docstring.value
+
+    assert doc("Policy.delay") == "seconds before the first try; see [`Policy`][attrs.Policy]."
+    assert doc("Policy.cap") == "Its own docstring wins."
+    assert doc("Policy.other") is None
