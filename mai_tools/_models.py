@@ -338,14 +338,24 @@ class ImageResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     request_id: str
+    """The gateway's id for the job."""
     status: Status = Status.COMPLETED
+    """COMPLETED: a job that ended FAILED or ERROR raises
+    :class:`~mai_tools.JobFailedError` instead."""
     image_urls: list[str]
+    """The images: http(s) URLs, or ``data:`` URIs in sync mode."""
     media_type: str | None = None
+    """Their MIME type, e.g. ``image/png``, when the gateway says."""
     model_id: str | None = None
+    """The model that ran the job, as the gateway names it."""
     created_at: datetime | None = None
+    """When the job was accepted."""
     updated_at: datetime | None = None
+    """When its status last changed."""
     completed_at: datetime | None = None
+    """When it ended."""
     request: GenerateRequest | EditRequest | None = None
+    """The request this result answers, when the client that ran it knows it."""
     unavailable: list[str] = Field(default_factory=list)
     """Why some of the job's images cannot be fetched (the gateway sent an empty URL for
     them); they are not in ``image_urls``, and ``client.save`` reports them as a
