@@ -19,7 +19,8 @@ the docstring's own scope:
 and a reST literal block (a paragraph ending in ``::``, then an indented block) becomes a fenced
 code block, Python-highlighted when it parses as Python (``Example::`` -> ``Example:``). A class
 attribute without a docstring of its own gets its line of the class's ``Attributes:`` section,
-so its entry in the reference is not empty.
+or the ``Field(description=...)`` of the ``Annotated`` alias it is declared with (a pydantic
+field type written once for several models), so its entry in the reference is not empty.
 
 Every other link is checked by autorefs: a name of the packages that the reference does not
 document is a warning, and ``mkdocs build --strict`` fails on it, so the docstring gets fixed.
@@ -207,23 +208,51 @@ class RestRoles(griffe.Extension):
                 _document_attributes(obj)
 
 
+_FIELD_DESCRIPTION = re.compile(
+    r"""\bField\(.*?\bdescription=(?P<text>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""
+)
+
+
+def _annotated_description(attribute: griffe.Attribute) -> str | None:
+    """The description of ``Alias = Annotated[T, Field(description="...")]``, the annotation
+    of ``attribute``, if it is such an alias."""
+    annotation = attribute.annotation
+    if not isinstance(annotation, griffe.ExprName):
+        return None
+    try:
+        alias = attribute.modules_collection[annotation.canonical_path]
+    except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        return None
+    value = getattr(alias, "value", None)
+    if value is None or not str(value).startswith("Annotated["):
+        return None
+    found = _FIELD_DESCRIPTION.search(str(value))
+    if found is None:
+        return None
+    text = ast.literal_eval(found["text"])
+    return text if isinstance(text, str) else None
+
+
 def _document_attributes(cls: griffe.Object) -> None:
-    """Give each attribute of ``cls`` with no docstring its line of ``cls``'s ``Attributes:``."""
-    if cls.docstring is None:
-        return
+    """Give each attribute of ``cls`` with no docstring its line of ``cls``'s ``Attributes:``
+    section, else the description of its ``Annotated`` type."""
+    docstring = cls.docstring
     described = {
         attribute.name: attribute.description
-        for section in cls.docstring.parsed
+        for section in (docstring.parsed if docstring is not None else ())
         if section.kind is griffe.DocstringSectionKind.attributes
         for attribute in section.value
     }
     for name, member in cls.members.items():
-        if not isinstance(member, griffe.Attribute) or name not in described:
+        if not isinstance(member, griffe.Attribute):
             continue
-        if member.docstring is None or not member.docstring.value.strip():
+        if member.docstring is not None and member.docstring.value.strip():
+            continue
+        text = described.get(name) or _annotated_description(member)
+        if text:
             member.docstring = griffe.Docstring(
-                described[name],
+                text,
                 parent=member,
-                parser=cls.docstring.parser,
-                parser_options=cls.docstring.parser_options,
+                parser=docstring.parser if docstring is not None else None,
+                parser_options=docstring.parser_options if docstring is not None else None,
             )

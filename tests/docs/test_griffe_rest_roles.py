@@ -211,3 +211,39 @@ def test_attributes_without_docstrings_get_their_line_of_the_class_docstring(
     assert doc("Policy.delay") == "seconds before the first try; see [`Policy`][attrs.Policy]."
     assert doc("Policy.cap") == "Its own docstring wins."
     assert doc("Policy.other") is None
+
+
+def test_fields_declared_with_an_annotated_alias_get_its_description(tmp_path: Path) -> None:
+    (tmp_path / "fields.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import Annotated
+
+            from pydantic import BaseModel, Field
+
+            Count = Annotated[int, Field(ge=1, description='How many (1-4).')]
+            Ratio = Annotated[
+                str, Field(description=("Width:height; " "'auto' lets the model decide."))
+            ]
+            Plain = Annotated[int, "no Field"]
+
+
+            class Request(BaseModel):
+                count: Count = 1
+                ratio: Ratio = "auto"
+                plain: Plain = 0
+            """
+        )
+    )
+    loader = griffe.GriffeLoader(
+        search_paths=[str(tmp_path)], extensions=griffe.load_extensions(RestRoles())
+    )
+    module = loader.load("fields")
+
+    def doc(path: str) -> str | None:
+        docstring: griffe.Docstring | None = module[path].docstring
+        return None if docstring is None else docstring.value
+
+    assert doc("Request.count") == "How many (1-4)."
+    assert doc("Request.ratio") == "Width:height; 'auto' lets the model decide."
+    assert doc("Request.plain") is None
