@@ -13,6 +13,11 @@ from tools.griffe_rest_roles import RestRoles, rewrite_literal_blocks, rewrite_r
 PACKAGES = ("mai_tools", "mcp_server")
 
 
+def docstring_of(module: griffe.Object | griffe.Alias, path: str) -> str | None:
+    docstring: griffe.Docstring | None = module[path].docstring
+    return None if docstring is None else docstring.value
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -146,10 +151,8 @@ def test_the_extension_resolves_names_in_each_docstrings_scope(tmp_path: Path) -
     pkg = loader.load("pkg")
     assert isinstance(pkg, griffe.Module)
 
-    def doc(path: str) -> str:
-        docstring: griffe.Docstring | None = pkg[path].docstring
-        assert docstring is not None
-        return docstring.value
+    def doc(path: str) -> str | None:
+        return docstring_of(pkg, path)
 
     assert pkg.docstring is not None
     assert pkg.docstring.value == "The package: [`Thing`][pkg._impl.Thing], [`.sub`][pkg.sub]."
@@ -205,8 +208,7 @@ def test_attributes_without_docstrings_get_their_line_of_the_class_docstring(
     module = loader.load("attrs")
 
     def doc(path: str) -> str | None:
-        docstring: griffe.Docstring | None = module[path].docstring
-        return None if docstring is None else docstring.value
+        return docstring_of(module, path)
 
     assert doc("Policy.delay") == "seconds before the first try; see [`Policy`][attrs.Policy]."
     assert doc("Policy.cap") == "Its own docstring wins."
@@ -241,8 +243,7 @@ def test_fields_declared_with_an_annotated_alias_get_its_description(tmp_path: P
     module = loader.load("fields")
 
     def doc(path: str) -> str | None:
-        docstring: griffe.Docstring | None = module[path].docstring
-        return None if docstring is None else docstring.value
+        return docstring_of(module, path)
 
     assert doc("Request.count") == "How many (1-4)."
     assert doc("Request.ratio") == "Width:height; 'auto' lets the model decide."
