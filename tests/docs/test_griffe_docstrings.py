@@ -1,4 +1,4 @@
-"""tools/griffe_rest_roles.py: reST roles in docstrings become autorefs links in the site."""
+"""tools/griffe_docstrings.py: the docstrings render in the reference (links, code, fields)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import griffe
 import pytest
 
-from tools.griffe_rest_roles import RestRoles, rewrite_literal_blocks, rewrite_roles
+from tools.griffe_docstrings import MarkdownDocstrings, rewrite_literal_blocks, rewrite_roles
 
 PACKAGES = ("mai_tools", "mcp_server")
 
@@ -146,7 +146,8 @@ def test_the_extension_resolves_names_in_each_docstrings_scope(tmp_path: Path) -
         )
     )
     loader = griffe.GriffeLoader(
-        search_paths=[str(tmp_path)], extensions=griffe.load_extensions(RestRoles(packages=["pkg"]))
+        search_paths=[str(tmp_path)],
+        extensions=griffe.load_extensions(MarkdownDocstrings(packages=["pkg"])),
     )
     pkg = loader.load("pkg")
     assert isinstance(pkg, griffe.Module)
@@ -175,7 +176,7 @@ def test_the_extension_resolves_names_in_each_docstrings_scope(tmp_path: Path) -
 
 def test_mkdocs_yml_loads_the_extension_for_the_documented_packages() -> None:
     config = (Path(__file__).resolve().parents[2] / "mkdocs.yml").read_text(encoding="utf-8")
-    assert "- tools/griffe_rest_roles.py:" in config
+    assert "- tools/griffe_docstrings.py:" in config
     assert "packages: [mai_tools, mcp_server]" in config
 
 
@@ -203,7 +204,7 @@ def test_attributes_without_docstrings_get_their_line_of_the_class_docstring(
     loader = griffe.GriffeLoader(
         search_paths=[str(tmp_path)],
         docstring_parser=griffe.Parser.google,
-        extensions=griffe.load_extensions(RestRoles()),
+        extensions=griffe.load_extensions(MarkdownDocstrings()),
     )
     module = loader.load("attrs")
 
@@ -238,7 +239,7 @@ def test_fields_declared_with_an_annotated_alias_get_its_description(tmp_path: P
         )
     )
     loader = griffe.GriffeLoader(
-        search_paths=[str(tmp_path)], extensions=griffe.load_extensions(RestRoles())
+        search_paths=[str(tmp_path)], extensions=griffe.load_extensions(MarkdownDocstrings())
     )
     module = loader.load("fields")
 

@@ -1,4 +1,4 @@
-"""A griffe extension: reST cross-reference roles in docstrings become autorefs links.
+"""A griffe extension: the package's docstrings, written for editors (reST), read as Markdown.
 
 The package's docstrings are read both by humans in an editor (reST roles, as Sphinx and IDEs
 show them) and by mkdocstrings, which renders Markdown: there ``:class:`~mai_tools.Job` ``
@@ -28,7 +28,7 @@ document is a warning, and ``mkdocs build --strict`` fails on it, so the docstri
 Loaded from mkdocs.yml (mkdocstrings' python handler, ``options.extensions``)::
 
     extensions:
-      - tools/griffe_rest_roles.py:
+      - tools/griffe_docstrings.py:
           packages: [mai_tools, mcp_server]
 """
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     Resolver = Callable[[str], str | None]
 
-__all__ = ["ROLE", "RestRoles", "rewrite_literal_blocks", "rewrite_roles"]
+__all__ = ["ROLE", "MarkdownDocstrings", "rewrite_literal_blocks", "rewrite_roles"]
 
 #: A reST role as docstrings write it: ``:class:`target` ``, ``:py:meth:`title <target>` ``.
 ROLE = re.compile(
@@ -186,8 +186,9 @@ def _objects(obj: griffe.Object) -> Iterator[griffe.Object]:
             yield from _objects(member)  # type: ignore[arg-type]
 
 
-class RestRoles(griffe.Extension):
-    """Rewrite reST roles in every docstring of a loaded package into autorefs links."""
+class MarkdownDocstrings(griffe.Extension):
+    """Make every docstring of a loaded package render in the reference: reST roles become
+    autorefs links, literal blocks fenced code, empty attribute docstrings filled."""
 
     def __init__(self, packages: list[str] | None = None) -> None:
         super().__init__()
