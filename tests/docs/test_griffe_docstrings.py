@@ -13,8 +13,20 @@ from tools.griffe_docstrings import MarkdownDocstrings, rewrite_literal_blocks, 
 PACKAGES = ("mai_tools", "mcp_server")
 
 
-def docstring_of(module: griffe.Object | griffe.Alias, path: str) -> str | None:
-    docstring: griffe.Docstring | None = module[path].docstring
+def load(root: Path, name: str, *packages: str) -> griffe.Module:
+    """Module ``name`` under ``root``, loaded through the extension as mkdocs.yml loads it."""
+    loader = griffe.GriffeLoader(
+        search_paths=[str(root)],
+        docstring_parser=griffe.Parser.google,
+        extensions=griffe.load_extensions(MarkdownDocstrings(packages=list(packages))),
+    )
+    module = loader.load(name)
+    assert isinstance(module, griffe.Module)
+    return module
+
+
+def docstring_of(module: griffe.Module, path: str) -> str | None:
+    docstring: griffe.Docstring | None = (module[path] if path else module).docstring
     return None if docstring is None else docstring.value
 
 
@@ -145,18 +157,12 @@ def test_the_extension_resolves_names_in_each_docstrings_scope(tmp_path: Path) -
             '''
         )
     )
-    loader = griffe.GriffeLoader(
-        search_paths=[str(tmp_path)],
-        extensions=griffe.load_extensions(MarkdownDocstrings(packages=["pkg"])),
-    )
-    pkg = loader.load("pkg")
-    assert isinstance(pkg, griffe.Module)
+    pkg = load(tmp_path, "pkg", "pkg")
 
     def doc(path: str) -> str | None:
         return docstring_of(pkg, path)
 
-    assert pkg.docstring is not None
-    assert pkg.docstring.value == "The package: [`Thing`][pkg._impl.Thing], [`.sub`][pkg.sub]."
+    assert doc("") == "The package: [`Thing`][pkg._impl.Thing], [`.sub`][pkg.sub]."
     assert doc("sub") == "Sub: [`..sub`][pkg.sub]."
     assert doc("_impl") == "Implementation; `._other` is private."
     assert doc("_impl.Thing") == (
@@ -201,19 +207,13 @@ def test_attributes_without_docstrings_get_their_line_of_the_class_docstring(
             '''
         )
     )
-    loader = griffe.GriffeLoader(
-        search_paths=[str(tmp_path)],
-        docstring_parser=griffe.Parser.google,
-        extensions=griffe.load_extensions(MarkdownDocstrings()),
+    module = load(tmp_path, "attrs")
+    assert (
+        docstring_of(module, "Policy.delay")
+        == "seconds before the first try; see [`Policy`][attrs.Policy]."
     )
-    module = loader.load("attrs")
-
-    def doc(path: str) -> str | None:
-        return docstring_of(module, path)
-
-    assert doc("Policy.delay") == "seconds before the first try; see [`Policy`][attrs.Policy]."
-    assert doc("Policy.cap") == "Its own docstring wins."
-    assert doc("Policy.other") is None
+    assert docstring_of(module, "Policy.cap") == "Its own docstring wins."
+    assert docstring_of(module, "Policy.other") is None
 
 
 def test_fields_declared_with_an_annotated_alias_get_its_description(tmp_path: Path) -> None:
@@ -238,14 +238,7 @@ def test_fields_declared_with_an_annotated_alias_get_its_description(tmp_path: P
             """
         )
     )
-    loader = griffe.GriffeLoader(
-        search_paths=[str(tmp_path)], extensions=griffe.load_extensions(MarkdownDocstrings())
-    )
-    module = loader.load("fields")
-
-    def doc(path: str) -> str | None:
-        return docstring_of(module, path)
-
-    assert doc("Request.count") == "How many (1-4)."
-    assert doc("Request.ratio") == "Width:height; 'auto' lets the model decide."
-    assert doc("Request.plain") is None
+    module = load(tmp_path, "fields")
+    assert docstring_of(module, "Request.count") == "How many (1-4)."
+    assert docstring_of(module, "Request.ratio") == "Width:height; 'auto' lets the model decide."
+    assert docstring_of(module, "Request.plain") is None
