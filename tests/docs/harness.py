@@ -145,6 +145,8 @@ class Page:
     emulator: RunningEmulator
     bin_dir: Path
     port: int
+    # The URL of an empty database on the tests' Postgres server (None: none can start here).
+    postgres: Callable[[], str | None] = lambda: None
     env: dict[str, str] = field(default_factory=dict)  # set by `export` lines
     notes: list[str] = field(default_factory=list)
 

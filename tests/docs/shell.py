@@ -14,6 +14,8 @@ What the harness substitutes, so that the commands run as printed (``SUBSTITUTIO
 - a request id written with an ellipsis (``microsoft-mai-image-2-5_019d...``) is the id of the
   first job made on the page's emulator (by an earlier command or Python block of the page);
 - port ``8000`` (``--port 8000``, ``host:8000``) is a free port, the same for the whole page;
+- a ``postgresql://`` URL of an example host is an empty database on the tests' own Postgres
+  server (``postgres_url``; where none can start, the command is left to its covered-by test);
 - a command with ``--emulator`` (its own emulator, nothing shared) that ran already in this
   process, from another page, is not run again (the READMEs and the index share one);
 - absolute example paths (``/etc/mai-image/``, ``/var/log/mai-image/``, ``/Users/me/``) are
@@ -148,8 +150,13 @@ def _run_command(page: Page, block: Block, argv: list[str]) -> None:
         key, _, value = argv.pop(0).partition("=")
         env[key] = host_path(page, value)
     shown = shlex.join(argv)
-    command = _resolve(page, argv)
     remote = _needs_remote(argv)
+    if remote is not None and remote.startswith("postgresql://"):
+        local = page.postgres()
+        if local is not None:
+            argv = [local if arg == remote else arg for arg in argv]
+            remote = _needs_remote(argv)
+    command = _resolve(page, argv)
     if command is None or remote is not None:
         why = f"needs {remote}" if remote else "not this project's command"
         assert block.covered_by(), (
@@ -227,7 +234,7 @@ def _serve_and_stop(
             start_new_session=True,
         )
     try:
-        eventually(lambda: proc.poll() is not None or _answers(url), f"{url} to answer")
+        eventually(lambda: proc.poll() is not None or _answers(url), f"{url} to answer", every=0.1)
         assert proc.poll() is None, (
             f"{block.where}: `{shlex.join(command)}` exited {proc.returncode}:\n{log.read_text()}"
         )

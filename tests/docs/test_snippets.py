@@ -37,7 +37,11 @@ def test_the_harness_finds_blocks_in_list_items_and_invisible_ones() -> None:
 
 @pytest.mark.parametrize("page", pages())
 def test_the_page_s_code_blocks_run(
-    page: str, tmp_path: Path, emulators: EmulatorPool, monkeypatch: pytest.MonkeyPatch
+    page: str,
+    tmp_path: Path,
+    emulators: EmulatorPool,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     emulator: RunningEmulator = emulators(**EMULATOR)
     monkeypatch.setenv("PIXAZO_BASE_URL", emulator.base_url)
@@ -46,7 +50,14 @@ def test_the_page_s_code_blocks_run(
     prepare(tmp_path)
     with free_socket() as sock:
         port = sock.getsockname()[1]
-    state = Page(page, tmp_path, emulator, Path(sys.executable).parent, port)
+
+    def postgres() -> str | None:
+        try:
+            return str(request.getfixturevalue("postgres_url"))
+        except pytest.skip.Exception:
+            return None
+
+    state = Page(page, tmp_path, emulator, Path(sys.executable).parent, port, postgres)
     for block in blocks(page):
         assert not problems(block), problems(block)
         passive = {"illustrative", "not-run"} & block.directives.keys()
