@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from sybil.evaluators.python import PythonEvaluator
 
-from mcp_server import _health
+from mcp_server import _health, _logs
 from tests.docs.harness import Block, Page, Runner
 from tests.docs.shell import host_path, run_shell
 from tests.support.chat_models import ConversationModel, tool_call
@@ -140,13 +140,35 @@ LOG_LINE = re.compile(
 )
 
 
+# The messages of the start line and of a job line, as the server words them.
+_START_TEXT, _ = _logs.start_line(
+    version="V", transport="T", address="A", auth="U", gateway="G", book="B"
+)
+START_MESSAGE = re.compile(
+    re.escape(_START_TEXT)
+    .replace("V", r"\S+")
+    .replace("T", r"\S+")
+    .replace("A", r"\S+")
+    .replace("U", r"[^;]+")
+    .replace("G", r"\S+")
+    .replace("B", r"\S+")
+)
+JOB_MESSAGE = re.compile(
+    r"job (intent|submitted|finished|unknown|released): principal=\S+ tool=\S+ "
+    r"request_id=\S+ status=\S+ seconds=\S+ images=\d+"
+)
+
+
 def run_text(page: Page, block: Block) -> None:
     """A text block is log output: every line has the server's text log format
-    (``mcp_server._logs.TextFormatter``) and names a logger the server has."""
+    (``mcp_server._logs.TextFormatter``), and a start or job line the server's wording."""
+    messages = {_logs.START.name: START_MESSAGE, _logs.JOBS.name: JOB_MESSAGE}
     for line in block.source.splitlines():
         match = LOG_LINE.match(line)
         assert match, f"{block.where}: not a log line of the server's format: {line!r}"
-        assert match["logger"].startswith("mcp_server."), line
+        assert match["logger"] in messages, f"{block.where}: no such logger: {line!r}"
+        message = line.split(": ", 1)[1]
+        assert messages[match["logger"]].fullmatch(message), f"{block.where}: {message!r}"
 
 
 ERROR_NAME = re.compile(r"\b[A-Z]\w*Error\b")
