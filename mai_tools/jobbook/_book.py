@@ -101,10 +101,15 @@ SCHEMA: Final = (
     "(principal, gateway, twin_key) WHERE twin_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS mai_jobs_request_id ON mai_jobs (request_id)",
     "CREATE INDEX IF NOT EXISTS mai_jobs_created ON mai_jobs (created)",
-    # A principal's day on one gateway (the daily limits' sum without a server-wide cap).
-    "CREATE INDEX IF NOT EXISTS mai_jobs_day ON mai_jobs (gateway, principal, created)",
     "CREATE TABLE IF NOT EXISTS mai_jobs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+DAY_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS mai_jobs_day ON mai_jobs "
+    "(gateway, created, principal, state, status, num_images)"
+)
+"""Every column of the daily limits' sum (:mod:`._limits`), a gateway's day in order: SQLite
+sums from the index alone (it reads a row only when its ``num_images`` is NULL); Postgres
+reads the day's rows, but no row's JSON. Made by :meth:`JobBook._migrate`, after the column."""
 
 # Column names are this module's constants, never input: the f-strings below build no SQL from
 # data (every value is a placeholder).
@@ -269,8 +274,9 @@ class JobBook:
 
         3 added ``num_images``: added if missing (a table created by schema 2) and filled, for
         every row lacking it, with what the limits counted for the row before (its fields'
-        ``num_images``, else 1), so no day's count changes. A process of schema 2 still running
-        writes rows without it (NULL): the limits read those rows' fields, as before.
+        ``num_images``, else 1), so no day's count changes; then :data:`DAY_INDEX`. A process of
+        schema 2 still running writes rows without it (NULL): the limits read those rows'
+        fields, as before.
         """
         if "num_images" not in {name for (name,) in execute(self.columns_sql, ())}:
             execute("ALTER TABLE mai_jobs ADD COLUMN num_images INTEGER", ())
@@ -279,6 +285,7 @@ class JobBook:
             "WHERE num_images IS NULL",
             (),
         )
+        execute(DAY_INDEX, ())
 
     # ------------------------------------------------------------------ the submit path
 
