@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import textwrap
 import threading
 from typing import Any
 
@@ -347,5 +350,69 @@ def test_books_opening_a_schema_2_book_at_once_migrate_it_once_and_keep_the_cap(
 
     assert errors == []
     assert len(created) == 10 - 5
+    assert schema(raw_sql) == "3"
+    assert raw_sql("SELECT COUNT(*) FROM mai_jobs WHERE num_images IS NULL") == [(0,)]
+
+
+_REPLICA = textwrap.dedent(
+    """
+    import sys
+    from mai_tools import SpendingLimitError, SpendingLimits
+    from mai_tools.jobbook import JobRecord, SQLiteJobBook
+    from mai_tools.jobbook._postgres import PostgresJobBook
+    from mai_tools.jobbook._record import new_id, owner
+
+    location, gateway = sys.argv[1], sys.argv[2]
+    Book = PostgresJobBook if location.startswith("postgresql://") else SQLiteJobBook
+    print("ready", flush=True)
+    sys.stdin.readline()  # every replica has started: open the old book together
+    book = Book(location)
+    created = []
+    for _ in range(3):
+        record = JobRecord(
+            id=new_id(), principal="ann", surface="mcp", operation="generate",
+            fingerprint=new_id(), fields={"prompt": "a fox", "num_images": 1},
+            prompt="a fox", gateway=gateway, owner=owner(),
+        )
+        try:
+            if book.claim(record, 60.0, limits=SpendingLimits(daily_images=10)).created:
+                created.append(record.id)
+        except SpendingLimitError:
+            pass
+    book.close()
+    print(" ".join(created), flush=True)
+    """
+)
+
+
+def test_processes_opening_a_schema_2_book_at_once_migrate_it_once_and_keep_the_cap(
+    book_location: str, raw_sql: RawSQL
+) -> None:
+    """The same with processes (replicas restarted together), released by one line on stdin
+    once all have started."""
+    make_v2_book(raw_sql)
+    rng = random.Random(5)
+    raw_sql(V2_INSERT, v2_row(rng, images=4, outcome=("finished", "FAILED")))  # charged
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", _REPLICA, book_location, GATEWAYS[0]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for replica in replicas:
+        assert replica.stdout is not None
+        assert replica.stdout.readline().strip() == "ready"
+    for replica in replicas:  # all released before any is waited for
+        assert replica.stdin is not None
+        replica.stdin.write("go\n")
+        replica.stdin.flush()
+    outs = [replica.communicate(timeout=90)[0] for replica in replicas]
+
+    assert [replica.returncode for replica in replicas] == [0] * len(replicas)
+    created = " ".join(outs).split()
+    assert len(created) == 10 - 4
     assert schema(raw_sql) == "3"
     assert raw_sql("SELECT COUNT(*) FROM mai_jobs WHERE num_images IS NULL") == [(0,)]
