@@ -205,8 +205,9 @@ def images_of(fields: dict[str, Any]) -> int:
 
 
 # Column names and the backend's expression are constants; every value is a placeholder. A row's
-# images are its num_images column; a row without it (written by a process of schema 2 still
-# running after the book was migrated) is read from its fields, as every row was before.
+# images are its num_images column; a row without it (older than the day before the book was
+# migrated, or written by a process of schema 2 still running) is read from its fields, as every
+# row was before (JobBook._migrate).
 _USAGE: Final = (
     "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(CASE WHEN principal = ? THEN n ELSE 0 END), 0) "
     "FROM (SELECT principal, COALESCE(num_images, {images}, 1) AS n FROM mai_jobs "
