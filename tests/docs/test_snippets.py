@@ -30,9 +30,30 @@ def test_every_block_has_a_runner_or_a_directive() -> None:
     assert not found, "\n".join(found)
 
 
-def test_the_harness_finds_blocks_in_list_items_and_invisible_ones() -> None:
-    found = blocks("docs/getting-started.md")
-    assert any(b.language == "json" and b.source.startswith('{\n  "mcpServers"') for b in found)
+def test_the_harness_finds_blocks_in_list_items_invisible_ones_and_their_directives(
+    tmp_path: Path,
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# A page\n\n"
+        "<!-- invisible-code-block: python\nclient = object()\n-->\n\n"
+        "- an item:\n\n"
+        "    <!-- snippet: covered-by tests/docs/test_snippets.py -->\n"
+        "    <!-- another comment -->\n"
+        "    ```bash\n    mai-image --help\n    ```\n\n"
+        "```\nplain\n```\n",
+        encoding="utf-8",
+    )
+    invisible, listed, plain = blocks(str(page))
+    assert (invisible.invisible, invisible.language, invisible.source) == (
+        True,
+        "python",
+        "client = object()\n",
+    )
+    assert (listed.language, listed.source) == ("bash", "mai-image --help\n")
+    assert listed.directives == {"covered-by": "tests/docs/test_snippets.py"}
+    assert (plain.language, plain.directives) == ("", {})
+    assert problems(plain), "a plain block with no directive is refused"
 
 
 @pytest.mark.parametrize("page", pages())
