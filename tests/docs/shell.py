@@ -165,6 +165,10 @@ def _run_command(page: Page, block: Block, argv: list[str]) -> None:
         )
         page.notes.append(f"{block.where}: `{shown}` covered by {block.covered_by()}")
         return
+    if any(ELLIPSIS_ID.fullmatch(arg) for arg in command):
+        assert page.request_ids(), (
+            f"{block.where}: `{shown}` names a job, and no earlier block of the page made one"
+        )
     command = [
         page.request_ids()[0] if ELLIPSIS_ID.fullmatch(arg) else host_path(page, arg)
         for arg in command
