@@ -28,7 +28,8 @@ right above its fence (several may stand there, one per line)::
 - ``illustrative``: example output or data, not run (a block of a language no runner knows
   needs it; the harness fails on a block with neither).
 - ``not-run REASON``: a block that cannot run here and that no test covers; the reason is
-  shown in the test report (kept for the few blocks that need software not installed here).
+  printed with the page's notes (-rP; kept for the few blocks that need software not
+  installed here).
 """
 
 from __future__ import annotations

@@ -85,6 +85,8 @@ def test_the_page_s_code_blocks_run(
         if block.language == "python" and "covered-by" in block.directives:
             passive.add("covered-by")
         if passive or (block.language not in RUNNERS and not CHECKS.keys() & block.directives):
+            why = "; ".join(f"{d} {block.directives[d]}".strip() for d in sorted(passive))
+            state.notes.append(f"{block.where}: not run here: {why or 'no runner'}")
             continue
         started = time.perf_counter()
         runner = next((CHECKS[d] for d in block.directives if d in CHECKS), None)
