@@ -42,13 +42,20 @@ class HTTPRequest:
     """
 
     method: str
+    """``GET`` or ``POST``."""
     url: str
+    """The full URL."""
     headers: Mapping[str, str] = field(repr=False)
+    """The headers to send (they carry the API key: never log them)."""
     json: Mapping[str, Any] | None = field(repr=False)
+    """The JSON body of a submit; ``None`` for a status read."""
     timeout: httpx.Timeout
+    """httpx's timeouts for this request, capped by the call's remaining time."""
     max_body: int = MAX_ANSWER_BYTES
     """Read at most this many bytes of the answer; a longer one is not read (and flagged)."""
     kind: RequestKind = "status"
+    """``"submit"`` for a job's submit POST (which may create a charged job), else
+    ``"status"``."""
 
 
 class RequestGate(Protocol):
@@ -62,21 +69,21 @@ class RequestGate(Protocol):
     answer (or transport failure), e.g. a 429 that should pause every request of a run.
     """
 
-    def admit(self, request: HTTPRequest) -> None: ...
+    def admit(self, request: HTTPRequest) -> None:
+        """Called right before ``request`` is sent: return to send it, raise to refuse it."""
 
-    def observe(
-        self, request: HTTPRequest, reply: httpx.Response | httpx.TransportError
-    ) -> None: ...
+    def observe(self, request: HTTPRequest, reply: httpx.Response | httpx.TransportError) -> None:
+        """Called with each answer to an admitted request, or the transport error it met."""
 
 
 class AsyncRequestGate(Protocol):
     """:class:`RequestGate` for the async client: :meth:`admit` is awaited."""
 
-    async def admit(self, request: HTTPRequest) -> None: ...
+    async def admit(self, request: HTTPRequest) -> None:
+        """Awaited right before ``request`` is sent: return to send it, raise to refuse it."""
 
-    def observe(
-        self, request: HTTPRequest, reply: httpx.Response | httpx.TransportError
-    ) -> None: ...
+    def observe(self, request: HTTPRequest, reply: httpx.Response | httpx.TransportError) -> None:
+        """Called with each answer to an admitted request, or the transport error it met."""
 
 
 @dataclass(frozen=True)

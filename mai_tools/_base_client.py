@@ -135,46 +135,7 @@ def _no_free_slot(wait: float | None) -> httpx.PoolTimeout:
 
 
 class _ClientBase(Generic[HttpT]):
-    """The one constructor and shared plumbing; subclasses add only the I/O driver.
-
-    Args:
-        api_key: the Pixazo subscription key; defaults to ``$PIXAZO_API_KEY``.
-        base_url: the gateway origin; defaults to ``$PIXAZO_BASE_URL`` or
-            ``https://gateway.pixazo.ai``.
-        request_timeout: bound on each HTTP request (seconds or an ``httpx.Timeout``); a
-            whole call is bounded by ``wait_timeout`` / the call's own ``timeout=``.
-        max_retries: retries of a submit refused with 429 or never connected, and of a
-            standalone status read. Status reads while waiting retry until the wait deadline.
-        wait_timeout: default bound on a whole generate/edit/wait call, in seconds.
-        http_client: an httpx client to use (not closed by this client).
-        poll_policy, retry_policy, clock: injectable policies; defaults are adaptive polling,
-            exponential backoff with jitter, and the system clock.
-        max_input_image_bytes: largest local image accepted by ``edit``.
-        max_download_bytes: largest image :meth:`ImageResult.save` writes.
-        max_concurrent_requests: API requests in flight at once; further requests wait their
-            turn in the client (at most the pool timeout, within the call's deadline).
-        durations: learned job durations to start from and add to (a
-            :class:`DurationStats`); pass one instance to several clients to share what they
-            learn, or restore one saved with :meth:`DurationStats.to_dict`.
-        webhooks: a :class:`~mai_tools.WebhookReceiver`: push waiting. Every submit then
-            carries ``X-Webhook-URL: <receiver url>/<token>`` (a fresh token per job), and
-            waits sleep until the job's callback or a sparse fallback read, then read the
-            status once. A per-call ``webhook_url=`` is refused on such a client (the
-            gateway takes one URL per job, and the receiver needs it).
-        timeout: deprecated name of ``request_timeout``.
-        job_book: where every submitted job is remembered (:mod:`mai_tools.jobbook`): a file
-            path, a ``postgresql://`` URL, a :class:`~mai_tools.jobbook.JobBook`, or
-            ``"off"``. Default: ``$MAI_JOB_BOOK``, else ``jobs.sqlite3`` in the user's state
-            directory. It is what makes ``idempotency_key=`` work across processes.
-        spending_limits: a :class:`~mai_tools.SpendingLimits`: a call that would pass one
-            raises :class:`~mai_tools.SpendingLimitError` before anything is sent. Daily
-            limits are counted and reserved in the job book (so they need one), atomically
-            across every process sharing it.
-
-    Raises:
-        ConfigurationError: no API key, a malformed base URL, or a bad option.
-        JobBookError: the job book cannot be opened (never a silent fallback).
-    """
+    """The one constructor and shared plumbing; subclasses add only the I/O driver."""
 
     _http_type: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
     _core: FlowCore
@@ -201,6 +162,50 @@ class _ClientBase(Generic[HttpT]):
         job_book: JobBookSpec = None,
         spending_limits: SpendingLimits | None = None,
     ) -> None:
+        """Configure the client (read once, here: arguments, then environment, then defaults).
+
+        Args:
+            api_key: the Pixazo subscription key; defaults to ``$PIXAZO_API_KEY``.
+            base_url: the gateway origin; defaults to ``$PIXAZO_BASE_URL`` or
+                ``https://gateway.pixazo.ai``.
+            request_timeout: bound on each HTTP request (seconds or an ``httpx.Timeout``); a
+                whole call is bounded by ``wait_timeout`` / the call's own ``timeout=``.
+            max_retries: retries of a submit refused with 429 or never connected, and of a
+                standalone status read. Status reads while waiting retry until the wait deadline.
+            wait_timeout: default bound on a whole generate/edit/wait call, in seconds.
+            http_client: an httpx client to use (not closed by this client).
+            poll_policy: when to read a job's status while waiting (default: adaptive polling,
+                learned from the job durations).
+            retry_policy: how failed requests are retried (default: exponential backoff with
+                jitter, honouring ``Retry-After``).
+            clock: where time is read and waits sleep (default: the system clock; a
+                :class:`~mai_tools.FakeClock` in tests).
+            max_input_image_bytes: largest local image accepted by ``edit``.
+            max_download_bytes: largest image :meth:`ImageResult.save` writes.
+            max_concurrent_requests: API requests in flight at once; further requests wait their
+                turn in the client (at most the pool timeout, within the call's deadline).
+            durations: learned job durations to start from and add to (a
+                :class:`DurationStats`); pass one instance to several clients to share what they
+                learn, or restore one saved with :meth:`DurationStats.to_dict`.
+            webhooks: a :class:`~mai_tools.WebhookReceiver`: push waiting. Every submit then
+                carries ``X-Webhook-URL: <receiver url>/<token>`` (a fresh token per job), and
+                waits sleep until the job's callback or a sparse fallback read, then read the
+                status once. A per-call ``webhook_url=`` is refused on such a client (the
+                gateway takes one URL per job, and the receiver needs it).
+            timeout: deprecated name of ``request_timeout``.
+            job_book: where every submitted job is remembered (:mod:`mai_tools.jobbook`): a file
+                path, a ``postgresql://`` URL, a :class:`~mai_tools.jobbook.JobBook`, or
+                ``"off"``. Default: ``$MAI_JOB_BOOK``, else ``jobs.sqlite3`` in the user's state
+                directory. It is what makes ``idempotency_key=`` work across processes.
+            spending_limits: a :class:`~mai_tools.SpendingLimits`: a call that would pass one
+                raises :class:`~mai_tools.SpendingLimitError` before anything is sent. Daily
+                limits are counted and reserved in the job book (so they need one), atomically
+                across every process sharing it.
+
+        Raises:
+            ConfigurationError: no API key, a malformed base URL, or a bad option.
+            JobBookError: the job book cannot be opened (never a silent fallback).
+        """
         if spending_limits is not None and not isinstance(spending_limits, SpendingLimits):
             raise ConfigurationError(
                 "spending_limits must be a mai_tools.SpendingLimits; got "

@@ -51,9 +51,8 @@ T = TypeVar("T")
 class MAIImageClient(_ClientBase[httpx.Client]):
     """Synchronous client for MAI Image 2.5 on the Pixazo gateway.
 
-    Safe to share across threads. Use as a context manager, or call :meth:`close`. The
-    constructor's arguments are described on :class:`_ClientBase` (both clients take the
-    same ones); ``http_client`` is an ``httpx.Client``.
+    Safe to share across threads. Use as a context manager, or call :meth:`close`. Both
+    clients take the same arguments; here ``http_client`` is an ``httpx.Client``.
     """
 
     _http_type = httpx.Client
@@ -310,11 +309,14 @@ class MAIImageClient(_ClientBase[httpx.Client]):
             aspect_ratio: ``auto`` or one of 21:9, 16:9, 3:2, 4:3, 5:4, 1:1, 4:5, 3:4, 2:3, 9:16.
             output_format: ``png``, ``jpeg`` or ``webp``.
             sync_mode: ask the gateway to answer inline with data URIs.
-            webhook_url, timeout, on_status, extra_body, idempotency_key, job_scope: as for
-                :meth:`run`.
+            webhook_url: as for :meth:`run`.
+            timeout: as for :meth:`run`.
+            on_status: as for :meth:`run`.
+            extra_body: as for :meth:`run`.
+            idempotency_key: as for :meth:`run`.
+            job_scope: as for :meth:`run`.
 
-        Raises:
-            As for :meth:`run`.
+        It raises what :meth:`run` raises.
         """
         body = self._generate_body(prompt, num_images, aspect_ratio, output_format, sync_mode)
         return self.run(

@@ -55,12 +55,18 @@ logger = logging.getLogger("mai_tools")
 GenerateAspectRatio = Literal[
     "auto", "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"
 ]
+"""The aspect ratios a generate job accepts (``auto``: the model decides, square)."""
 EditAspectRatio = Literal["auto", "1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+"""The aspect ratios an edit job accepts (``auto``: the source image's proportions)."""
 OutputFormat = Literal["png", "jpeg", "webp"]
+"""The image formats the gateway can return."""
 
 GENERATE_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(GenerateAspectRatio)
+""":data:`GenerateAspectRatio`'s values, as a tuple (for a CLI choice or a form)."""
 EDIT_ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(EditAspectRatio)
+""":data:`EditAspectRatio`'s values, as a tuple."""
 OUTPUT_FORMATS: Final[tuple[str, ...]] = get_args(OutputFormat)
+""":data:`OutputFormat`'s values, as a tuple."""
 
 
 # Whitespace as both Python (str.isspace) and JSON Schema / ECMAScript regexes (\s) know it,
@@ -332,14 +338,24 @@ class ImageResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     request_id: str
+    """The gateway's id for the job."""
     status: Status = Status.COMPLETED
+    """COMPLETED: a job that ended FAILED or ERROR raises
+    :class:`~mai_tools.JobFailedError` instead."""
     image_urls: list[str]
+    """The images: http(s) URLs, or ``data:`` URIs in sync mode."""
     media_type: str | None = None
+    """Their MIME type, e.g. ``image/png``, when the gateway says."""
     model_id: str | None = None
+    """The model that ran the job, as the gateway names it."""
     created_at: datetime | None = None
+    """When the job was accepted."""
     updated_at: datetime | None = None
+    """When its status last changed."""
     completed_at: datetime | None = None
+    """When it ended."""
     request: GenerateRequest | EditRequest | None = None
+    """The request this result answers, when the client that ran it knows it."""
     unavailable: list[str] = Field(default_factory=list)
     """Why some of the job's images cannot be fetched (the gateway sent an empty URL for
     them); they are not in ``image_urls``, and ``client.save`` reports them as a

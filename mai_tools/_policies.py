@@ -22,29 +22,44 @@ from typing import Protocol
 class Clock(Protocol):
     """Where the flow reads time and how the drivers sleep."""
 
-    def monotonic(self) -> float: ...
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (its origin does not matter)."""
 
-    def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float) -> None:
+        """Block for ``seconds`` (the sync client's waits)."""
 
-    async def asleep(self, seconds: float) -> None: ...
+    async def asleep(self, seconds: float) -> None:
+        """Wait ``seconds`` without blocking the event loop (the async client's waits)."""
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock (``time.monotonic``, ``time.sleep``, ``asyncio.sleep``): the default of
+    every client. Pass a :class:`FakeClock` instead to run waits without sleeping."""
 
     def monotonic(self) -> float:
+        """``time.monotonic()``."""
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
+        """``time.sleep(seconds)`` (nothing for zero or less)."""
         if seconds > 0:
             time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        """``await asyncio.sleep(seconds)``."""
         await asyncio.sleep(max(seconds, 0.0))
 
 
 class FakeClock:
-    """A clock that jumps forward instead of sleeping: for tests and simulations."""
+    """A clock that jumps forward instead of sleeping: for tests and simulations.
+
+    Args:
+        start: the time it shows first.
+
+    Attributes:
+        now: the time it shows.
+        sleeps: every sleep asked of it, in seconds, in order (what a test asserts on).
+    """
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
@@ -52,17 +67,21 @@ class FakeClock:
         self._lock = threading.Lock()
 
     def monotonic(self) -> float:
+        """:attr:`now`."""
         return self.now
 
     def advance(self, seconds: float) -> None:
+        """Move :attr:`now` forward by ``seconds`` (never back), from any thread."""
         with self._lock:
             self.now += max(seconds, 0.0)
 
     def sleep(self, seconds: float) -> None:
+        """Record the sleep and :meth:`advance` by it, at once."""
         self.sleeps.append(seconds)
         self.advance(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        """Record the sleep, :meth:`advance` by it, and yield to the event loop once."""
         self.sleeps.append(seconds)
         self.advance(seconds)
         await asyncio.sleep(0)

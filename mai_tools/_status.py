@@ -25,11 +25,17 @@ class Status(enum.StrEnum):
     """
 
     QUEUED = "QUEUED"
+    """Accepted, waiting for a worker."""
     PROCESSING = "PROCESSING"
+    """Being drawn."""
     COMPLETED = "COMPLETED"
+    """Done: the images are in the job's output."""
     FAILED = "FAILED"
+    """The model refused or failed the job (whether that is charged is not documented)."""
     ERROR = "ERROR"
+    """A system error ended the job (documented as not charged)."""
     UNKNOWN = "UNKNOWN"
+    """A status string this library does not know yet: treated as not finished."""
 
     @property
     def is_terminal(self) -> bool:
@@ -66,6 +72,7 @@ class Job(_ResponseModel):
     status: Status = Field(default=Status.QUEUED, description="Status when submitted.")
     polling_url: str | None = Field(default=None, description="Status URL given at submission.")
     raw_status: str | None = Field(default=None, exclude=True)
+    """The status string as the gateway sent it."""
 
     @field_validator("status", mode="before")
     @classmethod
@@ -88,8 +95,11 @@ class JobOutput(_ResponseModel):
     """
 
     media_url: list[str] = Field(default_factory=list)
+    """The images' URLs (http(s), or ``data:`` URIs in sync mode), blanks left out."""
     media_type: str | None = None
+    """Their MIME type, e.g. ``image/png``, when the gateway says."""
     blank_urls: tuple[int, ...] = Field(default=(), exclude=True)
+    """Positions of empty URLs in the gateway's list: images that cannot be fetched."""
 
     @model_validator(mode="before")
     @classmethod
@@ -119,15 +129,24 @@ class JobStatus(_ResponseModel):
     """One read of the status endpoint (`GET /v2/requests/status/{request_id}`)."""
 
     request_id: str
+    """The gateway's id for the job."""
     status: Status
+    """Where the job is (an unknown string is ``UNKNOWN``: not finished)."""
     raw_status: str | None = Field(default=None, description="The status string as sent.")
     model_id: str | None = None
+    """The model that runs the job, as the gateway names it."""
     error: str | None = None
+    """The gateway's reason, for a job that ended FAILED or ERROR."""
     output: JobOutput | None = None
+    """The images, once the job is COMPLETED."""
     created_at: datetime | None = None
+    """When the job was accepted."""
     updated_at: datetime | None = None
+    """When its status last changed."""
     completed_at: datetime | None = None
+    """When it ended."""
     polling_url: str | None = None
+    """The status URL the gateway gives for the job."""
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> JobStatus:

@@ -207,12 +207,15 @@ class WebhookReceiver:
             ``host:port`` directly (a tunnel, a load balancer, the app you mount it in), e.g.
             ``https://hooks.example.com``; ``path`` is appended unless it already ends with
             it. Default: ``http://host:port``.
-        host, port: where the receiver's own server listens (``port=0``: a free port).
+        host: the address the receiver's own server listens on.
+        port: the port it listens on (``0``: a free port).
         path: the path callbacks arrive under (``<path>/<token>``).
-        max_connections, max_connections_per_client: what the receiver's own server holds
-            open at once, in all and from one client address (a tunnel or proxy in front of
-            it is one client). A connection over either is closed on arrival: a flood costs
-            callbacks (their waits fall back to polling), never the process's file descriptors.
+        max_connections: how many connections the receiver's own server holds open at once.
+            A connection over this (or over ``max_connections_per_client``) is closed on
+            arrival: a flood costs callbacks (their waits fall back to polling), never the
+            process's file descriptors.
+        max_connections_per_client: how many of them may come from one client address (a
+            tunnel or proxy in front of it is one client).
         read_timeout: seconds a request may take to arrive, headers and body; a connection
             whose request is slower is closed.
 

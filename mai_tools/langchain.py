@@ -489,12 +489,14 @@ def _shown(
 class MAIImageToolkit(BaseToolkit):
     """The four MAI Image tools with one shared configuration.
 
-    Args:
-        api_key, base_url: gateway settings (default ``$PIXAZO_API_KEY``/``$PIXAZO_BASE_URL``).
+    Attributes:
+        api_key: the gateway's API key (default ``$PIXAZO_API_KEY``).
+        base_url: the gateway's base URL (default ``$PIXAZO_BASE_URL`` or the public gateway).
         wait_timeout: longest wait inside one tool call, seconds.
         output_dir: download images here and return their paths.
         allowed_dirs: directories ``edit_image`` may read local files from (none by default).
-        client, async_client: clients to use instead of building them.
+        client: a client to use instead of building one.
+        async_client: an async client to use instead of building one.
         job_book: the job book of the clients the tools build (a path, a ``postgresql://``
             URL, a :class:`~mai_tools.jobbook.JobBook` or ``"off"``; default
             ``$MAI_JOB_BOOK`` or the default file). Calls keyed by their tool call id, and

@@ -143,13 +143,13 @@ def create_server(
         client: an AsyncMAIImageClient to use (the caller closes it); by default the server
             makes one from the settings each time it starts (its lifespan) and closes it when
             it stops. Without a key the server still starts and lists its tools.
-        event_store: the HTTP app's event store (``_http.http_app`` passes its own), so a
-            waiting call knows whether a disconnected client may still resume.
+        event_store: the HTTP app's event store (the streamable-HTTP transport passes its
+            own), so a waiting call knows whether a disconnected client may still resume.
         webhooks: push waiting for those clients: a receiver mounted on the server's HTTP app
             (``mai-image-mcp --webhook-public-url``).
         precheck: the hard spending limits' check, run before a costly call is put to the
-            user for confirmation (``_confirm``): its refusal is the answer, nothing is asked
-            or sent. Default: the settings' limits (``_limits.check_limits``).
+            user for confirmation (``confirm_above``, ``confirm_above_cost``): its refusal is the
+            answer, nothing is asked or sent. Default: the check of the settings' spending limits.
     """
     settings = settings or Settings.from_env()
     service = Service(settings, event_store)

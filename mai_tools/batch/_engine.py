@@ -63,9 +63,11 @@ from ._submit import Submitter
 logger = logging.getLogger("mai_tools.batch")
 
 DEFAULT_CONCURRENCY: Final = 32
+"""How many jobs a run keeps in flight at once without ``concurrency``."""
 DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
 """Without ``rps``, the run's status reads are held to at most this many per second."""
 DEFAULT_DOWNLOADS_PER_HOST: Final = 8
+"""How many images a run downloads at once from one host without ``downloads_per_host``."""
 STOP_GRACE: Final = 10.0
 MANIFEST_INTERVAL: Final = 2.0
 """The manifest is rewritten at most this often while a run goes (and once at its end)."""
@@ -92,10 +94,10 @@ class BatchRun:
                 print(outcome.id, outcome.status)
         print(run.summary())
 
-    Raises (on entering):
-        BatchDirectoryError: ``out_dir`` holds another input's journal (pass ``force=True``
-            to reuse it) or another run is using it.
-        InvalidArgumentError: an option is out of range.
+    Raises:
+        BatchDirectoryError: on entering: ``out_dir`` holds another input's journal (pass
+            ``force=True`` to reuse it) or another run is using it.
+        InvalidArgumentError: on entering: an option is out of range.
     """
 
     def __init__(

@@ -34,6 +34,7 @@ from .._status import EMPTY_URL
 from .._version import __version__
 
 JOURNAL_NAME: Final = "journal.sqlite3"
+"""The run's journal in its output directory: what was submitted, so a rerun resumes."""
 LOCK_NAME: Final = ".lock"
 SCHEMA_VERSION: Final = "1"
 

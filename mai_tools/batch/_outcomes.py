@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from ._journal import Row
 
 MANIFEST_NAME: Final = "manifest.jsonl"
+"""The run's manifest in its output directory: one JSON line per input line and its outcome."""
 
 
 class LineStatus(enum.StrEnum):
@@ -30,12 +31,20 @@ class LineStatus(enum.StrEnum):
     """
 
     QUEUED = "QUEUED"
+    """Submitted and waiting for a worker, or (with no ``request_id``) not submitted yet."""
     PROCESSING = "PROCESSING"
+    """Submitted, being drawn."""
     COMPLETED = "COMPLETED"
+    """Done; its images are saved (``paths``) unless ``error`` says why not."""
     FAILED = "FAILED"
+    """The job ended FAILED (the model refused or failed it)."""
     ERROR = "ERROR"
+    """The job ended ERROR (a system error)."""
     INVALID = "INVALID"
+    """The input line could not be read as a request; nothing was sent."""
     UNKNOWN = "UNKNOWN"
+    """A submit that may have created a job whose request id was never recorded; a rerun
+    leaves it alone unless ``resubmit_unknown=True``."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from ._state import RunState, Stopped
 logger = logging.getLogger("mai_tools.batch")
 
 IMAGES_DIR: Final = "images"
+"""The subdirectory of a run's output directory its images are saved in."""
 _NO_URL: Final = (
     "the job finished but the gateway sent no usable image URL (an empty string); "
     "no image can be fetched"

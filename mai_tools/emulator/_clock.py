@@ -51,7 +51,7 @@ class SystemClock:
 class ManualClock:
     """Time that moves only when :meth:`advance` is called, from any thread.
 
-    Example:
+    Examples:
         >>> clock = ManualClock()
         >>> with run_emulator(EmulatorConfig(min_duration=2, max_duration=2), clock=clock) as emu:
         ...     ...  # submit: the job stays QUEUED/PROCESSING however long the test takes

@@ -11,6 +11,7 @@ from .._urls import split_url
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 DEFAULT_EMULATOR_KEY = "emulator-key"
+"""The API key an emulator accepts unless its configuration names others (not a secret)."""
 
 
 class Faults(BaseModel):

@@ -85,7 +85,7 @@ def run_emulator(
     ``clock`` times jobs, retention, quotas and callbacks: pass a :class:`ManualClock` to
     move time with ``clock.advance(seconds)`` instead of sleeping (default: the real clock).
 
-    Example:
+    Examples:
         >>> with run_emulator() as emu:  # doctest: +SKIP
         ...     client = MAIImageClient(emu.api_key, base_url=emu.base_url)
     """

@@ -283,7 +283,7 @@ class AuditLog:
         return _JWT.sub(_REDACTED, text)
 
     def line(self, entry: Mapping[str, Any]) -> bytes:
-        """``entry`` as one line of at most :data:`MAX_RECORD_BYTES` bytes (free text cut).
+        """``entry`` as one line of at most ``MAX_RECORD_BYTES`` (4096) bytes (free text cut).
 
         Raises:
             ValueError: it cannot be made to fit (no free text left to cut).

@@ -204,10 +204,13 @@ def images_of(fields: dict[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
-# Column names and the backend's expression are constants; every value is a placeholder.
+# Column names and the backend's expression are constants; every value is a placeholder. A row's
+# images are its num_images column; a row without it (older than the day before the book was
+# migrated, or written by a process of schema 2 still running) is read from its fields, as every
+# row was before (JobBook._migrate).
 _USAGE: Final = (
     "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(CASE WHEN principal = ? THEN n ELSE 0 END), 0) "
-    "FROM (SELECT principal, COALESCE({images}, 1) AS n FROM mai_jobs "
+    "FROM (SELECT principal, COALESCE(num_images, {images}, 1) AS n FROM mai_jobs "
     "WHERE gateway = ? AND created >= ? {mine}"
     "AND (state <> 'finished' OR COALESCE(status, '') <> 'ERROR')) AS today"
 )
@@ -222,7 +225,8 @@ def usage(
     t: float,
 ) -> Usage:
     """The day's counted images of ``principal`` and of everyone, on ``gateway``, summed by
-    the database (``images_sql``: the backend's expression for a row's ``num_images``)."""
+    the database from each row's ``num_images`` column (``images_sql``: the backend's
+    expression for the ``num_images`` of a row's fields, for a row without the column's)."""
     params: list[Any] = [principal, gateway, day_start(t)]
     mine = ""
     if limits.server_daily_images is None:  # only the principal's rows matter

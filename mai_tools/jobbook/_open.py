@@ -20,6 +20,7 @@ from ._book import JobBook
 from ._sqlite import SQLiteJobBook
 
 ENV: Final = "MAI_JOB_BOOK"
+"""The environment variable naming the job book: a path, a ``postgresql://`` URL or ``off``."""
 PROMPTS_ENV: Final = "MAI_JOB_BOOK_PROMPTS"
 OFF: Final = frozenset({"off", "none", "0", "false", "no", "disabled"})
 _POSTGRES: Final = ("postgresql://", "postgres://")

@@ -75,6 +75,10 @@ class PostgresJobBook(JobBook):
     # Held until the transaction ends: every replica's limited claims queue on one key.
     limit_lock: ClassVar[str | None] = "SELECT pg_advisory_xact_lock(?)"
     images_sql: ClassVar[str] = "CAST(CAST(fields AS jsonb) ->> 'num_images' AS INTEGER)"
+    columns_sql: ClassVar[str] = (
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = 'mai_jobs'"
+    )
 
     def __init__(
         self,

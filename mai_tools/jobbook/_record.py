@@ -21,6 +21,8 @@ from .._models import JobRequest, request_body
 
 State = Literal["intent", "submitted", "finished", "unknown"]
 STATES: Final[tuple[State, ...]] = ("intent", "submitted", "finished", "unknown")
+"""The states of a job in the book: about to be sent, sent (has a request id), finished, and
+unknown (a submit that may have created a job whose request id was never recorded)."""
 
 Event = Literal["intent", "submitted", "finished", "unknown", "released"]
 EVENTS: Final[tuple[Event, ...]] = ("intent", "submitted", "finished", "unknown", "released")
@@ -29,6 +31,7 @@ submit certainly created nothing was forgotten)."""
 
 Surface = Literal["client", "langchain", "mcp", "batch", "cli"]
 SURFACES: Final[tuple[Surface, ...]] = ("client", "langchain", "mcp", "batch", "cli")
+"""The front ends a job can come from; each record names its surface."""
 
 LOCAL_PRINCIPAL: Final = "local"
 """The principal of a single local user (the client, the CLI, a stdio MCP server)."""
