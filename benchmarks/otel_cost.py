@@ -14,6 +14,10 @@ its own interpreter, because what is imported is what is measured:
   MCP server process has by default, since mcp imports the API).
 - ``sdk``: the SDK with a SimpleSpanProcessor into an InMemorySpanExporter and an
   InMemoryMetricReader (5 spans and 4 metric updates per job).
+- ``prom``: what ``mai-image-mcp --metrics`` sets up (:func:`mcp_server._metrics.install`: the
+  SDK meter provider with the Prometheus reader; no tracer provider, so spans are the API's
+  no-ops), plus the server's spend counter told of each job's finish, as its job book would;
+  ``scrape`` is the CPU time of one ``/metrics`` rendering after the jobs.
 
 What is timed is the process's CPU time per job (``time.process_time``: every thread, the
 save's download thread too): telemetry costs CPU, and a job's CPU time moves far less with the
@@ -33,7 +37,7 @@ import subprocess
 import sys
 
 GOAL_MS = 1.0
-MODES = ("off", "api", "sdk")
+MODES = ("off", "api", "sdk", "prom")
 
 CHILD = r"""
 import json, statistics, sys, tempfile, time
@@ -46,6 +50,16 @@ if mode == "off":
     sys.meta_path.insert(0, NoOtel())
 elif mode == "api":
     import opentelemetry.trace, opentelemetry.metrics
+elif mode == "prom":
+    import opentelemetry.trace
+    from decimal import Decimal
+    from mai_tools.jobbook import JobRecord
+    from mcp_server._metrics import SpendMeter, install
+    exposition = install()
+    spend = SpendMeter(Decimal("0.04"), "USD", principals=True)
+    finished = JobRecord(id="j", principal="local", surface="mcp", operation="generate",
+                         fingerprint="f", fields={"num_images": 1}, prompt=None,
+                         status="COMPLETED")
 else:
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
@@ -91,16 +105,24 @@ for i in range(50 + 2 * jobs):
     t0, w0 = time.process_time(), time.perf_counter()
     result = client.generate("a lighthouse at dusk")
     client.save(result, folder)
+    if mode == "prom" and on:
+        spend("finished", finished)
     if i >= 50:
         samples[on].append(time.process_time() - t0)
         walls.append(time.perf_counter() - w0)
     if mode == "sdk" and i % 200 == 0:
         exporter.clear()  # memory stays flat (after the timed job)
 client.close()
+scrape = 0.0
+if mode == "prom":
+    t0 = time.process_time()
+    body, _ = exposition.render("")
+    scrape = time.process_time() - t0
+    assert b"mai_tools_spend_estimated_total" in body, body
 loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
 on, off = statistics.median(samples[True]), statistics.median(samples[False])
 print(json.dumps({"on": on, "off": off, "added": on - off, "wall": statistics.median(walls),
-                  "otel_modules": len(loaded)}))
+                  "otel_modules": len(loaded), "scrape": scrape}))
 """
 
 
@@ -134,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         modules = max(int(r["otel_modules"]) for r in runs[mode])
         print(f"{mode:<5} {job:8.3f} {added[mode]:8.3f} {rounds:<26} {wall:8.3f}  {modules:>12}")
     print("(ms per job; job and added: CPU time of the process, medians; wall: median elapsed)")
+    scrape = statistics.median(r["scrape"] for r in runs["prom"]) * 1000
+    print(f"prom: one /metrics rendering after the jobs: {scrape:.3f} ms CPU (median)")
     nothing = all(r["otel_modules"] == 0 for r in runs["off"])
     ok = nothing and added["sdk"] <= GOAL_MS
     print(f"goal: off imports nothing, sdk adds <= {GOAL_MS} ms per job: {'ok' if ok else 'OVER'}")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mai_tools import WebhookReceiver
 
     from ._auth import Authenticator
+    from ._metrics import Exposition
 
 
 class _Refused(click.ClickException):
@@ -129,6 +130,11 @@ def cli(
             "--webhook-public-url (MAI_MCP_WEBHOOK_PUBLIC_URL) needs --transport "
             "streamable-http: the gateway's callbacks arrive on the server's HTTP app."
         )
+    if settings.metrics and transport != "streamable-http":
+        raise click.UsageError(
+            "--metrics (MAI_MCP_METRICS) needs --transport streamable-http: /metrics is served "
+            "on the server's HTTP app (a stdio server has none)."
+        )
     verifier = None
     if transport == "streamable-http":
         from ._auth import configured
@@ -143,6 +149,7 @@ def cli(
         if problem is not None:
             raise _Refused(problem)
         verifier = _authenticator(settings)
+    exposition = _metrics(settings)
 
     from mai_tools._exceptions import JobBookError
     from mai_tools.jobbook import open_job_book
@@ -179,6 +186,10 @@ def cli(
         server = create_server(effective, event_store=events, webhooks=receiver)
         for note in startup_notes(host, port, effective, insecure_no_auth=insecure_no_auth):
             _logs.note(note)
+        if exposition is not None:
+            from ._http import _host_form
+
+            _logs.note(f"Prometheus metrics at http://{_host_form(host)}:{port}/metrics")
         app = http_app(
             server,
             effective,
@@ -187,6 +198,7 @@ def cli(
             stateless=stateless,
             event_store=events,
             authenticator=verifier,
+            metrics=exposition,
         )
         if receiver is not None:
             # Callbacks bypass the bearer token and Host checks: the gateway sends neither,
@@ -252,6 +264,19 @@ def _authenticator(settings: Settings) -> Authenticator | None:
     except AuthSetupError as exc:
         raise _Refused(f"{exc}{_NOTHING_SENT}") from None
     return verifier
+
+
+def _metrics(settings: Settings) -> Exposition | None:
+    """The registry ``/metrics`` serves, the process's meter provider set to export to it
+    (None without ``--metrics``: then nothing of OpenTelemetry's SDK is imported)."""
+    if not settings.metrics:
+        return None
+    from ._metrics import MetricsSetupError, install
+
+    try:
+        return install()
+    except MetricsSetupError as exc:
+        raise _Refused(f"{exc}{_NOTHING_SENT}") from None
 
 
 def _receiver(settings: Settings) -> WebhookReceiver | None:

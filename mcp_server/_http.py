@@ -29,6 +29,7 @@ from mai_tools._server_guard import Guard, RateLimit, guarded_protocol, rate_lim
 from ._auth import Authenticator, configured, protect
 from ._auth import authenticator as build_authenticator
 from ._health import Health
+from ._metrics import Exposition, MetricsEndpoint
 from ._resume import ConnectionWatch, MemoryEventStore
 from ._settings import ENV_AUTH_TOKEN, TOKEN_HOWTO, Settings
 from ._state import STOPPING
@@ -129,6 +130,7 @@ def http_app(
     stateless: bool = False,
     event_store: MemoryEventStore | None = None,
     authenticator: Authenticator | None = None,
+    metrics: Exposition | None = None,
 ) -> ASGIApp:
     """The ASGI app to serve: the SDK's Streamable HTTP app (at ``/mcp``) with DNS-rebinding
     protection on, behind bearer authentication (:func:`mcp_server._auth.protect`) when the
@@ -144,6 +146,8 @@ def http_app(
     session-era answers resumable; stateless HTTP has no streams to resume and ignores it.
     Every request is watched (:class:`~mcp_server._resume.ConnectionWatch`), so a call whose
     client disconnected stops polling. Run its lifespan (uvicorn does) before sending requests.
+    ``metrics`` (from :func:`mcp_server._metrics.install`) serves ``GET /metrics`` behind the
+    same authentication and Host checks as ``/mcp``.
     """
     app: ASGIApp = server.streamable_http_app(
         stateless_http=stateless,
@@ -160,6 +164,8 @@ def http_app(
     )
     _quiet_session_refusals()
     app = ConnectionWatch(app)
+    if metrics is not None:  # inside the authentication: only callers with a token reach it
+        app = MetricsEndpoint(app, metrics, settings, transport_security(host, port, settings))
     verifier = authenticator if authenticator is not None else build_authenticator(settings)
     if verifier is not None:
         app = protect(app, verifier)

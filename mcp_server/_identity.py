@@ -32,7 +32,10 @@ DEFAULT_PRINCIPAL: Final = "default"
 
 def _user(request_context: object) -> AuthenticatedUser | None:
     request = getattr(request_context, "request", None)
-    scope = getattr(request, "scope", None)
+    return _scope_user(getattr(request, "scope", None))
+
+
+def _scope_user(scope: object) -> AuthenticatedUser | None:
     if not isinstance(scope, dict):
         return None
     user = scope.get("user")
@@ -47,7 +50,19 @@ def principal(request_context: object = None) -> str:
         PermissionError: an authenticated request whose token names no principal (the
             verifiers never produce one; this guards against a verifier plugged in by hand).
     """
-    user = _user(request_context)
+    return _principal_of(_user(request_context))
+
+
+def scope_principal(scope: object) -> str:
+    """:func:`principal` of an HTTP request's ASGI ``scope`` (for middleware: ``/metrics``).
+
+    Raises:
+        PermissionError: as :func:`principal`.
+    """
+    return _principal_of(_scope_user(scope))
+
+
+def _principal_of(user: AuthenticatedUser | None) -> str:
     if user is None:
         return LOCAL_PRINCIPAL
     claims = user.access_token.claims or {}

@@ -45,7 +45,7 @@ from ._values import ENV_AUTH_TOKEN as ENV_AUTH_TOKEN
 from ._values import ENV_PREFIX as ENV_PREFIX
 from ._values import MIN_TOKEN_LENGTH as MIN_TOKEN_LENGTH
 from ._values import TOKEN_HOWTO as TOKEN_HOWTO
-from ._values import _items, check_allowed_host, check_allowed_origin
+from ._values import MetricsSwitch, _items, check_allowed_host, check_allowed_origin
 from ._values import check_auth_token as check_auth_token
 from ._values import read_token_file as read_token_file
 
@@ -334,6 +334,8 @@ class Settings(BaseSettings):
         lv.ConfirmAboveCost, Option("--confirm-above-cost", metavar="AMOUNT")
     ] = None
     currency: Annotated[lv.CurrencyCode, Option("--currency", metavar="CODE")] = lv.DEFAULT_CURRENCY
+    # Prometheus metrics (issue 25 item 2; mcp_server/_metrics.py):
+    metrics: Annotated[MetricsSwitch, Option("--metrics", off="--no-metrics")] = False
     # Set by the program that embeds the server, not by variables or flags:
     heartbeat: float = Field(
         5.0, gt=0, allow_inf_nan=False, description="Seconds between progress heartbeats."

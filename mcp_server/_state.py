@@ -40,6 +40,7 @@ from mai_tools.jobbook import AuditLog, JobBook, SQLiteJobBook, open_job_book
 
 from ._limit_values import limits_of
 from ._logs import JobLog
+from ._metrics import spend_meter
 from ._settings import Settings
 
 STOPPING = threading.Event()
@@ -195,8 +196,10 @@ def lifespan(
             audit.attach(state.book)
         state.audit = audit
         jobs = JobLog()  # a line per job event (mcp_server.jobs, INFO): _logs
+        spend = spend_meter(settings)  # the estimated spend counter, with a price: _metrics
+        observers = [o for o in (jobs, spend) if o is not None]
         if state.book is not None:
-            state.book.observers.append(jobs)
+            state.book.observers.extend(observers)
         _RUNNING[server] = state
         try:
             yield state
@@ -205,8 +208,9 @@ def lifespan(
             try:
                 await state.aclose()
             finally:
-                if state.book is not None and jobs in state.book.observers:
-                    state.book.observers.remove(jobs)
+                for observer in observers:
+                    if state.book is not None and observer in state.book.observers:
+                        state.book.observers.remove(observer)
 
     return run
 

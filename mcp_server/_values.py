@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from mai_tools._config import read_private_file
 from mai_tools._exceptions import ConfigurationError
@@ -20,6 +22,14 @@ TOKEN_HOWTO = (
     """the output of: python -c "import secrets; print(secrets.token_urlsafe(32))" """
     "and have clients send the header 'Authorization: Bearer <token>'."
 )
+MetricsSwitch = Annotated[
+    bool,
+    Field(
+        description="HTTP: serve Prometheus metrics at GET /metrics, behind the token (with named "
+        'tokens or OAuth: operators only). Needs pip install "mai-tools[metrics]".'
+    ),
+]
+"""The ``metrics`` setting (:mod:`mcp_server._metrics`): its description is its ``--help``."""
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: safe in any header
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(:(\d{1,5}|\*))?")

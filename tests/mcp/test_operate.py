@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,7 @@ from mcp_server._state import STOPPING
 from mcp_server._tokens import NamedToken, NamedTokens, digest, write
 from tests.support.emulators import EmulatorPool
 from tests.support.fakes import KEY
-from tests.support.identity import served_command
+from tests.support.identity import http_command, served_command, server_env
 from tests.support.postgres import PostgresServer
 from tests.support.serving import stdio_call
 
@@ -56,17 +53,6 @@ STRANGE_HOST = {"Host": "10.1.2.3:8000"}  # a kubelet probes the pod's IP: no al
 @pytest.fixture
 def emu(emulators: EmulatorPool) -> RunningEmulator:
     return emulators(api_keys=(KEY,), min_duration=0.05, max_duration=0.1)
-
-
-def _command() -> list[str]:
-    found = shutil.which("mai-image-mcp", path=os.path.dirname(sys.executable))
-    assert found is not None, "mai-image-mcp is not installed beside this Python"
-    return [found, "--transport", "streamable-http"]
-
-
-def _env(**more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAI_MCP_", "PIXAZO_"))}
-    return {**env, "MAI_MCP_PREVIEW": "off", **more}
 
 
 def _tokens_file(where: Path) -> Path:
@@ -87,9 +73,15 @@ async def test_probes_answer_without_a_token_and_the_json_log_tells_each_job(
     emu: RunningEmulator, tmp_path: Path
 ) -> None:
     book = tmp_path / "jobs.sqlite3"
-    command = [*_command(), "--tokens-file", str(_tokens_file(tmp_path)), "--job-book", str(book)]
+    command = [
+        *http_command(),
+        "--tokens-file",
+        str(_tokens_file(tmp_path)),
+        "--job-book",
+        str(book),
+    ]
     command += ["--log-format", "json", "--log-level", "INFO"]
-    env = _env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url)
+    env = server_env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url)
     with served_command(command, env) as served:
         async with httpx2.AsyncClient(base_url=served.origin, timeout=10) as plain:
             health = await plain.get("/healthz")
@@ -145,8 +137,8 @@ def test_the_default_level_shows_the_start_line_and_no_job_line(
     token_file = tmp_path / "token"
     token_file.write_text(ALICE_TOKEN)
     token_file.chmod(0o600)
-    command = [*_command(), "--auth-token-file", str(token_file)]
-    env = _env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url, MAI_JOB_BOOK="off")
+    command = [*http_command(), "--auth-token-file", str(token_file)]
+    env = server_env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url, MAI_JOB_BOOK="off")
     with served_command(command, env) as served:
         ready = httpx.get(f"{served.origin}/readyz", timeout=10)
         refused = httpx.get(f"{served.origin}/mcp", timeout=10)
@@ -164,8 +156,8 @@ def test_the_default_level_shows_the_start_line_and_no_job_line(
 def test_readyz_is_503_while_the_postgres_book_is_down(
     postgres_server: PostgresServer, postgres_url: str
 ) -> None:
-    command = [*_command(), "--emulator", "--job-book", postgres_url]
-    with served_command(command, _env()) as served:
+    command = [*http_command(), "--emulator", "--job-book", postgres_url]
+    with served_command(command, server_env()) as served:
         ready = httpx.get(f"{served.origin}/readyz", timeout=10)
         postgres_server.stop()
         try:
@@ -187,9 +179,9 @@ async def test_stdio_json_log_has_the_start_line_and_the_job_lines(
     emu: RunningEmulator, tmp_path: Path
 ) -> None:
     params = StdioServerParameters(
-        command=_command()[0],
+        command=http_command()[0],
         args=["--log-format", "json", "--log-level", "INFO"],
-        env=_env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url),
+        env=server_env(PIXAZO_API_KEY=KEY, PIXAZO_BASE_URL=emu.base_url),
     )
     prompt = {"prompt": "a json log"}
     result, stderr = await stdio_call(params, "generate_image", prompt, tmp_path / "err.log")

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +110,21 @@ def served_command(command: list[str], env: dict[str, str]) -> Iterator[Served]:
     finally:
         proc.terminate()
         served.stderr = proc.communicate(timeout=10)[1].decode()
+
+
+def http_command() -> list[str]:
+    """``mai-image-mcp --transport streamable-http``, the one installed beside this Python."""
+    found = shutil.which("mai-image-mcp", path=os.path.dirname(sys.executable))
+    assert found is not None, "mai-image-mcp is not installed beside this Python"
+    return [found, "--transport", "streamable-http"]
+
+
+def server_env(**more: str) -> dict[str, str]:
+    """This process's environment without the server's settings (and OpenTelemetry's), with
+    previews off and ``more``."""
+    prefixes = ("MAI_MCP_", "PIXAZO_", "OTEL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return {**env, "MAI_MCP_PREVIEW": "off", **more}
 
 
 ROOT = Path(__file__).resolve().parents[2]
