@@ -6,6 +6,7 @@ isolation (it is a test dependency), so these tests check the real artifacts.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,10 +39,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return Built(wheel=wheel, sdist=sdist)
 
 
-@pytest.fixture
-def installed(built: Built, tmp_path: Path) -> Path:
-    """The wheel installed by pip into a fresh folder (``--target``): site-packages and bin/."""
-    target = tmp_path / "site"
+@pytest.fixture(scope="session")
+def _pip_installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed by pip (``--target``), once per session: tests get copies."""
+    target = tmp_path_factory.mktemp("pip-target") / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
     subprocess.run(
         [*pip, "--target", str(target), str(built.wheel)],
@@ -51,3 +52,13 @@ def installed(built: Built, tmp_path: Path) -> Path:
         check=True,
     )
     return target
+
+
+@pytest.fixture
+def installed(_pip_installed: Path, tmp_path: Path) -> Path:
+    """The wheel installed by pip into a fresh folder (``--target``): site-packages and bin/.
+
+    A copy of the session's one pip install (a pip run costs seconds; a copy of the small
+    tree, milliseconds), so a test may change its files (the ``mcp_server`` package written
+    over or deleted) without touching another test's."""
+    return Path(shutil.copytree(_pip_installed, tmp_path / "site", symlinks=True))
