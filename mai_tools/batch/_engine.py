@@ -69,9 +69,9 @@ DEFAULT_STATUS_READS_PER_SECOND: Final = 100.0
 DEFAULT_DOWNLOADS_PER_HOST: Final = 8
 """How many images a run downloads at once from one host without ``downloads_per_host``."""
 STOP_GRACE: Final = 10.0
+"""After a stop, requests already in flight get this long to finish and be recorded."""
 MANIFEST_INTERVAL: Final = 2.0
 """The manifest is rewritten at most this often while a run goes (and once at its end)."""
-"""After a stop, requests already in flight get this long to finish and be recorded."""
 _ENGINE_RETRY: Final = RetryPolicy(initial_backoff=0.5, max_backoff=8.0)
 
 
