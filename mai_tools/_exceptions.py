@@ -362,12 +362,22 @@ class JobTimeoutError(MAIImageError, TimeoutError):
             text = f"{text} {reason}"
         super().__init__(text)
 
-    def waited_text(self) -> str:
+    def waited_text(self, *, before: float = 0.0, allowed: float | None = None) -> str:
         """The time waited, as people read it ("1.5s"; "1.5s of the 300s allowed" when the
-        wait ended well before its timeout)."""
-        waited = f"{round(self.waited, 1):g}s"
-        if self.timeout - self.waited >= max(1.0, self.timeout * 0.1):
-            return f"{waited} of the {self.timeout:g}s allowed"
+        wait ended well before its timeout).
+
+        Args:
+            before: seconds already spent on the job before this wait began (a batch line's
+                time since its submit), added to the time waited.
+            allowed: the whole allowance those seconds count against (default: this wait's
+                ``timeout``), so a caller that waited out the rest of an allowance names the
+                allowance ("300s"), not what was left of it ("299.999s").
+        """
+        spent = before + self.waited
+        budget = self.timeout + before if allowed is None else allowed
+        waited = f"{round(spent, 1):g}s"
+        if budget - spent >= max(1.0, budget * 0.1):
+            return f"{waited} of the {round(budget, 1):g}s allowed"
         return waited
 
 

@@ -192,8 +192,10 @@ class Submitter:
         assert request_id is not None
         started = state.submitted_at.pop(row.id, None)
         timeout = self._job_timeout
+        spent = 0.0  # of the job timeout, before this wait
         if started is not None:  # submitted in this run: the timeout counts from then
-            timeout = max(timeout - (time.monotonic() - started), 0.001)
+            spent = min(time.monotonic() - started, timeout - 0.001)
+            timeout -= spent
 
         def on_status(status: JobStatus, _elapsed: float) -> None:
             value = status.status.value
@@ -211,7 +213,7 @@ class Submitter:
             state.record(row, state="failed", status=value, error=error)
             return
         except JobTimeoutError as exc:
-            state.record(row, error=self._still_running(exc))
+            state.record(row, error=self._still_running(exc, spent))
             state.settle(row)
             return
         except (AuthenticationError, PermissionDeniedError) as exc:
@@ -245,8 +247,9 @@ class Submitter:
             error="; ".join(result.unavailable) or None,
         )
 
-    def _still_running(self, exc: JobTimeoutError) -> str:
-        limit = exc.waited_text()
+    def _still_running(self, exc: JobTimeoutError, spent: float) -> str:
+        # Counted against the line's job timeout since its submit, not what was left of it.
+        limit = exc.waited_text(before=spent, allowed=self._job_timeout)
         if exc.reason:  # the last status read failed (what it answered, without advice)
             return f"still running after {limit} ({exc.reason}); rerun to keep waiting"
         last = exc.last_status.status.value if exc.last_status is not None else "running"
