@@ -54,6 +54,9 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(
+    optionalhook=True
+)  # a pytest without xdist (some tests start one) has no such hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: three workers per two cores. The suite's tests mostly wait (on the servers
     and CLI subprocesses they start, on loopback I/O): with one worker per core the 2-core VM

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,21 +59,32 @@ class SQLiteJobBook(JobBook):
             return self._conn
         # A forked child must not share its parent's connection: open its own.
         conn: sqlite3.Connection | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except (OSError, sqlite3.Error) as exc:
-            if conn is not None:  # e.g. a file that is not a database: no leaked handle
-                conn.close()
-            raise self._error("cannot be opened", exc) from None
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                conn.execute("PRAGMA synchronous = NORMAL")
+                break
+            except (OSError, sqlite3.Error) as exc:
+                if conn is not None:  # e.g. a file that is not a database: no leaked handle
+                    conn.close()
+                    conn = None
+                # Switching to WAL, or reading the WAL index while another process recovers
+                # it, can answer "database is locked" at once, without SQLite's busy handler:
+                # processes opening one book together (a host starting a server per call)
+                # wait for each other here instead, within the same busy timeout.
+                busy = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise self._error("cannot be opened", exc) from None
+                time.sleep(random.uniform(0.01, 0.05))
         if mode is None or str(mode[0]).lower() != "wal":  # pragma: no cover - odd filesystems
             conn.close()
             raise JobBookError(
